@@ -17,7 +17,8 @@
 //! | config error (disabled) | `0`, `190`, `3`, `10`, `200`–`299`, `33`, `100` (otherwise), `131005`, `131008`, `131009`, `131030`, `131045`, `131058`, `132000`–`132012`, `133010` |
 //! | anything else | transient with HTTP 5xx, throttled with HTTP 429, rejected otherwise |
 //!
-//! `Retry-After` (seconds) is kept on transient, throttled and restricted answers.
+//! `Retry-After` (seconds) is kept on transient, throttled and restricted answers; without it,
+//! the `estimated_time_to_regain_access` of `x-business-use-case-usage` (minutes) is used.
 
 use std::time::Duration;
 
@@ -198,6 +199,22 @@ pub fn snippet(body: &[u8]) -> String {
     out
 }
 
+/// `estimated_time_to_regain_access` (minutes) from the `x-business-use-case-usage` header
+/// Graph sends with call-rate throttles (`{"<waba id>": [{"type": "whatsapp", ...,
+/// "estimated_time_to_regain_access": 5}]}`); the longest wait named, if any is above zero.
+pub fn parse_business_use_case_usage(value: &str) -> Option<Duration> {
+    let usage: Value = serde_json::from_str(value).ok()?;
+    usage
+        .as_object()?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|entry| entry.get("estimated_time_to_regain_access")?.as_u64())
+        .filter(|minutes| *minutes > 0)
+        .max()
+        .map(|minutes| Duration::from_secs(minutes * 60))
+}
+
 /// `Retry-After` in seconds (the only form Graph and its proxies send).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
@@ -340,6 +357,17 @@ mod tests {
         );
         assert_eq!(parse_retry_after(" 30 "), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(
+            parse_business_use_case_usage(
+                r#"{"102290129340398":[{"type":"whatsapp","call_count":100,"total_cputime":3,"total_time":4,"estimated_time_to_regain_access":5},{"type":"management","estimated_time_to_regain_access":0}]}"#
+            ),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_business_use_case_usage(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#),
+            None
+        );
+        assert_eq!(parse_business_use_case_usage("garbage"), None);
     }
 
     #[test]

@@ -138,12 +138,13 @@ impl fmt::Debug for WhatsappConfig {
     }
 }
 
-/// A `[channels.whatsapp]` table that can't work. Names the key; never holds a secret.
+/// A `[channels.whatsapp]` table that can't work. Names the key (the caller names the
+/// table, e.g. `[channels.whatsapp]: access_token: is empty`); never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WhatsappConfigError {
-    #[error("channels.whatsapp.{key}: {reason}")]
+    #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
-    #[error("channels.whatsapp: could not build the HTTP client: {0}")]
+    #[error("could not build the HTTP client: {0}")]
     Client(String),
 }
 

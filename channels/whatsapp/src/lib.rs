@@ -176,12 +176,15 @@ impl WhatsappChannel {
     }
 }
 
-/// `Retry-After` in seconds, when present.
+/// How long Graph asks us to wait: `Retry-After` in seconds, else the business use case
+/// usage header's `estimated_time_to_regain_access`.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    header(RETRY_AFTER.as_str())
         .and_then(classify::parse_retry_after)
+        .or_else(|| {
+            header("x-business-use-case-usage").and_then(classify::parse_business_use_case_usage)
+        })
 }
 
 /// An error and its sources on one line ("error sending request: connection refused").

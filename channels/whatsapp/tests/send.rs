@@ -468,3 +468,29 @@ async fn a_refused_connection_is_transient() {
     assert!(!detail.contains(TOKEN), "{detail}");
     assert_eq!(answer.message_id, None);
 }
+
+#[tokio::test]
+async fn waba_rate_limit_80007_waits_for_the_usage_headers_estimate() {
+    let answer = answer_for(
+        error_response(
+            400,
+            80007,
+            "(#80007) There have been too many calls to this WhatsApp Business account.",
+            "Try again later or reduce the frequency",
+        )
+        .insert_header(
+            "x-business-use-case-usage",
+            r#"{"102290129340398":[{"type":"whatsapp","call_count":100,"total_cputime":1,"total_time":1,"estimated_time_to_regain_access":3}]}"#,
+        ),
+    )
+    .await;
+    assert_failed(
+        &answer,
+        Class::Throttled {
+            retry_after: Some(Duration::from_secs(180)),
+            scope: ThrottleScope::Channel,
+        },
+        "80007",
+        "(#80007) There have been too many calls to this WhatsApp Business account.: Try again later or reduce the frequency",
+    );
+}
