@@ -35,8 +35,11 @@
 //! (`Transient`); with a longer timeout the description rules above still make it
 //! `Transient`. Either way the class is right; only the provider's words may be lost.
 //!
-//! Every `detail` passes through [`scrub`]: reqwest's errors print the request URL, which holds
-//! the bot token.
+//! **Token**: reqwest's errors print the request URL, which holds the bot token. teloxide
+//! already rewrites it (`/bottoken:redacted/SendMessage` for a BotFather-shaped token with a
+//! 35+ character secret, otherwise it drops the URL), and every `code` and `detail` built here
+//! also passes through [`scrub`], so a token that slips past teloxide (or that Telegram echoes
+//! in a description) is masked as `***`.
 
 use std::time::Duration;
 
