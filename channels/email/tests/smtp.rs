@@ -409,12 +409,37 @@ async fn refused_connection_is_transient() {
 }
 
 #[tokio::test]
-async fn server_closing_mid_conversation_is_transient() {
+async fn server_gone_before_connecting_is_transient() {
     let sink = SmtpSink::start("127.0.0.1:0").await.unwrap();
     let ch = channel(&sink);
     sink.shutdown().await;
     let answer = ch.send(&message("bob@example.com")).await;
     assert_eq!(answer.class, TRANSIENT, "{answer:?}");
+}
+
+#[tokio::test]
+async fn server_closing_mid_conversation_is_transient() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    // A server that greets, answers EHLO, then hangs up on MAIL FROM.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        w.write_all(b"220 hello\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("EHLO") {
+                w.write_all(b"250 hello\r\n").await.unwrap();
+            } else {
+                break;
+            }
+        }
+    });
+    let ch = EmailChannel::new(config(addr, None), TIMEOUT).unwrap();
+    let answer = ch.send(&message("bob@example.com")).await;
+    assert_eq!(answer.class, TRANSIENT, "{answer:?}");
+    assert_eq!(answer.code.as_deref(), Some("connection_closed"));
 }
 
 #[tokio::test]
