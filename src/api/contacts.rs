@@ -1,0 +1,193 @@
+//! Contacts, their addresses and their consents (with the append-only history).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lifeboat_channel::{Category, ChannelKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::JsonBody;
+use super::{ApiError, AppState};
+use crate::model::{Consent, ConsentStatus, ContactPatch};
+use crate::validate;
+
+/// Body of `PUT /v1/contacts/{id}` and the `to` member of a notification.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactBody {
+    pub whatsapp: Option<String>,
+    pub telegram: Option<String>,
+    pub email: Option<String>,
+    pub line: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+}
+
+impl ContactBody {
+    /// Checks every member; `prefix` is put before field names (`to.` in notifications).
+    pub fn validate(&self, prefix: &str) -> Result<ContactPatch, ApiError> {
+        let check = |kind: ChannelKind, value: &Option<String>| -> Result<(), ApiError> {
+            if let Some(v) = value {
+                validate::address(kind, v)
+                    .map_err(|m| ApiError::validation(format!("{prefix}{kind}"), m))?;
+            }
+            Ok(())
+        };
+        check(ChannelKind::Whatsapp, &self.whatsapp)?;
+        check(ChannelKind::Telegram, &self.telegram)?;
+        check(ChannelKind::Email, &self.email)?;
+        check(ChannelKind::Line, &self.line)?;
+        if let Some(tz) = &self.timezone {
+            validate::timezone(tz)
+                .map_err(|m| ApiError::validation(format!("{prefix}timezone"), m))?;
+        }
+        if let Some(locale) = &self.locale {
+            let ok = !locale.is_empty()
+                && locale.len() <= 35
+                && locale
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(ApiError::validation(
+                    format!("{prefix}locale"),
+                    format!("`{locale}` is not a locale tag like en-US"),
+                ));
+            }
+        }
+        Ok(ContactPatch {
+            whatsapp: self.whatsapp.clone(),
+            telegram: self.telegram.clone(),
+            email: self.email.clone(),
+            line: self.line.clone(),
+            timezone: self.timezone.clone(),
+            locale: self.locale.clone(),
+        })
+    }
+}
+
+pub fn check_contact_id(id: &str) -> Result<(), ApiError> {
+    validate::id(id).map_err(|m| ApiError::validation("contact_id", format!("contact id {m}")))
+}
+
+pub fn parse_channel(name: &str) -> Result<ChannelKind, ApiError> {
+    name.parse::<ChannelKind>()
+        .map_err(|e| ApiError::not_found(e.to_string()))
+}
+
+pub async fn put_contact(
+    State(state): State<AppState>,
+    Path(contact_id): Path<String>,
+    JsonBody(body): JsonBody<ContactBody>,
+) -> Result<Response, ApiError> {
+    check_contact_id(&contact_id)?;
+    let patch = body.validate("")?;
+    let contact = state
+        .store
+        .upsert_contact(&contact_id, &patch, state.clock.now())
+        .await?;
+    Ok(Json(contact).into_response())
+}
+
+pub async fn get_contact(
+    State(state): State<AppState>,
+    Path(contact_id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_contact_id(&contact_id)?;
+    match state.store.get_contact(&contact_id).await? {
+        Some(contact) => Ok(Json(contact).into_response()),
+        None => Err(ApiError::not_found(format!("no contact `{contact_id}`"))),
+    }
+}
+
+pub async fn delete_contact(
+    State(state): State<AppState>,
+    Path(contact_id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_contact_id(&contact_id)?;
+    if state
+        .store
+        .erase_contact(&contact_id, state.clock.now())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(format!("no contact `{contact_id}`")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentBody {
+    status: ConsentStatus,
+    scopes: Option<Vec<Category>>,
+    source: Option<String>,
+    evidence: Option<String>,
+}
+
+pub async fn put_consent(
+    State(state): State<AppState>,
+    Path((contact_id, channel)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ConsentBody>,
+) -> Result<Response, ApiError> {
+    check_contact_id(&contact_id)?;
+    let kind = parse_channel(&channel)?;
+    let mut scopes = body.scopes.unwrap_or_else(|| vec![Category::Transactional]);
+    scopes.sort_by_key(|c| c.as_str());
+    scopes.dedup();
+    if body.status == ConsentStatus::Granted && scopes.is_empty() {
+        return Err(ApiError::validation(
+            "scopes",
+            "a granted consent needs at least one scope (transactional, marketing)",
+        ));
+    }
+    let source = body.source.unwrap_or_else(|| "api".to_string());
+    if source.is_empty() || source.len() > 64 {
+        return Err(ApiError::validation("source", "must be 1–64 characters"));
+    }
+    if body.evidence.as_ref().is_some_and(|e| e.len() > 4096) {
+        return Err(ApiError::validation(
+            "evidence",
+            "must be at most 4096 characters",
+        ));
+    }
+    let consent = Consent {
+        status: body.status,
+        scopes,
+        source,
+        evidence: body.evidence,
+        at: state.clock.now(),
+    };
+    match state.store.set_consent(&contact_id, kind, consent).await? {
+        Some(record) => Ok(Json(json!({
+            "contact_id": contact_id,
+            "channel": kind,
+            "status": record.status,
+            "scopes": record.scopes,
+            "source": record.source,
+            "evidence": record.evidence,
+            "at": record.at,
+        }))
+        .into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} first"
+        ))),
+    }
+}
+
+pub async fn consent_history(
+    State(state): State<AppState>,
+    Path((contact_id, channel)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_contact_id(&contact_id)?;
+    let kind = parse_channel(&channel)?;
+    if state.store.get_contact(&contact_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no contact `{contact_id}`")));
+    }
+    let history = state.store.consent_history(&contact_id, kind).await?;
+    Ok(
+        Json(json!({ "contact_id": contact_id, "channel": kind, "history": history }))
+            .into_response(),
+    )
+}

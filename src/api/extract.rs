@@ -1,0 +1,138 @@
+//! Request extractors that answer in the API's error shape: a JSON body (415 for another
+//! content type, 413 past the body limit, 400 for broken JSON, 422 naming the member for a
+//! well-formed body with a wrong member) and the path and query parameters.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body parsed into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::invalid_json(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, telling broken JSON (400) from a wrong member (422 with the member's path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = if path == "." { String::new() } else { path };
+                    let message = strip_position(&inner.to_string());
+                    if field.is_empty() {
+                        // A whole-body type error (e.g. an array instead of an object), or a
+                        // missing member: serde names the member in the message.
+                        let named = missing_field(&message).unwrap_or_default();
+                        Err(ApiError::validation(named, message))
+                    } else {
+                        Err(ApiError::validation(field, message))
+                    }
+                }
+                _ => Err(ApiError::invalid_json(inner.to_string())),
+            }
+        }
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// Query parameters parsed into `T`; a bad one is a 422 naming it.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rejection) => Err(ApiError::validation("query", rejection.body_text())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        count: u32,
+    }
+
+    #[test]
+    fn tells_broken_json_from_wrong_members() {
+        assert_eq!(
+            parse_json::<Body>(b"{\"name\": ").unwrap_err().code,
+            "invalid_json"
+        );
+        let e = parse_json::<Body>(br#"{"name": "a", "count": "x"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("validation_failed", Some("count"))
+        );
+        let e = parse_json::<Body>(br#"{"count": 1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = parse_json::<Body>(br#"{"name": "a", "colour": 1}"#).unwrap_err();
+        assert_eq!(e.code, "validation_failed");
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP API (api.md): routes, shared state and authentication.
+//!
+//! `/v1/...` takes an app's api key; `/v1/admin/...` takes the admin token, and an api key
+//! there is a 403 (the keys are for different people). Every error is [`ApiError`]'s shape.
+
+mod admin;
+mod auth;
+mod contacts;
+pub mod error;
+pub mod extract;
+mod notifications;
+mod ops;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use tokio::sync::Notify;
+
+use crate::channels::Registry;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::states::ChannelStates;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub states: Arc<ChannelStates>,
+    pub registry: Registry,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the dispatcher when a notification is accepted.
+    pub wake: Arc<Notify>,
+    pub keys: Arc<auth::Keys>,
+    /// False once shutdown has begun, or if the dispatcher stopped.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        states: Arc<ChannelStates>,
+        registry: Registry,
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        let keys = Arc::new(auth::Keys::from_config(&config));
+        AppState {
+            store,
+            states,
+            registry,
+            config,
+            clock,
+            wake,
+            keys,
+            ready,
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let app_routes = Router::new()
+        .route(
+            "/contacts/{contact_id}",
+            put(contacts::put_contact)
+                .get(contacts::get_contact)
+                .delete(contacts::delete_contact),
+        )
+        .route(
+            "/contacts/{contact_id}/consents/{channel}",
+            put(contacts::put_consent),
+        )
+        .route(
+            "/contacts/{contact_id}/consents/{channel}/history",
+            get(contacts::consent_history),
+        )
+        .route(
+            "/notifications",
+            post(notifications::create).get(notifications::list),
+        )
+        .route("/notifications/{id}", get(notifications::get_one))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+
+    let admin_routes = Router::new()
+        .route("/channels", get(admin::list_channels))
+        .route("/channels/{channel}/disable", post(admin::disable))
+        .route("/channels/{channel}/enable", post(admin::enable))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_token,
+        ));
+
+    Router::new()
+        .nest("/v1/admin", admin_routes)
+        .nest("/v1", app_routes)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,351 @@
+//! `POST /v1/notifications` (accept), `GET /v1/notifications/{id}` and the paged list.
+//!
+//! Accepting validates everything first (nothing invalid is stored), then hands the
+//! notification to the store, which answers only once it is durable: the 202 is a promise.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lifeboat_channel::{Category, ChannelKind, WhatsappTemplate};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::contacts::{check_contact_id, ContactBody};
+use super::extract::{JsonBody, Query};
+use super::{ApiError, AppState};
+use crate::config::parse_duration;
+use crate::model::{Attempt, Cursor, Notification, Status, Timestamp};
+use crate::store::{AcceptOutcome, IdempotencyKey, ListQuery, NewNotification};
+use crate::validate;
+
+/// The longest text any channel takes in one message (Telegram and WhatsApp: 4096).
+const MAX_TEXT_CHARS: usize = 4096;
+const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationRequest {
+    contact_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<ContactBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    category: Option<Category>,
+    text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    whatsapp_template: Option<WhatsappTemplate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channels: Option<Vec<ChannelKind>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_in: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fallback_after: Option<String>,
+}
+
+/// What the API shows of a notification.
+#[derive(Serialize)]
+pub struct NotificationView<'a> {
+    id: &'a str,
+    contact_id: &'a str,
+    category: Category,
+    status: Status,
+    channel: Option<ChannelKind>,
+    channels: &'a [ChannelKind],
+    attempts: &'a [Attempt],
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    expires_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+}
+
+impl<'a> From<&'a Notification> for NotificationView<'a> {
+    fn from(n: &'a Notification) -> Self {
+        NotificationView {
+            id: &n.id,
+            contact_id: &n.contact_id,
+            category: n.category,
+            status: n.status,
+            channel: n.channel,
+            channels: &n.channels,
+            attempts: &n.attempts,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+            expires_at: n.expires_at,
+            next_attempt_at: n.next_attempt_at.filter(|_| n.status == Status::Queued),
+            idempotency_key: n.idempotency_key.as_deref(),
+        }
+    }
+}
+
+fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(text) => {
+            let d = parse_duration(text).map_err(|m| ApiError::validation(field, m))?;
+            if d.is_zero() {
+                return Err(ApiError::validation(field, "must be longer than zero"));
+            }
+            Ok(Some(d))
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(mut req): JsonBody<NotificationRequest>,
+) -> Result<Response, ApiError> {
+    // Idempotency key: body member or header, and they must agree.
+    let header_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::validation(
+                        "idempotency_key",
+                        "the Idempotency-Key header is not valid text",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let key = match (req.idempotency_key.take(), header_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::validation(
+                "idempotency_key",
+                "the body's idempotency_key and the Idempotency-Key header differ",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(k) = &key {
+        if k.is_empty() || k.len() > 255 || k.chars().any(char::is_control) {
+            return Err(ApiError::validation(
+                "idempotency_key",
+                "must be 1–255 printable characters",
+            ));
+        }
+    }
+
+    check_contact_id(&req.contact_id)?;
+    let patch = match &req.to {
+        Some(to) => {
+            if to.timezone.is_some() || to.locale.is_some() {
+                return Err(ApiError::validation(
+                    "to",
+                    "`to` holds addresses only; set timezone and locale with PUT /v1/contacts/{id}",
+                ));
+            }
+            Some(to.validate("to.")?)
+        }
+        None => None,
+    };
+    if req.text.trim().is_empty() {
+        return Err(ApiError::validation("text", "must not be empty"));
+    }
+    if req.text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::validation(
+            "text",
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    if let Some(subject) = &req.subject {
+        if subject.chars().count() > 998 || subject.contains(['\r', '\n']) {
+            return Err(ApiError::validation(
+                "subject",
+                "must be one line of at most 998 characters",
+            ));
+        }
+    }
+    if let Some(t) = &req.whatsapp_template {
+        if t.name.is_empty() || t.name.len() > 512 {
+            return Err(ApiError::validation(
+                "whatsapp_template.name",
+                "must be 1–512 characters",
+            ));
+        }
+        if t.language.is_empty() || t.language.len() > 15 {
+            return Err(ApiError::validation(
+                "whatsapp_template.language",
+                "must be a language code like en_US",
+            ));
+        }
+    }
+    let channels = match &req.channels {
+        Some(list) => {
+            if list.is_empty() {
+                return Err(ApiError::validation(
+                    "channels",
+                    "must name at least one channel",
+                ));
+            }
+            let mut seen = Vec::new();
+            for c in list {
+                if seen.contains(c) {
+                    return Err(ApiError::validation("channels", format!("names {c} twice")));
+                }
+                seen.push(*c);
+            }
+            seen
+        }
+        None => state.config.routing.order.clone(),
+    };
+    let expires_in =
+        duration_field("expires_in", &req.expires_in)?.unwrap_or(state.config.routing.expires_in);
+    if expires_in > MAX_EXPIRES_IN {
+        return Err(ApiError::validation(
+            "expires_in",
+            "must be at most 30 days",
+        ));
+    }
+    let fallback_after = duration_field("fallback_after", &req.fallback_after)?;
+
+    let exists = state.store.get_contact(&req.contact_id).await?.is_some();
+    if !exists && patch.as_ref().is_none_or(|p| p.is_empty()) {
+        return Err(ApiError::validation(
+            "contact_id",
+            format!(
+                "no contact `{}`: create it with PUT /v1/contacts/{} or pass its addresses in `to`",
+                req.contact_id, req.contact_id
+            ),
+        ));
+    }
+
+    let now = state.clock.now();
+    let idempotency = key.as_ref().map(|k| IdempotencyKey {
+        key: k.clone(),
+        fingerprint: hex::encode(Sha256::digest(
+            serde_json::to_vec(&req).expect("request serializes"),
+        )),
+    });
+    let notification = Notification {
+        id: uuid::Uuid::now_v7().to_string(),
+        contact_id: req.contact_id,
+        category: req.category.unwrap_or_default(),
+        text: req.text,
+        subject: req.subject,
+        html: req.html,
+        whatsapp_template: req.whatsapp_template,
+        channels,
+        status: Status::Queued,
+        channel: None,
+        attempts: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::MAX),
+        fallback_after_secs: fallback_after.map(|d| d.as_secs().max(1)),
+        idempotency_key: key,
+        cursor: Cursor::default(),
+        next_attempt_at: Some(now),
+    };
+    let id = notification.id.clone();
+    let outcome = state
+        .store
+        .accept(
+            NewNotification {
+                notification,
+                contact_patch: patch,
+                idempotency,
+            },
+            now,
+        )
+        .await?;
+    match outcome {
+        AcceptOutcome::Created => {
+            state.wake.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "status": "queued"})),
+            )
+                .into_response())
+        }
+        AcceptOutcome::Duplicate { id } => {
+            let status = state
+                .store
+                .get_notification(&id)
+                .await?
+                .map(|n| n.status)
+                .unwrap_or(Status::Queued);
+            Ok((StatusCode::OK, Json(json!({"id": id, "status": status}))).into_response())
+        }
+        AcceptOutcome::Conflict { id } => Err(ApiError::idempotency_conflict(format!(
+            "this idempotency key was used within 24 h for a different request (notification {id})"
+        ))),
+    }
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    validate::id(&id).map_err(|m| ApiError::validation("id", format!("notification id {m}")))?;
+    match state.store.get_notification(&id).await? {
+        Some(n) => Ok(Json(NotificationView::from(&n)).into_response()),
+        None => Err(ApiError::not_found(format!("no notification `{id}`"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    contact_id: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    if let Some(c) = &params.contact_id {
+        check_contact_id(c)?;
+    }
+    let status = match &params.status {
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::validation(
+                "status",
+                format!("`{s}` is not a status (queued, sending, sent, delivered, read, failed, expired, cancelled)"),
+            )
+        })?),
+        None => None,
+    };
+    let limit = match &params.limit {
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(ApiError::validation(
+                    "limit",
+                    "must be a number from 1 to 100",
+                ))
+            }
+        },
+        None => 20,
+    };
+    if let Some(c) = &params.cursor {
+        validate::id(c).map_err(|m| ApiError::validation("cursor", m))?;
+    }
+    let (page, next) = state
+        .store
+        .list_notifications(&ListQuery {
+            contact_id: params.contact_id,
+            status,
+            limit,
+            cursor: params.cursor,
+        })
+        .await?;
+    let data: Vec<NotificationView> = page.iter().map(NotificationView::from).collect();
+    Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
+}

@@ -1,0 +1,114 @@
+//! The configured channels, built from the `[channels.*]` tables by each channel's crate.
+//! This is the only place the gateway names a channel crate; everything after it sees
+//! `dyn Channel`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_channel::{Channel, ChannelKind};
+
+use crate::config::{ChannelSection, Config, ConfigError};
+
+/// Why a channel can't be used, for `check-config`, `/v1/admin/channels` and skip reasons.
+#[derive(Debug, Clone)]
+pub struct NotConfigured(pub String);
+
+/// Every channel the gateway can send on.
+#[derive(Clone, Default)]
+pub struct Registry {
+    channels: BTreeMap<ChannelKind, Arc<dyn Channel>>,
+    missing: BTreeMap<ChannelKind, NotConfigured>,
+}
+
+fn build<C, T, E>(
+    kind: ChannelKind,
+    table: &toml::Table,
+    timeout: Duration,
+    new: impl FnOnce(C, Duration) -> Result<T, E>,
+) -> Result<Arc<dyn Channel>, ConfigError>
+where
+    C: serde::de::DeserializeOwned,
+    T: Channel,
+    E: std::fmt::Display,
+{
+    let config: C = table.clone().try_into().map_err(|e: toml::de::Error| {
+        ConfigError::Invalid(format!("[channels.{kind}]: {}", e.message()))
+    })?;
+    let channel = new(config, timeout)
+        .map_err(|e| ConfigError::Invalid(format!("[channels.{kind}]: {e}")))?;
+    Ok(Arc::new(channel))
+}
+
+impl Registry {
+    /// Builds every configured channel; a table the channel's crate rejects is a config error.
+    pub fn from_config(config: &Config) -> Result<Registry, ConfigError> {
+        let mut registry = Registry::default();
+        for kind in ChannelKind::ALL {
+            match config.channels.get(&kind) {
+                None => {
+                    registry.missing.insert(
+                        kind,
+                        NotConfigured(format!("no [channels.{kind}] table in the config")),
+                    );
+                }
+                Some(ChannelSection::NotConfigured { reason }) => {
+                    registry.missing.insert(kind, NotConfigured(reason.clone()));
+                }
+                Some(ChannelSection::Configured { table, timeout, .. }) => {
+                    let channel = match kind {
+                        ChannelKind::Whatsapp => build(
+                            kind,
+                            table,
+                            *timeout,
+                            lifeboat_whatsapp::WhatsappChannel::new,
+                        )?,
+                        ChannelKind::Telegram => build(
+                            kind,
+                            table,
+                            *timeout,
+                            lifeboat_telegram::TelegramChannel::new,
+                        )?,
+                        ChannelKind::Email => {
+                            build(kind, table, *timeout, lifeboat_email::EmailChannel::new)?
+                        }
+                        ChannelKind::Line => {
+                            build(kind, table, *timeout, lifeboat_line::LineChannel::new)?
+                        }
+                    };
+                    registry.channels.insert(kind, channel);
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// A registry of ready-made channels (tests, the sandbox).
+    pub fn from_channels(channels: Vec<Arc<dyn Channel>>) -> Registry {
+        let mut registry = Registry::default();
+        for channel in channels {
+            registry.channels.insert(channel.kind(), channel);
+        }
+        for kind in ChannelKind::ALL {
+            if !registry.channels.contains_key(&kind) {
+                registry
+                    .missing
+                    .insert(kind, NotConfigured(format!("{kind} is not configured")));
+            }
+        }
+        registry
+    }
+
+    pub fn get(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(&kind)
+    }
+
+    /// Why `kind` is not configured, if it isn't.
+    pub fn missing(&self, kind: ChannelKind) -> Option<&str> {
+        self.missing.get(&kind).map(|m| m.0.as_str())
+    }
+
+    pub fn configured(&self) -> impl Iterator<Item = (ChannelKind, &Arc<dyn Channel>)> {
+        self.channels.iter().map(|(k, c)| (*k, c))
+    }
+}

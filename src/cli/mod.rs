@@ -1,0 +1,115 @@
+//! The `lifeboat` command line (api.md): `serve`, `sandbox`, `check-config`, `channels`.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line on stderr.
+
+mod channels_cmd;
+mod check_config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::channels::Registry;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::server::{self, RunOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "A notification gateway that fails over between WhatsApp, Telegram, email and LINE"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway: HTTP API and delivery workers.
+    Serve {
+        #[arg(long, default_value = "config/lifeboat.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config and say, per channel, whether it is usable.
+    CheckConfig {
+        #[arg(long, default_value = "config/lifeboat.toml")]
+        config: PathBuf,
+        /// Also call each configured provider's cheap health check.
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Show and switch channels on a running gateway (through the admin API).
+    Channels {
+        #[command(subcommand)]
+        action: channels_cmd::Action,
+        /// The gateway's base URL.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "LIFEBOAT_SERVER"
+        )]
+        server: String,
+        /// The admin token.
+        #[arg(
+            long,
+            global = true,
+            env = "LIFEBOAT_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
+    },
+}
+
+/// One line on stderr and the exit code.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("lifeboat: {message}");
+    ExitCode::from(code)
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
+        Command::Channels {
+            action,
+            server,
+            admin_token,
+        } => channels_cmd::run(action, &server, admin_token).await,
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    let registry = match Registry::from_config(&config) {
+        Ok(r) => r,
+        Err(e) => return fail(2, e),
+    };
+    let listener = match server::bind(&config).await {
+        Ok(l) => l,
+        Err(e) => return fail(1, e),
+    };
+    let options = RunOptions {
+        clock: Arc::new(SystemClock::default()),
+        extra_routes: None,
+    };
+    match server::run(
+        config,
+        registry,
+        listener,
+        options,
+        server::shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}

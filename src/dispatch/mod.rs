@@ -1,0 +1,150 @@
+//! The dispatcher: one scheduler task claims due notifications from the store and hands each
+//! to a worker task; at most `server.concurrency` sends are in flight at once.
+//!
+//! The store's claim is what guarantees that no notification is sent by two workers at once.
+//! The scheduler wakes when a notification is accepted, when a worker puts one back on the
+//! queue, or at the latest every 250 ms (retries and throttles that come due).
+
+pub mod backoff;
+pub mod states;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use worker::WorkerContext;
+
+/// How many notifications one claim takes at most.
+const CLAIM_BATCH: usize = 512;
+/// The longest the scheduler sleeps without looking at the queue.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// A running dispatcher.
+pub struct Dispatcher {
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+impl Dispatcher {
+    /// Starts the scheduler with `concurrency` worker slots.
+    pub fn start(ctx: Arc<WorkerContext>, concurrency: usize) -> Dispatcher {
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let task = tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone()));
+        Dispatcher {
+            wake,
+            stop,
+            task,
+            slots,
+            concurrency,
+        }
+    }
+
+    /// Tells the scheduler new work is due (a notification was accepted).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A handle that wakes the scheduler, for the API.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Whether the scheduler is still running (for `/readyz`).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops claiming work and waits up to `grace` for the sends in flight. Sends still running
+    /// after that keep their claim, which the store releases on the next start.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let all = self.concurrency as u32;
+        tokio::time::timeout(grace, self.slots.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
+
+async fn schedule(
+    ctx: Arc<WorkerContext>,
+    wake: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        // Wait for at least one free slot before claiming, so claimed work starts at once.
+        let free = match slots.clone().acquire_owned().await {
+            Ok(permit) => {
+                let n = slots.available_permits() + 1;
+                drop(permit);
+                n
+            }
+            Err(_) => return,
+        };
+        let limit = free.min(CLAIM_BATCH);
+        let batch = match ctx.store.claim_due(ctx.clock.now(), limit).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming due notifications failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let full = batch.len() == limit;
+        for n in batch {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            let wake = wake.clone();
+            tokio::spawn(async move {
+                let id = n.id.clone();
+                match worker::process(&ctx, n).await {
+                    Ok(n) if n.status == crate::model::Status::Queued => wake.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(notification = %id, error = %e, "saving a notification's progress failed; it is retried after a restart")
+                    }
+                }
+                drop(permit);
+            });
+        }
+        if full {
+            continue;
+        }
+        let sleep = match ctx.store.next_due().await {
+            Ok(Some(due)) => due
+                .signed_duration_since(ctx.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(IDLE_POLL),
+            _ => IDLE_POLL,
+        };
+        if sleep.is_zero() {
+            // Due work exists but every slot was taken: wait for a slot or a wake-up.
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+}

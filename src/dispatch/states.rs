@@ -1,0 +1,381 @@
+//! Channel states: which channels are in rotation right now, and the transitions that
+//! provider answers and admins cause.
+//!
+//! The states live in memory (every send consults them) and in the store (they survive a
+//! restart). A change is saved durably *before* it takes effect in memory, logged once, and
+//! counted. Since every send reads the in-memory table, a ban answer takes the channel out for
+//! every queued and later notification at once.
+//!
+//! A restricted channel rests until its `until`; then exactly one notification gets to probe
+//! it (a real send: a health check cannot see a sending restriction). Success makes it active;
+//! another restriction answer restricts it again for twice the cooldown.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
+
+use crate::model::{ChannelState, ChannelStatus, LastError, Timestamp};
+use crate::store::{Store, StoreResult};
+
+/// Whether a notification may use a channel now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// In rotation.
+    Open,
+    /// Restricted, cooldown over: this notification is the probe.
+    Probe,
+    /// Throttled (the channel or this recipient) until then.
+    WaitUntil(Timestamp),
+    /// Out of rotation: skip with this reason (`channel_disabled`, `channel_restricted`,
+    /// `channel_banned`).
+    Skip(&'static str),
+}
+
+struct Entry {
+    status: ChannelStatus,
+    probing: bool,
+    /// Minute buckets of (sent, failed) for the last hour.
+    counts: VecDeque<(i64, u64, u64)>,
+}
+
+/// The live table of channel states.
+pub struct ChannelStates {
+    store: Arc<dyn Store>,
+    entries: RwLock<BTreeMap<ChannelKind, Entry>>,
+    /// Per-recipient pauses (WhatsApp pair rate limit), keyed by channel and address.
+    recipient_pauses: Mutex<HashMap<(ChannelKind, String), Timestamp>>,
+    /// Serialises state changes so that the durable save happens in the order of the changes.
+    change_lock: tokio::sync::Mutex<()>,
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl ChannelStates {
+    /// Loads the stored states; channels never seen start active.
+    pub async fn load(store: Arc<dyn Store>) -> StoreResult<Self> {
+        let stored = store.channel_states().await?;
+        let now = Utc::now();
+        let entries = ChannelKind::ALL
+            .iter()
+            .map(|kind| {
+                let status = stored
+                    .get(kind)
+                    .cloned()
+                    .unwrap_or_else(|| ChannelStatus::active(now));
+                (
+                    *kind,
+                    Entry {
+                        status,
+                        probing: false,
+                        counts: VecDeque::new(),
+                    },
+                )
+            })
+            .collect();
+        Ok(ChannelStates {
+            store,
+            entries: RwLock::new(entries),
+            recipient_pauses: Mutex::new(HashMap::new()),
+            change_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether `kind` may carry a message to `address` now. May hand out the probe slot.
+    pub fn availability(&self, kind: ChannelKind, address: &str, now: Timestamp) -> Availability {
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            let entry = &entries[&kind];
+            match entry.status.state {
+                ChannelState::Active => {}
+                ChannelState::Disabled => return Availability::Skip("channel_disabled"),
+                ChannelState::Banned => return Availability::Skip("channel_banned"),
+                ChannelState::Throttled => {
+                    if let Some(until) = entry.status.until.filter(|u| *u > now) {
+                        return Availability::WaitUntil(until);
+                    }
+                }
+                ChannelState::Restricted => {
+                    let rested = entry.status.until.is_none_or(|u| u <= now);
+                    if !rested || entry.probing {
+                        return Availability::Skip("channel_restricted");
+                    }
+                    drop(entries);
+                    let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+                    let entry = entries.get_mut(&kind).expect("every channel has an entry");
+                    if entry.probing || entry.status.state != ChannelState::Restricted {
+                        return Availability::Skip("channel_restricted");
+                    }
+                    entry.probing = true;
+                    return Availability::Probe;
+                }
+            }
+        }
+        let pauses = self
+            .recipient_pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match pauses.get(&(kind, address.to_string())) {
+            Some(until) if *until > now => Availability::WaitUntil(*until),
+            _ => Availability::Open,
+        }
+    }
+
+    /// Gives back a probe slot that ended without a verdict (e.g. a transient error).
+    pub fn release_probe(&self, kind: ChannelKind) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = entries.get_mut(&kind) {
+            entry.probing = false;
+        }
+    }
+
+    /// Applies what a send's answer means for the channel. `cooldown` is the channel's
+    /// configured cooldown; `was_probe` says whether this send was the probe.
+    pub async fn report(
+        &self,
+        kind: ChannelKind,
+        address: &str,
+        answer: &Answer,
+        was_probe: bool,
+        cooldown: Duration,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.count(kind, answer.class == Class::Sent, now);
+        let last_error = || LastError {
+            at: now,
+            outcome: answer.class.as_str().to_string(),
+            code: answer.code.clone(),
+            detail: answer.detail.clone(),
+        };
+        match &answer.class {
+            Class::Sent | Class::RecipientUnreachable { .. } | Class::Rejected => {
+                if was_probe {
+                    self.change(kind, now, |s| {
+                        *s = ChannelStatus {
+                            last_error: s.last_error.clone(),
+                            reason: Some("probe succeeded".into()),
+                            ..ChannelStatus::active(now)
+                        };
+                    })
+                    .await?;
+                } else if answer.class != Class::Sent {
+                    self.note_error(kind, last_error());
+                }
+            }
+            Class::Transient { .. } => {
+                if was_probe {
+                    self.release_probe(kind);
+                }
+                self.note_error(kind, last_error());
+            }
+            Class::Throttled { retry_after, scope } => {
+                if was_probe {
+                    self.release_probe(kind);
+                }
+                let until = now + to_chrono(retry_after.unwrap_or(Duration::from_secs(1)));
+                match scope {
+                    ThrottleScope::Recipient => {
+                        self.recipient_pauses
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert((kind, address.to_string()), until);
+                        self.note_error(kind, last_error());
+                    }
+                    ThrottleScope::Channel => {
+                        let reason = format!(
+                            "provider asked to slow down ({})",
+                            answer.code.as_deref().unwrap_or("throttled")
+                        );
+                        self.change(kind, now, |s| {
+                            if matches!(s.state, ChannelState::Active | ChannelState::Throttled) {
+                                s.state = ChannelState::Throttled;
+                                s.reason = Some(reason.clone());
+                                s.until = Some(until.max(s.until.unwrap_or(until)));
+                            }
+                            s.last_error = Some(last_error());
+                        })
+                        .await?;
+                    }
+                }
+            }
+            Class::ChannelRestricted { retry_after } => {
+                let base = if was_probe {
+                    self.current(kind)
+                        .next_cooldown_secs
+                        .map(Duration::from_secs)
+                        .unwrap_or(cooldown)
+                } else {
+                    cooldown
+                };
+                let rest = base.max(retry_after.unwrap_or_default());
+                let reason = describe(answer, "restricted");
+                self.change(kind, now, |s| {
+                    if s.state == ChannelState::Banned || s.state == ChannelState::Disabled {
+                        s.last_error = Some(last_error());
+                        return;
+                    }
+                    s.state = ChannelState::Restricted;
+                    s.reason = Some(reason.clone());
+                    s.since = now;
+                    s.until = Some(now + to_chrono(rest));
+                    s.next_cooldown_secs = Some(base.as_secs().saturating_mul(2).max(1));
+                    s.last_error = Some(last_error());
+                })
+                .await?;
+            }
+            Class::ChannelBanned => {
+                let reason = describe(answer, "banned");
+                self.change(kind, now, |s| {
+                    if s.state == ChannelState::Disabled {
+                        s.last_error = Some(last_error());
+                        return;
+                    }
+                    s.state = ChannelState::Banned;
+                    s.reason = Some(reason.clone());
+                    s.since = now;
+                    s.until = None;
+                    s.last_error = Some(last_error());
+                })
+                .await?;
+            }
+            Class::ConfigError => {
+                let reason = describe(answer, "configuration error");
+                self.change(kind, now, |s| {
+                    s.state = ChannelState::Disabled;
+                    s.reason = Some(reason.clone());
+                    s.since = now;
+                    s.until = None;
+                    s.last_error = Some(last_error());
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admin action: out of rotation until enabled.
+    pub async fn disable(&self, kind: ChannelKind, reason: &str) -> StoreResult<ChannelStatus> {
+        let now = Utc::now();
+        let reason = format!("disabled by admin: {reason}");
+        self.change(kind, now, |s| {
+            s.state = ChannelState::Disabled;
+            s.reason = Some(reason.clone());
+            s.since = now;
+            s.until = None;
+        })
+        .await?;
+        Ok(self.current(kind))
+    }
+
+    /// Admin action: back to active, clearing a restriction, ban or disable.
+    pub async fn enable(&self, kind: ChannelKind) -> StoreResult<ChannelStatus> {
+        let now = Utc::now();
+        self.change(kind, now, |s| {
+            *s = ChannelStatus {
+                last_error: s.last_error.clone(),
+                reason: Some("enabled by admin".into()),
+                ..ChannelStatus::active(now)
+            };
+        })
+        .await?;
+        Ok(self.current(kind))
+    }
+
+    /// The state of one channel, with an elapsed throttle shown as active.
+    pub fn current(&self, kind: ChannelKind) -> ChannelStatus {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut status = entries[&kind].status.clone();
+        if status.state == ChannelState::Throttled && status.until.is_none_or(|u| u <= Utc::now()) {
+            status.state = ChannelState::Active;
+            status.until = None;
+        }
+        status
+    }
+
+    /// Sends and failures over the last hour.
+    pub fn counts(&self, kind: ChannelKind, now: Timestamp) -> (u64, u64) {
+        let minute = now.timestamp() / 60;
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries[&kind]
+            .counts
+            .iter()
+            .filter(|(m, _, _)| minute - m < 60)
+            .fold((0, 0), |(s, f), (_, ds, df)| (s + ds, f + df))
+    }
+
+    fn count(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
+        let minute = now.timestamp() / 60;
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let counts = &mut entries.get_mut(&kind).expect("entry").counts;
+        match counts.back_mut() {
+            Some((m, s, f)) if *m == minute => {
+                if sent {
+                    *s += 1
+                } else {
+                    *f += 1
+                }
+            }
+            _ => counts.push_back((minute, sent as u64, (!sent) as u64)),
+        }
+        while counts.front().is_some_and(|(m, _, _)| minute - m >= 60) {
+            counts.pop_front();
+        }
+    }
+
+    fn note_error(&self, kind: ChannelKind, error: LastError) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.get_mut(&kind).expect("entry").status.last_error = Some(error);
+    }
+
+    /// Computes a new status, stores it durably, then makes it live and logs the transition.
+    async fn change(
+        &self,
+        kind: ChannelKind,
+        now: Timestamp,
+        edit: impl FnOnce(&mut ChannelStatus),
+    ) -> StoreResult<()> {
+        let _serial = self.change_lock.lock().await;
+        let (old, mut new) = {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            let s = entries[&kind].status.clone();
+            (s.clone(), s)
+        };
+        edit(&mut new);
+        if new.state != old.state {
+            new.since = now;
+        }
+        if new == old {
+            return Ok(());
+        }
+        self.store.save_channel_state(kind, &new).await?;
+        if new.state != old.state {
+            tracing::warn!(
+                channel = %kind,
+                from = old.state.as_str(),
+                to = new.state.as_str(),
+                reason = new.reason.as_deref().unwrap_or(""),
+                until = ?new.until,
+                "channel state changed"
+            );
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get_mut(&kind).expect("entry");
+        // Any verdict ends a probe; a new restriction rests before the next probe anyway.
+        entry.probing = false;
+        entry.status = new;
+        Ok(())
+    }
+}
+
+fn describe(answer: &Answer, what: &str) -> String {
+    match (&answer.code, &answer.detail) {
+        (Some(code), Some(detail)) => format!("{what}: {code} {detail}"),
+        (Some(code), None) => format!("{what}: {code}"),
+        (None, Some(detail)) => format!("{what}: {detail}"),
+        (None, None) => what.to_string(),
+    }
+}

@@ -1,0 +1,296 @@
+//! One turn of one notification: walk its plan from where it stands, channel by channel,
+//! until it is sent, must wait (a retry, a throttle), or has nothing left to try.
+//!
+//! Each channel is either passed over with a recorded reason (not configured, no address,
+//! no consent, out of rotation) or tried; the answer's class alone decides what happens next
+//! (failover.md). Every step is appended to the notification's attempts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMessage};
+use uuid::Uuid;
+
+use super::backoff;
+use super::states::{Availability, ChannelStates};
+use crate::channels::Registry;
+use crate::clock::Clock;
+use crate::config::RoutingConfig;
+use crate::model::{
+    Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Status, Timestamp,
+};
+use crate::store::{Store, StoreResult};
+
+/// Everything a worker needs; shared by all workers.
+pub struct WorkerContext {
+    pub store: Arc<dyn Store>,
+    pub states: Arc<ChannelStates>,
+    pub registry: Registry,
+    pub routing: RoutingConfig,
+    pub cooldowns: BTreeMap<ChannelKind, Duration>,
+    pub clock: Arc<dyn Clock>,
+}
+
+enum Step {
+    /// Carried: done.
+    Sent,
+    /// Go on with the next channel.
+    Next,
+    /// Come back to this same channel then.
+    WaitUntil(Timestamp),
+}
+
+/// Namespace for retry keys: the key of (notification, channel) is the same on every attempt
+/// and after a restart, so LINE delivers a retried push once.
+const RETRY_KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6c69_6665_626f_6174_7265_7472_796b_6579);
+
+pub fn retry_key(notification_id: &str, kind: ChannelKind) -> String {
+    Uuid::new_v5(
+        &RETRY_KEY_NAMESPACE,
+        format!("{notification_id}/{kind}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Advances `n` as far as it can go now and saves it (releasing its claim).
+pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<Notification> {
+    let now = ctx.clock.now();
+    if !n.status.is_final() {
+        if now >= n.expires_at {
+            n.status = Status::Expired;
+            n.next_attempt_at = None;
+        } else {
+            let contact = ctx.store.get_contact(&n.contact_id).await?;
+            run_plan(ctx, &mut n, contact.as_ref()).await?;
+        }
+    }
+    n.updated_at = ctx.clock.now();
+    ctx.store.save_progress(&n).await?;
+    Ok(n)
+}
+
+async fn run_plan(
+    ctx: &WorkerContext,
+    n: &mut Notification,
+    contact: Option<&Contact>,
+) -> StoreResult<()> {
+    loop {
+        let Some(&kind) = n.channels.get(n.cursor.index) else {
+            n.status = Status::Failed;
+            n.next_attempt_at = None;
+            return Ok(());
+        };
+        match step(ctx, n, kind, contact).await? {
+            Step::Sent => {
+                n.status = Status::Sent;
+                n.channel = Some(kind);
+                n.next_attempt_at = None;
+                return Ok(());
+            }
+            Step::Next => {
+                n.cursor = Cursor {
+                    index: n.cursor.index + 1,
+                    tries: 0,
+                };
+            }
+            Step::WaitUntil(until) => {
+                n.status = Status::Queued;
+                n.next_attempt_at = Some(until.min(n.expires_at));
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn step(
+    ctx: &WorkerContext,
+    n: &mut Notification,
+    kind: ChannelKind,
+    contact: Option<&Contact>,
+) -> StoreResult<Step> {
+    let now = ctx.clock.now();
+    let Some(channel) = ctx.registry.get(kind) else {
+        n.attempts
+            .push(Attempt::skipped(kind, now, "not_configured"));
+        return Ok(Step::Next);
+    };
+    let Some(address) = contact.and_then(|c| c.address(kind)) else {
+        n.attempts.push(Attempt::skipped(kind, now, "no_address"));
+        return Ok(Step::Next);
+    };
+    let contact = contact.expect("an address implies a contact");
+    if !contact.consents_to(kind, n.category) {
+        n.attempts.push(Attempt::skipped(kind, now, "no_consent"));
+        return Ok(Step::Next);
+    }
+    let was_probe = match ctx.states.availability(kind, address, now) {
+        Availability::Open => false,
+        Availability::Probe => true,
+        Availability::Skip(reason) => {
+            n.attempts.push(Attempt::skipped(kind, now, reason));
+            return Ok(Step::Next);
+        }
+        Availability::WaitUntil(until) => {
+            if wait_is_acceptable(&ctx.routing, now, until) {
+                return Ok(Step::WaitUntil(until));
+            }
+            n.attempts.push(Attempt {
+                detail: Some(format!(
+                    "{kind} asked to wait until {}, longer than routing.max_wait",
+                    until.to_rfc3339()
+                )),
+                ..attempt(kind, now, "throttled")
+            });
+            return Ok(Step::Next);
+        }
+    };
+
+    let message = OutboundMessage {
+        notification_id: n.id.clone(),
+        category: n.category,
+        to: address.to_string(),
+        text: n.text.clone(),
+        subject: n.subject.clone(),
+        html: n.html.clone(),
+        whatsapp_template: n.whatsapp_template.clone(),
+        retry_key: retry_key(&n.id, kind),
+        headers: Vec::new(),
+    };
+    tracing::debug!(notification = %n.id, channel = %kind, probe = was_probe, "sending");
+    let answer = channel.send(&message).await;
+    let now = ctx.clock.now();
+    tracing::debug!(notification = %n.id, channel = %kind, outcome = answer.class.as_str(), code = ?answer.code, "provider answered");
+    n.attempts.push(Attempt {
+        provider_code: answer.code.clone(),
+        provider_message_id: answer.message_id.clone(),
+        detail: answer.detail.clone(),
+        ..attempt(kind, now, answer.class.as_str())
+    });
+    let cooldown = ctx
+        .cooldowns
+        .get(&kind)
+        .copied()
+        .unwrap_or(ctx.routing.cooldown);
+    ctx.states
+        .report(kind, address, &answer, was_probe, cooldown, now)
+        .await?;
+
+    Ok(match &answer.class {
+        Class::Sent => Step::Sent,
+        Class::Transient { retry_after } => {
+            n.cursor.tries += 1;
+            if n.cursor.tries < ctx.routing.retry.attempts {
+                let wait = backoff::delay(&ctx.routing.retry, n.cursor.tries, *retry_after);
+                Step::WaitUntil(now + to_chrono(wait))
+            } else {
+                Step::Next
+            }
+        }
+        Class::Throttled { retry_after, .. } => {
+            let until = now + to_chrono(retry_after.unwrap_or(Duration::from_secs(1)));
+            if wait_is_acceptable(&ctx.routing, now, until) {
+                Step::WaitUntil(until)
+            } else {
+                Step::Next
+            }
+        }
+        Class::RecipientUnreachable { opt_out } => {
+            if let Some(opt_out) = opt_out {
+                revoke(ctx, contact, kind, *opt_out, &answer, now).await?;
+            }
+            Step::Next
+        }
+        Class::Rejected
+        | Class::ChannelRestricted { .. }
+        | Class::ChannelBanned
+        | Class::ConfigError => Step::Next,
+    })
+}
+
+fn attempt(kind: ChannelKind, at: Timestamp, outcome: &str) -> Attempt {
+    Attempt {
+        channel: kind,
+        at,
+        outcome: outcome.to_string(),
+        reason: None,
+        provider_code: None,
+        provider_message_id: None,
+        detail: None,
+    }
+}
+
+fn wait_is_acceptable(routing: &RoutingConfig, now: Timestamp, until: Timestamp) -> bool {
+    until.signed_duration_since(now) <= to_chrono(routing.max_wait)
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The person told the provider they don't want our messages: record it as consent history.
+async fn revoke(
+    ctx: &WorkerContext,
+    contact: &Contact,
+    kind: ChannelKind,
+    opt_out: OptOut,
+    answer: &Answer,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let current = contact.consents.get(&kind);
+    let (status, scopes, source) = match opt_out {
+        OptOut::Blocked => (
+            ConsentStatus::Revoked,
+            Vec::new(),
+            format!("{kind}_blocked"),
+        ),
+        OptOut::StoppedMarketing => {
+            let scopes: Vec<Category> = current
+                .map(|c| c.scopes.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| *s != Category::Marketing)
+                .collect();
+            let status = if scopes.is_empty() {
+                ConsentStatus::Revoked
+            } else {
+                ConsentStatus::Granted
+            };
+            (status, scopes, format!("{kind}_stopped_marketing"))
+        }
+    };
+    let evidence = format!(
+        "provider answer {}: {}",
+        answer.code.as_deref().unwrap_or("-"),
+        answer.detail.as_deref().unwrap_or("-")
+    );
+    ctx.store
+        .set_consent(
+            &contact.id,
+            kind,
+            Consent {
+                status,
+                scopes,
+                source,
+                evidence: Some(evidence),
+                at: now,
+            },
+        )
+        .await?;
+    tracing::info!(contact = %contact.id, channel = %kind, "consent revoked by a provider signal");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_keys_are_stable_per_notification_and_channel() {
+        let a = retry_key("n1", ChannelKind::Line);
+        assert_eq!(a, retry_key("n1", ChannelKind::Line));
+        assert_ne!(a, retry_key("n2", ChannelKind::Line));
+        assert_ne!(a, retry_key("n1", ChannelKind::Whatsapp));
+        assert!(Uuid::parse_str(&a).is_ok());
+    }
+}

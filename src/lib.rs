@@ -1,0 +1,23 @@
+//! Lifeboat: one HTTP endpoint for notifications, delivered over WhatsApp, Telegram, email or
+//! LINE in the business's order of preference, failing over when a channel is restricted or
+//! banned.
+//!
+//! The pieces, each in its own module:
+//! - [`api`]: the HTTP API (accepting, contacts and consents, admin);
+//! - [`store`]: the durable store behind a trait (embedded sled by default);
+//! - [`dispatch`]: the scheduler, the workers and the channel states (failover.md);
+//! - [`channels`]: builds the channel crates from config;
+//! - [`config`]: the TOML config with `${ENV}` references;
+//! - [`server`]: wires them together and runs until a signal;
+//! - [`cli`]: the `lifeboat` command line.
+
+pub mod api;
+pub mod channels;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,303 @@
+//! The records Lifeboat keeps: contacts with their consents, notifications with their
+//! attempts, and channel states. They are what the store saves and (mostly) what the API shows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use lifeboat_channel::{Category, ChannelKind, WhatsappTemplate};
+use serde::{Deserialize, Serialize};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// A person the business notifies, with their address on each channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Contact {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// IANA time zone name; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// The current consent per channel (history is kept separately, append-only).
+    #[serde(default)]
+    pub consents: BTreeMap<ChannelKind, Consent>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Contact {
+    pub fn new(id: &str, now: Timestamp) -> Self {
+        Contact {
+            id: id.to_string(),
+            whatsapp: None,
+            telegram: None,
+            email: None,
+            line: None,
+            timezone: None,
+            locale: None,
+            consents: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The contact's address on `kind`, if any.
+    pub fn address(&self, kind: ChannelKind) -> Option<&str> {
+        match kind {
+            ChannelKind::Whatsapp => self.whatsapp.as_deref(),
+            ChannelKind::Telegram => self.telegram.as_deref(),
+            ChannelKind::Email => self.email.as_deref(),
+            ChannelKind::Line => self.line.as_deref(),
+        }
+    }
+
+    /// Whether a message of `category` may go out on `kind` (granted, scope included).
+    pub fn consents_to(&self, kind: ChannelKind, category: Category) -> bool {
+        self.consents
+            .get(&kind)
+            .is_some_and(|c| c.status == ConsentStatus::Granted && c.scopes.contains(&category))
+    }
+
+    /// Applies the members present in `patch`.
+    pub fn apply(&mut self, patch: &ContactPatch, now: Timestamp) {
+        let set = |field: &mut Option<String>, value: &Option<String>| {
+            if let Some(v) = value {
+                *field = Some(v.clone());
+            }
+        };
+        set(&mut self.whatsapp, &patch.whatsapp);
+        set(&mut self.telegram, &patch.telegram);
+        set(&mut self.email, &patch.email);
+        set(&mut self.line, &patch.line);
+        set(&mut self.timezone, &patch.timezone);
+        set(&mut self.locale, &patch.locale);
+        self.updated_at = now;
+    }
+}
+
+/// Members to set on a contact (absent members are left as they are). Already validated.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContactPatch {
+    pub whatsapp: Option<String>,
+    pub telegram: Option<String>,
+    pub email: Option<String>,
+    pub line: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+}
+
+impl ContactPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == ContactPatch::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentStatus {
+    Granted,
+    Revoked,
+}
+
+/// One consent state (the current one on the contact, or one entry of the history).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Consent {
+    pub status: ConsentStatus,
+    pub scopes: Vec<Category>,
+    /// Where the change came from: `web_form`, `telegram_start`, `telegram_blocked`, `api`, ...
+    pub source: String,
+    #[serde(default)]
+    pub evidence: Option<String>,
+    pub at: Timestamp,
+}
+
+/// Where a notification is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Read => "read",
+            Status::Failed => "failed",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Some(match text {
+            "queued" => Status::Queued,
+            "sending" => Status::Sending,
+            "sent" => Status::Sent,
+            "delivered" => Status::Delivered,
+            "read" => Status::Read,
+            "failed" => Status::Failed,
+            "expired" => Status::Expired,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the dispatcher is done with it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Sending)
+    }
+}
+
+/// One step of a notification's plan: a send, or a channel passed over and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub channel: ChannelKind,
+    pub at: Timestamp,
+    /// `sent`, `retry`, `throttled`, `recipient_unreachable`, `channel_restricted`,
+    /// `channel_banned`, `rejected`, `config_error` or `skipped`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Attempt {
+    pub fn skipped(channel: ChannelKind, at: Timestamp, reason: &str) -> Self {
+        Attempt {
+            channel,
+            at,
+            outcome: "skipped".into(),
+            reason: Some(reason.into()),
+            provider_code: None,
+            provider_message_id: None,
+            detail: None,
+        }
+    }
+}
+
+/// Where the dispatcher stands in a notification's plan.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cursor {
+    /// Index into `Notification::channels` of the channel being tried.
+    pub index: usize,
+    /// Transient failures so far on that channel.
+    pub tries: u32,
+}
+
+/// One notification and everything that happened to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Notification {
+    pub id: String,
+    pub contact_id: String,
+    pub category: Category,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_template: Option<WhatsappTemplate>,
+    /// The candidate channels in order (the request's `channels`, else `routing.order`).
+    pub channels: Vec<ChannelKind>,
+    pub status: Status,
+    /// The channel that carried it.
+    pub channel: Option<ChannelKind>,
+    pub attempts: Vec<Attempt>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Seconds to wait for a delivery receipt before trying the next channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_after_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub cursor: Cursor,
+    /// When the dispatcher will look at it next (while queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// The state of a channel in rotation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelState {
+    Active,
+    Throttled,
+    Restricted,
+    Banned,
+    Disabled,
+}
+
+impl ChannelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelState::Active => "active",
+            ChannelState::Throttled => "throttled",
+            ChannelState::Restricted => "restricted",
+            ChannelState::Banned => "banned",
+            ChannelState::Disabled => "disabled",
+        }
+    }
+}
+
+/// The last failure a channel reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastError {
+    pub at: Timestamp,
+    pub outcome: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// A channel's stored state: survives restarts, shown by `GET /v1/admin/channels`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelStatus {
+    pub state: ChannelState,
+    pub reason: Option<String>,
+    pub since: Timestamp,
+    pub until: Option<Timestamp>,
+    pub last_error: Option<LastError>,
+    /// The cooldown the next restriction will last, in seconds (doubles on a failed probe).
+    #[serde(default)]
+    pub next_cooldown_secs: Option<u64>,
+}
+
+impl ChannelStatus {
+    pub fn active(now: Timestamp) -> Self {
+        ChannelStatus {
+            state: ChannelState::Active,
+            reason: None,
+            since: now,
+            until: None,
+            last_error: None,
+            next_cooldown_secs: None,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Wires the store, channel states, dispatcher and HTTP API together, runs them until a
+//! shutdown signal, then stops in order: stop taking requests, let in-flight sends finish
+//! (bounded by `server.shutdown_grace`), flush the store.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::Router;
+use lifeboat_channel::ChannelKind;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::channels::Registry;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::states::ChannelStates;
+use crate::dispatch::worker::WorkerContext;
+use crate::dispatch::Dispatcher;
+use crate::store::{SledStore, Store, StoreError};
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Options for [`run`] beyond the config.
+pub struct RunOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Extra routes merged into the API (the sandbox's controls).
+    pub extra_routes: Option<Router>,
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.listen.to_string(),
+            source,
+        })
+}
+
+/// Runs the gateway on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&config.store.path, config.store.cache_mb)?);
+    let states = Arc::new(ChannelStates::load(store.clone()).await?);
+    let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
+        .iter()
+        .map(|k| (*k, config.cooldown(*k)))
+        .collect();
+    let ctx = Arc::new(WorkerContext {
+        store: store.clone(),
+        states: states.clone(),
+        registry: registry.clone(),
+        routing: config.routing.clone(),
+        cooldowns,
+        clock: options.clock.clone(),
+    });
+    let dispatcher = Dispatcher::start(ctx, config.server.concurrency);
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState::new(
+        store.clone(),
+        states,
+        registry.clone(),
+        config.clone(),
+        options.clock.clone(),
+        dispatcher.waker(),
+        ready.clone(),
+    );
+    let mut app = api::router(state);
+    if let Some(extra) = options.extra_routes {
+        app = app.merge(extra);
+    }
+
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let configured: Vec<String> = registry.configured().map(|(k, _)| k.to_string()).collect();
+    tracing::info!(%addr, channels = ?configured, store = %config.store.path.display(), "lifeboat started");
+    println!("lifeboat listening on http://{addr}");
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    ready.store(false, Ordering::Relaxed);
+    tracing::info!("stopped taking requests; letting in-flight sends finish");
+    let drained = dispatcher.shutdown(config.server.shutdown_grace).await;
+    if !drained {
+        tracing::warn!(
+            grace = ?config.server.shutdown_grace,
+            "some sends were still in flight at shutdown; they are retried after the next start"
+        );
+    }
+    store.flush().await?;
+    tracing::info!("store flushed; bye");
+    served.map_err(ServeError::Http)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

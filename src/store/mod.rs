@@ -1,0 +1,140 @@
+//! Where Lifeboat keeps everything: contacts and consents (with their append-only history),
+//! notifications with their attempts, the queue of due work, idempotency keys and channel states.
+//!
+//! The [`Store`] trait is shaped for a shared SQL database as much as for the embedded sled
+//! default: whole-record reads and writes, atomic "accept" and "claim" operations, no
+//! iterators or closures crossing the boundary. A PostgreSQL backend (several gateway
+//! instances on one store) would claim with `FOR UPDATE SKIP LOCKED` plus a lease.
+
+mod group_commit;
+mod sled_store;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use lifeboat_channel::ChannelKind;
+
+use crate::model::{
+    ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
+};
+
+pub use sled_store::SledStore;
+
+/// A failure of the store itself (not of the caller's input).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data folder {path} is already in use by another Lifeboat process (only one process can open an embedded store)")]
+    Locked { path: String },
+    #[error("cannot open the store at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("stored record {key} cannot be read: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The idempotency key of a request and a fingerprint of its body.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// A notification to accept, with the contact addresses it carries.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub notification: Notification,
+    pub contact_patch: Option<ContactPatch>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What `accept` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Stored and queued; durable.
+    Created,
+    /// The same key and body was accepted before (within 24 h): nothing new stored.
+    Duplicate { id: String },
+    /// The same key came with a different body.
+    Conflict { id: String },
+}
+
+/// Filters for listing notifications, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub contact_id: Option<String>,
+    pub status: Option<Status>,
+    pub limit: usize,
+    /// The last id of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// How long an idempotency key holds.
+pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the contact if needed and applies the patch.
+    async fn upsert_contact(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        now: Timestamp,
+    ) -> StoreResult<Contact>;
+    async fn get_contact(&self, id: &str) -> StoreResult<Option<Contact>>;
+    /// Erases addresses, consents and pending notifications; the consent history keeps only an
+    /// anonymised tombstone. Returns whether the contact existed.
+    async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Sets the current consent and appends it to the history, atomically. `None` if the
+    /// contact does not exist.
+    async fn set_consent(
+        &self,
+        contact_id: &str,
+        channel: ChannelKind,
+        consent: Consent,
+    ) -> StoreResult<Option<Consent>>;
+    /// Every consent change on a channel, oldest first.
+    async fn consent_history(
+        &self,
+        contact_id: &str,
+        channel: ChannelKind,
+    ) -> StoreResult<Vec<Consent>>;
+
+    /// Stores and queues a notification. Returns only once it is durable on disk; concurrent
+    /// callers share one flush.
+    async fn accept(&self, new: NewNotification, now: Timestamp) -> StoreResult<AcceptOutcome>;
+    async fn get_notification(&self, id: &str) -> StoreResult<Option<Notification>>;
+    /// One page, newest first, and the cursor of the next page.
+    async fn list_notifications(
+        &self,
+        query: &ListQuery,
+    ) -> StoreResult<(Vec<Notification>, Option<String>)>;
+
+    /// Takes up to `limit` notifications due by `now` off the queue; each is claimed (no other
+    /// worker gets it) until `save_progress` releases it. Claims left by a crash are released
+    /// when the store opens again.
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>>;
+    /// Saves a claimed notification and releases the claim: back on the queue at
+    /// `n.next_attempt_at` if it is still queued, off the queue otherwise.
+    async fn save_progress(&self, n: &Notification) -> StoreResult<()>;
+    /// Saves a notification that is not claimed (a receipt, a cancellation); a queued one keeps
+    /// its place in the queue.
+    async fn update_notification(&self, n: &Notification) -> StoreResult<()>;
+    /// When the earliest queued notification is due.
+    async fn next_due(&self) -> StoreResult<Option<Timestamp>>;
+    /// Notifications waiting on the queue (not counting claimed ones).
+    fn queue_depth(&self) -> u64;
+
+    async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>>;
+    /// Saves a channel state durably (a state change is stored before it takes effect).
+    async fn save_channel_state(
+        &self,
+        kind: ChannelKind,
+        status: &ChannelStatus,
+    ) -> StoreResult<()>;
+
+    /// Makes every write so far durable.
+    async fn flush(&self) -> StoreResult<()>;
+}

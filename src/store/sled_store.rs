@@ -1,0 +1,581 @@
+//! The embedded store: one sled tree, records as JSON under prefixed keys.
+//!
+//! Keys (one tree, so that a `Batch` makes related writes atomic):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `c/` | contact id | contact |
+//! | `h/` | contact id, 0, channel, 0, sequence (u64 BE) | one consent change |
+//! | `n/` | notification id (UUIDv7, so time-ordered) | notification |
+//! | `x/` | contact id, 0, notification id | (index: a contact's notifications) |
+//! | `q/` | due time (ms, u64 BE), notification id | (the queue, earliest first) |
+//! | `f/` | notification id | queue key it was claimed from (claimed, "in flight") |
+//! | `k/` | idempotency key | notification id, body fingerprint, time |
+//! | `s/` | channel name | channel state |
+//! | `e/` | sha256 of an erased contact id | tombstone |
+//!
+//! Read-modify-write on one contact or one idempotency key is serialised by a striped
+//! in-process lock (sled opens in one process only), held for in-memory work only, never across
+//! the flush. Durability comes from [`GroupCommit`]; non-critical progress (attempts) rides
+//! sled's own periodic flush, which at worst repeats a send after a crash (at-least-once).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lifeboat_channel::ChannelKind;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::group_commit::GroupCommit;
+use super::{
+    AcceptOutcome, ListQuery, NewNotification, Store, StoreError, StoreResult,
+    IDEMPOTENCY_WINDOW_SECS,
+};
+use crate::model::{
+    ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
+};
+
+const STRIPES: usize = 64;
+
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    commit: GroupCommit,
+    /// Serialise read-modify-write per contact. Lock order: an idempotency stripe first, then a
+    /// contact stripe; never two of the same kind.
+    contact_stripes: Vec<Mutex<()>>,
+    idem_stripes: Vec<Mutex<()>>,
+    queue_depth: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdemRecord {
+    id: String,
+    fingerprint: String,
+    at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tombstone {
+    erased_at: Timestamp,
+    consent_changes: usize,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn lock_stripe<'a>(stripes: &'a [Mutex<()>], name: &str) -> std::sync::MutexGuard<'a, ()> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let i = (h.finish() as usize) % stripes.len();
+    stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
+    let ms = due.timestamp_millis().max(0) as u64;
+    let mut k = b"q/".to_vec();
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path`. Claims left by a previous process are put back
+    /// on the queue, due now.
+    pub fn open(path: &Path, cache_mb: u64) -> StoreResult<SledStore> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mb * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io_err)
+                    if io_err.kind() == std::io::ErrorKind::WouldBlock
+                        || io_err.to_string().contains("lock") =>
+                {
+                    StoreError::Locked {
+                        path: path.display().to_string(),
+                    }
+                }
+                other => StoreError::Open {
+                    path: path.display().to_string(),
+                    message: other.to_string(),
+                },
+            })?;
+        let tree = db.open_tree("lifeboat").map_err(io)?;
+        let store = SledStore {
+            commit: GroupCommit::start(db.clone()),
+            db,
+            tree,
+            contact_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            idem_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            queue_depth: AtomicU64::new(0),
+        };
+        store.release_stale_claims()?;
+        let depth = store.tree.scan_prefix(b"q/").count() as u64;
+        store.queue_depth.store(depth, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    fn release_stale_claims(&self) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut batch = sled::Batch::default();
+        let mut released = 0usize;
+        for item in self.tree.scan_prefix(b"f/") {
+            let (k, _) = item.map_err(io)?;
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            batch.remove(k);
+            let nkey = key("n/", &[id.as_bytes()]);
+            if let Some(v) = self.tree.get(&nkey).map_err(io)? {
+                let mut n: Notification = decode(&nkey, &v)?;
+                n.next_attempt_at = Some(now);
+                batch.insert(nkey, encode(&n));
+                batch.insert(queue_key(now, &id), &[][..]);
+                released += 1;
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "re-queued notifications that were in flight at the last stop"
+            );
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// A notification as the API shows it: a claimed one is `sending`.
+    fn notification_as_seen(&self, id: &str) -> StoreResult<Option<Notification>> {
+        let Some(mut n) = self.get::<Notification>(&key("n/", &[id.as_bytes()]))? else {
+            return Ok(None);
+        };
+        if n.status == Status::Queued
+            && self
+                .tree
+                .contains_key(key("f/", &[id.as_bytes()]))
+                .map_err(io)?
+        {
+            n.status = Status::Sending;
+        }
+        Ok(Some(n))
+    }
+
+    fn stripe(&self, contact_id: &str) -> std::sync::MutexGuard<'_, ()> {
+        lock_stripe(&self.contact_stripes, contact_id)
+    }
+
+    async fn durable(&self) -> StoreResult<()> {
+        self.commit.durable().await.map_err(StoreError::Io)
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> StoreResult<Option<T>> {
+        match self.tree.get(k).map_err(io)? {
+            Some(v) => decode(k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn consent_history_prefix(contact_id: &str, channel: ChannelKind) -> Vec<u8> {
+        let mut k = key("h/", &[contact_id.as_bytes(), channel.as_str().as_bytes()]);
+        k.push(0);
+        k
+    }
+
+    /// The in-memory half of `accept`: checks the idempotency key and writes the notification,
+    /// its index entry, its queue entry and the contact patch in one atomic batch. Returns the
+    /// earlier outcome when the key was seen before.
+    fn write_accepted(
+        &self,
+        new: &NewNotification,
+        now: Timestamp,
+    ) -> StoreResult<Option<AcceptOutcome>> {
+        let n = &new.notification;
+        let _idem_guard = new
+            .idempotency
+            .as_ref()
+            .map(|i| lock_stripe(&self.idem_stripes, &i.key));
+        let mut batch = sled::Batch::default();
+        if let Some(idem) = &new.idempotency {
+            let kkey = key("k/", &[idem.key.as_bytes()]);
+            if let Some(prev) = self.get::<IdemRecord>(&kkey)? {
+                let age = now.signed_duration_since(prev.at).num_seconds();
+                if age < IDEMPOTENCY_WINDOW_SECS {
+                    return Ok(Some(if prev.fingerprint == idem.fingerprint {
+                        AcceptOutcome::Duplicate { id: prev.id }
+                    } else {
+                        AcceptOutcome::Conflict { id: prev.id }
+                    }));
+                }
+            }
+            batch.insert(
+                kkey,
+                encode(&IdemRecord {
+                    id: n.id.clone(),
+                    fingerprint: idem.fingerprint.clone(),
+                    at: now,
+                }),
+            );
+        }
+        let _contact_guard = match new.contact_patch.as_ref().filter(|p| !p.is_empty()) {
+            Some(patch) => {
+                let guard = self.stripe(&n.contact_id);
+                let ckey = key("c/", &[n.contact_id.as_bytes()]);
+                let mut contact = self
+                    .get::<Contact>(&ckey)?
+                    .unwrap_or_else(|| Contact::new(&n.contact_id, now));
+                contact.apply(patch, now);
+                batch.insert(ckey, encode(&contact));
+                Some(guard)
+            }
+            None => None,
+        };
+        let due = n.next_attempt_at.unwrap_or(now);
+        batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
+        batch.insert(
+            key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
+            &[][..],
+        );
+        batch.insert(queue_key(due, &n.id), &[][..]);
+        self.tree.apply_batch(batch).map_err(io)?;
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn upsert_contact(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        now: Timestamp,
+    ) -> StoreResult<Contact> {
+        let contact = {
+            let _guard = self.stripe(id);
+            let ckey = key("c/", &[id.as_bytes()]);
+            let mut contact = self
+                .get::<Contact>(&ckey)?
+                .unwrap_or_else(|| Contact::new(id, now));
+            contact.apply(patch, now);
+            self.tree.insert(ckey, encode(&contact)).map_err(io)?;
+            contact
+        };
+        self.durable().await?;
+        Ok(contact)
+    }
+
+    async fn get_contact(&self, id: &str) -> StoreResult<Option<Contact>> {
+        self.get(&key("c/", &[id.as_bytes()]))
+    }
+
+    async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        {
+            let _guard = self.stripe(id);
+            let ckey = key("c/", &[id.as_bytes()]);
+            let existed = self.tree.get(&ckey).map_err(io)?.is_some();
+            let mut batch = sled::Batch::default();
+            batch.remove(ckey);
+
+            let mut hprefix = key("h/", &[id.as_bytes()]);
+            hprefix.push(0);
+            let mut changes = 0;
+            for item in self.tree.scan_prefix(&hprefix) {
+                let (k, _) = item.map_err(io)?;
+                batch.remove(k);
+                changes += 1;
+            }
+
+            let mut xprefix = key("x/", &[id.as_bytes()]);
+            xprefix.push(0);
+            let mut dequeued = 0u64;
+            for item in self.tree.scan_prefix(&xprefix) {
+                let (k, _) = item.map_err(io)?;
+                let nid = &k[xprefix.len()..];
+                let nkey = key("n/", &[nid]);
+                if let Some(mut n) = self.get::<Notification>(&nkey)? {
+                    if !n.status.is_final() {
+                        if let Some(due) = n.next_attempt_at {
+                            let qk = queue_key(due, &n.id);
+                            if self.tree.get(&qk).map_err(io)?.is_some() {
+                                batch.remove(qk);
+                                dequeued += 1;
+                            }
+                        }
+                        n.status = Status::Cancelled;
+                        n.next_attempt_at = None;
+                    }
+                    // Erase the content; keep the bare record so ids handed out stay resolvable.
+                    n.text = String::new();
+                    n.subject = None;
+                    n.html = None;
+                    n.whatsapp_template = None;
+                    n.contact_id = String::new();
+                    n.updated_at = now;
+                    batch.insert(nkey, encode(&n));
+                }
+                batch.remove(k);
+            }
+            if !existed && changes == 0 {
+                return Ok(false);
+            }
+            let digest = hex::encode(Sha256::digest(id.as_bytes()));
+            batch.insert(
+                key("e/", &[digest.as_bytes()]),
+                encode(&Tombstone {
+                    erased_at: now,
+                    consent_changes: changes,
+                }),
+            );
+            self.tree.apply_batch(batch).map_err(io)?;
+            self.queue_depth.fetch_sub(dequeued, Ordering::Relaxed);
+        }
+        self.durable().await?;
+        Ok(true)
+    }
+
+    async fn set_consent(
+        &self,
+        contact_id: &str,
+        channel: ChannelKind,
+        consent: Consent,
+    ) -> StoreResult<Option<Consent>> {
+        {
+            let _guard = self.stripe(contact_id);
+            let ckey = key("c/", &[contact_id.as_bytes()]);
+            let Some(mut contact) = self.get::<Contact>(&ckey)? else {
+                return Ok(None);
+            };
+            contact.consents.insert(channel, consent.clone());
+            contact.updated_at = consent.at;
+            let mut hkey = Self::consent_history_prefix(contact_id, channel);
+            hkey.extend_from_slice(&self.db.generate_id().map_err(io)?.to_be_bytes());
+            let mut batch = sled::Batch::default();
+            batch.insert(ckey, encode(&contact));
+            batch.insert(hkey, encode(&consent));
+            self.tree.apply_batch(batch).map_err(io)?;
+        }
+        self.durable().await?;
+        Ok(Some(consent))
+    }
+
+    async fn consent_history(
+        &self,
+        contact_id: &str,
+        channel: ChannelKind,
+    ) -> StoreResult<Vec<Consent>> {
+        let prefix = Self::consent_history_prefix(contact_id, channel);
+        self.tree
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, v) = item.map_err(io)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    async fn accept(&self, new: NewNotification, now: Timestamp) -> StoreResult<AcceptOutcome> {
+        if let Some(earlier) = self.write_accepted(&new, now)? {
+            return Ok(earlier);
+        }
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.durable().await?;
+        Ok(AcceptOutcome::Created)
+    }
+
+    async fn get_notification(&self, id: &str) -> StoreResult<Option<Notification>> {
+        self.notification_as_seen(id)
+    }
+
+    async fn list_notifications(
+        &self,
+        query: &ListQuery,
+    ) -> StoreResult<(Vec<Notification>, Option<String>)> {
+        let limit = query.limit.max(1);
+        let mut out = Vec::with_capacity(limit);
+        let mut more = false;
+        let matches = |n: &Notification| query.status.is_none_or(|s| n.status == s);
+
+        let ids: Box<dyn Iterator<Item = StoreResult<String>>> = match &query.contact_id {
+            Some(contact) => {
+                let mut prefix = key("x/", &[contact.as_bytes()]);
+                prefix.push(0);
+                let plen = prefix.len();
+                let mut end = prefix.clone();
+                match &query.cursor {
+                    Some(c) => end.extend_from_slice(c.as_bytes()),
+                    None => end.push(0xff),
+                }
+                Box::new(self.tree.range(prefix..end).rev().map(move |item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[plen..]).into_owned())
+                }))
+            }
+            None => {
+                let start = b"n/".to_vec();
+                let end = match &query.cursor {
+                    Some(c) => key("n/", &[c.as_bytes()]),
+                    None => b"n0".to_vec(),
+                };
+                Box::new(self.tree.range(start..end).rev().map(|item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
+                }))
+            }
+        };
+        for id in ids {
+            let id = id?;
+            let Some(n) = self.notification_as_seen(&id)? else {
+                continue;
+            };
+            if !matches(&n) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(n);
+        }
+        let next = if more {
+            out.last().map(|n| n.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
+        let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+        let mut claimed = Vec::new();
+        let mut batch = sled::Batch::default();
+        for item in self.tree.range(b"q/".to_vec()..end) {
+            if claimed.len() >= limit {
+                break;
+            }
+            let (qk, _) = item.map_err(io)?;
+            let id = String::from_utf8_lossy(&qk[10..]).into_owned();
+            batch.remove(qk.clone());
+            batch.insert(key("f/", &[id.as_bytes()]), qk.to_vec());
+            match self.get::<Notification>(&key("n/", &[id.as_bytes()]))? {
+                Some(n) => claimed.push(n),
+                None => {
+                    // A queue entry without its record cannot be sent; drop it.
+                    batch.remove(key("f/", &[id.as_bytes()]));
+                }
+            }
+        }
+        if !claimed.is_empty() {
+            self.tree.apply_batch(batch).map_err(io)?;
+            self.queue_depth
+                .fetch_sub(claimed.len() as u64, Ordering::Relaxed);
+        }
+        Ok(claimed)
+    }
+
+    async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        batch.remove(key("f/", &[n.id.as_bytes()]));
+        batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
+        let requeued = match (n.status, n.next_attempt_at) {
+            (Status::Queued, Some(due)) => {
+                batch.insert(queue_key(due, &n.id), &[][..]);
+                true
+            }
+            _ => false,
+        };
+        self.tree.apply_batch(batch).map_err(io)?;
+        if requeued {
+            self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn update_notification(&self, n: &Notification) -> StoreResult<()> {
+        self.tree
+            .insert(key("n/", &[n.id.as_bytes()]), encode(n))
+            .map_err(io)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> StoreResult<Option<Timestamp>> {
+        match self.tree.scan_prefix(b"q/").next() {
+            Some(item) => {
+                let (k, _) = item.map_err(io)?;
+                let mut ms = [0u8; 8];
+                ms.copy_from_slice(&k[2..10]);
+                Ok(DateTime::from_timestamp_millis(
+                    u64::from_be_bytes(ms) as i64
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>> {
+        let mut out = BTreeMap::new();
+        for item in self.tree.scan_prefix(b"s/") {
+            let (k, v) = item.map_err(io)?;
+            let name = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Ok(kind) = name.parse::<ChannelKind>() {
+                out.insert(kind, decode(&k, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_channel_state(
+        &self,
+        kind: ChannelKind,
+        status: &ChannelStatus,
+    ) -> StoreResult<()> {
+        self.tree
+            .insert(key("s/", &[kind.as_str().as_bytes()]), encode(status))
+            .map_err(io)?;
+        self.durable().await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,382 @@
+//! Bad input: every error answers its status and stable code (and `field` for 422), and
+//! nothing invalid is stored.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+async fn started() -> (tempfile::TempDir, Providers, Gateway) {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    let gw = Gateway::start(
+        dir.path(),
+        &providers.config(dir.path(), &Settings::default()),
+    )
+    .await;
+    gw.contact(
+        "c-1",
+        json!({"telegram": "5551234"}),
+        &[("telegram", &["transactional"])],
+    )
+    .await;
+    (dir, providers, gw)
+}
+
+async fn error_of(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn nothing_stored(gw: &Gateway) {
+    let (status, page) = gw.get("/v1/notifications?limit=100").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["data"].as_array().unwrap().len(), 0, "{page}");
+}
+
+#[tokio::test]
+async fn notification_bodies_that_are_wrong_get_their_error_and_store_nothing() {
+    let (_dir, _providers, gw) = started().await;
+    let post_raw = |body: &'static str, content_type: &'static str| {
+        gw.raw(Method::POST, "/v1/notifications")
+            .bearer_auth(API_KEY)
+            .header("content-type", content_type)
+            .body(body)
+    };
+
+    let (status, body) = error_of(
+        post_raw("{\"contact_id\": ", "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json")),
+        "{body}"
+    );
+
+    let (status, body) = error_of(
+        post_raw(r#"{"contact_id":"c-1","text":"hi"}"#, "text/plain")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+
+    let big = format!(
+        r#"{{"contact_id":"c-1","text":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let (status, body) = error_of(
+        gw.raw(Method::POST, "/v1/notifications")
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"text": "hi"}), "contact_id"),
+        (json!({"contact_id": "c-1"}), "text"),
+        (json!({"contact_id": "c 1", "text": "hi"}), "contact_id"),
+        (
+            json!({"contact_id": "x".repeat(129), "text": "hi"}),
+            "contact_id",
+        ),
+        (json!({"contact_id": "c-1", "text": "   "}), "text"),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "channels": ["sms"]}),
+            "channels[0]",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "channels": []}),
+            "channels",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "category": "promo"}),
+            "category",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "to": {"whatsapp": "600100200"}}),
+            "to.whatsapp",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "to": {"email": "not-an-email"}}),
+            "to.email",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "to": {"line": "bob"}}),
+            "to.line",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "expires_in": "soon"}),
+            "expires_in",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "fallback_after": "0s"}),
+            "fallback_after",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"contact_id": "unknown-contact", "text": "hi"}),
+            "contact_id",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = gw.post("/v1/notifications", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} → {answer}"
+        );
+        assert_eq!(
+            answer["error"]["code"], "validation_failed",
+            "{body} → {answer}"
+        );
+        assert_eq!(answer["error"]["field"], field, "{body} → {answer}");
+    }
+    nothing_stored(&gw).await;
+    // `to` with a bad address did not touch the contact either.
+    let (_, contact) = gw.get("/v1/contacts/c-1").await;
+    assert!(contact.get("whatsapp").is_none(), "{contact}");
+    let (status, _) = gw.get("/v1/contacts/unknown-contact").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn contacts_and_consents_reject_bad_values() {
+    let (_dir, _providers, gw) = started().await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("/v1/contacts/c-2", json!({"whatsapp": "+0123"}), "whatsapp"),
+        ("/v1/contacts/c-2", json!({"email": "ana@"}), "email"),
+        (
+            "/v1/contacts/c-2",
+            json!({"timezone": "Mars/Olympus"}),
+            "timezone",
+        ),
+        ("/v1/contacts/c-2", json!({"telegram": "ana"}), "telegram"),
+        ("/v1/contacts/bad%20id", json!({}), "contact_id"),
+        (
+            "/v1/contacts/c-1/consents/telegram",
+            json!({"status": "maybe"}),
+            "status",
+        ),
+        (
+            "/v1/contacts/c-1/consents/telegram",
+            json!({"status": "granted", "scopes": ["spam"]}),
+            "scopes[0]",
+        ),
+        (
+            "/v1/contacts/c-1/consents/telegram",
+            json!({"status": "granted", "scopes": []}),
+            "scopes",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = gw.put(path, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path} {body} → {answer}"
+        );
+        assert_eq!(answer["error"]["field"], field, "{path} {body} → {answer}");
+    }
+    let (status, _) = gw.get("/v1/contacts/c-2").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a rejected contact is not created"
+    );
+    let (_, history) = gw.get("/v1/contacts/c-1/consents/telegram/history").await;
+    assert_eq!(history["history"].as_array().unwrap().len(), 1, "{history}");
+
+    let (status, answer) = gw
+        .put(
+            "/v1/contacts/c-1/consents/sms",
+            json!({"status": "granted"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["error"]["code"], "not_found");
+    let (status, _) = gw
+        .put(
+            "/v1/contacts/nobody/consents/email",
+            json!({"status": "granted"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn auth_is_required_and_keys_are_not_interchangeable() {
+    let (_dir, _providers, gw) = started().await;
+    let (status, body) = gw.send(Method::GET, "/v1/contacts/c-1", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = gw
+        .send(Method::GET, "/v1/contacts/c-1", Some("wrong-key-123"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = gw
+        .send(
+            Method::POST,
+            "/v1/notifications",
+            Some(ADMIN_TOKEN),
+            Some(json!({"contact_id": "c-1", "text": "hi"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = gw.send(Method::GET, "/v1/admin/channels", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    nothing_stored(&gw).await;
+}
+
+#[tokio::test]
+async fn lookups_with_bad_or_unknown_ids() {
+    let (_dir, _providers, gw) = started().await;
+    let (status, body) = gw.get("/v1/notifications/not%20an%20id").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "id");
+    let (status, body) = gw
+        .get("/v1/notifications/0190a2b4-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = gw.get("/v1/notifications?status=lost").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "status");
+    let (status, body) = gw.get("/v1/notifications?limit=1000").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "limit");
+    let (status, body) = gw
+        .admin_post("/v1/admin/channels/sms/disable", json!({"reason": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = gw
+        .admin_post("/v1/admin/channels/email/disable", json!({"reason": ""}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(gw.channel_state("email").await["state"], "active");
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_sends_once_and_a_different_body_conflicts() {
+    let (_dir, providers, gw) = started().await;
+    let body = json!({"contact_id": "c-1", "text": "Order shipped", "idempotency_key": "order-1042-shipped"});
+    let (status, first) = gw.post("/v1/notifications", body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    gw.wait_final(&id).await;
+
+    let (status, again) = gw.post("/v1/notifications", body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id.as_str());
+
+    // The key may come as a header too: same key, same body → same notification.
+    let resp = gw
+        .raw(Method::POST, "/v1/notifications")
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", "order-1042-shipped")
+        .json(&json!({"contact_id": "c-1", "text": "Order shipped"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let header_answer: Value = resp.json().await.unwrap();
+    assert_eq!(header_answer["id"], id.as_str());
+
+    let (status, conflict) = gw
+        .post(
+            "/v1/notifications",
+            json!({"contact_id": "c-1", "text": "Order cancelled", "idempotency_key": "order-1042-shipped"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_conflict");
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        hits(&providers.telegram, TG_SEND_PATH).await,
+        1,
+        "sent once"
+    );
+    let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn contacts_consents_history_and_listing_work_together() {
+    let (_dir, _providers, gw) = started().await;
+    let (status, contact) = gw
+        .put(
+            "/v1/contacts/ana",
+            json!({"whatsapp": "+48600100200", "email": "ana@example.com", "timezone": "Europe/Warsaw", "locale": "pl-PL"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(contact["timezone"], "Europe/Warsaw");
+    for (status_word, scopes) in [
+        ("granted", json!(["transactional", "marketing"])),
+        ("revoked", json!([])),
+    ] {
+        let (status, rec) = gw
+            .put(
+                "/v1/contacts/ana/consents/whatsapp",
+                json!({"status": status_word, "scopes": scopes, "source": "web_form", "evidence": "form #7"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{rec}");
+    }
+    let (_, contact) = gw.get("/v1/contacts/ana").await;
+    assert_eq!(
+        contact["consents"]["whatsapp"]["status"], "revoked",
+        "{contact}"
+    );
+    let (_, history) = gw.get("/v1/contacts/ana/consents/whatsapp/history").await;
+    let history = history["history"].as_array().unwrap().clone();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["status"], "granted");
+    assert_eq!(history[0]["evidence"], "form #7");
+    assert_eq!(history[1]["status"], "revoked");
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            gw.notify(json!({"contact_id": "c-1", "text": format!("n{i}")}))
+                .await,
+        );
+    }
+    let (_, page) = gw.get("/v1/notifications?contact_id=c-1&limit=2").await;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["id"], ids[2].as_str(), "newest first");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = gw
+        .get(&format!(
+            "/v1/notifications?contact_id=c-1&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["data"][0]["id"], ids[0].as_str());
+    assert!(page["next_cursor"].is_null());
+
+    let (status, _) = gw
+        .send(Method::DELETE, "/v1/contacts/ana", Some(API_KEY), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = gw.get("/v1/contacts/ana").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,387 @@
+//! Black-box test harness: simulated providers on 127.0.0.1 (wiremock for the HTTP APIs, a
+//! real SMTP server for email) and the real `lifeboat` binary started on a config pointing at
+//! them, with its store in a temporary folder. Tests talk to it over HTTP only.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lifeboat_email::sink::SmtpSink;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const API_KEY: &str = "test-api-key-1";
+pub const ADMIN_TOKEN: &str = "test-admin-token-1";
+pub const WA_PHONE_ID: &str = "1234567890";
+pub const TG_TOKEN: &str = "123456:TEST-token";
+pub const WA_PATH: &str = "/1234567890/messages";
+pub const TG_SEND_PATH: &str = "/bot123456:TEST-token/SendMessage";
+pub const LINE_PUSH_PATH: &str = "/v2/bot/message/push";
+
+/// The four simulated providers.
+pub struct Providers {
+    pub whatsapp: MockServer,
+    pub telegram: MockServer,
+    pub line: MockServer,
+    pub smtp: SmtpSink,
+}
+
+impl Providers {
+    pub async fn start() -> Providers {
+        Providers {
+            whatsapp: MockServer::start().await,
+            telegram: MockServer::start().await,
+            line: MockServer::start().await,
+            smtp: SmtpSink::start("127.0.0.1:0").await.expect("smtp sink"),
+        }
+    }
+
+    /// Every provider accepts every message (lowest priority: tests mount failures above).
+    pub async fn accept_all(&self) {
+        Mock::given(method("POST"))
+            .and(path(WA_PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": "+48600100200", "wa_id": "48600100200"}],
+                "messages": [{"id": "wamid.TEST", "message_status": "accepted"}]
+            })))
+            .with_priority(10)
+            .mount(&self.whatsapp)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(TG_SEND_PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "ok": true,
+                "result": {"message_id": 812, "date": 1_700_000_000,
+                    "chat": {"id": 5551234, "type": "private", "first_name": "Ana"},
+                    "text": "x"}
+            })))
+            .with_priority(10)
+            .mount(&self.telegram)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(LINE_PUSH_PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "sentMessages": [{"id": "461230966842064897", "quoteToken": "q"}]
+            })))
+            .with_priority(10)
+            .mount(&self.line)
+            .await;
+    }
+
+    /// The gateway config for these providers; `extra` is appended (later keys win per table
+    /// only if the test writes whole tables, so tests pass routing/channel overrides via
+    /// `Settings`).
+    pub fn config(&self, data: &Path, settings: &Settings) -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+api_keys = ["{API_KEY}"]
+admin_token = "{ADMIN_TOKEN}"
+concurrency = 32
+shutdown_grace = "5s"
+
+[store]
+path = "{data}"
+
+[routing]
+order = ["whatsapp", "telegram", "line", "email"]
+max_wait = "{max_wait}"
+retry = {{ attempts = 3, base = "50ms", max = "200ms" }}
+cooldown = "1h"
+
+[channels.whatsapp]
+api_base = "{wa}"
+phone_number_id = "{WA_PHONE_ID}"
+access_token = "wa-test-token"
+timeout = "2s"
+cooldown = "{wa_cooldown}"
+
+[channels.telegram]
+api_url = "{tg}"
+bot_token = "{TG_TOKEN}"
+bot_username = "acme_test_bot"
+timeout = "2s"
+
+[channels.line]
+api_base = "{line}"
+channel_access_token = "line-test-token"
+timeout = "2s"
+
+[channels.email]
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+from = "Acme <notify@acme.example>"
+timeout = "2s"
+"#,
+            data = data.join("lifeboat.sled").display(),
+            max_wait = settings.max_wait,
+            wa_cooldown = settings.whatsapp_cooldown,
+            wa = self.whatsapp.uri(),
+            tg = self.telegram.uri(),
+            line = self.line.uri(),
+            smtp_port = self.smtp.addr().port(),
+        )
+    }
+}
+
+/// Knobs tests turn.
+pub struct Settings {
+    pub max_wait: &'static str,
+    pub whatsapp_cooldown: &'static str,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_wait: "2s",
+            whatsapp_cooldown: "1h",
+        }
+    }
+}
+
+/// A running `lifeboat serve`.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    client: reqwest::Client,
+    pub stderr: tokio::task::JoinHandle<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_lifeboat")
+}
+
+impl Gateway {
+    /// Writes `config` next to the store and starts the binary on it.
+    pub async fn start(dir: &Path, config: &str) -> Gateway {
+        let config_path = dir.join("lifeboat.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::start_with(&config_path).await
+    }
+
+    pub async fn start_with(config_path: &Path) -> Gateway {
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lifeboat");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut all = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let base = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("lifeboat listening on ") {
+                    return url.trim().to_string();
+                }
+            }
+            panic!("lifeboat exited before listening");
+        })
+        .await
+        .expect("lifeboat did not start within 20 s");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Gateway {
+            child,
+            base,
+            client: reqwest::Client::new(),
+            stderr,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then the exit status and everything logged.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("pid") as i32;
+        unsafe_kill(pid, "TERM");
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("lifeboat did not stop within 20 s of SIGTERM")
+            .expect("wait");
+        let logs = self.stderr.await.unwrap_or_default();
+        (status, logs)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, Some(API_KEY), None)
+            .await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PUT, path, Some(API_KEY), Some(body))
+            .await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(API_KEY), Some(body))
+            .await
+    }
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, Some(ADMIN_TOKEN), None)
+            .await
+    }
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(ADMIN_TOKEN), Some(body))
+            .await
+    }
+
+    /// A raw request for the bad-input tests.
+    pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Creates a contact with addresses and grants consent on `channels` with `scopes`.
+    pub async fn contact(&self, id: &str, addresses: Value, consents: &[(&str, &[&str])]) {
+        let (status, body) = self.put(&format!("/v1/contacts/{id}"), addresses).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (channel, scopes) in consents {
+            let (status, body) = self
+                .put(
+                    &format!("/v1/contacts/{id}/consents/{channel}"),
+                    json!({"status": "granted", "scopes": scopes, "source": "web_form", "evidence": "test"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+
+    /// Posts a notification and returns its id (asserting 202).
+    pub async fn notify(&self, body: Value) -> String {
+        let (status, answer) = self.post("/v1/notifications", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answer["id"].as_str().expect("id").to_string()
+    }
+
+    /// Polls a notification until its status is final (or `want`), up to 15 s.
+    pub async fn wait_final(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, n) = self.get(&format!("/v1/notifications/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{n}");
+            let s = n["status"].as_str().unwrap_or("").to_string();
+            if !matches!(s.as_str(), "queued" | "sending") {
+                return n;
+            }
+            if Instant::now() > deadline {
+                panic!("notification {id} still {s} after 15 s: {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn channel_state(&self, channel: &str) -> Value {
+        let (status, rows) = self.admin_get("/v1/admin/channels").await;
+        assert_eq!(status, StatusCode::OK, "{rows}");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .find(|r| r["channel"] == channel)
+            .cloned()
+            .expect("channel row")
+    }
+}
+
+fn unsafe_kill(pid: i32, signal: &str) {
+    std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill command");
+}
+
+/// Outcomes of a notification's attempts, as `channel:outcome[:reason]`.
+pub fn trail(n: &Value) -> Vec<String> {
+    n["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| {
+            let mut s = format!(
+                "{}:{}",
+                a["channel"].as_str().unwrap_or(""),
+                a["outcome"].as_str().unwrap_or("")
+            );
+            if let Some(r) = a["reason"].as_str() {
+                s.push(':');
+                s.push_str(r);
+            }
+            s
+        })
+        .collect()
+}
+
+/// How many requests a wiremock server got on `path`.
+pub async fn hits(server: &MockServer, p: &str) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == p)
+        .count()
+}
+
+/// The bodies a wiremock server got on `path`.
+pub async fn bodies(server: &MockServer, p: &str) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == p)
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// A temporary data folder, and the providers, per test.
+pub async fn setup() -> (tempfile::TempDir, Providers) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let providers = Providers::start().await;
+    (dir, providers)
+}

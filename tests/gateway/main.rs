@@ -1,0 +1,7 @@
+//! Black-box tests of the whole gateway: the real binary, real HTTP, a real store on disk,
+//! simulated providers on 127.0.0.1. One test binary (one link) for all of them.
+
+mod api_errors;
+mod failover;
+mod harness;
+mod lifecycle;
