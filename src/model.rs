@@ -29,6 +29,9 @@ pub struct Contact {
     /// The current consent per channel (history is kept separately, append-only).
     #[serde(default)]
     pub consents: BTreeMap<ChannelKind, Consent>,
+    /// When the person last wrote to us on each channel (WhatsApp's 24 h service window).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_inbound: BTreeMap<ChannelKind, Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -44,6 +47,7 @@ impl Contact {
             timezone: None,
             locale: None,
             consents: BTreeMap::new(),
+            last_inbound: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         }

@@ -35,6 +35,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An edit applied to a stored contact under its lock (no I/O inside, it may not block).
+pub type ContactEdit = Box<dyn FnOnce(&mut Contact) + Send>;
+
 /// The idempotency key of a request and a fingerprint of its body.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -134,6 +137,24 @@ pub trait Store: Send + Sync + 'static {
         kind: ChannelKind,
         status: &ChannelStatus,
     ) -> StoreResult<()>;
+
+    /// Applies `edit` to a contact (read-modify-write, atomic for that contact) and stores it
+    /// durably, keeping the address index in step. `None` if the contact does not exist.
+    async fn update_contact(&self, id: &str, edit: ContactEdit) -> StoreResult<Option<Contact>>;
+    /// The contact whose address on `channel` is `address` (the last one to claim it), to tie an
+    /// inbound message (a STOP, a `/start`) to a contact.
+    async fn find_contact_by_address(
+        &self,
+        channel: ChannelKind,
+        address: &str,
+    ) -> StoreResult<Option<Contact>>;
+
+    /// Small records other modules keep (opt-in tokens, the Telegram update offset, ...),
+    /// under a namespace. A SQL backend keeps them in one `(namespace, key, value)` table.
+    async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores durably.
+    async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -13,6 +13,8 @@
 //! | `k/` | idempotency key | notification id, body fingerprint, time |
 //! | `s/` | channel name | channel state |
 //! | `e/` | sha256 of an erased contact id | tombstone |
+//! | `a/` | channel name, 0, address | contact id (find a contact from an inbound message) |
+//! | `v/` | namespace, 0, key | small records of other modules (opt-in tokens, bot offsets, ...) |
 //!
 //! Read-modify-write on one contact or one idempotency key is serialised by a striped
 //! in-process lock (sled opens in one process only), held for in-memory work only, never across
@@ -33,7 +35,7 @@ use sha2::{Digest, Sha256};
 
 use super::group_commit::GroupCommit;
 use super::{
-    AcceptOutcome, ListQuery, NewNotification, Store, StoreError, StoreResult,
+    AcceptOutcome, ContactEdit, ListQuery, NewNotification, Store, StoreError, StoreResult,
     IDEMPOTENCY_WINDOW_SECS,
 };
 use crate::model::{
@@ -86,6 +88,14 @@ fn lock_stripe<'a>(stripes: &'a [Mutex<()>], name: &str) -> std::sync::MutexGuar
     name.hash(&mut h);
     let i = (h.finish() as usize) % stripes.len();
     stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn address_key(kind: ChannelKind, address: &str) -> Vec<u8> {
+    key("a/", &[kind.as_str().as_bytes(), address.as_bytes()])
+}
+
+fn kv_key(namespace: &str, k: &str) -> Vec<u8> {
+    key("v/", &[namespace.as_bytes(), k.as_bytes()])
 }
 
 fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
@@ -197,6 +207,25 @@ impl SledStore {
         Ok(Some(n))
     }
 
+    /// Puts a contact into `batch`, keeping the address index (`a/`) in step with its
+    /// addresses. The caller holds the contact's stripe.
+    fn write_contact(&self, batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
+        for kind in ChannelKind::ALL {
+            let before = old.and_then(|c| c.address(kind));
+            let after = new.address(kind);
+            if before == after {
+                continue;
+            }
+            if let Some(addr) = before {
+                batch.remove(address_key(kind, addr));
+            }
+            if let Some(addr) = after {
+                batch.insert(address_key(kind, addr), new.id.as_bytes());
+            }
+        }
+        batch.insert(key("c/", &[new.id.as_bytes()]), encode(new));
+    }
+
     fn stripe(&self, contact_id: &str) -> std::sync::MutexGuard<'_, ()> {
         lock_stripe(&self.contact_stripes, contact_id)
     }
@@ -257,11 +286,12 @@ impl SledStore {
             Some(patch) => {
                 let guard = self.stripe(&n.contact_id);
                 let ckey = key("c/", &[n.contact_id.as_bytes()]);
-                let mut contact = self
-                    .get::<Contact>(&ckey)?
+                let old = self.get::<Contact>(&ckey)?;
+                let mut contact = old
+                    .clone()
                     .unwrap_or_else(|| Contact::new(&n.contact_id, now));
                 contact.apply(patch, now);
-                batch.insert(ckey, encode(&contact));
+                self.write_contact(&mut batch, old.as_ref(), &contact);
                 Some(guard)
             }
             None => None,
@@ -289,11 +319,12 @@ impl Store for SledStore {
         let contact = {
             let _guard = self.stripe(id);
             let ckey = key("c/", &[id.as_bytes()]);
-            let mut contact = self
-                .get::<Contact>(&ckey)?
-                .unwrap_or_else(|| Contact::new(id, now));
+            let old = self.get::<Contact>(&ckey)?;
+            let mut contact = old.clone().unwrap_or_else(|| Contact::new(id, now));
             contact.apply(patch, now);
-            self.tree.insert(ckey, encode(&contact)).map_err(io)?;
+            let mut batch = sled::Batch::default();
+            self.write_contact(&mut batch, old.as_ref(), &contact);
+            self.tree.apply_batch(batch).map_err(io)?;
             contact
         };
         self.durable().await?;
@@ -308,9 +339,25 @@ impl Store for SledStore {
         {
             let _guard = self.stripe(id);
             let ckey = key("c/", &[id.as_bytes()]);
-            let existed = self.tree.get(&ckey).map_err(io)?.is_some();
+            let old = self.get::<Contact>(&ckey)?;
+            let existed = old.is_some();
             let mut batch = sled::Batch::default();
             batch.remove(ckey);
+            if let Some(old) = &old {
+                for kind in ChannelKind::ALL {
+                    if let Some(addr) = old.address(kind) {
+                        if self
+                            .tree
+                            .get(address_key(kind, addr))
+                            .map_err(io)?
+                            .as_deref()
+                            == Some(id.as_bytes())
+                        {
+                            batch.remove(address_key(kind, addr));
+                        }
+                    }
+                }
+            }
 
             let mut hprefix = key("h/", &[id.as_bytes()]);
             hprefix.push(0);
@@ -574,8 +621,143 @@ impl Store for SledStore {
         self.durable().await
     }
 
+    async fn update_contact(&self, id: &str, edit: ContactEdit) -> StoreResult<Option<Contact>> {
+        let contact = {
+            let _guard = self.stripe(id);
+            let ckey = key("c/", &[id.as_bytes()]);
+            let Some(old) = self.get::<Contact>(&ckey)? else {
+                return Ok(None);
+            };
+            let mut contact = old.clone();
+            edit(&mut contact);
+            contact.id = id.to_string();
+            let mut batch = sled::Batch::default();
+            self.write_contact(&mut batch, Some(&old), &contact);
+            self.tree.apply_batch(batch).map_err(io)?;
+            contact
+        };
+        self.durable().await?;
+        Ok(Some(contact))
+    }
+
+    async fn find_contact_by_address(
+        &self,
+        channel: ChannelKind,
+        address: &str,
+    ) -> StoreResult<Option<Contact>> {
+        let Some(id) = self.tree.get(address_key(channel, address)).map_err(io)? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        Ok(self
+            .get::<Contact>(&key("c/", &[id.as_bytes()]))?
+            .filter(|c| c.address(channel) == Some(address)))
+    }
+
+    async fn kv_get(&self, namespace: &str, k: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .tree
+            .get(kv_key(namespace, k))
+            .map_err(io)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn kv_put(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<()> {
+        self.tree.insert(kv_key(namespace, k), value).map_err(io)?;
+        self.durable().await
+    }
+
+    async fn kv_delete(&self, namespace: &str, k: &str) -> StoreResult<()> {
+        self.tree.remove(kv_key(namespace, k)).map_err(io)?;
+        self.durable().await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.db.flush_async().await.map_err(io)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch_whatsapp(number: &str) -> ContactPatch {
+        ContactPatch {
+            whatsapp: Some(number.into()),
+            ..ContactPatch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_address_index_follows_address_changes_and_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let now = Utc::now();
+        store
+            .upsert_contact("ana", &patch_whatsapp("+48600100200"), now)
+            .await
+            .unwrap();
+        let found = store
+            .find_contact_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap();
+        assert_eq!(found.map(|c| c.id), Some("ana".to_string()));
+
+        store
+            .update_contact(
+                "ana",
+                Box::new(|c| c.whatsapp = Some("+48600100201".into())),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .find_contact_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .find_contact_by_address(ChannelKind::Whatsapp, "+48600100201")
+            .await
+            .unwrap()
+            .is_some());
+
+        assert!(store.erase_contact("ana", now).await.unwrap());
+        assert!(store
+            .find_contact_by_address(ChannelKind::Whatsapp, "+48600100201")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .update_contact("ana", Box::new(|_| {}))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn kv_records_round_trip_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+            store.kv_put("optin", "tok1", b"ana").await.unwrap();
+            store.kv_put("optin", "tok2", b"bob").await.unwrap();
+            store.kv_delete("optin", "tok2").await.unwrap();
+        }
+        // The committer task lets go of the database once it sees the store dropped.
+        let store = loop {
+            match SledStore::open(&dir.path().join("db"), 8) {
+                Ok(store) => break store,
+                Err(StoreError::Locked { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(
+            store.kv_get("optin", "tok1").await.unwrap().as_deref(),
+            Some(&b"ana"[..])
+        );
+        assert_eq!(store.kv_get("optin", "tok2").await.unwrap(), None);
+        assert_eq!(store.kv_get("other", "tok1").await.unwrap(), None);
     }
 }
