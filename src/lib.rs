@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod model;
+pub mod optin;
 pub mod server;
 pub mod store;
 pub mod validate;
