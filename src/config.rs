@@ -38,6 +38,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub routing: RoutingConfig,
     pub channels: BTreeMap<ChannelKind, ChannelSection>,
+    /// The raw `[policy]` table (guardrails.md); typed accessors below read what is used.
+    pub policy: toml::Table,
     /// Warnings found while loading (e.g. a channel left unconfigured by a missing variable).
     pub warnings: Vec<String>,
 }
@@ -204,9 +206,8 @@ struct RawConfig {
     routing: RoutingConfig,
     #[serde(default)]
     channels: BTreeMap<String, toml::Table>,
-    /// Guardrail settings; read by the policy module.
+    /// Guardrail settings (guardrails.md), kept raw on [`Config::policy`].
     #[serde(default)]
-    #[allow(dead_code)]
     policy: Option<toml::Table>,
 }
 
@@ -285,6 +286,7 @@ impl Config {
             store: raw.store,
             routing: raw.routing,
             channels,
+            policy: raw.policy.unwrap_or_default(),
             warnings,
         };
         config.validate()?;
@@ -341,7 +343,24 @@ impl Config {
                 "routing.retry.attempts must be at least 1".into(),
             ));
         }
+        if !matches!(
+            self.policy.get("opt_out_footer"),
+            None | Some(toml::Value::Boolean(_))
+        ) {
+            return Err(ConfigError::Invalid(
+                "policy.opt_out_footer must be true or false".into(),
+            ));
+        }
+        crate::optout::check_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// Whether marketing messages get an opt-out line / `List-Unsubscribe` (on by default).
+    pub fn opt_out_footer(&self) -> bool {
+        self.policy
+            .get("opt_out_footer")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(true)
     }
 
     /// The cooldown of a restricted channel before its probe.

@@ -9,6 +9,8 @@
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`server`]: wires them together and runs until a signal;
+//! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
+//!   one-click unsubscribe, and the opt-out line every marketing message carries;
 //! - [`cli`]: the `lifeboat` command line.
 
 pub mod api;
@@ -19,6 +21,9 @@ pub mod config;
 pub mod dispatch;
 pub mod model;
 pub mod optin;
+pub mod optout;
 pub mod server;
 pub mod store;
+pub mod unsubscribe;
 pub mod validate;
+pub mod webhooks;

@@ -77,6 +77,7 @@ pub async fn run(
         routing: config.routing.clone(),
         cooldowns,
         clock: options.clock.clone(),
+        optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
     });
     let dispatcher = Dispatcher::start(ctx, config.server.concurrency);
     let ready = Arc::new(AtomicBool::new(true));

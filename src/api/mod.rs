@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", app_routes)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(crate::webhooks::routes(&state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)

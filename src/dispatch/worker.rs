@@ -30,6 +30,8 @@ pub struct WorkerContext {
     pub routing: RoutingConfig,
     pub cooldowns: BTreeMap<ChannelKind, Duration>,
     pub clock: Arc<dyn Clock>,
+    /// Adds the opt-out line / `List-Unsubscribe` to marketing messages.
+    pub optout: Arc<crate::optout::MarketingOptOut>,
 }
 
 enum Step {
@@ -146,7 +148,7 @@ async fn step(
         }
     };
 
-    let message = OutboundMessage {
+    let mut message = OutboundMessage {
         notification_id: n.id.clone(),
         category: n.category,
         to: address.to_string(),
@@ -157,6 +159,7 @@ async fn step(
         retry_key: retry_key(&n.id, kind),
         headers: Vec::new(),
     };
+    ctx.optout.decorate(&mut message, kind, &contact.id).await?;
     tracing::debug!(notification = %n.id, channel = %kind, probe = was_probe, "sending");
     let answer = channel.send(&message).await;
     let now = ctx.clock.now();

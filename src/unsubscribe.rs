@@ -1,0 +1,347 @@
+//! Email one-click unsubscribe (RFC 8058): the link in every marketing email's
+//! `List-Unsubscribe` header, and the small page behind it.
+//!
+//! Tokens are stateless, so nothing is stored per email sent:
+//! `<base64url(contact_id)>.<base64url(first 16 bytes of HMAC-SHA256(secret, "unsubscribe:" + contact_id))>`.
+//! The secret is 32 random bytes made on first use and kept in the store (`meta` /
+//! `unsubscribe_secret`), so links keep working across restarts; it never leaves the process.
+//!
+//! `GET /unsubscribe/{token}` shows a page with one button (a GET never unsubscribes: mail
+//! scanners follow links). `POST /unsubscribe/{token}` (the mailbox provider's one-click POST
+//! with `List-Unsubscribe=One-Click`, or the page's button) removes the `marketing` scope from
+//! the contact's email consent, keeping `transactional` if it was granted. No auth, no cookies,
+//! no redirects.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use lifeboat_channel::{Category, ChannelKind};
+use rand::TryRngCore;
+use sha2::Sha256;
+use tokio::sync::OnceCell;
+
+use crate::api::{ApiError, AppState};
+use crate::model::{Consent, ConsentStatus};
+use crate::store::{Store, StoreError, StoreResult};
+
+const META_NAMESPACE: &str = "meta";
+const SECRET_KEY: &str = "unsubscribe_secret";
+const MAC_BYTES: usize = 16;
+
+/// Serialises the creation of the secret within the process, so two holders of [`Keys`] (the
+/// workers and the HTTP API) can't each make a different one on their first use.
+static CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Makes and checks unsubscribe tokens; the secret is loaded (or created) once, then cached.
+pub struct Keys {
+    store: Arc<dyn Store>,
+    secret: OnceCell<[u8; 32]>,
+}
+
+impl Keys {
+    pub fn new(store: Arc<dyn Store>) -> Keys {
+        Keys {
+            store,
+            secret: OnceCell::new(),
+        }
+    }
+
+    async fn secret(&self) -> StoreResult<&[u8; 32]> {
+        self.secret
+            .get_or_try_init(|| async {
+                if let Some(secret) = self.load().await? {
+                    return Ok(secret);
+                }
+                let _guard = CREATE.lock().await;
+                if let Some(secret) = self.load().await? {
+                    return Ok(secret);
+                }
+                let mut secret = [0u8; 32];
+                rand::rngs::OsRng
+                    .try_fill_bytes(&mut secret)
+                    .expect("the operating system provides random bytes");
+                self.store
+                    .kv_put(META_NAMESPACE, SECRET_KEY, &secret)
+                    .await?;
+                tracing::info!("created the unsubscribe link secret");
+                Ok(secret)
+            })
+            .await
+    }
+
+    async fn load(&self) -> StoreResult<Option<[u8; 32]>> {
+        match self.store.kv_get(META_NAMESPACE, SECRET_KEY).await? {
+            None => Ok(None),
+            Some(bytes) => bytes.try_into().map(Some).map_err(|_| StoreError::Corrupt {
+                key: format!("{META_NAMESPACE}/{SECRET_KEY}"),
+                message: "the unsubscribe secret is not 32 bytes".into(),
+            }),
+        }
+    }
+
+    /// The token of `contact_id`'s unsubscribe link.
+    pub async fn token(&self, contact_id: &str) -> StoreResult<String> {
+        let mac = mac(self.secret().await?, contact_id)
+            .finalize()
+            .into_bytes();
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(contact_id),
+            URL_SAFE_NO_PAD.encode(&mac[..MAC_BYTES])
+        ))
+    }
+
+    /// The contact id a token was made for, or `None` for a token we did not make.
+    pub async fn verify(&self, token: &str) -> StoreResult<Option<String>> {
+        let Some((id_part, mac_part)) = token.split_once('.') else {
+            return Ok(None);
+        };
+        let (Ok(id), Ok(tag)) = (
+            URL_SAFE_NO_PAD.decode(id_part),
+            URL_SAFE_NO_PAD.decode(mac_part),
+        ) else {
+            return Ok(None);
+        };
+        let Ok(contact_id) = String::from_utf8(id) else {
+            return Ok(None);
+        };
+        if tag.len() != MAC_BYTES {
+            return Ok(None);
+        }
+        let valid = mac(self.secret().await?, &contact_id)
+            .verify_truncated_left(&tag)
+            .is_ok();
+        Ok(valid.then_some(contact_id))
+    }
+}
+
+fn mac(secret: &[u8; 32], contact_id: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a 32-byte key");
+    mac.update(b"unsubscribe:");
+    mac.update(contact_id.as_bytes());
+    mac
+}
+
+/// The link for `token` under the configured `server.public_url`.
+pub fn link(public_url: &str, token: &str) -> String {
+    format!("{}/unsubscribe/{token}", public_url.trim_end_matches('/'))
+}
+
+/// `GET` and `POST /unsubscribe/{token}`.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let keys = Arc::new(Keys::new(state.store.clone()));
+    Router::new()
+        .route("/unsubscribe/{token}", get(page).post(unsubscribe))
+        .layer(Extension(keys))
+}
+
+async fn page(
+    State(state): State<AppState>,
+    Extension(keys): Extension<Arc<Keys>>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let business = escape(&state.config.server.business_name);
+    if keys.verify(&token).await?.is_none() {
+        return Ok(html(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This unsubscribe link is not valid. Please use the link from the latest email.</p>",
+        ));
+    }
+    let body = format!(
+        "<p>Stop receiving marketing email from {business}?</p>\n\
+         <form method=\"post\" action=\"/unsubscribe/{}\">\n\
+         <input type=\"hidden\" name=\"from\" value=\"page\">\n\
+         <button type=\"submit\">Unsubscribe</button>\n</form>\n\
+         <p>Service messages about your orders and account will still reach you.</p>",
+        escape(&token)
+    );
+    Ok(html(
+        StatusCode::OK,
+        &format!("Unsubscribe from {business}"),
+        &body,
+    ))
+}
+
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Extension(keys): Extension<Arc<Keys>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(contact_id) = keys.verify(&token).await? else {
+        return Err(ApiError::not_found("unknown unsubscribe link"));
+    };
+    let evidence = if is_one_click(&headers, &body) {
+        "one-click"
+    } else {
+        "page"
+    };
+    let store = state.store.as_ref();
+    if let Some(contact) = store.get_contact(&contact_id).await? {
+        if let Some(current) = contact
+            .consents
+            .get(&ChannelKind::Email)
+            .filter(|c| c.scopes.contains(&Category::Marketing))
+        {
+            let scopes: Vec<Category> = current
+                .scopes
+                .iter()
+                .copied()
+                .filter(|s| *s != Category::Marketing)
+                .collect();
+            let status = if scopes.is_empty() || current.status == ConsentStatus::Revoked {
+                ConsentStatus::Revoked
+            } else {
+                ConsentStatus::Granted
+            };
+            store
+                .set_consent(
+                    &contact_id,
+                    ChannelKind::Email,
+                    Consent {
+                        status,
+                        scopes,
+                        source: "email_unsubscribe".into(),
+                        evidence: Some(evidence.into()),
+                        at: state.clock.now(),
+                    },
+                )
+                .await?;
+            tracing::info!(contact = %contact_id, evidence, "email marketing unsubscribed");
+        }
+    }
+    // Also when there was nothing to remove (a repeated click, an erased contact): the person
+    // gets what they asked for either way.
+    let business = escape(&state.config.server.business_name);
+    Ok(html(
+        StatusCode::OK,
+        "Unsubscribed",
+        &format!("<p>You will no longer receive marketing email from {business}.</p>"),
+    ))
+}
+
+/// RFC 8058's body: `List-Unsubscribe=One-Click`, form-encoded (or as a multipart field).
+fn is_one_click(headers: &HeaderMap, body: &[u8]) -> bool {
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if multipart {
+        let text = String::from_utf8_lossy(body);
+        return text.contains("name=\"List-Unsubscribe\"") && text.contains("One-Click");
+    }
+    url::form_urlencoded::parse(body).any(|(k, v)| k == "List-Unsubscribe" && v == "One-Click")
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
+         button{{font-size:1rem;padding:.5rem 1.5rem}}</style></head>\n\
+         <body><h1>{title}</h1>\n{body}\n</body></html>\n"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            ),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    #[tokio::test]
+    async fn tokens_verify_only_for_their_contact_and_survive_a_new_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let keys = Keys::new(store.clone());
+        let token = keys.token("c-1042").await.unwrap();
+        assert_eq!(
+            keys.verify(&token).await.unwrap().as_deref(),
+            Some("c-1042")
+        );
+
+        // Another holder (the HTTP side) reads the same stored secret.
+        let other = Keys::new(store.clone());
+        assert_eq!(
+            other.verify(&token).await.unwrap().as_deref(),
+            Some("c-1042")
+        );
+
+        // Another contact's id with this contact's MAC, a cut MAC, garbage: all refused.
+        let (_, tag) = token.split_once('.').unwrap();
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("c-1043"));
+        assert_eq!(keys.verify(&forged).await.unwrap(), None);
+        assert_eq!(keys.verify(&token[..token.len() - 2]).await.unwrap(), None);
+        assert_eq!(keys.verify("nope").await.unwrap(), None);
+        assert_eq!(keys.verify("a.b.c").await.unwrap(), None);
+
+        // A different secret (another installation) refuses the token.
+        let dir2 = tempfile::tempdir().unwrap();
+        let store2: Arc<dyn Store> = Arc::new(SledStore::open(&dir2.path().join("db"), 8).unwrap());
+        assert_eq!(Keys::new(store2).verify(&token).await.unwrap(), None);
+    }
+
+    #[test]
+    fn one_click_bodies_are_recognised() {
+        let h = HeaderMap::new();
+        assert!(is_one_click(&h, b"List-Unsubscribe=One-Click"));
+        assert!(!is_one_click(&h, b"from=page"));
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::CONTENT_TYPE,
+            "multipart/form-data; boundary=x".parse().unwrap(),
+        );
+        assert!(is_one_click(
+            &m,
+            b"--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n"
+        ));
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<b>\"Tom & Jerry's\"</b>"),
+            "&lt;b&gt;&quot;Tom &amp; Jerry&#39;s&quot;&lt;/b&gt;"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Provider webhooks: what people tell us through the providers, turned into consent.
+//!
+//! A person opts in (`START <token>` on WhatsApp, the token in a LINE message), opts out (a
+//! STOP word on WhatsApp, blocking the LINE account) or simply writes to us (which opens
+//! WhatsApp's 24 h service window, so `last_inbound` is recorded). Every request is checked
+//! against the provider's HMAC signature on the raw body before anything is parsed: a missing
+//! or wrong signature is a 401 and changes nothing. Provider events that are not about consent
+//! (delivery statuses, account updates) are accepted with 200 and left for later.
+//!
+//! Routes (outside `/v1`'s api-key auth, merged by [`routes`]):
+//! `GET /webhooks/whatsapp` (subscribe handshake), `POST /webhooks/whatsapp`,
+//! `POST /webhooks/line`, and the email opt-out pages of [`crate::unsubscribe`].
+//!
+//! Config read here, besides the channel crates' own keys: `[channels.whatsapp] stop_words`,
+//! extra words (added to [`whatsapp::DEFAULT_STOP_WORDS`]) that revoke WhatsApp consent.
+
+pub mod line;
+pub mod signature;
+pub mod whatsapp;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use lifeboat_channel::ChannelKind;
+
+use crate::api::AppState;
+use crate::config::{ChannelSection, Config};
+use crate::model::{Consent, ConsentStatus, Timestamp};
+use crate::store::{Store, StoreResult};
+
+/// Webhook bodies may batch many events: larger than the API's 64 KiB.
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Where applied consent-changing events are remembered, so a redelivery is not applied twice.
+const SEEN_NAMESPACE: &str = "webhook_seen";
+
+/// The webhook settings read from the config once at start.
+pub struct Hooks {
+    pub whatsapp: Option<whatsapp::Settings>,
+    pub line: Option<line::Settings>,
+}
+
+impl Hooks {
+    pub fn from_config(config: &Config) -> Hooks {
+        Hooks {
+            whatsapp: channel_table(config, ChannelKind::Whatsapp)
+                .map(|t| whatsapp::Settings::from_table(t, &config.server.business_name)),
+            line: channel_table(config, ChannelKind::Line).map(line::Settings::from_table),
+        }
+    }
+}
+
+/// The raw table of a configured channel.
+pub(crate) fn channel_table(config: &Config, kind: ChannelKind) -> Option<&toml::Table> {
+    match config.channels.get(&kind) {
+        Some(ChannelSection::Configured { table, .. }) => Some(table),
+        _ => None,
+    }
+}
+
+/// The webhook and unsubscribe routes, to merge into the API router (no api-key auth: each
+/// is authenticated by its provider's signature or by its token).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let hooks = Arc::new(Hooks::from_config(&state.config));
+    Router::new()
+        .route(
+            "/webhooks/whatsapp",
+            get(whatsapp::verify).post(whatsapp::receive),
+        )
+        .route("/webhooks/line", post(line::receive))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+        .layer(Extension(hooks))
+        .merge(crate::unsubscribe::routes(state))
+}
+
+/// Whether the event `id` from `provider` was applied already (a redelivery).
+pub(crate) async fn already_applied(
+    store: &dyn Store,
+    provider: ChannelKind,
+    id: &str,
+) -> StoreResult<bool> {
+    if id.is_empty() {
+        return Ok(false);
+    }
+    Ok(store
+        .kv_get(SEEN_NAMESPACE, &format!("{provider}/{id}"))
+        .await?
+        .is_some())
+}
+
+/// Remembers that the event `id` from `provider` was applied. Only consent-changing events are
+/// remembered (they are rare), so the namespace stays small.
+pub(crate) async fn mark_applied(
+    store: &dyn Store,
+    provider: ChannelKind,
+    id: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    if id.is_empty() {
+        return Ok(());
+    }
+    store
+        .kv_put(
+            SEEN_NAMESPACE,
+            &format!("{provider}/{id}"),
+            now.to_rfc3339().as_bytes(),
+        )
+        .await
+}
+
+/// Records that the contact wrote to us on `kind` (WhatsApp's 24 h window starts or refreshes).
+pub(crate) async fn record_inbound(
+    store: &dyn Store,
+    contact_id: &str,
+    kind: ChannelKind,
+    now: Timestamp,
+) -> StoreResult<()> {
+    store
+        .update_contact(
+            contact_id,
+            Box::new(move |c| {
+                let at = c.last_inbound.entry(kind).or_insert(now);
+                if *at < now {
+                    *at = now;
+                }
+            }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Revokes every scope on `kind`, with where it came from in the history.
+pub(crate) async fn revoke_all(
+    store: &dyn Store,
+    contact_id: &str,
+    kind: ChannelKind,
+    source: &str,
+    evidence: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let done = store
+        .set_consent(
+            contact_id,
+            kind,
+            Consent {
+                status: ConsentStatus::Revoked,
+                scopes: Vec::new(),
+                source: source.to_string(),
+                evidence: Some(evidence.to_string()),
+                at: now,
+            },
+        )
+        .await?;
+    if done.is_some() {
+        tracing::info!(contact = %contact_id, channel = %kind, source, "consent revoked by the person");
+    }
+    Ok(done.is_some())
+}
+
+/// Constant-time equality for shared secrets (the length is not hidden).
+pub(crate) fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Describes a JSON error without quoting the body (webhook bodies hold personal data).
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "JSON of the wrong shape",
+        Category::Eof => "cut short",
+    };
+    format!("{what} (line {} column {})", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(secret_eq(b"verify-me", b"verify-me"));
+        assert!(!secret_eq(b"verify-me", b"verify-mE"));
+        assert!(!secret_eq(b"verify-me", b"verify"));
+        assert!(!secret_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_the_body() {
+        let e = serde_json::from_str::<Vec<u8>>(r#"["+48600100200 secret text"]"#).unwrap_err();
+        let text = describe_json_error(&e);
+        assert!(!text.contains("48600100200"), "{text}");
+        assert!(text.contains("wrong shape"), "{text}");
+    }
+}

@@ -1,0 +1,484 @@
+//! WhatsApp Cloud API webhooks (providers.md §1.4): the subscribe handshake, and inbound
+//! messages that opt a person in (`START <token>`, the text a `wa.me` opt-in link pre-fills) or
+//! out (a STOP word), each recording the contact's last inbound time (the 24 h window).
+//!
+//! A STOP revokes every WhatsApp scope and gets one confirmation reply: the person just wrote,
+//! so the service window is open and a free-form text is allowed. The reply goes out in the
+//! background so Meta gets its 200 at once. Statuses and account events are accepted and left
+//! for the delivery-receipt and channel-health work ([`handle_other_field`], [`handle_statuses`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use lifeboat_channel::{Category, ChannelKind, OutboundMessage};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{signature, Hooks};
+use crate::api::{ApiError, AppState};
+use crate::model::Timestamp;
+use crate::optin::{self, RedeemError};
+
+/// STOP words understood by default (compared trimmed and case-insensitively, whole message):
+/// English, Scandinavian/German "stopp", Indonesian "berhenti", Polish "wypisz" (and Polish
+/// people write "stop" too). `[channels.whatsapp] stop_words` adds more.
+pub const DEFAULT_STOP_WORDS: &[&str] = &[
+    "stop",
+    "stopall",
+    "unsubscribe",
+    "stopp",
+    "berhenti",
+    "berhenti langganan",
+    "wypisz",
+    "wypisz mnie",
+];
+
+/// What the WhatsApp webhooks need from `[channels.whatsapp]`.
+pub struct Settings {
+    pub app_secret: Option<SecretString>,
+    pub verify_token: Option<SecretString>,
+    /// Lower-cased, whitespace-normalised.
+    pub stop_words: Vec<String>,
+    pub business_name: String,
+}
+
+impl Settings {
+    pub fn from_table(table: &toml::Table, business_name: &str) -> Settings {
+        let secret = |key: &str| {
+            table
+                .get(key)
+                .and_then(toml::Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| SecretString::from(s.to_string()))
+        };
+        let mut stop_words: Vec<String> =
+            DEFAULT_STOP_WORDS.iter().map(|w| w.to_string()).collect();
+        stop_words.extend(
+            extra_stop_words(table)
+                .unwrap_or_default()
+                .iter()
+                .map(|w| normalise(w)),
+        );
+        stop_words.retain(|w| !w.is_empty());
+        Settings {
+            app_secret: secret("app_secret"),
+            verify_token: secret("verify_token"),
+            stop_words,
+            business_name: business_name.to_string(),
+        }
+    }
+
+    fn is_stop(&self, text: &str) -> bool {
+        let text = normalise(text.trim_end_matches(['.', '!']));
+        self.stop_words.contains(&text)
+    }
+}
+
+/// `[channels.whatsapp] stop_words`: an array of strings, or an error naming the key.
+pub fn extra_stop_words(table: &toml::Table) -> Result<Vec<String>, String> {
+    match table.get("stop_words") {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    "channels.whatsapp.stop_words must be an array of strings".to_string()
+                })
+            })
+            .collect(),
+        Some(_) => Err("channels.whatsapp.stop_words must be an array of strings".into()),
+    }
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// `GET /webhooks/whatsapp`: Meta's subscribe handshake. The right `hub.verify_token` gets the
+/// raw `hub.challenge` back; anything else a 403.
+pub async fn verify(
+    Extension(hooks): Extension<Arc<Hooks>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let Some(expected) = hooks
+        .whatsapp
+        .as_ref()
+        .and_then(|s| s.verify_token.as_ref())
+    else {
+        tracing::warn!(
+            "WhatsApp webhook handshake refused: no [channels.whatsapp] verify_token is configured"
+        );
+        return Err(ApiError::forbidden(
+            "no verify_token is configured in [channels.whatsapp]",
+        ));
+    };
+    let mode_ok = query.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let token_ok = query
+        .get("hub.verify_token")
+        .is_some_and(|t| super::secret_eq(t.as_bytes(), expected.expose_secret().as_bytes()));
+    match query.get("hub.challenge") {
+        Some(challenge) if mode_ok && token_ok => {
+            tracing::info!("WhatsApp webhook subscription verified");
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                challenge.clone(),
+            )
+                .into_response())
+        }
+        _ => {
+            tracing::warn!("WhatsApp webhook handshake refused: wrong mode or verify token");
+            Err(ApiError::forbidden(
+                "hub.mode must be `subscribe` and hub.verify_token must match the configured verify_token",
+            ))
+        }
+    }
+}
+
+/// Meta's envelope (`WebhookPayload`): only what is used; unknown members are ignored.
+#[derive(Deserialize)]
+struct Payload {
+    entry: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Vec<Change>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    field: String,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+/// The `value` of a `messages` change: inbound messages and/or statuses of ours.
+#[derive(Deserialize, Default)]
+struct MessagesValue {
+    #[serde(default)]
+    messages: Vec<InboundMessage>,
+    #[serde(default)]
+    statuses: Vec<serde_json::Value>,
+}
+
+/// One inbound message. `from` is the sender's wa_id (digits, no `+`).
+#[derive(Deserialize)]
+pub struct InboundMessage {
+    pub from: String,
+    pub id: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<TextBody>,
+    /// A quick-reply button of a template ("Stop promotions" and the like).
+    #[serde(default)]
+    pub button: Option<ButtonBody>,
+}
+
+#[derive(Deserialize)]
+pub struct TextBody {
+    pub body: String,
+}
+
+#[derive(Deserialize)]
+pub struct ButtonBody {
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl InboundMessage {
+    fn text(&self) -> Option<&str> {
+        match (&self.text, &self.button) {
+            (Some(t), _) => Some(&t.body),
+            (None, Some(b)) => b.text.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What an inbound text asks for.
+#[derive(Debug, PartialEq)]
+enum Intent<'a> {
+    Start(&'a str),
+    Stop,
+    Other,
+}
+
+fn intent<'a>(settings: &Settings, text: &'a str) -> Intent<'a> {
+    let mut words = text.split_whitespace();
+    if words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("start"))
+    {
+        if let Some(token) = words.next() {
+            return Intent::Start(token);
+        }
+    }
+    if settings.is_stop(text) {
+        Intent::Stop
+    } else {
+        Intent::Other
+    }
+}
+
+/// `POST /webhooks/whatsapp`: signature first, then the events.
+pub async fn receive(
+    State(state): State<AppState>,
+    Extension(hooks): Extension<Arc<Hooks>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(settings) = hooks.whatsapp.as_ref() else {
+        return Err(ApiError::not_found(
+            "WhatsApp is not configured ([channels.whatsapp])",
+        ));
+    };
+    let Some(secret) = settings.app_secret.as_ref() else {
+        tracing::warn!("WhatsApp webhook refused: no [channels.whatsapp] app_secret is configured to check its signature");
+        return Err(ApiError::unauthorized(
+            "no app_secret is configured in [channels.whatsapp], so no signature can be checked",
+        ));
+    };
+    let given = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature::whatsapp_valid(secret.expose_secret().as_bytes(), &body, given) {
+        tracing::warn!(
+            signed = given.is_some(),
+            "WhatsApp webhook refused: missing or wrong X-Hub-Signature-256"
+        );
+        return Err(ApiError::unauthorized(
+            "missing or wrong X-Hub-Signature-256",
+        ));
+    }
+
+    let (messages, statuses) = parse(&body)?;
+    let now = state.clock.now();
+    for message in &messages {
+        handle_message(&state, settings, message, now).await?;
+    }
+    handle_statuses(&statuses);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Parses the whole body before anything is applied, so a bad body changes nothing.
+fn parse(body: &[u8]) -> Result<(Vec<InboundMessage>, Vec<serde_json::Value>), ApiError> {
+    let bad = |e: serde_json::Error| {
+        let what = super::describe_json_error(&e);
+        tracing::warn!(bytes = body.len(), "WhatsApp webhook body refused: {what}");
+        ApiError::invalid_json(format!(
+            "the body is not a WhatsApp webhook payload: {what}"
+        ))
+    };
+    let payload: Payload = serde_json::from_slice(body).map_err(bad)?;
+    let mut messages = Vec::new();
+    let mut statuses = Vec::new();
+    for change in payload.entry.into_iter().flat_map(|e| e.changes) {
+        match change.field.as_str() {
+            "messages" => {
+                let value: MessagesValue = serde_json::from_value(change.value).map_err(bad)?;
+                messages.extend(value.messages);
+                statuses.extend(value.statuses);
+            }
+            other => handle_other_field(other, &change.value),
+        }
+    }
+    Ok((messages, statuses))
+}
+
+/// Fields other than `messages` (`account_update`, `phone_number_quality_update`,
+/// `message_template_status_update`, `user_preferences`, ...): accepted and ignored for now;
+/// channel health from these webhooks is a later issue.
+fn handle_other_field(field: &str, _value: &serde_json::Value) {
+    tracing::debug!(field, "WhatsApp webhook field not handled yet; ignored");
+}
+
+/// Delivery statuses of our messages (`sent`, `delivered`, `read`, `failed`): receipts are a
+/// later issue; ignored for now.
+fn handle_statuses(statuses: &[serde_json::Value]) {
+    if !statuses.is_empty() {
+        tracing::debug!(
+            count = statuses.len(),
+            "WhatsApp statuses not handled yet; ignored"
+        );
+    }
+}
+
+async fn handle_message(
+    state: &AppState,
+    settings: &Settings,
+    message: &InboundMessage,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let digits = message.from.trim_start_matches('+');
+    if !(6..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        tracing::warn!("WhatsApp inbound message with a sender that is not a wa_id; ignored");
+        return Ok(());
+    }
+    let address = format!("+{digits}");
+    let store = state.store.as_ref();
+
+    match message.text().map(|t| intent(settings, t)) {
+        Some(Intent::Start(token)) => {
+            if !super::already_applied(store, ChannelKind::Whatsapp, &message.id).await? {
+                match optin::redeem(
+                    store,
+                    token,
+                    ChannelKind::Whatsapp,
+                    &address,
+                    "whatsapp_start",
+                    message.id.clone(),
+                    now,
+                )
+                .await
+                {
+                    Ok((contact, _)) => {
+                        tracing::info!(contact = %contact.id, "WhatsApp opt-in redeemed");
+                        super::mark_applied(store, ChannelKind::Whatsapp, &message.id, now).await?;
+                    }
+                    Err(RedeemError::Store(e)) => return Err(e.into()),
+                    Err(e) => tracing::info!("WhatsApp START not applied: {e}"),
+                }
+            }
+        }
+        Some(Intent::Stop) => {
+            if let Some(contact) = store
+                .find_contact_by_address(ChannelKind::Whatsapp, &address)
+                .await?
+            {
+                if !super::already_applied(store, ChannelKind::Whatsapp, &message.id).await? {
+                    super::revoke_all(
+                        store,
+                        &contact.id,
+                        ChannelKind::Whatsapp,
+                        "whatsapp_stop",
+                        &message.id,
+                        now,
+                    )
+                    .await?;
+                    super::mark_applied(store, ChannelKind::Whatsapp, &message.id, now).await?;
+                    confirm_stop(state, settings, &address, &message.id);
+                }
+            } else {
+                tracing::info!("WhatsApp STOP from a number no contact has; nothing to revoke");
+            }
+        }
+        Some(Intent::Other) | None => {}
+    }
+
+    if let Some(contact) = store
+        .find_contact_by_address(ChannelKind::Whatsapp, &address)
+        .await?
+    {
+        super::record_inbound(store, &contact.id, ChannelKind::Whatsapp, now).await?;
+    }
+    Ok(())
+}
+
+/// The one reply to a STOP, sent in the background (Meta wants its 200 fast).
+fn confirm_stop(state: &AppState, settings: &Settings, address: &str, message_id: &str) {
+    let Some(channel) = state.registry.get(ChannelKind::Whatsapp).cloned() else {
+        return;
+    };
+    let reply = OutboundMessage {
+        notification_id: format!("stop-confirmation:{message_id}"),
+        category: Category::Transactional,
+        to: address.to_string(),
+        text: format!(
+            "You're unsubscribed: {} will not message you on WhatsApp any more.",
+            settings.business_name
+        ),
+        subject: None,
+        html: None,
+        whatsapp_template: None,
+        retry_key: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, message_id.as_bytes())
+            .to_string(),
+        headers: Vec::new(),
+    };
+    tokio::spawn(async move {
+        let answer = channel.send(&reply).await;
+        tracing::info!(
+            outcome = answer.class.as_str(),
+            code = ?answer.code,
+            "WhatsApp STOP confirmation sent"
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Settings {
+        let table: toml::Table = toml::from_str(extra).unwrap();
+        Settings::from_table(&table, "Acme")
+    }
+
+    #[test]
+    fn start_and_stop_words_are_recognised() {
+        let s = settings("stop_words = [\"Zatrzymaj\"]");
+        assert_eq!(
+            intent(&s, "START abcdefghijklmnop1234"),
+            Intent::Start("abcdefghijklmnop1234")
+        );
+        assert_eq!(intent(&s, "start  tok"), Intent::Start("tok"));
+        assert_eq!(intent(&s, "START"), Intent::Other);
+        for text in [
+            "STOP",
+            " stop ",
+            "Berhenti",
+            "wypisz",
+            "STOPP",
+            "Unsubscribe.",
+            "zatrzymaj",
+            "Wypisz  mnie",
+        ] {
+            assert_eq!(intent(&s, text), Intent::Stop, "{text}");
+        }
+        for text in ["stop it now", "don't stop", "hello", ""] {
+            assert_eq!(intent(&s, text), Intent::Other, "{text}");
+        }
+    }
+
+    #[test]
+    fn stop_words_must_be_strings() {
+        let table: toml::Table = toml::from_str("stop_words = [1]").unwrap();
+        assert!(extra_stop_words(&table)
+            .unwrap_err()
+            .contains("channels.whatsapp.stop_words"));
+        let table: toml::Table = toml::from_str("stop_words = \"stop\"").unwrap();
+        assert!(extra_stop_words(&table).is_err());
+    }
+
+    #[test]
+    fn parses_metas_documented_text_message_and_ignores_other_fields() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"419561257915477","changes":[
+            {"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+              "contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"16505551234"}],
+              "messages":[{"from":"16505551234","id":"wamid.HBgL","timestamp":"1749416383","type":"text","text":{"body":"Does it come in another color?"}}]},
+             "field":"messages"},
+            {"field":"account_update","value":{"event":"ACCOUNT_VIOLATION"}}]}]}"#;
+        let (messages, statuses) = parse(body).map_err(|e| e.message).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].from, "16505551234");
+        assert_eq!(messages[0].text(), Some("Does it come in another color?"));
+        assert!(statuses.is_empty());
+        for bad in [
+            &b"{\"entry\": 5}"[..],
+            b"not json",
+            b"{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{}]}}]}]}",
+        ] {
+            assert_eq!(parse(bad).err().map(|e| e.code), Some("invalid_json"));
+        }
+    }
+}
