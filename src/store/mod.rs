@@ -7,6 +7,7 @@
 //! instances on one store) would claim with `FOR UPDATE SKIP LOCKED` plus a lease.
 
 mod group_commit;
+mod journal;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -39,14 +40,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub type ContactEdit = Box<dyn FnOnce(&mut Contact) + Send>;
 
 /// The idempotency key of a request and a fingerprint of its body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
     pub key: String,
     pub fingerprint: String,
 }
 
 /// A notification to accept, with the contact addresses it carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewNotification {
     pub notification: Notification,
     pub contact_patch: Option<ContactPatch>,

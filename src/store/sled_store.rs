@@ -34,6 +34,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::group_commit::GroupCommit;
+use super::journal::Journal;
 use super::{
     AcceptOutcome, ContactEdit, ListQuery, NewNotification, Store, StoreError, StoreResult,
     IDEMPOTENCY_WINDOW_SECS,
@@ -48,6 +49,8 @@ pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     commit: GroupCommit,
+    /// Set once the store has opened and replayed what the last run left in the journal.
+    journal: std::sync::OnceLock<Journal>,
     /// Serialise read-modify-write per contact. Lock order: an idempotency stripe first, then a
     /// contact stripe; never two of the same kind.
     contact_stripes: Vec<Mutex<()>>,
@@ -59,6 +62,13 @@ pub struct SledStore {
 struct IdemRecord {
     id: String,
     fingerprint: String,
+    at: Timestamp,
+}
+
+/// What the accept journal holds for one accepted notification.
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    new: NewNotification,
     at: Timestamp,
 }
 
@@ -151,16 +161,48 @@ impl SledStore {
         let tree = db.open_tree("lifeboat").map_err(io)?;
         let store = SledStore {
             commit: GroupCommit::start(db.clone()),
+            journal: std::sync::OnceLock::new(),
             db,
             tree,
             contact_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idem_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             queue_depth: AtomicU64::new(0),
         };
+        store.replay_journal(&path.with_extension("journal"))?;
         store.release_stale_claims()?;
         let depth = store.tree.scan_prefix(b"q/").count() as u64;
         store.queue_depth.store(depth, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Re-applies accepted notifications that the journal holds but sled lost in a crash,
+    /// flushes sled, and starts a fresh journal.
+    fn replay_journal(&self, dir: &Path) -> StoreResult<()> {
+        let open_err = |e: std::io::Error| StoreError::Open {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut replayed = 0usize;
+        for bytes in Journal::recover(dir).map_err(open_err)? {
+            let record: JournalRecord = decode(b"journal", &bytes)?;
+            let nkey = key("n/", &[record.new.notification.id.as_bytes()]);
+            if self.tree.contains_key(&nkey).map_err(io)? {
+                continue;
+            }
+            if self.write_accepted(&record.new, record.at)?.is_none() {
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "re-applied accepted notifications from the journal"
+            );
+        }
+        self.db.flush().map_err(io)?;
+        let journal = Journal::start(dir, self.db.clone()).map_err(open_err)?;
+        let _ = self.journal.set(journal);
+        Ok(())
     }
 
     fn release_stale_claims(&self) -> StoreResult<()> {
@@ -461,7 +503,12 @@ impl Store for SledStore {
             return Ok(earlier);
         }
         self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        self.durable().await?;
+        let record = encode(&JournalRecord { new, at: now });
+        let journal = self
+            .journal
+            .get()
+            .expect("the journal starts when the store opens");
+        journal.append(record).await.map_err(StoreError::Io)?;
         Ok(AcceptOutcome::Created)
     }
 
@@ -734,6 +781,81 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    fn sample_notification(id: &str, now: Timestamp) -> Notification {
+        Notification {
+            id: id.into(),
+            contact_id: "ana".into(),
+            category: lifeboat_channel::Category::Transactional,
+            text: "hello".into(),
+            subject: None,
+            html: None,
+            whatsapp_template: None,
+            channels: vec![ChannelKind::Whatsapp],
+            status: Status::Queued,
+            channel: None,
+            attempts: vec![],
+            created_at: now,
+            updated_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            fallback_after_secs: None,
+            idempotency_key: Some("key-1".into()),
+            cursor: Default::default(),
+            next_attempt_at: Some(now),
+        }
+    }
+
+    #[tokio::test]
+    async fn notifications_only_in_the_journal_are_reapplied_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        // The journal as a crashed run leaves it: accepted (on disk) but lost by sled.
+        {
+            let scratch = sled::Config::new().temporary(true).open().unwrap();
+            let journal = Journal::start(&path.with_extension("journal"), scratch).unwrap();
+            let record = JournalRecord {
+                new: NewNotification {
+                    notification: sample_notification("n1", now),
+                    contact_patch: Some(patch_whatsapp("+48600100200")),
+                    idempotency: Some(super::super::IdempotencyKey {
+                        key: "key-1".into(),
+                        fingerprint: "f1".into(),
+                    }),
+                },
+                at: now,
+            };
+            journal.append(encode(&record)).await.unwrap();
+        }
+        let store = SledStore::open(&path, 8).unwrap();
+        let n = store
+            .get_notification("n1")
+            .await
+            .unwrap()
+            .expect("replayed");
+        assert_eq!(n.status, Status::Queued);
+        assert_eq!(store.queue_depth(), 1);
+        let due = store.claim_due(now, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let contact = store
+            .get_contact("ana")
+            .await
+            .unwrap()
+            .expect("contact from the patch");
+        assert_eq!(contact.whatsapp.as_deref(), Some("+48600100200"));
+        let again = NewNotification {
+            notification: sample_notification("n2", now),
+            contact_patch: None,
+            idempotency: Some(super::super::IdempotencyKey {
+                key: "key-1".into(),
+                fingerprint: "f1".into(),
+            }),
+        };
+        assert_eq!(
+            store.accept(again, now).await.unwrap(),
+            AcceptOutcome::Duplicate { id: "n1".into() }
+        );
     }
 
     #[tokio::test]
