@@ -9,6 +9,7 @@
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`server`]: wires them together and runs until a signal;
+//! - [`sandbox`]: `lifeboat sandbox`, the gateway against simulated providers in-process;
 //! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
 //! - [`cli`]: the `lifeboat` command line.
@@ -22,6 +23,7 @@ pub mod dispatch;
 pub mod model;
 pub mod optin;
 pub mod optout;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod unsubscribe;

@@ -34,6 +34,14 @@ pub enum Command {
         #[arg(long, default_value = "config/lifeboat.toml")]
         config: PathBuf,
     },
+    /// Run the gateway against simulated providers in this process, with fixed demo keys.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The sandbox's own data folder (delete it to reset the sandbox).
+        #[arg(long, default_value = "data/sandbox")]
+        data: PathBuf,
+    },
     /// Validate the config and say, per channel, whether it is usable.
     CheckConfig {
         #[arg(long, default_value = "config/lifeboat.toml")]
@@ -74,6 +82,7 @@ pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Sandbox { listen, data } => crate::sandbox::run(listen, data).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
         Command::Channels {
             action,

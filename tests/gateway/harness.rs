@@ -167,9 +167,27 @@ impl Gateway {
     }
 
     pub async fn start_with(config_path: &Path) -> Gateway {
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(config_path)
+        Self::spawn(
+            Command::new(binary())
+                .args(["serve", "--config"])
+                .arg(config_path),
+        )
+        .await
+    }
+
+    /// `lifeboat sandbox` on an ephemeral port with its data in `dir`.
+    pub async fn start_sandbox(dir: &Path) -> Gateway {
+        Self::spawn(
+            Command::new(binary())
+                .args(["sandbox", "--listen", "127.0.0.1:0", "--data"])
+                .arg(dir),
+        )
+        .await
+    }
+
+    /// Starts the binary and waits for its `lifeboat listening on` line.
+    async fn spawn(command: &mut Command) -> Gateway {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

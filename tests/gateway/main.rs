@@ -5,3 +5,4 @@ mod api_errors;
 mod failover;
 mod harness;
 mod lifecycle;
+mod walkthrough;

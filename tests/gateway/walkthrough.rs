@@ -1,0 +1,267 @@
+//! The README walk-through, run for real: `lifeboat sandbox` is spawned on an ephemeral port
+//! with its data in a temporary folder, and every request of `docs/walkthrough.md` is made in
+//! the same order, one to one (each step below carries the doc's step number), asserting what a
+//! person following the doc would see. If the doc changes, this test changes with it.
+//!
+//! The doc's `$LIFEBOAT` is the spawned sandbox's URL; "poll `GET /v1/notifications/$ID`" is
+//! the doc's "a moment later". A second test covers the `/sandbox` controls' errors.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{trail, Gateway};
+
+/// The sandbox's fixed demo keys, as printed at start and used in the doc.
+const API_KEY: &str = "sandbox-api-key";
+const ADMIN_TOKEN: &str = "sandbox-admin-token";
+
+async fn app(gw: &Gateway, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    gw.send(method, path, Some(API_KEY), body).await
+}
+
+async fn admin(
+    gw: &Gateway,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    gw.send(method, path, Some(ADMIN_TOKEN), body).await
+}
+
+/// `POST /v1/notifications` (202, queued), then `GET /v1/notifications/$ID` until it is no
+/// longer queued or sending.
+async fn send_and_look(gw: &Gateway, text: &str) -> Value {
+    let (status, queued) = app(
+        gw,
+        Method::POST,
+        "/v1/notifications",
+        Some(json!({"contact_id": "ana", "text": text})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let id = queued["id"].as_str().expect("id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, n) = app(gw, Method::GET, &format!("/v1/notifications/{id}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{n}");
+        if !matches!(n["status"].as_str(), Some("queued" | "sending")) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after 20 s: {n}",
+            n["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn received(gw: &Gateway, channel: &str) -> Vec<Value> {
+    let (status, list) = admin(
+        gw,
+        Method::GET,
+        &format!("/sandbox/providers/{channel}/received"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list.as_array().expect("array").clone()
+}
+
+fn row<'a>(rows: &'a Value, channel: &str) -> &'a Value {
+    rows.as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["channel"] == channel)
+        .expect("channel row")
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_against_the_sandbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_sandbox(dir.path()).await;
+
+    // 1. A contact with three addresses.
+    let (status, contact) = app(
+        &gw,
+        Method::PUT,
+        "/v1/contacts/ana",
+        Some(
+            json!({"whatsapp": "+48600100200", "telegram": "5551234", "email": "ana@example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{contact}");
+
+    // 2. Ana agrees to WhatsApp and Telegram.
+    for channel in ["whatsapp", "telegram"] {
+        let (status, consent) = app(
+            &gw,
+            Method::PUT,
+            &format!("/v1/contacts/ana/consents/{channel}"),
+            Some(json!({"status": "granted", "scopes": ["transactional"], "source": "web_form", "evidence": "checkout page, order #1042"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{consent}");
+    }
+
+    // 3. Send a notification: it goes out on WhatsApp, and the simulated WhatsApp has it.
+    let n = send_and_look(&gw, "Your order #1042 has shipped.").await;
+    assert_eq!(n["status"], "sent", "{n}");
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
+    let got = received(&gw, "whatsapp").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["to"], "+48600100200");
+    assert_eq!(got[0]["text"], "Your order #1042 has shipped.");
+    assert_eq!(
+        n["attempts"][0]["provider_message_id"],
+        got[0]["message_id"]
+    );
+
+    // 4. WhatsApp bans the business account.
+    let (status, wa) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/whatsapp",
+        Some(json!({"mode": "ban"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{wa}");
+    assert_eq!(wa["mode"], "ban", "{wa}");
+
+    // 5. Send again: it arrives on Telegram; the attempts tell the story.
+    let n = send_and_look(&gw, "Your order #1043 has shipped.").await;
+    assert_eq!(n["status"], "sent", "{n}");
+    assert_eq!(n["channel"], "telegram", "{n}");
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:channel_banned", "telegram:sent"],
+        "{n}"
+    );
+    assert_eq!(n["attempts"][0]["provider_code"], "131031", "{n}");
+    let got = received(&gw, "telegram").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["to"], "5551234");
+    assert_eq!(got[0]["text"], "Your order #1043 has shipped.");
+    assert_eq!(received(&gw, "whatsapp").await.len(), 1);
+
+    // 6. The admin view: WhatsApp is banned.
+    let (status, rows) = admin(&gw, Method::GET, "/v1/admin/channels", None).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(row(&rows, "whatsapp")["state"], "banned", "{rows}");
+    assert_eq!(row(&rows, "telegram")["state"], "active", "{rows}");
+
+    // 7. The ban is lifted: the simulated WhatsApp accepts again, and an admin enables it.
+    let (status, wa) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/whatsapp",
+        Some(json!({"mode": "accept"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{wa}");
+    assert_eq!(wa["mode"], "accept", "{wa}");
+    let (status, wa) = admin(
+        &gw,
+        Method::POST,
+        "/v1/admin/channels/whatsapp/enable",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{wa}");
+    assert_eq!(wa["state"], "active", "{wa}");
+
+    // 8. Send again: WhatsApp carries it, and the simulated WhatsApp lists #1042 and #1044.
+    let n = send_and_look(&gw, "Your order #1044 has shipped.").await;
+    assert_eq!(n["status"], "sent", "{n}");
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
+    let got = received(&gw, "whatsapp").await;
+    let texts: Vec<&str> = got.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "Your order #1042 has shipped.",
+            "Your order #1044 has shipped."
+        ]
+    );
+
+    let (status, logs) = gw.terminate().await;
+    assert!(status.success(), "{logs}");
+    for secret in [API_KEY, ADMIN_TOKEN] {
+        assert!(!logs.contains(secret), "a key was logged:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn sandbox_controls_answer_errors_in_the_api_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_sandbox(dir.path()).await;
+
+    // No token, a wrong token: 401. The api key: 403 (the controls are an admin's).
+    let (status, e) = gw.send(Method::GET, "/sandbox/providers", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{e}");
+    assert_eq!(e["error"]["code"], "unauthorized", "{e}");
+    let (status, e) = gw
+        .send(
+            Method::POST,
+            "/sandbox/providers/whatsapp",
+            Some("not-the-token"),
+            Some(json!({"mode": "ban"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{e}");
+    assert_eq!(e["error"]["code"], "unauthorized", "{e}");
+    let (status, e) = app(&gw, Method::GET, "/sandbox/providers", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["error"]["code"], "forbidden", "{e}");
+
+    // An unknown channel: 404 naming it.
+    let (status, e) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/sms",
+        Some(json!({"mode": "ban"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+    assert_eq!(e["error"]["code"], "not_found", "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("sms"),
+        "{e}"
+    );
+
+    // A mode that doesn't exist, and reject_recipient without an address: 422 naming the field.
+    let (status, e) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/line",
+        Some(json!({"mode": "explode"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "mode", "{e}");
+    let (status, e) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/email",
+        Some(json!({"mode": "reject_recipient"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["field"], "address", "{e}");
+
+    // Nothing changed: every provider still accepts, with nothing received.
+    let (status, rows) = admin(&gw, Method::GET, "/sandbox/providers", None).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    for channel in ["whatsapp", "telegram", "line", "email"] {
+        let r = row(&rows, channel);
+        assert_eq!(r["mode"], "accept", "{r}");
+        assert_eq!(r["received"], 0, "{r}");
+        assert!(r["url"].as_str().unwrap().contains("127.0.0.1"), "{r}");
+    }
+}
