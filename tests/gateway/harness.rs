@@ -21,6 +21,12 @@ pub const TG_TOKEN: &str = "123456:TEST-token";
 pub const WA_PATH: &str = "/1234567890/messages";
 pub const TG_SEND_PATH: &str = "/bot123456:TEST-token/SendMessage";
 pub const LINE_PUSH_PATH: &str = "/v2/bot/message/push";
+/// Signs WhatsApp webhooks (`X-Hub-Signature-256`).
+pub const WA_APP_SECRET: &str = "wa-app-secret-1";
+/// The WhatsApp subscribe handshake token.
+pub const WA_VERIFY_TOKEN: &str = "wa-verify-token-1";
+/// Signs LINE webhooks (`X-Line-Signature`).
+pub const LINE_CHANNEL_SECRET: &str = "line-channel-secret-1";
 
 /// The four simulated providers.
 pub struct Providers {
@@ -99,6 +105,9 @@ cooldown = "1h"
 api_base = "{wa}"
 phone_number_id = "{WA_PHONE_ID}"
 access_token = "wa-test-token"
+app_secret = "{WA_APP_SECRET}"
+verify_token = "{WA_VERIFY_TOKEN}"
+business_number = "+15550001111"
 timeout = "2s"
 cooldown = "{wa_cooldown}"
 
@@ -111,6 +120,7 @@ timeout = "2s"
 [channels.line]
 api_base = "{line}"
 channel_access_token = "line-test-token"
+channel_secret = "{LINE_CHANNEL_SECRET}"
 timeout = "2s"
 
 [channels.email]

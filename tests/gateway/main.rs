@@ -6,3 +6,4 @@ mod failover;
 mod harness;
 mod lifecycle;
 mod walkthrough;
+mod webhooks;
