@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`server`]: wires them together and runs until a signal;
 //! - [`sandbox`]: `lifeboat sandbox`, the gateway against simulated providers in-process;
+//! - [`telegram_bot`]: the Telegram bot's opt-in/opt-out commands (polling or webhook);
 //! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
 //! - [`cli`]: the `lifeboat` command line.
@@ -26,6 +27,7 @@ pub mod optout;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod telegram_bot;
 pub mod unsubscribe;
 pub mod validate;
 pub mod webhooks;

@@ -90,7 +90,12 @@ pub async fn run(
         dispatcher.waker(),
         ready.clone(),
     );
+    let clock = options.clock.clone();
+    let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock);
     let mut app = api::router(state);
+    if let Some(routes) = telegram.take_routes() {
+        app = app.merge(routes);
+    }
     if let Some(extra) = options.extra_routes {
         app = app.merge(extra);
     }
@@ -104,6 +109,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     ready.store(false, Ordering::Relaxed);
+    telegram.stop().await;
     tracing::info!("stopped taking requests; letting in-flight sends finish");
     let drained = dispatcher.shutdown(config.server.shutdown_grace).await;
     if !drained {

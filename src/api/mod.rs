@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod notifications;
 mod ops;
+mod optin_links;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -89,6 +90,10 @@ pub fn router(state: AppState) -> Router {
             post(notifications::create).get(notifications::list),
         )
         .route("/notifications/{id}", get(notifications::get_one))
+        .route(
+            "/contacts/{contact_id}/optin-links",
+            post(optin_links::create),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -5,5 +5,6 @@ mod api_errors;
 mod failover;
 mod harness;
 mod lifecycle;
+mod telegram_bot;
 mod walkthrough;
 mod webhooks;
