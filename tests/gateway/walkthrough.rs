@@ -265,3 +265,77 @@ async fn sandbox_controls_answer_errors_in_the_api_shape() {
         assert!(r["url"].as_str().unwrap().contains("127.0.0.1"), "{r}");
     }
 }
+
+/// Beyond the walk-through: LINE's monthly limit and the mail server refusing one mailbox
+/// reach the gateway as the real answers would (through the SMTP relay in front of the sink).
+#[tokio::test]
+async fn line_restriction_and_an_unknown_mailbox_fail_over_as_documented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_sandbox(dir.path()).await;
+    let (status, c) = app(
+        &gw,
+        Method::PUT,
+        "/v1/contacts/ana",
+        Some(json!({"line": "U0123456789abcdef0123456789abcdef", "email": "ana@example.com"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    for channel in ["line", "email"] {
+        let (status, c) = app(
+            &gw,
+            Method::PUT,
+            &format!("/v1/contacts/ana/consents/{channel}"),
+            Some(json!({"status": "granted"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+    }
+
+    let (status, r) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/line",
+        Some(json!({"mode": "restrict"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let n = send_and_look(&gw, "Your order #2001 has shipped.").await;
+    assert_eq!(n["channel"], "email", "{n}");
+    assert_eq!(
+        trail(&n),
+        [
+            "whatsapp:skipped:no_address",
+            "telegram:skipped:no_address",
+            "line:channel_restricted",
+            "email:sent"
+        ],
+        "{n}"
+    );
+    let mail = received(&gw, "email").await;
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0]["to"], "ana@example.com");
+    assert!(mail[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Your order #2001 has shipped."));
+
+    let (status, r) = admin(
+        &gw,
+        Method::POST,
+        "/sandbox/providers/email",
+        Some(json!({"mode": "reject_recipient", "address": "Ana@Example.com"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let n = send_and_look(&gw, "Your order #2002 has shipped.").await;
+    assert_eq!(n["status"], "failed", "{n}");
+    assert_eq!(
+        trail(&n).last().map(String::as_str),
+        Some("email:recipient_unreachable"),
+        "{n}"
+    );
+    assert_eq!(received(&gw, "email").await.len(), 1);
+    let (_, rows) = admin(&gw, Method::GET, "/v1/admin/channels", None).await;
+    assert_eq!(row(&rows, "line")["state"], "restricted", "{rows}");
+    assert_eq!(row(&rows, "email")["state"], "active", "{rows}");
+}
