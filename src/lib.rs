@@ -16,6 +16,7 @@
 //! - [`cli`]: the `lifeboat` command line.
 
 pub mod api;
+pub mod bench;
 pub mod channels;
 pub mod cli;
 pub mod clock;

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub clock: Arc<dyn Clock>,
     /// Extra routes merged into the API (the sandbox's controls).
     pub extra_routes: Option<Router>,
+    /// Accept and store, but send nothing (the benchmark's "all channels paused" queue).
+    pub hold_deliveries: bool,
 }
 
 /// Binds the configured address.
@@ -79,7 +81,7 @@ pub async fn run(
         clock: options.clock.clone(),
         optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
     });
-    let dispatcher = Dispatcher::start(ctx, config.server.concurrency);
+    let dispatcher = Dispatcher::start(ctx, config.server.concurrency, options.hold_deliveries);
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState::new(
         store.clone(),

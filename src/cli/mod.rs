@@ -41,7 +41,12 @@ pub enum Command {
         /// The sandbox's own data folder (delete it to reset the sandbox).
         #[arg(long, default_value = "data/sandbox")]
         data: PathBuf,
+        /// Accept and store notifications but send none (used by `lifeboat bench`).
+        #[arg(long, hide = true)]
+        hold_deliveries: bool,
     },
+    /// Measure accept, delivery, failover, memory and restart against a sandbox.
+    Bench(crate::bench::BenchArgs),
     /// Validate the config and say, per channel, whether it is usable.
     CheckConfig {
         #[arg(long, default_value = "config/lifeboat.toml")]
@@ -82,7 +87,12 @@ pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Sandbox { listen, data } => crate::sandbox::run(listen, data).await,
+        Command::Sandbox {
+            listen,
+            data,
+            hold_deliveries,
+        } => crate::sandbox::run(listen, data, hold_deliveries).await,
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
         Command::Channels {
             action,
@@ -108,6 +118,7 @@ async fn serve(path: PathBuf) -> ExitCode {
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
         extra_routes: None,
+        hold_deliveries: false,
     };
     match server::run(
         config,

@@ -32,12 +32,20 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the scheduler with `concurrency` worker slots.
-    pub fn start(ctx: Arc<WorkerContext>, concurrency: usize) -> Dispatcher {
+    /// Starts the scheduler with `concurrency` worker slots. A `held` dispatcher claims
+    /// nothing until it stops (everything stays queued: the benchmark's paused channels).
+    pub fn start(ctx: Arc<WorkerContext>, concurrency: usize, held: bool) -> Dispatcher {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let task = tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone()));
+        let task = if held {
+            let mut stopped = stopped;
+            tokio::spawn(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+        } else {
+            tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone()))
+        };
         Dispatcher {
             wake,
             stop,

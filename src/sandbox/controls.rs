@@ -14,7 +14,9 @@
 //!   row after the change;
 //! - `GET /sandbox/providers/{channel}/received` → `[{"at", "to", "text", "message_id",
 //!   "subject"?, "request"}, …]`, oldest first (newest last);
-//! - `DELETE /sandbox/providers/{channel}/received` → 204.
+//! - `DELETE /sandbox/providers/{channel}/received` → 204;
+//! - `GET /sandbox/providers/{channel}/refused` → `["<time>", …]`, when each refused send came
+//!   in (the benchmark counts sends that reached a banned channel).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub fn router(providers: Providers) -> Router {
             "/sandbox/providers/{channel}/received",
             get(received).delete(clear),
         )
+        .route("/sandbox/providers/{channel}/refused", get(refused))
         .route_layer(axum::middleware::from_fn(require_admin_token))
         .with_state(providers)
 }
@@ -210,4 +213,12 @@ async fn clear(
     let kind = channel(&name)?;
     p.clear(kind);
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn refused(
+    State(p): State<Providers>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let kind = channel(&name)?;
+    Ok(Json(p.sim(kind).refused_at()).into_response())
 }

@@ -99,7 +99,7 @@ timeout = "3s"
 }
 
 /// Runs `lifeboat sandbox`.
-pub async fn run(listen: SocketAddr, data: PathBuf) -> ExitCode {
+pub async fn run(listen: SocketAddr, data: PathBuf, hold_deliveries: bool) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => return fail(1, format!("cannot listen on {listen}: {e}")),
@@ -152,6 +152,7 @@ pub async fn run(listen: SocketAddr, data: PathBuf) -> ExitCode {
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
         extra_routes: Some(controls::router(providers)),
+        hold_deliveries,
     };
     match server::run(
         config,

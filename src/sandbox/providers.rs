@@ -120,6 +120,8 @@ pub struct Simulated {
     mode: Mutex<Mode>,
     received: Mutex<Vec<Received>>,
     refused: AtomicU64,
+    /// When each refusal happened (the benchmark counts sends after a ban).
+    refused_at: Mutex<Vec<DateTime<Utc>>>,
     last_refusal: Mutex<Option<String>>,
     seq: AtomicU64,
 }
@@ -136,6 +138,7 @@ impl Simulated {
             mode: Mutex::new(Mode::Accept),
             received: Mutex::new(Vec::new()),
             refused: AtomicU64::new(0),
+            refused_at: Mutex::new(Vec::new()),
             last_refusal: Mutex::new(None),
             seq: AtomicU64::new(0),
         }
@@ -169,7 +172,13 @@ impl Simulated {
     /// Counts a refused send and keeps a one-line summary of it.
     pub fn refuse(&self, summary: String) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        lock(&self.refused_at).push(Utc::now());
         *lock(&self.last_refusal) = Some(summary);
+    }
+
+    /// When each refused send came in, oldest first.
+    pub fn refused_at(&self) -> Vec<DateTime<Utc>> {
+        lock(&self.refused_at).clone()
     }
 
     pub fn refused(&self) -> u64 {
