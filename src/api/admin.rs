@@ -27,9 +27,18 @@ pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
         "until": status.until,
         "last_error": status.last_error,
         "counts": {"sent_1h": sent, "failed_1h": failed},
+        "quality": state.states.quality(kind),
     })
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/channels", tag = "admin",
+    responses(
+        (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 pub async fn list_channels(State(state): State<AppState>) -> Json<Value> {
     Json(Value::Array(
         ChannelKind::ALL
@@ -39,12 +48,27 @@ pub async fn list_channels(State(state): State<AppState>) -> Json<Value> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableBody {
+    /// 1–500 characters, shown in the channel table.
     reason: String,
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/channels/{channel}/disable", tag = "admin",
+    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    request_body = DisableBody,
+    responses(
+        (status = 200, description = "The channel's row, now `disabled`", body = serde_json::Value),
+        (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 pub async fn disable(
     State(state): State<AppState>,
     Path(channel): Path<String>,
@@ -59,6 +83,16 @@ pub async fn disable(
     Ok(Json(channel_row(&state, kind)).into_response())
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/channels/{channel}/enable", tag = "admin",
+    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    responses(
+        (status = 200, description = "The channel's row, now `active`", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 pub async fn enable(
     State(state): State<AppState>,
     Path(channel): Path<String>,

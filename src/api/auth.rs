@@ -47,6 +47,11 @@ impl Keys {
     fn is_admin(&self, presented: &[u8; 32]) -> bool {
         same(&self.admin_token, presented)
     }
+
+    /// Whether `token` is the admin token (the admin page's sign-in form).
+    pub fn is_admin_token(&self, token: &str) -> bool {
+        self.is_admin(&digest(token))
+    }
 }
 
 /// The token of `Authorization: Bearer <token>`, hashed.

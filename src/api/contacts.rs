@@ -14,7 +14,7 @@ use crate::model::{Consent, ConsentStatus, ContactPatch};
 use crate::validate;
 
 /// Body of `PUT /v1/contacts/{id}` and the `to` member of a notification.
-#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactBody {
     pub whatsapp: Option<String>,
@@ -76,6 +76,21 @@ pub fn parse_channel(name: &str) -> Result<ChannelKind, ApiError> {
         .map_err(|e| ApiError::not_found(e.to_string()))
 }
 
+#[utoipa::path(
+    put, path = "/v1/contacts/{contact_id}", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    request_body = ContactBody,
+    responses(
+        (status = 200, description = "The contact", body = serde_json::Value),
+        (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded; see Retry-After", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn put_contact(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
@@ -90,6 +105,17 @@ pub async fn put_contact(
     Ok(Json(contact).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/contacts/{contact_id}", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    responses(
+        (status = 200, description = "The contact with its `consents`", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn get_contact(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
@@ -101,6 +127,17 @@ pub async fn get_contact(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/v1/contacts/{contact_id}", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    responses(
+        (status = 204, description = "Erased (right to be forgotten)"),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn delete_contact(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
@@ -117,15 +154,33 @@ pub async fn delete_contact(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {
+    /// `granted` or `revoked`.
+    #[schema(value_type = String, example = "granted")]
     status: ConsentStatus,
+    /// `transactional` and/or `marketing`; default `["transactional"]`.
+    #[schema(value_type = Option<Vec<String>>)]
     scopes: Option<Vec<Category>>,
     source: Option<String>,
     evidence: Option<String>,
 }
 
+#[utoipa::path(
+    put, path = "/v1/contacts/{contact_id}/consents/{channel}", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-"), ("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    request_body = ConsentBody,
+    responses(
+        (status = 200, description = "The consent record", body = serde_json::Value),
+        (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn put_consent(
     State(state): State<AppState>,
     Path((contact_id, channel)): Path<(String, String)>,
@@ -176,6 +231,17 @@ pub async fn put_consent(
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/contacts/{contact_id}/consents/{channel}/history", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-"), ("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    responses(
+        (status = 200, description = "Every change, oldest first", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn consent_history(
     State(state): State<AppState>,
     Path((contact_id, channel)): Path<(String, String)>,

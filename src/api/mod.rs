@@ -4,11 +4,13 @@
 //! there is a 403 (the keys are for different people). Every error is [`ApiError`]'s shape.
 
 mod admin;
+mod admin_page;
 mod auth;
 mod contacts;
 pub mod error;
 pub mod extract;
 mod notifications;
+pub mod openapi;
 mod ops;
 mod optin_links;
 
@@ -114,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .merge(crate::webhooks::routes(&state))
+        .merge(admin_page::routes(&state))
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)

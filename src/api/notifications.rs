@@ -26,13 +26,14 @@ use crate::validate;
 const MAX_TEXT_CHARS: usize = 4096;
 const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     contact_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to: Option<ContactBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "transactional")]
     category: Option<Category>,
     text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,8 +41,10 @@ pub struct NotificationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     whatsapp_template: Option<WhatsappTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     channels: Option<Vec<ChannelKind>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<String>,
@@ -102,6 +105,23 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/notifications", tag = "notifications",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same as the `idempotency_key` member")),
+    request_body = NotificationRequest,
+    responses(
+        (status = 202, description = "Durably stored: `{\"id\", \"status\": \"queued\"}`", body = serde_json::Value),
+        (status = 200, description = "A repeat of an earlier request with the same key and body: the first id", body = serde_json::Value),
+        (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Same idempotency key, different body", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded; see Retry-After", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -286,6 +306,17 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/notifications/{id}", tag = "notifications",
+    params(("id" = String, Path, description = "From the 202 answer")),
+    responses(
+        (status = 200, description = "The notification with its attempts", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such notification", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -306,6 +337,16 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/notifications", tag = "notifications",
+    params(("contact_id" = Option<String>, Query, description = "Only this contact's"), ("status" = Option<String>, Query, description = "queued, sending, sent, delivered, read, failed, expired or cancelled"), ("limit" = Option<u32>, Query, description = "1–100"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses(
+        (status = 200, description = "Newest first, paged", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,

@@ -22,9 +22,11 @@ use super::{ApiError, AppState};
 use crate::config::{ChannelSection, Config};
 
 /// The optional request body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LinksBody {
+pub(super) struct LinksBody {
+    /// Default `["transactional"]`.
+    #[schema(value_type = Option<Vec<String>>)]
     scopes: Option<Vec<Category>>,
 }
 
@@ -108,6 +110,20 @@ pub fn links(config: &Config, token: &str) -> Map<String, Value> {
 }
 
 /// `POST /v1/contacts/{contact_id}/optin-links`.
+#[utoipa::path(
+    post, path = "/v1/contacts/{contact_id}/optin-links", tag = "contacts",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    request_body(content = Option<LinksBody>, description = "Optional; an empty body means the defaults"),
+    responses(
+        (status = 201, description = "`{token, scopes, expires_at, telegram?, whatsapp?, line?}`", body = serde_json::Value),
+        (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
