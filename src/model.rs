@@ -177,7 +177,8 @@ pub struct Attempt {
     pub channel: ChannelKind,
     pub at: Timestamp,
     /// `sent`, `retry`, `throttled`, `recipient_unreachable`, `channel_restricted`,
-    /// `channel_banned`, `rejected`, `config_error` or `skipped`.
+    /// `channel_banned`, `rejected`, `config_error` or `skipped`; a receipt moves a `sent` one
+    /// to `delivered` and `read`, and `no_receipt` says `fallback_after` passed without one.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -241,9 +242,22 @@ pub struct Notification {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub cursor: Cursor,
-    /// When the dispatcher will look at it next (while queued).
+    /// When the dispatcher will look at it next: while queued, its next try; while sent on a
+    /// channel with receipts and `fallback_after` set, its receipt check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Timestamp>,
+}
+
+impl Notification {
+    /// When it is due on the dispatcher's queue, if it is on it at all: a queued one at its
+    /// next try, a sent one whose receipt check (`fallback_after`) is pending at that check.
+    /// Every store keeps the queue in step with this.
+    pub fn queue_due(&self) -> Option<Timestamp> {
+        match self.status {
+            Status::Queued | Status::Sent => self.next_attempt_at,
+            _ => None,
+        }
+    }
 }
 
 /// The state of a channel in rotation.
@@ -303,5 +317,29 @@ impl ChannelStatus {
             last_error: None,
             next_cooldown_secs: None,
         }
+    }
+}
+
+/// The last messaging-quality signal of a channel (WhatsApp `phone_number_quality_update`):
+/// shown on the admin channel row, read by the guardrails (a flag or downgrade pauses
+/// marketing there).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelQuality {
+    /// `FLAGGED`, `UNFLAGGED`, `DOWNGRADE`, `UPGRADE`, `ONBOARDING`, `THROUGHPUT_UPGRADE`, ...
+    pub event: String,
+    /// The messaging tier now (`TIER_1K`, ...) and before a tier change.
+    #[serde(default)]
+    pub current_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_daily_conversations_per_business: Option<String>,
+    pub at: Timestamp,
+}
+
+impl ChannelQuality {
+    /// Whether the provider says quality is low: the number is flagged or its tier was cut.
+    pub fn is_flagged(&self) -> bool {
+        matches!(self.event.as_str(), "FLAGGED" | "DOWNGRADE")
     }
 }

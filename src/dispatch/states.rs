@@ -9,6 +9,11 @@
 //! A restricted channel rests until its `until`; then exactly one notification gets to probe
 //! it (a real send: a health check cannot see a sending restriction). Success makes it active;
 //! another restriction answer restricts it again for twice the cooldown.
+//!
+//! Provider signals that are not answers to a send (WhatsApp `account_update`) change states
+//! the same way through [`ChannelStates::apply_signal`]; the messaging-quality signal
+//! (`phone_number_quality_update`) is kept beside the state ([`ChannelStates::set_quality`]) for
+//! the admin view and the guardrails.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,8 +22,40 @@ use std::time::Duration;
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
-use crate::model::{ChannelState, ChannelStatus, LastError, Timestamp};
+use crate::model::{ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
+
+/// What a provider's signal about the account (not a send's answer) does to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Out of rotation until an admin enables it (or the provider reinstates it).
+    Banned,
+    /// Rests until then, then one notification probes it.
+    RestrictedUntil(Timestamp),
+    /// A ban or restriction lifted by the provider: back in rotation (an admin's or a
+    /// configuration error's `disabled` stays).
+    Reinstated,
+    /// A warning: recorded as the last error, no state change.
+    Warning,
+}
+
+/// The key of a channel's quality record: namespace `<channel>_quality` (`whatsapp_quality`).
+const QUALITY_KEY: &str = "current";
+
+fn quality_namespace(kind: ChannelKind) -> String {
+    format!("{kind}_quality")
+}
+
+/// Whether the stored WhatsApp quality signal says quality is low (`FLAGGED`, `DOWNGRADE`), for
+/// code that has the store but not the live table (the guardrails).
+pub async fn quality_flagged(store: &dyn Store) -> StoreResult<bool> {
+    let raw = store
+        .kv_get(&quality_namespace(ChannelKind::Whatsapp), QUALITY_KEY)
+        .await?;
+    Ok(raw
+        .and_then(|b| serde_json::from_slice::<ChannelQuality>(&b).ok())
+        .is_some_and(|q| q.is_flagged()))
+}
 
 /// Whether a notification may use a channel now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +86,8 @@ pub struct ChannelStates {
     recipient_pauses: Mutex<HashMap<(ChannelKind, String), Timestamp>>,
     /// Serialises state changes so that the durable save happens in the order of the changes.
     change_lock: tokio::sync::Mutex<()>,
+    /// The last quality signal per channel (WhatsApp only, so far).
+    quality: RwLock<BTreeMap<ChannelKind, ChannelQuality>>,
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
@@ -77,11 +116,19 @@ impl ChannelStates {
                 )
             })
             .collect();
+        let mut quality = BTreeMap::new();
+        for kind in ChannelKind::ALL {
+            let raw = store.kv_get(&quality_namespace(kind), QUALITY_KEY).await?;
+            if let Some(q) = raw.and_then(|b| serde_json::from_slice::<ChannelQuality>(&b).ok()) {
+                quality.insert(kind, q);
+            }
+        }
         Ok(ChannelStates {
             store,
             entries: RwLock::new(entries),
             recipient_pauses: Mutex::new(HashMap::new()),
             change_lock: tokio::sync::Mutex::new(()),
+            quality: RwLock::new(quality),
         })
     }
 
@@ -255,6 +302,102 @@ impl ChannelStates {
             }
         }
         Ok(())
+    }
+
+    /// Applies a provider's signal about the account (WhatsApp `account_update`) as a send's
+    /// answer of the same meaning would: stored before it takes effect, logged once. `code` is
+    /// the provider's event (`DISABLED_UPDATE`, ...), `detail` what it said.
+    pub async fn apply_signal(
+        &self,
+        kind: ChannelKind,
+        signal: Signal,
+        code: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let error = |outcome: &str| LastError {
+            at: now,
+            outcome: outcome.to_string(),
+            code: Some(code.to_string()),
+            detail: Some(detail.to_string()),
+        };
+        let reason = |what: &str| format!("{what} by the provider: {code} {detail}");
+        match signal {
+            Signal::Banned => {
+                self.change(kind, now, |s| {
+                    s.last_error = Some(error("channel_banned"));
+                    if s.state != ChannelState::Disabled {
+                        s.state = ChannelState::Banned;
+                        s.reason = Some(reason("banned"));
+                        s.until = None;
+                    }
+                })
+                .await
+            }
+            Signal::RestrictedUntil(until) => {
+                self.change(kind, now, |s| {
+                    s.last_error = Some(error("channel_restricted"));
+                    if matches!(
+                        s.state,
+                        ChannelState::Active | ChannelState::Throttled | ChannelState::Restricted
+                    ) {
+                        s.state = ChannelState::Restricted;
+                        s.reason = Some(reason("restricted"));
+                        s.until = Some(until);
+                    }
+                })
+                .await
+            }
+            Signal::Reinstated => {
+                self.change(kind, now, |s| {
+                    if s.state != ChannelState::Disabled {
+                        *s = ChannelStatus {
+                            last_error: s.last_error.clone(),
+                            reason: Some(reason("reinstated")),
+                            ..ChannelStatus::active(now)
+                        };
+                    }
+                })
+                .await
+            }
+            Signal::Warning => {
+                tracing::warn!(channel = %kind, code, detail, "provider warning about the account");
+                self.change(kind, now, |s| s.last_error = Some(error("warning")))
+                    .await
+            }
+        }
+    }
+
+    /// Records a quality signal durably, then makes it live.
+    pub async fn set_quality(&self, kind: ChannelKind, quality: ChannelQuality) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(&quality).expect("quality always serializes");
+        self.store
+            .kv_put(&quality_namespace(kind), QUALITY_KEY, &bytes)
+            .await?;
+        if quality.is_flagged() {
+            tracing::warn!(channel = %kind, event = %quality.event, limit = ?quality.current_limit, "provider says message quality is low");
+        } else {
+            tracing::info!(channel = %kind, event = %quality.event, limit = ?quality.current_limit, "provider quality signal");
+        }
+        self.quality
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind, quality);
+        Ok(())
+    }
+
+    /// The last quality signal of a channel, if any came.
+    pub fn quality(&self, kind: ChannelKind) -> Option<ChannelQuality> {
+        self.quality
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&kind)
+            .cloned()
+    }
+
+    /// Whether the provider says quality is low on `kind` (`FLAGGED`, `DOWNGRADE`).
+    pub fn quality_flagged(&self, kind: ChannelKind) -> bool {
+        self.quality(kind).is_some_and(|q| q.is_flagged())
     }
 
     /// Admin action: out of rotation until enabled.

@@ -4,6 +4,14 @@
 //! Each channel is either passed over with a recorded reason (not configured, no address,
 //! no consent, out of rotation) or tried; the answer's class alone decides what happens next
 //! (failover.md). Every step is appended to the notification's attempts.
+//!
+//! Receipt-based fallback (`fallback_after`, docs/receipts.md): a send accepted by a channel
+//! with delivery receipts (WhatsApp) stays `sent` but remains on the queue until
+//! `sent + fallback_after`. A `delivered`/`read` receipt (the WhatsApp webhook) takes it off;
+//! if the check comes due first, the worker records `no_receipt` on that channel and the plan
+//! goes on with the next one. The trade-off: a receipt can be late or switched off (`read`
+//! receipts are a user setting, and a phone offline for ten minutes delivers later), so the
+//! person may get the message twice; the business chose that by setting `fallback_after`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +66,7 @@ pub fn retry_key(notification_id: &str, kind: ChannelKind) -> String {
 /// Advances `n` as far as it can go now and saves it (releasing its claim).
 pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<Notification> {
     let now = ctx.clock.now();
+    receipt_check(&mut n, now);
     if !n.status.is_final() {
         if now >= n.expires_at {
             n.status = Status::Expired;
@@ -65,6 +74,15 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
         } else {
             let contact = ctx.store.get_contact(&n.contact_id).await?;
             run_plan(ctx, &mut n, contact.as_ref()).await?;
+        }
+    }
+    if matches!(n.status, Status::Failed | Status::Expired) {
+        // Nothing after a receipt-less send could carry it: it did go out there, so it is
+        // `sent` on that channel.
+        if let Some(a) = n.attempts.iter().rev().find(|a| a.outcome == "no_receipt") {
+            n.status = Status::Sent;
+            n.channel = Some(a.channel);
+            n.next_attempt_at = None;
         }
     }
     n.updated_at = ctx.clock.now();
@@ -87,7 +105,7 @@ async fn run_plan(
             Step::Sent => {
                 n.status = Status::Sent;
                 n.channel = Some(kind);
-                n.next_attempt_at = None;
+                n.next_attempt_at = receipt_check_at(ctx, n, kind);
                 return Ok(());
             }
             Step::Next => {
@@ -200,7 +218,7 @@ async fn step(
         }
         Class::RecipientUnreachable { opt_out } => {
             if let Some(opt_out) = opt_out {
-                revoke(ctx, contact, kind, *opt_out, &answer, now).await?;
+                revoke(ctx.store.as_ref(), contact, kind, *opt_out, &answer, now).await?;
             }
             Step::Next
         }
@@ -209,6 +227,42 @@ async fn step(
         | Class::ChannelBanned
         | Class::ConfigError => Step::Next,
     })
+}
+
+/// When to look for a receipt of a send `kind` just accepted: only if the notification asked
+/// for `fallback_after`, the channel has receipts, and a channel is left to fall over to.
+fn receipt_check_at(ctx: &WorkerContext, n: &Notification, kind: ChannelKind) -> Option<Timestamp> {
+    let secs = n.fallback_after_secs?;
+    let has_receipts = ctx.registry.get(kind).is_some_and(|c| c.has_receipts());
+    let next_left = n.cursor.index + 1 < n.channels.len();
+    let at = ctx.clock.now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64);
+    (has_receipts && next_left && at < n.expires_at).then_some(at)
+}
+
+/// A `sent` notification whose receipt check came due (no `delivered`/`read` took it off the
+/// queue in time): records `no_receipt` on the carrying channel and queues it at the next one.
+fn receipt_check(n: &mut Notification, now: Timestamp) {
+    if n.status != Status::Sent || n.next_attempt_at.is_none() {
+        return;
+    }
+    n.next_attempt_at = None;
+    let Some(kind) = n.channel else { return };
+    if now >= n.expires_at {
+        return;
+    }
+    n.attempts.push(Attempt {
+        detail: Some(format!(
+            "no delivery receipt within fallback_after ({}s); trying the next channel",
+            n.fallback_after_secs.unwrap_or_default()
+        )),
+        ..attempt(kind, now, "no_receipt")
+    });
+    n.status = Status::Queued;
+    n.channel = None;
+    n.cursor = Cursor {
+        index: n.cursor.index + 1,
+        tries: 0,
+    };
 }
 
 fn attempt(kind: ChannelKind, at: Timestamp, outcome: &str) -> Attempt {
@@ -232,8 +286,9 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 }
 
 /// The person told the provider they don't want our messages: record it as consent history.
-async fn revoke(
-    ctx: &WorkerContext,
+/// Also used for a late WhatsApp `failed` status (131050) from the webhook.
+pub(crate) async fn revoke(
+    store: &dyn Store,
     contact: &Contact,
     kind: ChannelKind,
     opt_out: OptOut,
@@ -267,7 +322,7 @@ async fn revoke(
         answer.code.as_deref().unwrap_or("-"),
         answer.detail.as_deref().unwrap_or("-")
     );
-    ctx.store
+    store
         .set_consent(
             &contact.id,
             kind,

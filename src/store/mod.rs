@@ -39,6 +39,20 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// An edit applied to a stored contact under its lock (no I/O inside, it may not block).
 pub type ContactEdit = Box<dyn FnOnce(&mut Contact) + Send>;
 
+/// An edit applied to a stored notification (no I/O inside, it may not block).
+pub type NotificationEdit = Box<dyn FnOnce(&mut Notification) + Send>;
+
+/// What `edit_notification` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edited {
+    /// No such notification.
+    Missing,
+    /// A worker holds it right now; nothing was changed (try again shortly).
+    Claimed,
+    /// The notification after the edit (stored if the edit changed it).
+    Done(Notification),
+}
+
 /// The idempotency key of a request and a fingerprint of its body.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
@@ -121,8 +135,23 @@ pub trait Store: Send + Sync + 'static {
     /// when the store opens again.
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>>;
     /// Saves a claimed notification and releases the claim: back on the queue at
-    /// `n.next_attempt_at` if it is still queued, off the queue otherwise.
+    /// [`Notification::queue_due`] if it has one (still queued, or sent with a receipt check
+    /// pending), off the queue otherwise. Also keeps the index of provider message ids
+    /// ([`Store::find_by_message_id`]) in step with its attempts.
     async fn save_progress(&self, n: &Notification) -> StoreResult<()>;
+    /// Applies `edit` to a notification no worker has claimed (read-modify-write, atomic
+    /// against claims: a SQL backend does it in one transaction with `FOR UPDATE`), keeps its
+    /// queue entry in step with [`Notification::queue_due`] (never two entries), and stores it
+    /// durably. For provider signals about a notification after its send (receipts, a late
+    /// failure that must fall over).
+    async fn edit_notification(&self, id: &str, edit: NotificationEdit) -> StoreResult<Edited>;
+    /// The notification one of whose attempts got `message_id` from `channel` (a WhatsApp
+    /// `wamid`), to tie a delivery receipt to it.
+    async fn find_by_message_id(
+        &self,
+        channel: ChannelKind,
+        message_id: &str,
+    ) -> StoreResult<Option<String>>;
     /// Saves a notification that is not claimed (a receipt, a cancellation); a queued one keeps
     /// its place in the queue.
     async fn update_notification(&self, n: &Notification) -> StoreResult<()>;

@@ -15,10 +15,12 @@
 //! | `e/` | sha256 of an erased contact id | tombstone |
 //! | `a/` | channel name, 0, address | contact id (find a contact from an inbound message) |
 //! | `v/` | namespace, 0, key | small records of other modules (opt-in tokens, bot offsets, ...) |
+//! | `m/` | channel name, 0, provider message id | notification id (to apply a delivery receipt) |
 //!
 //! Read-modify-write on one contact or one idempotency key is serialised by a striped
 //! in-process lock (sled opens in one process only), held for in-memory work only, never across
-//! the flush. Durability comes from [`GroupCommit`]; non-critical progress (attempts) rides
+//! the flush. Claiming and [`Store::edit_notification`] share one lock, so a signal never edits
+//! a notification a worker has just taken. Durability comes from [`GroupCommit`]; non-critical progress (attempts) rides
 //! sled's own periodic flush, which at worst repeats a send after a crash (at-least-once).
 
 use std::collections::BTreeMap;
@@ -36,8 +38,8 @@ use sha2::{Digest, Sha256};
 use super::group_commit::GroupCommit;
 use super::journal::Journal;
 use super::{
-    AcceptOutcome, ContactEdit, ListQuery, NewNotification, Store, StoreError, StoreResult,
-    IDEMPOTENCY_WINDOW_SECS,
+    AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
+    StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
 };
 use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
@@ -55,6 +57,8 @@ pub struct SledStore {
     /// contact stripe; never two of the same kind.
     contact_stripes: Vec<Mutex<()>>,
     idem_stripes: Vec<Mutex<()>>,
+    /// Held while claiming and while editing an unclaimed notification.
+    claim_lock: Mutex<()>,
     queue_depth: AtomicU64,
 }
 
@@ -106,6 +110,19 @@ fn address_key(kind: ChannelKind, address: &str) -> Vec<u8> {
 
 fn kv_key(namespace: &str, k: &str) -> Vec<u8> {
     key("v/", &[namespace.as_bytes(), k.as_bytes()])
+}
+
+fn message_key(kind: ChannelKind, message_id: &str) -> Vec<u8> {
+    key("m/", &[kind.as_str().as_bytes(), message_id.as_bytes()])
+}
+
+/// Indexes the provider message ids of `n`'s attempts (re-inserting known ones is harmless).
+fn index_message_ids(batch: &mut sled::Batch, n: &Notification) {
+    for a in &n.attempts {
+        if let Some(mid) = &a.provider_message_id {
+            batch.insert(message_key(a.channel, mid), n.id.as_bytes());
+        }
+    }
 }
 
 fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
@@ -166,6 +183,7 @@ impl SledStore {
             tree,
             contact_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idem_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            claim_lock: Mutex::new(()),
             queue_depth: AtomicU64::new(0),
         };
         store.replay_journal(&path.with_extension("journal"))?;
@@ -418,16 +436,21 @@ impl Store for SledStore {
                 let nid = &k[xprefix.len()..];
                 let nkey = key("n/", &[nid]);
                 if let Some(mut n) = self.get::<Notification>(&nkey)? {
-                    if !n.status.is_final() {
-                        if let Some(due) = n.next_attempt_at {
-                            let qk = queue_key(due, &n.id);
-                            if self.tree.get(&qk).map_err(io)?.is_some() {
-                                batch.remove(qk);
-                                dequeued += 1;
-                            }
+                    if let Some(due) = n.queue_due() {
+                        let qk = queue_key(due, &n.id);
+                        if self.tree.get(&qk).map_err(io)?.is_some() {
+                            batch.remove(qk);
+                            dequeued += 1;
                         }
+                    }
+                    if !n.status.is_final() {
                         n.status = Status::Cancelled;
-                        n.next_attempt_at = None;
+                    }
+                    n.next_attempt_at = None;
+                    for a in &n.attempts {
+                        if let Some(mid) = &a.provider_message_id {
+                            batch.remove(message_key(a.channel, mid));
+                        }
                     }
                     // Erase the content; keep the bare record so ids handed out stay resolvable.
                     n.text = String::new();
@@ -576,6 +599,7 @@ impl Store for SledStore {
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
         let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+        let _claiming = self.claim_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut claimed = Vec::new();
         let mut batch = sled::Batch::default();
         for item in self.tree.range(b"q/".to_vec()..end) {
@@ -606,12 +630,13 @@ impl Store for SledStore {
         let mut batch = sled::Batch::default();
         batch.remove(key("f/", &[n.id.as_bytes()]));
         batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
-        let requeued = match (n.status, n.next_attempt_at) {
-            (Status::Queued, Some(due)) => {
+        index_message_ids(&mut batch, n);
+        let requeued = match n.queue_due() {
+            Some(due) => {
                 batch.insert(queue_key(due, &n.id), &[][..]);
                 true
             }
-            _ => false,
+            None => false,
         };
         self.tree.apply_batch(batch).map_err(io)?;
         if requeued {
@@ -625,6 +650,62 @@ impl Store for SledStore {
             .insert(key("n/", &[n.id.as_bytes()]), encode(n))
             .map_err(io)?;
         Ok(())
+    }
+
+    async fn edit_notification(&self, id: &str, edit: NotificationEdit) -> StoreResult<Edited> {
+        let edited = {
+            let _claiming = self.claim_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self
+                .tree
+                .contains_key(key("f/", &[id.as_bytes()]))
+                .map_err(io)?
+            {
+                return Ok(Edited::Claimed);
+            }
+            let nkey = key("n/", &[id.as_bytes()]);
+            let Some(old) = self.get::<Notification>(&nkey)? else {
+                return Ok(Edited::Missing);
+            };
+            let mut n = old.clone();
+            edit(&mut n);
+            n.id = old.id.clone();
+            if n == old {
+                return Ok(Edited::Done(n));
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(nkey, encode(&n));
+            index_message_ids(&mut batch, &n);
+            let (before, after) = (old.queue_due(), n.queue_due());
+            if before != after {
+                if let Some(due) = before {
+                    batch.remove(queue_key(due, id));
+                }
+                if let Some(due) = after {
+                    batch.insert(queue_key(due, id), &[][..]);
+                }
+            }
+            self.tree.apply_batch(batch).map_err(io)?;
+            if before.is_some() && after.is_none() {
+                self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            } else if before.is_none() && after.is_some() {
+                self.queue_depth.fetch_add(1, Ordering::Relaxed);
+            }
+            n
+        };
+        self.durable().await?;
+        Ok(Edited::Done(edited))
+    }
+
+    async fn find_by_message_id(
+        &self,
+        channel: ChannelKind,
+        message_id: &str,
+    ) -> StoreResult<Option<String>> {
+        Ok(self
+            .tree
+            .get(message_key(channel, message_id))
+            .map_err(io)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     async fn next_due(&self) -> StoreResult<Option<Timestamp>> {
@@ -855,6 +936,59 @@ mod tests {
         assert_eq!(
             store.accept(again, now).await.unwrap(),
             AcceptOutcome::Duplicate { id: "n1".into() }
+        );
+    }
+
+    #[tokio::test]
+    async fn signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let now = Utc::now();
+        let new = NewNotification {
+            notification: sample_notification("n1", now),
+            contact_patch: None,
+            idempotency: None,
+        };
+        store.accept(new, now).await.unwrap();
+        let mut n = store.claim_due(now, 10).await.unwrap().remove(0);
+        let edit = || -> NotificationEdit { Box::new(|n: &mut Notification| n.text = "x".into()) };
+        assert_eq!(
+            store.edit_notification("n1", edit()).await.unwrap(),
+            Edited::Claimed
+        );
+        // Sent on WhatsApp with a receipt check pending: on the queue, findable by its wamid.
+        n.status = Status::Sent;
+        n.channel = Some(ChannelKind::Whatsapp);
+        n.attempts.push(crate::model::Attempt {
+            provider_message_id: Some("wamid.A".into()),
+            ..crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x")
+        });
+        n.next_attempt_at = Some(now + chrono::Duration::seconds(60));
+        store.save_progress(&n).await.unwrap();
+        assert_eq!(store.queue_depth(), 1);
+        assert_eq!(
+            store
+                .find_by_message_id(ChannelKind::Whatsapp, "wamid.A")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("n1")
+        );
+        // A late failure requeues it now: the check's entry is replaced, not doubled.
+        let requeue: NotificationEdit = Box::new(move |n: &mut Notification| {
+            n.status = Status::Queued;
+            n.next_attempt_at = Some(now);
+        });
+        assert!(matches!(
+            store.edit_notification("n1", requeue).await.unwrap(),
+            Edited::Done(_)
+        ));
+        assert_eq!(store.queue_depth(), 1);
+        assert_eq!(store.tree.scan_prefix(b"q/").count(), 1);
+        assert_eq!(store.claim_due(now, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.edit_notification("nope", edit()).await.unwrap(),
+            Edited::Missing
         );
     }
 

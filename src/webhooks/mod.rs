@@ -4,8 +4,13 @@
 //! STOP word on WhatsApp, blocking the LINE account) or simply writes to us (which opens
 //! WhatsApp's 24 h service window, so `last_inbound` is recorded). Every request is checked
 //! against the provider's HMAC signature on the raw body before anything is parsed: a missing
-//! or wrong signature is a 401 and changes nothing. Provider events that are not about consent
-//! (delivery statuses, account updates) are accepted with 200 and left for later.
+//! or wrong signature is a 401 and changes nothing.
+//!
+//! WhatsApp also reports on our own messages and on the account: delivery statuses move a
+//! notification to `delivered`/`read` or make it fall over after a late `failed`
+//! ([`whatsapp_receipts`]); `account_update` and `phone_number_quality_update` change the
+//! channel's state as a send error would ([`whatsapp_account`]). Anything not understood is
+//! stored ([`store_event`]) and answered 200, so a new Meta event type never makes Meta retry.
 //!
 //! Routes (outside `/v1`'s api-key auth, merged by [`routes`]):
 //! `GET /webhooks/whatsapp` (subscribe handshake), `POST /webhooks/whatsapp`,
@@ -17,6 +22,8 @@
 pub mod line;
 pub mod signature;
 pub mod whatsapp;
+pub mod whatsapp_account;
+pub mod whatsapp_receipts;
 
 use std::sync::Arc;
 
@@ -35,6 +42,32 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Where applied consent-changing events are remembered, so a redelivery is not applied twice.
 const SEEN_NAMESPACE: &str = "webhook_seen";
+
+/// Where provider events that were not understood are kept (keyed by a UUIDv7, so in the
+/// order they came), for an operator to look at and for later work to use.
+pub const EVENTS_NAMESPACE: &str = "webhook_events";
+
+/// Stores an event that was not understood (an unknown field or event type, a shape we could
+/// not read) with its raw value. Never an error for the provider: the caller answers 200.
+pub(crate) async fn store_event(
+    store: &dyn Store,
+    provider: ChannelKind,
+    field: &str,
+    value: &serde_json::Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    tracing::info!(%provider, field, "webhook event not handled; stored in {EVENTS_NAMESPACE}");
+    let record = serde_json::json!({
+        "provider": provider,
+        "field": field,
+        "received_at": now,
+        "value": value,
+    });
+    let id = uuid::Uuid::now_v7().to_string();
+    store
+        .kv_put(EVENTS_NAMESPACE, &id, record.to_string().as_bytes())
+        .await
+}
 
 /// The webhook settings read from the config once at start.
 pub struct Hooks {

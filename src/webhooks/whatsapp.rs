@@ -4,8 +4,9 @@
 //!
 //! A STOP revokes every WhatsApp scope and gets one confirmation reply: the person just wrote,
 //! so the service window is open and a free-form text is allowed. The reply goes out in the
-//! background so Meta gets its 200 at once. Statuses and account events are accepted and left
-//! for the delivery-receipt and channel-health work ([`handle_other_field`], [`handle_statuses`]).
+//! background so Meta gets its 200 at once. Statuses of our messages go to
+//! [`super::whatsapp_receipts`], account and quality signals to [`super::whatsapp_account`];
+//! other fields are stored and ignored ([`handle_other_field`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,17 +263,28 @@ pub async fn receive(
         ));
     }
 
-    let (messages, statuses) = parse(&body)?;
+    let parsed = parse(&body)?;
     let now = state.clock.now();
-    for message in &messages {
+    for message in &parsed.messages {
         handle_message(&state, settings, message, now).await?;
     }
-    handle_statuses(&statuses);
+    super::whatsapp_receipts::handle(&state, parsed.statuses, now).await?;
+    for (field, value) in &parsed.others {
+        handle_other_field(&state, field, value, now).await?;
+    }
     Ok(StatusCode::OK.into_response())
 }
 
+/// A webhook body, read whole.
+struct Parsed {
+    messages: Vec<InboundMessage>,
+    statuses: Vec<serde_json::Value>,
+    /// Changes of fields other than `messages`, with their raw value.
+    others: Vec<(String, serde_json::Value)>,
+}
+
 /// Parses the whole body before anything is applied, so a bad body changes nothing.
-fn parse(body: &[u8]) -> Result<(Vec<InboundMessage>, Vec<serde_json::Value>), ApiError> {
+fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
     let bad = |e: serde_json::Error| {
         let what = super::describe_json_error(&e);
         tracing::warn!(bytes = body.len(), "WhatsApp webhook body refused: {what}");
@@ -281,37 +293,49 @@ fn parse(body: &[u8]) -> Result<(Vec<InboundMessage>, Vec<serde_json::Value>), A
         ))
     };
     let payload: Payload = serde_json::from_slice(body).map_err(bad)?;
-    let mut messages = Vec::new();
-    let mut statuses = Vec::new();
+    let mut parsed = Parsed {
+        messages: Vec::new(),
+        statuses: Vec::new(),
+        others: Vec::new(),
+    };
     for change in payload.entry.into_iter().flat_map(|e| e.changes) {
         match change.field.as_str() {
             "messages" => {
                 let value: MessagesValue = serde_json::from_value(change.value).map_err(bad)?;
-                messages.extend(value.messages);
-                statuses.extend(value.statuses);
+                parsed.messages.extend(value.messages);
+                parsed.statuses.extend(value.statuses);
             }
-            other => handle_other_field(other, &change.value),
+            other => parsed.others.push((other.to_string(), change.value)),
         }
     }
-    Ok((messages, statuses))
+    Ok(parsed)
 }
 
-/// Fields other than `messages` (`account_update`, `phone_number_quality_update`,
-/// `message_template_status_update`, `user_preferences`, ...): accepted and ignored for now;
-/// channel health from these webhooks is a later issue.
-fn handle_other_field(field: &str, _value: &serde_json::Value) {
-    tracing::debug!(field, "WhatsApp webhook field not handled yet; ignored");
-}
-
-/// Delivery statuses of our messages (`sent`, `delivered`, `read`, `failed`): receipts are a
-/// later issue; ignored for now.
-fn handle_statuses(statuses: &[serde_json::Value]) {
-    if !statuses.is_empty() {
-        tracing::debug!(
-            count = statuses.len(),
-            "WhatsApp statuses not handled yet; ignored"
-        );
+/// Fields other than `messages`: account and quality signals change the channel's state;
+/// the rest (`message_template_status_update`, `user_preferences`, new ones) is stored in
+/// `webhook_events` and ignored.
+async fn handle_other_field(
+    state: &AppState,
+    field: &str,
+    value: &serde_json::Value,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    use super::whatsapp_account as account;
+    match field {
+        "account_update" => account::handle_account_update(state, value, now).await?,
+        "phone_number_quality_update" => account::handle_quality_update(state, value, now).await?,
+        _ => {
+            super::store_event(
+                state.store.as_ref(),
+                ChannelKind::Whatsapp,
+                field,
+                value,
+                now,
+            )
+            .await?
+        }
     }
+    Ok(())
 }
 
 async fn handle_message(
@@ -468,11 +492,16 @@ mod tests {
               "messages":[{"from":"16505551234","id":"wamid.HBgL","timestamp":"1749416383","type":"text","text":{"body":"Does it come in another color?"}}]},
              "field":"messages"},
             {"field":"account_update","value":{"event":"ACCOUNT_VIOLATION"}}]}]}"#;
-        let (messages, statuses) = parse(body).map_err(|e| e.message).unwrap();
-        assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].from, "16505551234");
-        assert_eq!(messages[0].text(), Some("Does it come in another color?"));
-        assert!(statuses.is_empty());
+        let parsed = parse(body).map_err(|e| e.message).unwrap();
+        assert_eq!(parsed.messages.len(), 1);
+        assert_eq!(parsed.messages[0].from, "16505551234");
+        assert_eq!(
+            parsed.messages[0].text(),
+            Some("Does it come in another color?")
+        );
+        assert!(parsed.statuses.is_empty());
+        assert_eq!(parsed.others.len(), 1);
+        assert_eq!(parsed.others[0].0, "account_update");
         for bad in [
             &b"{\"entry\": 5}"[..],
             b"not json",

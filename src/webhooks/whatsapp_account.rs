@@ -1,0 +1,287 @@
+//! WhatsApp account signals (providers.md §1.4, §5): `account_update` changes the channel's
+//! state exactly as a send error of the same meaning would, and `phone_number_quality_update`
+//! records the messaging tier and quality event. A ban often shows here before any send fails,
+//! so acting on it saves notifications from a useless WhatsApp try.
+//!
+//! | signal | channel state |
+//! |---|---|
+//! | `ban_info.waba_ban_state` `DISABLE` / `SCHEDULE_FOR_DISABLE` (event `DISABLED_UPDATE`) | `banned` until an admin (or `REINSTATE`) |
+//! | `ban_info.waba_ban_state` `REINSTATE` | `active` (an admin's `disabled` stays) |
+//! | `ACCOUNT_RESTRICTION` with `restriction_info[]` on business-initiated messaging | `restricted` until the latest `expiration` (the channel cooldown if none is given) |
+//! | `PARTNER_REMOVED`, `ACCOUNT_DELETED`, `ACCOUNT_OFFBOARDED` | `banned` until an admin, the event as reason |
+//! | `ACCOUNT_VIOLATION` | recorded as the last error and logged; no state change |
+//! | `phone_number_quality_update` | kept beside the state (`quality` on the admin row); `FLAGGED`/`DOWNGRADE` read by the guardrails |
+//! | anything else | stored in `webhook_events`, ignored |
+//!
+//! Restrictions on adding phone numbers, on customer-initiated messaging or on calling don't
+//! stop our sends: they are recorded as a warning, not a restriction.
+
+use chrono::{DateTime, Utc};
+use lifeboat_channel::ChannelKind;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::AppState;
+use crate::dispatch::states::Signal;
+use crate::model::{ChannelQuality, Timestamp};
+use crate::store::StoreResult;
+
+const WA: ChannelKind = ChannelKind::Whatsapp;
+
+#[derive(Debug, Deserialize)]
+struct AccountUpdate {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    ban_info: Option<BanInfo>,
+    #[serde(default)]
+    restriction_info: Vec<Restriction>,
+    #[serde(default)]
+    violation_info: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BanInfo {
+    #[serde(default)]
+    waba_ban_state: String,
+    #[serde(default)]
+    waba_ban_date: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Restriction {
+    #[serde(default)]
+    restriction_type: Option<String>,
+    #[serde(default)]
+    expiration: Option<Value>,
+}
+
+/// Restriction types that stop business-initiated sends (an unnamed one is taken to, too).
+fn restricts_our_sends(kind: Option<&str>) -> bool {
+    matches!(kind, None | Some("RESTRICTED_BIZ_INITIATED_MESSAGING"))
+}
+
+/// Meta writes `2026-04-19T13:59:20+0000`; RFC 3339 and Unix seconds are accepted too.
+fn parse_time(value: &Value) -> Option<Timestamp> {
+    match value {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%z"))
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|| {
+                s.parse::<i64>()
+                    .ok()
+                    .and_then(|n| DateTime::from_timestamp(n, 0))
+            }),
+        Value::Number(n) => n.as_i64().and_then(|n| DateTime::from_timestamp(n, 0)),
+        _ => None,
+    }
+}
+
+/// What an `account_update` means for the channel; `None` if it means nothing we act on.
+fn signal_for(
+    update: &AccountUpdate,
+    now: Timestamp,
+    cooldown: std::time::Duration,
+) -> Option<(Signal, String)> {
+    if let Some(ban) = &update.ban_info {
+        let date = ban.waba_ban_date.as_deref().unwrap_or("no date");
+        let detail = format!("waba_ban_state {} ({date})", ban.waba_ban_state);
+        return match ban.waba_ban_state.as_str() {
+            "DISABLE" | "SCHEDULE_FOR_DISABLE" => Some((Signal::Banned, detail)),
+            "REINSTATE" => Some((Signal::Reinstated, detail)),
+            _ => None,
+        };
+    }
+    match update.event.as_str() {
+        "ACCOUNT_RESTRICTION" => {
+            let ours: Vec<&Restriction> = update
+                .restriction_info
+                .iter()
+                .filter(|r| restricts_our_sends(r.restriction_type.as_deref()))
+                .collect();
+            let types = |rs: &[&Restriction]| {
+                rs.iter()
+                    .map(|r| r.restriction_type.as_deref().unwrap_or("unnamed"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if ours.is_empty() {
+                let all: Vec<&Restriction> = update.restriction_info.iter().collect();
+                return Some((Signal::Warning, format!("restriction: {}", types(&all))));
+            }
+            let fallback =
+                now + chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::hours(1));
+            let until = ours
+                .iter()
+                .map(|r| {
+                    r.expiration
+                        .as_ref()
+                        .and_then(parse_time)
+                        .unwrap_or(fallback)
+                })
+                .max()
+                .unwrap_or(fallback);
+            if until <= now {
+                return Some((
+                    Signal::Warning,
+                    format!("expired restriction: {}", types(&ours)),
+                ));
+            }
+            Some((
+                Signal::RestrictedUntil(until),
+                format!("{} until {}", types(&ours), until.to_rfc3339()),
+            ))
+        }
+        "PARTNER_REMOVED" | "ACCOUNT_DELETED" | "ACCOUNT_OFFBOARDED" => Some((
+            Signal::Banned,
+            "the WhatsApp account is no longer connected".to_string(),
+        )),
+        "ACCOUNT_VIOLATION" => {
+            let kind = update
+                .violation_info
+                .as_ref()
+                .and_then(|v| v["violation_type"].as_str())
+                .unwrap_or("unspecified");
+            Some((Signal::Warning, format!("violation: {kind}")))
+        }
+        _ => None,
+    }
+}
+
+/// `account_update`: a channel state change, a recorded warning, or a stored unknown event.
+pub async fn handle_account_update(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let Ok(update) = serde_json::from_value::<AccountUpdate>(value.clone()) else {
+        return super::store_event(store, WA, "account_update", value, now).await;
+    };
+    match signal_for(&update, now, state.config.cooldown(WA)) {
+        Some((signal, detail)) => {
+            let code = if update.event.is_empty() {
+                "account_update"
+            } else {
+                update.event.as_str()
+            };
+            state
+                .states
+                .apply_signal(WA, signal, code, &detail, now)
+                .await?;
+            if signal == Signal::Reinstated {
+                state.wake.notify_one();
+            }
+            Ok(())
+        }
+        None => super::store_event(store, WA, "account_update", value, now).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct QualityUpdate {
+    event: String,
+    #[serde(default)]
+    current_limit: Option<Value>,
+    #[serde(default)]
+    old_limit: Option<Value>,
+    #[serde(default)]
+    max_daily_conversations_per_business: Option<Value>,
+}
+
+fn text(value: &Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `phone_number_quality_update`: the tier and quality event, kept beside the channel state.
+pub async fn handle_quality_update(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Ok(update) = serde_json::from_value::<QualityUpdate>(value.clone()) else {
+        return super::store_event(
+            state.store.as_ref(),
+            WA,
+            "phone_number_quality_update",
+            value,
+            now,
+        )
+        .await;
+    };
+    let quality = ChannelQuality {
+        event: update.event,
+        current_limit: text(&update.current_limit),
+        old_limit: text(&update.old_limit),
+        max_daily_conversations_per_business: text(&update.max_daily_conversations_per_business),
+        at: now,
+    };
+    state.states.set_quality(WA, quality).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn update(value: Value) -> AccountUpdate {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn metas_times_parse() {
+        let t = parse_time(&Value::from("2026-04-19T13:59:20+0000")).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-04-19T13:59:20+00:00");
+        assert_eq!(parse_time(&Value::from("2026-04-19T13:59:20Z")), Some(t));
+        assert_eq!(parse_time(&Value::from(t.timestamp())), Some(t));
+        assert_eq!(parse_time(&Value::from("soon")), None);
+    }
+
+    #[test]
+    fn account_updates_map_to_signals() {
+        let now = Utc::now();
+        let hour = Duration::from_secs(3600);
+        let ban = update(serde_json::json!({"event": "DISABLED_UPDATE",
+            "ban_info": {"waba_ban_state": "SCHEDULE_FOR_DISABLE", "waba_ban_date": "October 9, 2023"}}));
+        assert_eq!(signal_for(&ban, now, hour).unwrap().0, Signal::Banned);
+        let back = update(
+            serde_json::json!({"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "REINSTATE"}}),
+        );
+        assert_eq!(signal_for(&back, now, hour).unwrap().0, Signal::Reinstated);
+        let later = now + chrono::Duration::days(2);
+        let restriction = update(
+            serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2099-01-01T00:00:00+0000"},
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()}]}),
+        );
+        let (signal, _) = signal_for(&restriction, now, hour).unwrap();
+        let Signal::RestrictedUntil(until) = signal else {
+            panic!("{signal:?}")
+        };
+        assert_eq!(until.timestamp(), later.timestamp());
+        let other = update(
+            serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expiration": "2099-01-01T00:00:00+0000"}]}),
+        );
+        assert_eq!(signal_for(&other, now, hour).unwrap().0, Signal::Warning);
+        let gone = update(serde_json::json!({"event": "PARTNER_REMOVED"}));
+        assert_eq!(signal_for(&gone, now, hour).unwrap().0, Signal::Banned);
+        let violation = update(
+            serde_json::json!({"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SCAM"}}),
+        );
+        let (signal, detail) = signal_for(&violation, now, hour).unwrap();
+        assert_eq!(signal, Signal::Warning);
+        assert!(detail.contains("SCAM"));
+        assert!(signal_for(
+            &update(serde_json::json!({"event": "VERIFIED_ACCOUNT"})),
+            now,
+            hour
+        )
+        .is_none());
+    }
+}

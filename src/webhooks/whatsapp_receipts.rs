@@ -1,0 +1,455 @@
+//! WhatsApp delivery statuses of our own messages (providers.md §1.4 `statuses`), tied to their
+//! notification by the `wamid` the send returned (the store indexes every attempt's provider
+//! message id, [`Store::find_by_message_id`]).
+//!
+//! - `delivered` / `read` move the carrying attempt and the notification forward (`sent` →
+//!   `delivered` → `read`, never back; a late `sent` changes nothing). A receipt also cancels a
+//!   pending `fallback_after` check, since the notification leaves the queue.
+//! - `failed` after a 200 send: Meta reports several recipient-level failures only this way
+//!   (131026, 131049, 131050, 130497, ...). The code is classified like a send's answer
+//!   ([`class_for_code`]); the failure is recorded as an attempt and the notification is queued
+//!   again, at its next channel (at the same one for a transient code). 131050 also revokes the
+//!   marketing scope, as the worker does for the same answer. A channel-level code (368,
+//!   131031, a throughput limit, ...) changes the channel state exactly as a send error would.
+//!
+//! A status can arrive before the worker has saved the send it belongs to (Meta is fast, the
+//! worker still holds the notification): such statuses are retried in the background for a few
+//! seconds and then dropped, and Meta gets its 200 at once either way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_channel::{Answer, ChannelKind, Class};
+use lifeboat_whatsapp::classify::class_for_code;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::AppState;
+use crate::dispatch::{backoff, worker};
+use crate::model::{Attempt, Cursor, Notification, Status, Timestamp};
+use crate::store::{Edited, Store, StoreResult};
+
+const WA: ChannelKind = ChannelKind::Whatsapp;
+
+/// When statuses that found no saved notification yet are tried again.
+const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+];
+
+/// One entry of `statuses` (spec `Statuses`): only what is used.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusEvent {
+    /// The `wamid` of our message.
+    pub id: String,
+    /// `sent`, `delivered`, `read` or `failed`.
+    pub status: String,
+    #[serde(default)]
+    pub recipient_id: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<Value>,
+}
+
+/// What a status asks of its notification.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Move forward to `delivered` or `read`.
+    Receipt(Status),
+    /// The message did not go: record it and queue the notification again.
+    Failed(Answer),
+}
+
+/// A status waiting to be applied to its notification.
+#[derive(Debug, Clone)]
+struct Pending {
+    wamid: String,
+    change: Change,
+}
+
+/// Applies the `statuses` of one webhook. Those whose notification is not saved yet are retried
+/// in the background.
+pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> StoreResult<()> {
+    let mut later = Vec::new();
+    for raw in statuses {
+        let event: StatusEvent = match serde_json::from_value(raw.clone()) {
+            Ok(e) => e,
+            Err(_) => {
+                super::store_event(state.store.as_ref(), WA, "messages.statuses", &raw, now)
+                    .await?;
+                continue;
+            }
+        };
+        let change = match event.status.as_str() {
+            "sent" => continue,
+            "delivered" => Change::Receipt(Status::Delivered),
+            "read" => Change::Receipt(Status::Read),
+            "failed" => {
+                let answer = failure_answer(&event);
+                report_to_channel(state, &event, &answer, now).await?;
+                Change::Failed(answer)
+            }
+            _ => {
+                super::store_event(state.store.as_ref(), WA, "messages.statuses", &raw, now)
+                    .await?;
+                continue;
+            }
+        };
+        let pending = Pending {
+            wamid: event.id,
+            change,
+        };
+        if !apply(state, &pending, now).await? {
+            later.push(pending);
+        }
+    }
+    if !later.is_empty() {
+        retry_later(state.clone(), later);
+    }
+    Ok(())
+}
+
+fn retry_later(state: AppState, mut pending: Vec<Pending>) {
+    tokio::spawn(async move {
+        for delay in RETRY_DELAYS {
+            tokio::time::sleep(delay).await;
+            let mut still = Vec::new();
+            for p in pending {
+                match apply(&state, &p, state.clock.now()).await {
+                    Ok(true) => {}
+                    Ok(false) => still.push(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying a WhatsApp status failed");
+                        still.push(p);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return;
+            }
+        }
+        tracing::debug!(
+            count = pending.len(),
+            "WhatsApp statuses for messages with no notification (not ours, or erased); ignored"
+        );
+    });
+}
+
+/// The class, code and words of a `failed` status, as a send's answer would carry them.
+fn failure_answer(event: &StatusEvent) -> Answer {
+    let error = event.errors.first();
+    let code = error.and_then(|e| match &e["code"] {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    let text = |key: &str| {
+        error
+            .and_then(|e| e[key].as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let details = error
+        .and_then(|e| e["error_data"]["details"].as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let words = text("message").or(text("title"));
+    let detail = match (words, details) {
+        (Some(w), Some(d)) if w != d => format!("{w}: {d}"),
+        (Some(w), _) => w.to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => "failed status without an error".to_string(),
+    };
+    let class = match code {
+        Some(code) => class_for_code(code, None, &detail, None),
+        None => Class::Rejected,
+    };
+    Answer {
+        class,
+        code: code.map(|c| c.to_string()),
+        detail: Some(detail),
+        message_id: Some(event.id.clone()),
+    }
+}
+
+/// A channel-level failure changes the channel state like the same answer to a send would.
+async fn report_to_channel(
+    state: &AppState,
+    event: &StatusEvent,
+    answer: &Answer,
+    now: Timestamp,
+) -> StoreResult<()> {
+    if matches!(
+        answer.class,
+        Class::Sent | Class::RecipientUnreachable { .. } | Class::Rejected
+    ) {
+        return Ok(());
+    }
+    let address = event
+        .recipient_id
+        .as_deref()
+        .map(|r| format!("+{}", r.trim_start_matches('+')))
+        .unwrap_or_default();
+    let cooldown = state.config.cooldown(WA);
+    state
+        .states
+        .report(WA, &address, answer, false, cooldown, now)
+        .await
+}
+
+/// Applies one status to its notification. `false` if it must be tried again later (not saved
+/// yet, or a worker holds it right now).
+async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResult<bool> {
+    let store = state.store.as_ref();
+    let Some(id) = store.find_by_message_id(WA, &pending.wamid).await? else {
+        return Ok(false);
+    };
+    let applied = Arc::new(AtomicBool::new(false));
+    let edit: crate::store::NotificationEdit = {
+        let (wamid, change, applied) = (
+            pending.wamid.clone(),
+            pending.change.clone(),
+            applied.clone(),
+        );
+        let retry = state.config.routing.retry.clone();
+        Box::new(move |n: &mut Notification| {
+            let done = match &change {
+                Change::Receipt(to) => receipt(n, &wamid, *to, now),
+                Change::Failed(answer) => fall_over(n, &wamid, answer, &retry, now),
+            };
+            applied.store(done, Ordering::Relaxed);
+        })
+    };
+    let n = match store.edit_notification(&id, edit).await? {
+        Edited::Missing => return Ok(true),
+        Edited::Claimed => return Ok(false),
+        Edited::Done(n) => n,
+    };
+    if !applied.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    match &pending.change {
+        Change::Receipt(to) => {
+            tracing::debug!(notification = %n.id, status = to.as_str(), "WhatsApp receipt applied")
+        }
+        Change::Failed(answer) => {
+            tracing::info!(
+                notification = %n.id,
+                outcome = answer.class.as_str(),
+                code = ?answer.code,
+                "WhatsApp reported a failed delivery after accepting the send; falling over"
+            );
+            if let Class::RecipientUnreachable {
+                opt_out: Some(opt_out),
+            } = answer.class
+            {
+                revoke(store, &n, opt_out, answer, now).await?;
+            }
+            state.wake.notify_one();
+        }
+    }
+    Ok(true)
+}
+
+/// The person opted out (131050 in a `failed` status): consent changes as for the same answer
+/// to a send, once per message even if Meta delivers the webhook again.
+async fn revoke(
+    store: &dyn Store,
+    n: &Notification,
+    opt_out: lifeboat_channel::OptOut,
+    answer: &Answer,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let seen = format!("failed/{}", answer.message_id.as_deref().unwrap_or(""));
+    if super::already_applied(store, WA, &seen).await? {
+        return Ok(());
+    }
+    if let Some(contact) = store.get_contact(&n.contact_id).await? {
+        worker::revoke(store, &contact, WA, opt_out, answer, now).await?;
+    }
+    super::mark_applied(store, WA, &seen, now).await
+}
+
+/// Index of the attempt that carries `n` on WhatsApp with this `wamid`, if it still does (a
+/// notification that fell over since is no longer moved by that message's statuses).
+fn carrying_attempt(n: &Notification, wamid: &str) -> Option<usize> {
+    if n.channel != Some(WA) || !matches!(n.status, Status::Sent | Status::Delivered | Status::Read)
+    {
+        return None;
+    }
+    let i = n
+        .attempts
+        .iter()
+        .rposition(|a| matches!(a.outcome.as_str(), "sent" | "delivered" | "read"))?;
+    let a = &n.attempts[i];
+    (a.channel == WA && a.provider_message_id.as_deref() == Some(wamid)).then_some(i)
+}
+
+fn rank(status: Status) -> u8 {
+    match status {
+        Status::Delivered => 2,
+        Status::Read => 3,
+        _ => 1,
+    }
+}
+
+/// `sent` → `delivered` → `read`, never back. Takes it off the queue (a pending receipt check).
+fn receipt(n: &mut Notification, wamid: &str, to: Status, now: Timestamp) -> bool {
+    let Some(i) = carrying_attempt(n, wamid) else {
+        return false;
+    };
+    if rank(to) <= rank(n.status) {
+        return false;
+    }
+    n.status = to;
+    n.attempts[i].outcome = to.as_str().to_string();
+    n.next_attempt_at = None;
+    n.updated_at = now;
+    true
+}
+
+/// A `failed` status for the send that carries `n`: record it and queue `n` again, at the next
+/// channel (the same one for a transient or throttled code, while retries are left).
+fn fall_over(
+    n: &mut Notification,
+    wamid: &str,
+    answer: &Answer,
+    retry: &crate::config::RetryConfig,
+    now: Timestamp,
+) -> bool {
+    if carrying_attempt(n, wamid).is_none() || n.status != Status::Sent {
+        // Delivered or read already: it got there, whatever Meta says late.
+        return false;
+    }
+    n.attempts.push(Attempt {
+        channel: WA,
+        at: now,
+        outcome: answer.class.as_str().to_string(),
+        reason: None,
+        provider_code: answer.code.clone(),
+        provider_message_id: Some(wamid.to_string()),
+        detail: answer.detail.clone(),
+    });
+    let same_channel = matches!(
+        answer.class,
+        Class::Transient { .. } | Class::Throttled { .. }
+    ) && n.cursor.tries + 1 < retry.attempts;
+    let mut due = now;
+    if same_channel {
+        n.cursor.tries += 1;
+        let wait = backoff::delay(retry, n.cursor.tries, None);
+        due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+    } else {
+        n.cursor = Cursor {
+            index: n.cursor.index + 1,
+            tries: 0,
+        };
+    }
+    n.status = Status::Queued;
+    n.channel = None;
+    n.next_attempt_at = Some(due.min(n.expires_at));
+    n.updated_at = now;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_channel::{Category, OptOut};
+
+    fn sent_on_whatsapp(wamid: &str) -> Notification {
+        let now = chrono::Utc::now();
+        Notification {
+            id: "n1".into(),
+            contact_id: "ana".into(),
+            category: Category::Marketing,
+            text: "hi".into(),
+            subject: None,
+            html: None,
+            whatsapp_template: None,
+            channels: vec![WA, ChannelKind::Telegram],
+            status: Status::Sent,
+            channel: Some(WA),
+            attempts: vec![Attempt {
+                channel: WA,
+                at: now,
+                outcome: "sent".into(),
+                reason: None,
+                provider_code: None,
+                provider_message_id: Some(wamid.into()),
+                detail: None,
+            }],
+            created_at: now,
+            updated_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            fallback_after_secs: None,
+            idempotency_key: None,
+            cursor: Cursor::default(),
+            next_attempt_at: None,
+        }
+    }
+
+    fn failed(code: i64) -> StatusEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": "wamid.A", "status": "failed", "timestamp": "1750000000", "recipient_id": "16505551234",
+            "errors": [{"code": code, "title": "Unable to deliver the message", "message": "Unable to deliver the message",
+                        "error_data": {"details": "The recipient stopped marketing"}, "href": "https://x"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn receipts_only_move_forward_and_only_for_the_carrying_message() {
+        let now = chrono::Utc::now();
+        let mut n = sent_on_whatsapp("wamid.A");
+        n.next_attempt_at = Some(now);
+        assert!(!receipt(&mut n, "wamid.OTHER", Status::Delivered, now));
+        assert!(receipt(&mut n, "wamid.A", Status::Delivered, now));
+        assert_eq!(n.status, Status::Delivered);
+        assert_eq!(
+            n.next_attempt_at, None,
+            "a receipt cancels the receipt check"
+        );
+        assert!(receipt(&mut n, "wamid.A", Status::Read, now));
+        assert!(!receipt(&mut n, "wamid.A", Status::Delivered, now));
+        assert_eq!(n.status, Status::Read);
+        assert_eq!(n.attempts[0].outcome, "read");
+    }
+
+    #[test]
+    fn failed_statuses_are_classified_like_send_answers() {
+        let a = failure_answer(&failed(131050));
+        assert_eq!(
+            a.class,
+            Class::RecipientUnreachable {
+                opt_out: Some(OptOut::StoppedMarketing)
+            }
+        );
+        assert_eq!(a.code.as_deref(), Some("131050"));
+        assert!(a.detail.unwrap().contains("stopped marketing"));
+        assert_eq!(failure_answer(&failed(131031)).class, Class::ChannelBanned);
+        let mut no_errors = failed(1);
+        no_errors.errors.clear();
+        assert_eq!(failure_answer(&no_errors).class, Class::Rejected);
+    }
+
+    #[test]
+    fn a_late_failure_queues_the_next_channel_once() {
+        let now = chrono::Utc::now();
+        let retry = crate::config::RetryConfig::default();
+        let mut n = sent_on_whatsapp("wamid.A");
+        let answer = failure_answer(&failed(131026));
+        assert!(fall_over(&mut n, "wamid.A", &answer, &retry, now));
+        assert_eq!(n.status, Status::Queued);
+        assert_eq!(n.cursor.index, 1);
+        assert_eq!(n.channel, None);
+        assert_eq!(n.queue_due(), Some(now));
+        assert_eq!(n.attempts[1].outcome, "recipient_unreachable");
+        // Redelivered: the notification no longer rides on that message.
+        assert!(!fall_over(&mut n, "wamid.A", &answer, &retry, now));
+        assert_eq!(n.attempts.len(), 2);
+    }
+}
