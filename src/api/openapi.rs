@@ -195,3 +195,184 @@ fn unsubscribe_page() {}
         (status = 404, description = "Not a valid link", body = ErrorBody)))]
 #[allow(dead_code)]
 fn unsubscribe_post() {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::api::{router, AppState};
+    use crate::channels::Registry;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::dispatch::states::ChannelStates;
+    use crate::store::{SledStore, Store};
+
+    /// Served only when the config asks for it, so absent from the router built here.
+    const CONDITIONAL: &[(&str, &str)] = &[("POST", "/webhooks/telegram")];
+
+    /// The real API router, on a throwaway store.
+    async fn app(dir: &Path) -> axum::Router {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"key-0123456789\"]\nadmin_token = \"admin-0123456789\"\n\
+             [store]\npath = {:?}\n[channels.line]\nchannel_access_token = \"x\"\n\
+             channel_secret = \"s\"\n",
+            dir.join("s.sled").display().to_string()
+        );
+        let config = Config::from_toml(&text, Path::new("<test>"), &|_| None).expect("config");
+        let registry = Registry::from_config(&config).expect("registry");
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&config.store.path, 8).expect("store"));
+        let states = Arc::new(ChannelStates::load(store.clone()).await.expect("states"));
+        router(AppState::new(
+            store,
+            states,
+            registry,
+            Arc::new(config),
+            Arc::new(SystemClock::default()),
+            Arc::new(Notify::new()),
+            Arc::new(AtomicBool::new(true)),
+        ))
+    }
+
+    /// The path templates the router holds, read from its `Debug` form (axum has no public
+    /// route listing). Every `"/..."` string inside a `paths: {...}` map.
+    fn route_paths(router: &axum::Router) -> BTreeSet<String> {
+        let debug = format!("{router:?}");
+        let mut paths = BTreeSet::new();
+        for map in debug.split("paths: {").skip(1) {
+            let map = &map[..map
+                .find('}')
+                .map(|i| {
+                    // Path templates hold `{param}`: the map ends at the first `}` not inside quotes.
+                    let mut quoted = false;
+                    map.char_indices()
+                        .find(|(_, c)| {
+                            if *c == '"' {
+                                quoted = !quoted;
+                            }
+                            *c == '}' && !quoted
+                        })
+                        .map(|(j, _)| j)
+                        .unwrap_or(i)
+                })
+                .unwrap_or(map.len())];
+            for piece in map.split('"').skip(1).step_by(2) {
+                if piece.starts_with('/') {
+                    paths.insert(piece.to_string());
+                }
+            }
+        }
+        paths
+    }
+
+    /// (method, path) for every route the router serves: each path asked with TRACE (which no
+    /// route takes) answers 405 with an `Allow` header listing its methods (or 404 for the
+    /// entries axum adds for the fallback).
+    async fn served(router: axum::Router) -> BTreeSet<(String, String)> {
+        let paths = route_paths(&router);
+        assert!(
+            paths.contains("/v1/notifications") && paths.contains("/admin"),
+            "could not read the routes from the router's Debug form: {paths:?}"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let client = reqwest::Client::new();
+        let mut out = BTreeSet::new();
+        let all = paths.clone();
+        for path in paths {
+            let concrete: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x1" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let answer = client
+                .request(reqwest::Method::TRACE, format!("{base}{concrete}"))
+                // The auth layers run before the method check.
+                .bearer_auth(if path.starts_with("/v1/admin/") {
+                    "admin-0123456789"
+                } else {
+                    "key-0123456789"
+                })
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == 404 {
+                // axum's own fallback entries (`/`, `/{*__private__axum_fallback}`): no route.
+                continue;
+            }
+            assert_eq!(answer.status(), 405, "TRACE {path} (of {all:?})");
+            let allow = answer.headers()["allow"].to_str().unwrap().to_string();
+            for method in allow.split(',').map(str::trim) {
+                if method != "HEAD" {
+                    out.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_served_route_is_documented_and_every_documented_route_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let served = served(app(dir.path()).await).await;
+        let documented = documented();
+        let conditional: BTreeSet<(String, String)> = CONDITIONAL
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes without #[utoipa::path] in ApiDoc: {undocumented:?}"
+        );
+        let unserved: Vec<_> = documented
+            .difference(&served)
+            .filter(|r| !conditional.contains(*r))
+            .collect();
+        assert!(
+            unserved.is_empty(),
+            "documented but not served: {unserved:?}"
+        );
+        assert!(served.len() >= 20, "{served:?}");
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_credentials_and_the_error_shape() {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["api_key"]["scheme"], "bearer");
+        assert_eq!(schemes["admin_token"]["scheme"], "bearer");
+        let create = &doc["paths"]["/v1/notifications"]["post"];
+        assert_eq!(create["security"][0]["api_key"], serde_json::json!([]));
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/NotificationRequest"
+        );
+        assert_eq!(
+            create["responses"]["422"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+        let disable = &doc["paths"]["/v1/admin/channels/{channel}/disable"]["post"];
+        assert_eq!(disable["security"][0]["admin_token"], serde_json::json!([]));
+        assert!(doc["components"]["schemas"]["ErrorInner"]["properties"]["code"].is_object());
+    }
+}
