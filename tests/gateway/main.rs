@@ -1,7 +1,9 @@
 //! Black-box tests of the whole gateway: the real binary, real HTTP, a real store on disk,
 //! simulated providers on 127.0.0.1. One test binary (one link) for all of them.
 
+mod admin_page;
 mod api_errors;
+mod channels_cli;
 mod failover;
 mod harness;
 mod lifecycle;
