@@ -45,6 +45,11 @@ pub enum Command {
         #[arg(long, hide = true)]
         hold_deliveries: bool,
     },
+    /// Exit 0 if a running gateway answers `GET /healthz` (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Measure accept, delivery, failover, memory and restart against a sandbox.
     Bench(crate::bench::BenchArgs),
     /// Validate the config and say, per channel, whether it is usable.
@@ -93,12 +98,28 @@ pub async fn run(cli: Cli) -> ExitCode {
             hold_deliveries,
         } => crate::sandbox::run(listen, data, hold_deliveries).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
         Command::Channels {
             action,
             server,
             admin_token,
         } => channels_cmd::run(action, &server, admin_token).await,
+    }
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    let answer = match client {
+        Ok(c) => c.get(url).send().await,
+        Err(e) => return fail(1, e),
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => fail(1, format!("{url} answered {}", r.status())),
+        Err(e) => fail(1, format!("{url} is not answering: {}", e.without_url())),
     }
 }
 

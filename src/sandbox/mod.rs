@@ -195,7 +195,7 @@ pub fn banner(addr: SocketAddr, data: &Path, providers: &controls::Providers) ->
         ));
     }
     out.push_str(&format!(
-        "\nTry it (see docs/walkthrough.md for the whole walk-through):\n\
+        "\nTry it (see the README for the whole walk-through):\n\
          \n  export LIFEBOAT={base}\
          \n  curl -X PUT $LIFEBOAT/v1/contacts/ana -H 'Authorization: Bearer {API_KEY}' \\\
          \n    -H 'Content-Type: application/json' -d '{{\"whatsapp\": \"+48600100200\", \"telegram\": \"5551234\"}}'\

@@ -1,6 +1,6 @@
 //! The README walk-through, run for real: `lifeboat sandbox` is spawned on an ephemeral port
-//! with its data in a temporary folder, and every request of `docs/walkthrough.md` is made in
-//! the same order, one to one (each step below carries the doc's step number), asserting what a
+//! with its data in a temporary folder, and every request of the README's walk-through is made in
+//! the same order, one to one (each step below carries the README's step number), asserting what a
 //! person following the doc would see. If the doc changes, this test changes with it.
 //!
 //! The doc's `$LIFEBOAT` is the spawned sandbox's URL; "poll `GET /v1/notifications/$ID`" is
