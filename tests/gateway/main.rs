@@ -7,6 +7,7 @@ mod channels_cli;
 mod failover;
 mod harness;
 mod lifecycle;
+mod readme;
 mod telegram_bot;
 mod walkthrough;
 mod webhooks;
