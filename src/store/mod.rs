@@ -50,7 +50,7 @@ pub enum Edited {
     /// A worker holds it right now; nothing was changed (try again shortly).
     Claimed,
     /// The notification after the edit (stored if the edit changed it).
-    Done(Notification),
+    Done(Box<Notification>),
 }
 
 /// The idempotency key of a request and a fingerprint of its body.

@@ -670,7 +670,7 @@ impl Store for SledStore {
             edit(&mut n);
             n.id = old.id.clone();
             if n == old {
-                return Ok(Edited::Done(n));
+                return Ok(Edited::Done(Box::new(n)));
             }
             let mut batch = sled::Batch::default();
             batch.insert(nkey, encode(&n));
@@ -693,7 +693,7 @@ impl Store for SledStore {
             n
         };
         self.durable().await?;
-        Ok(Edited::Done(edited))
+        Ok(Edited::Done(Box::new(edited)))
     }
 
     async fn find_by_message_id(

@@ -8,6 +8,7 @@ mod failover;
 mod harness;
 mod lifecycle;
 mod readme;
+mod signals;
 mod telegram_bot;
 mod walkthrough;
 mod webhooks;
