@@ -155,34 +155,32 @@ fn form(body: &Bytes) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-/// Checks a post's session and CSRF token; `Err` is the 403 page.
+/// Checks a post's session and CSRF token; `Err` says why it is refused (see [`forbidden`]).
 fn authorised(
     sessions: &Sessions,
     headers: &HeaderMap,
     fields: &HashMap<String, String>,
-) -> Result<String, Response> {
-    let forbidden = |why: &str| {
-        html(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            &format!(
-                "<p class=\"error\">{}</p><p><a href=\"/admin\">Back to the admin page</a></p>",
-                escape(why)
-            ),
-        )
-    };
+) -> Result<String, &'static str> {
     let Some(csrf) = sessions.csrf_of(headers) else {
-        return Err(forbidden(
-            "You are not signed in (or your session expired). Nothing was changed.",
-        ));
+        return Err("You are not signed in (or your session expired). Nothing was changed.");
     };
     let presented = fields.get("csrf").map(String::as_str).unwrap_or("");
     if !same(&csrf, presented) {
-        return Err(forbidden(
-            "This form is stale or did not come from this page. Nothing was changed.",
-        ));
+        return Err("This form is stale or did not come from this page. Nothing was changed.");
     }
     Ok(csrf)
+}
+
+/// The 403 page for a refused post.
+fn forbidden(why: &str) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        &format!(
+            "<p class=\"error\">{}</p><p><a href=\"/admin\">Back to the admin page</a></p>",
+            escape(why)
+        ),
+    )
 }
 
 /// A complete page with the security headers every admin answer carries.
@@ -395,8 +393,8 @@ pub async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorised(&sessions, &headers, &form(&body)) {
-        return denied;
+    if let Err(why) = authorised(&sessions, &headers, &form(&body)) {
+        return forbidden(why);
     }
     sessions.remove(&headers);
     let mut response = see_admin();
@@ -425,7 +423,7 @@ pub async fn enable(
 ) -> Response {
     let csrf = match authorised(&sessions, &headers, &form(&body)) {
         Ok(csrf) => csrf,
-        Err(denied) => return denied,
+        Err(why) => return forbidden(why),
     };
     let Ok(kind) = channel.parse::<ChannelKind>() else {
         return no_such_channel(&channel);
@@ -461,7 +459,7 @@ pub async fn disable(
     let fields = form(&body);
     let csrf = match authorised(&sessions, &headers, &fields) {
         Ok(csrf) => csrf,
-        Err(denied) => return denied,
+        Err(why) => return forbidden(why),
     };
     let Ok(kind) = channel.parse::<ChannelKind>() else {
         return no_such_channel(&channel);

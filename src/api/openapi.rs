@@ -246,22 +246,18 @@ mod tests {
         let debug = format!("{router:?}");
         let mut paths = BTreeSet::new();
         for map in debug.split("paths: {").skip(1) {
-            let map = &map[..map
-                .find('}')
-                .map(|i| {
-                    // Path templates hold `{param}`: the map ends at the first `}` not inside quotes.
-                    let mut quoted = false;
-                    map.char_indices()
-                        .find(|(_, c)| {
-                            if *c == '"' {
-                                quoted = !quoted;
-                            }
-                            *c == '}' && !quoted
-                        })
-                        .map(|(j, _)| j)
-                        .unwrap_or(i)
+            // The map ends at the first `}` outside quotes (templates hold `{param}`).
+            let mut quoted = false;
+            let end = map
+                .char_indices()
+                .find(|(_, c)| {
+                    if *c == '"' {
+                        quoted = !quoted;
+                    }
+                    *c == '}' && !quoted
                 })
-                .unwrap_or(map.len())];
+                .map_or(map.len(), |(i, _)| i);
+            let map = &map[..end];
             for piece in map.split('"').skip(1).step_by(2) {
                 if piece.starts_with('/') {
                     paths.insert(piece.to_string());
