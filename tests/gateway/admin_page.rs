@@ -144,7 +144,9 @@ async fn posts_without_a_session_or_csrf_token_are_403_and_change_nothing() {
     let token = csrf(&html);
 
     let disable = "/admin/channels/whatsapp/disable";
-    let attempts: [(Option<&str>, Vec<(&str, &str)>); 4] = [
+    /// A cookie (or none) and the form fields.
+    type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let attempts: [Attempt; 4] = [
         (Some(&pair), vec![("reason", "no csrf")]),
         (
             Some(&pair),
