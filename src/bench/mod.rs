@@ -374,7 +374,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     drop(gw);
     figures["memory"] = json!({
         "queued": depth, "peak_rss_mb": (rss as f64 / 1048576.0).round(),
-        "disk_bytes_per_queued": if depth > 0 { disk / depth } else { 0 },
+        "disk_bytes_per_queued": disk.checked_div(depth).unwrap_or(0),
         "shutdown_ms": ms(shutdown),
     });
     figures["restart"] = json!({"ready_ms": ms(ready), "first_send_ms": ms(first_send)});
