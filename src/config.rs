@@ -343,16 +343,14 @@ impl Config {
                 "routing.retry.attempts must be at least 1".into(),
             ));
         }
-        if !matches!(
-            self.policy.get("opt_out_footer"),
-            None | Some(toml::Value::Boolean(_))
-        ) {
-            return Err(ConfigError::Invalid(
-                "policy.opt_out_footer must be true or false".into(),
-            ));
-        }
+        self.policy_config().map_err(ConfigError::Invalid)?;
         crate::optout::check_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The typed `[policy]` section (guardrails.md); an error names the key at fault.
+    pub fn policy_config(&self) -> Result<crate::policy::PolicyConfig, String> {
+        crate::policy::PolicyConfig::from_table(&self.policy)
     }
 
     /// Whether marketing messages get an opt-out line / `List-Unsubscribe` (on by default).

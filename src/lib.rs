@@ -13,6 +13,8 @@
 //! - [`telegram_bot`]: the Telegram bot's opt-in/opt-out commands (polling or webhook);
 //! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
+//! - [`policy`]: the guardrails (guardrails.md) that keep the accounts from being restricted:
+//!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`cli`]: the `lifeboat` command line.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod dispatch;
 pub mod model;
 pub mod optin;
 pub mod optout;
+pub mod policy;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -134,6 +134,27 @@ impl ChannelStates {
 
     /// Whether `kind` may carry a message to `address` now. May hand out the probe slot.
     pub fn availability(&self, kind: ChannelKind, address: &str, now: Timestamp) -> Availability {
+        self.check(kind, address, now, true)
+    }
+
+    /// What [`ChannelStates::availability`] would say, handing out nothing (the policy
+    /// preview): `Probe` means the next notification would get the probe slot.
+    pub fn peek_availability(
+        &self,
+        kind: ChannelKind,
+        address: &str,
+        now: Timestamp,
+    ) -> Availability {
+        self.check(kind, address, now, false)
+    }
+
+    fn check(
+        &self,
+        kind: ChannelKind,
+        address: &str,
+        now: Timestamp,
+        take_probe: bool,
+    ) -> Availability {
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             let entry = &entries[&kind];
@@ -150,6 +171,9 @@ impl ChannelStates {
                     let rested = entry.status.until.is_none_or(|u| u <= now);
                     if !rested || entry.probing {
                         return Availability::Skip("channel_restricted");
+                    }
+                    if !take_probe {
+                        return Availability::Probe;
                     }
                     drop(entries);
                     let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,122 @@
+//! The marketing frequency cap: at most `marketing_per_day` marketing messages per contact
+//! per rolling 24 h, over all channels together (guardrails.md: more than 2–3 pushes a day is
+//! what makes people block and report). Transactional messages are neither capped nor counted.
+//!
+//! Each contact's marketing sends of the last 24 h are kept in the store (namespace
+//! `policy_marketing_sends`, key = contact id, a JSON list of epoch milliseconds), so a restart
+//! does not reset the count. Sends in flight in this process are held as reservations by
+//! [`super::Policy`] so that concurrent workers cannot overshoot the cap together.
+
+use std::sync::LazyLock;
+
+use crate::model::Timestamp;
+use crate::store::{Store, StoreResult};
+
+const NAMESPACE: &str = "policy_marketing_sends";
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Serialises read-modify-writes of the lists (one process owns the embedded store).
+static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+
+/// The sends of the last 24 h out of `times` (epoch ms).
+pub fn recent(times: &[i64], now: Timestamp) -> Vec<i64> {
+    let now = now.timestamp_millis();
+    times
+        .iter()
+        .copied()
+        .filter(|t| *t > now - DAY_MS && *t <= now)
+        .collect()
+}
+
+/// Whether one more marketing message may go: `sent` in the last 24 h plus `in_flight`
+/// reservations stay below `per_day` (0 turns the cap off).
+pub fn allows(per_day: u32, sent: usize, in_flight: usize) -> bool {
+    per_day == 0 || sent + in_flight < per_day as usize
+}
+
+async fn load(store: &dyn Store, contact_id: &str) -> StoreResult<Vec<i64>> {
+    Ok(store
+        .kv_get(NAMESPACE, contact_id)
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
+}
+
+/// Marketing messages sent to the contact in the last 24 h.
+pub async fn sent_in_window(
+    store: &dyn Store,
+    contact_id: &str,
+    now: Timestamp,
+) -> StoreResult<usize> {
+    Ok(recent(&load(store, contact_id).await?, now).len())
+}
+
+/// Counts a marketing message sent to the contact now.
+pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> StoreResult<()> {
+    let _serial = WRITE.lock().await;
+    let mut times = recent(&load(store, contact_id).await?, now);
+    times.push(now.timestamp_millis());
+    let bytes = serde_json::to_vec(&times).expect("a list of integers serializes");
+    store.kv_put(NAMESPACE, contact_id, &bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn at(text: &str) -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn the_fourth_in_a_day_is_over_a_cap_of_three() {
+        assert!(allows(3, 2, 0));
+        assert!(!allows(3, 3, 0));
+        assert!(!allows(3, 2, 1), "a send in flight holds its place");
+        assert!(allows(0, 100, 100), "0 turns the cap off");
+    }
+
+    #[tokio::test]
+    async fn counts_survive_in_the_store_and_roll_off_after_24_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = SledStore::open(&path, 8).unwrap();
+            for t in [
+                "2025-06-10T09:00:00Z",
+                "2025-06-10T12:00:00Z",
+                "2025-06-10T18:00:00Z",
+            ] {
+                record(&store, "ana", at(t)).await.unwrap();
+            }
+            record(&store, "bo", at("2025-06-10T18:00:00Z"))
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = super::super::reopen(&path).await;
+        let n = |t: &'static str| sent_in_window(&store, "ana", at(t));
+        assert_eq!(n("2025-06-10T20:00:00Z").await.unwrap(), 3);
+        assert_eq!(
+            n("2025-06-11T09:00:00Z").await.unwrap(),
+            2,
+            "09:00 rolled off"
+        );
+        assert_eq!(n("2025-06-11T18:00:01Z").await.unwrap(), 0);
+        assert_eq!(
+            sent_in_window(&store, "bo", at("2025-06-10T20:00:00Z"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            sent_in_window(&store, "nobody", at("2025-06-10T20:00:00Z"))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+}

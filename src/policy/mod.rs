@@ -1,0 +1,705 @@
+//! The guardrails (guardrails.md): the rules that keep the business's accounts from being
+//! restricted in the first place, where failover only saves a message after the damage.
+//!
+//! - [`caps`]: at most `marketing_per_day` marketing messages per contact per rolling 24 h;
+//! - [`quiet_hours`]: no marketing at night in the contact's time zone (it waits);
+//! - [`pacing`]: a token bucket per channel and per chat (work waits, nothing is dropped);
+//! - [`tier`]: WhatsApp's unique business-initiated recipients per 24 h, with warm-up;
+//! - [`window`]: WhatsApp's 24 h service window (free-form text, template, or skip);
+//! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses.
+//!
+//! [`Policy::decide`] is the one function that says what happens to a notification on a
+//! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
+//! marketing pause (risk) → quiet hours (marketing; waits) → frequency cap (marketing) →
+//! WhatsApp window/template → WhatsApp tier (marketing) → pacing (waits). The worker calls it
+//! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
+//! moved, no probe slot taken), so the preview and the real plan cannot disagree.
+//!
+//! Config: `[policy]`, every key optional (defaults in guardrails.md and
+//! `config/lifeboat.toml`); a bad value is a config error naming the key.
+
+pub mod caps;
+pub mod pacing;
+pub mod quiet_hours;
+pub mod risk;
+pub mod tier;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
+
+use crate::channels::Registry;
+use crate::dispatch::states::{Availability, ChannelStates};
+use crate::model::{Contact, Timestamp};
+use crate::store::{Store, StoreResult};
+use pacing::{Pace, Pacer, Rate};
+use quiet_hours::QuietHours;
+use risk::RiskConfig;
+use tier::{TierLedger, Warmup};
+use window::Form;
+
+/// `[policy.<channel>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelPolicy {
+    /// Messages per second on the channel.
+    pub rate: f64,
+    /// Messages per second to one chat (Telegram: 1).
+    pub per_chat_rate: Option<f64>,
+    /// WhatsApp: unique business-initiated recipients per rolling 24 h.
+    pub tier: Option<u32>,
+    /// WhatsApp: a new number's growing daily cap.
+    pub warmup: Option<Warmup>,
+    /// WhatsApp: enforce the 24 h service window (on; off only for tests against fakes).
+    pub service_window: bool,
+}
+
+impl ChannelPolicy {
+    fn default_for(kind: ChannelKind) -> ChannelPolicy {
+        let (rate, per_chat_rate, tier) = match kind {
+            ChannelKind::Whatsapp => (80.0, None, Some(1000)),
+            ChannelKind::Telegram => (30.0, Some(1.0), None),
+            ChannelKind::Line => (2000.0, None, None),
+            ChannelKind::Email => (20.0, None, None),
+        };
+        ChannelPolicy {
+            rate,
+            per_chat_rate,
+            tier,
+            warmup: None,
+            service_window: kind == ChannelKind::Whatsapp,
+        }
+    }
+}
+
+/// The typed `[policy]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// Marketing messages per contact per rolling 24 h over all channels; 0 = no cap.
+    pub marketing_per_day: u32,
+    /// `None` when `quiet_hours = "off"`.
+    pub quiet_hours: Option<QuietHours>,
+    pub opt_out_footer: bool,
+    pub channels: BTreeMap<ChannelKind, ChannelPolicy>,
+    pub risk: RiskConfig,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig::from_table(&toml::Table::new()).expect("the defaults are valid")
+    }
+}
+
+fn number(v: &toml::Value) -> Option<f64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn positive(v: &toml::Value, key: &str) -> Result<f64, String> {
+    number(v)
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("{key} must be a number above 0"))
+}
+
+fn count(v: &toml::Value, key: &str, min: i64) -> Result<u32, String> {
+    v.as_integer()
+        .filter(|n| *n >= min && *n <= u32::MAX as i64)
+        .map(|n| n as u32)
+        .ok_or_else(|| format!("{key} must be a whole number of at least {min}"))
+}
+
+fn table<'a>(v: &'a toml::Value, key: &str) -> Result<&'a toml::Table, String> {
+    v.as_table().ok_or_else(|| format!("{key} must be a table"))
+}
+
+fn boolean(v: &toml::Value, key: &str) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("{key} must be true or false"))
+}
+
+impl PolicyConfig {
+    /// Reads the raw `[policy]` table; errors name the key (`policy.telegram.rate ...`).
+    pub fn from_table(t: &toml::Table) -> Result<PolicyConfig, String> {
+        let mut config = PolicyConfig {
+            marketing_per_day: 3,
+            quiet_hours: Some(QuietHours::parse("21:00-08:00").expect("static window")),
+            opt_out_footer: true,
+            channels: ChannelKind::ALL
+                .iter()
+                .map(|k| (*k, ChannelPolicy::default_for(*k)))
+                .collect(),
+            risk: RiskConfig::default(),
+        };
+        for (key, value) in t {
+            let name = format!("policy.{key}");
+            match key.as_str() {
+                "marketing_per_day" => config.marketing_per_day = count(value, &name, 0)?,
+                "quiet_hours" => {
+                    let text = value
+                        .as_str()
+                        .ok_or_else(|| format!("{name} must be a string like \"21:00-08:00\""))?;
+                    config.quiet_hours = if text.trim() == "off" {
+                        None
+                    } else {
+                        Some(QuietHours::parse(text).map_err(|e| format!("{name}: {e}"))?)
+                    };
+                }
+                "opt_out_footer" => config.opt_out_footer = boolean(value, &name)?,
+                "risk" => config.risk = risk_config(table(value, &name)?)?,
+                other => {
+                    let Ok(kind) = other.parse::<ChannelKind>() else {
+                        return Err(format!(
+                            "{name} is not a policy key (marketing_per_day, quiet_hours, opt_out_footer, risk, whatsapp, telegram, line, email)"
+                        ));
+                    };
+                    let entry = config.channels.get_mut(&kind).expect("every channel");
+                    channel_policy(kind, table(value, &name)?, entry)?;
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    fn channel(&self, kind: ChannelKind) -> &ChannelPolicy {
+        &self.channels[&kind]
+    }
+}
+
+fn channel_policy(
+    kind: ChannelKind,
+    t: &toml::Table,
+    out: &mut ChannelPolicy,
+) -> Result<(), String> {
+    for (key, value) in t {
+        let name = format!("policy.{kind}.{key}");
+        let whatsapp_only = || format!("{name}: only [policy.whatsapp] has this key");
+        match key.as_str() {
+            "rate" => out.rate = positive(value, &name)?,
+            "per_chat_rate" => out.per_chat_rate = Some(positive(value, &name)?),
+            "tier" if kind == ChannelKind::Whatsapp => out.tier = Some(count(value, &name, 1)?),
+            "service_window" if kind == ChannelKind::Whatsapp => {
+                out.service_window = boolean(value, &name)?
+            }
+            "warmup" if kind == ChannelKind::Whatsapp => {
+                let w = table(value, &name)?;
+                let mut warmup = Warmup {
+                    start: 50,
+                    growth: 1.5,
+                    per: std::time::Duration::from_secs(86_400),
+                };
+                for (k, v) in w {
+                    let name = format!("{name}.{k}");
+                    match k.as_str() {
+                        "start" => warmup.start = count(v, &name, 1)?,
+                        "growth" => {
+                            warmup.growth = number(v)
+                                .filter(|g| g.is_finite() && *g >= 1.0)
+                                .ok_or_else(|| format!("{name} must be a number of at least 1"))?
+                        }
+                        "per" => {
+                            let text = v
+                                .as_str()
+                                .ok_or_else(|| format!("{name} must be a duration like \"1d\""))?;
+                            warmup.per = crate::config::parse_duration(text)
+                                .map_err(|e| format!("{name}: {e}"))?;
+                            if warmup.per.is_zero() {
+                                return Err(format!("{name} must be longer than 0"));
+                            }
+                        }
+                        _ => return Err(format!("{name} is not a warmup key (start, growth, per)")),
+                    }
+                }
+                out.warmup = Some(warmup);
+            }
+            "tier" | "warmup" | "service_window" => return Err(whatsapp_only()),
+            _ => {
+                return Err(format!(
+                    "{name} is not a channel policy key (rate, per_chat_rate; whatsapp also tier, warmup, service_window)"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn risk_config(t: &toml::Table) -> Result<RiskConfig, String> {
+    let mut out = RiskConfig::default();
+    for (key, value) in t {
+        let name = format!("policy.risk.{key}");
+        match key.as_str() {
+            "window" => out.window = count(value, &name, 1)? as usize,
+            "min_sample" => out.min_sample = count(value, &name, 1)? as usize,
+            "threshold" => {
+                out.threshold = number(value)
+                    .filter(|n| (0.0..1.0).contains(n))
+                    .ok_or_else(|| {
+                        format!("{name} must be a fraction from 0 up to 1 (0.02 = 2 %)")
+                    })?
+            }
+            _ => {
+                return Err(format!(
+                    "{name} is not a risk key (window, threshold, min_sample)"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a decision books (the worker) or only looks (the preview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    DryRun,
+}
+
+/// A notification about to be tried on one channel.
+pub struct Candidate<'a> {
+    pub notification_id: &'a str,
+    pub category: Category,
+    pub has_template: bool,
+    pub kind: ChannelKind,
+    pub contact: Option<&'a Contact>,
+}
+
+/// What happens to a notification on a channel now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Pass the channel over (go on with the next one).
+    Skip {
+        reason: &'static str,
+        detail: Option<String>,
+    },
+    /// Come back to this channel then: `throttled` (the channel's state; the worker applies
+    /// `routing.max_wait`), `quiet_hours` or `paced`.
+    Wait {
+        until: Timestamp,
+        reason: &'static str,
+        detail: Option<String>,
+    },
+    /// Send (after `sleep`, a few ms at most). `probe`: this send is the restricted channel's
+    /// probe. `form`: WhatsApp free-form text or template.
+    Go {
+        probe: bool,
+        form: Option<Form>,
+        sleep: chrono::Duration,
+    },
+}
+
+fn skip(reason: &'static str) -> Decision {
+    Decision::Skip {
+        reason,
+        detail: None,
+    }
+}
+
+/// Sends in flight that hold a place under a cap (notification id → contact id).
+#[derive(Default)]
+struct Holds {
+    cap: HashMap<String, String>,
+    tier: HashMap<String, String>,
+}
+
+/// The guardrails, shared by the workers and the API.
+pub struct Policy {
+    pub config: PolicyConfig,
+    store: Arc<dyn Store>,
+    pacer: Pacer,
+    tier: TierLedger,
+    holds: tokio::sync::Mutex<Holds>,
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig, store: Arc<dyn Store>) -> Policy {
+        let rates = config
+            .channels
+            .iter()
+            .map(|(k, c)| (*k, (Rate(c.rate), c.per_chat_rate.map(Rate))))
+            .collect();
+        Policy {
+            pacer: Pacer::new(rates),
+            tier: TierLedger::new(store.clone()),
+            holds: tokio::sync::Mutex::new(Holds::default()),
+            store,
+            config,
+        }
+    }
+
+    /// The one decision for a notification on a channel (see the module docs for the order).
+    pub async fn decide(
+        &self,
+        registry: &Registry,
+        states: &ChannelStates,
+        c: &Candidate<'_>,
+        now: Timestamp,
+        mode: Mode,
+    ) -> StoreResult<Decision> {
+        let kind = c.kind;
+        if registry.get(kind).is_none() {
+            return Ok(skip("not_configured"));
+        }
+        let Some((contact, address)) = c.contact.and_then(|ct| Some((ct, ct.address(kind)?)))
+        else {
+            return Ok(skip("no_address"));
+        };
+        if !contact.consents_to(kind, c.category) {
+            return Ok(skip("no_consent"));
+        }
+        let availability = match mode {
+            Mode::Live => states.availability(kind, address, now),
+            Mode::DryRun => states.peek_availability(kind, address, now),
+        };
+        let probe = match availability {
+            Availability::Open => false,
+            Availability::Probe => true,
+            Availability::Skip(reason) => return Ok(skip(reason)),
+            Availability::WaitUntil(until) => {
+                return Ok(Decision::Wait {
+                    until,
+                    reason: "throttled",
+                    detail: None,
+                })
+            }
+        };
+        let decision = self
+            .guardrails(states, c, contact, address, now, mode)
+            .await;
+        if probe && mode == Mode::Live && !matches!(decision, Ok(Decision::Go { .. })) {
+            states.release_probe(kind);
+        }
+        Ok(match decision? {
+            Decision::Go { form, sleep, .. } => Decision::Go { probe, form, sleep },
+            other => other,
+        })
+    }
+
+    async fn guardrails(
+        &self,
+        states: &ChannelStates,
+        c: &Candidate<'_>,
+        contact: &Contact,
+        address: &str,
+        now: Timestamp,
+        mode: Mode,
+    ) -> StoreResult<Decision> {
+        let kind = c.kind;
+        let marketing = c.category == Category::Marketing;
+        let policy = self.config.channel(kind);
+
+        if marketing {
+            let status = self.marketing_status(states, kind).await?;
+            if status.paused {
+                return Ok(Decision::Skip {
+                    reason: "channel_restricted",
+                    detail: Some(format!(
+                        "{kind} marketing is paused by the risk monitor: {}",
+                        status.reason.unwrap_or_default()
+                    )),
+                });
+            }
+            if let Some(q) = &self.config.quiet_hours {
+                let tz = quiet_hours::contact_tz(contact);
+                if let Some(until) = q.opens_at(tz, now) {
+                    return Ok(Decision::Wait {
+                        until,
+                        reason: "quiet_hours",
+                        detail: Some(format!(
+                            "marketing waits for {} in {tz}",
+                            q.end.format("%H:%M")
+                        )),
+                    });
+                }
+            }
+        }
+
+        let mut holds = self.holds.lock().await;
+        if marketing {
+            let sent = caps::sent_in_window(self.store.as_ref(), &contact.id, now).await?;
+            let in_flight = holds
+                .cap
+                .iter()
+                .filter(|(id, who)| *who == &contact.id && *id != c.notification_id)
+                .count();
+            if !caps::allows(self.config.marketing_per_day, sent, in_flight) {
+                return Ok(Decision::Skip {
+                    reason: "cap_reached",
+                    detail: Some(format!(
+                        "{sent} marketing messages in the last 24 h (policy.marketing_per_day = {})",
+                        self.config.marketing_per_day
+                    )),
+                });
+            }
+        }
+
+        let mut form = None;
+        if kind == ChannelKind::Whatsapp {
+            if policy.service_window {
+                match window::choose(contact, c.has_template, now) {
+                    Ok(f) => form = Some(f),
+                    Err(reason) => {
+                        return Ok(Decision::Skip {
+                            reason,
+                            detail: Some(
+                                "no WhatsApp message from the contact in the last 24 h and no whatsapp_template".into(),
+                            ),
+                        })
+                    }
+                }
+            }
+            if marketing && tier::business_initiated(contact, now) {
+                if let Some(tier_size) = policy.tier {
+                    let snap = self.tier.snapshot(&contact.id, now).await?;
+                    let pending: HashSet<&String> = holds
+                        .tier
+                        .iter()
+                        .filter(|(id, _)| *id != c.notification_id)
+                        .map(|(_, who)| who)
+                        .collect();
+                    let cap = tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
+                    let admitted = snap.counted
+                        || pending.contains(&contact.id)
+                        || snap.count + pending.len() < cap as usize;
+                    if !admitted {
+                        return Ok(Decision::Skip {
+                            reason: "cap_reached",
+                            detail: Some(format!(
+                                "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
+                                snap.count + pending.len()
+                            )),
+                        });
+                    }
+                    if mode == Mode::Live {
+                        holds
+                            .tier
+                            .insert(c.notification_id.to_string(), contact.id.clone());
+                    }
+                }
+            }
+        }
+        if marketing && mode == Mode::Live {
+            holds
+                .cap
+                .insert(c.notification_id.to_string(), contact.id.clone());
+        }
+        drop(holds);
+
+        let pace = match mode {
+            Mode::Live => self.pacer.take(kind, address, c.notification_id, now),
+            Mode::DryRun => self.pacer.peek(kind, address, now),
+        };
+        Ok(match pace {
+            Pace::Go(sleep) => Decision::Go {
+                probe: false,
+                form,
+                sleep,
+            },
+            Pace::WaitUntil(until) => Decision::Wait {
+                until,
+                reason: "paced",
+                detail: None,
+            },
+        })
+    }
+
+    /// Counts what a send's answer means for the guardrails: a sent marketing message against
+    /// the cap and in the risk figures, a business-initiated WhatsApp send in the tier, a
+    /// channel-wide throttle answer in the pace.
+    pub async fn after_send(
+        &self,
+        c: &Candidate<'_>,
+        answer: &Answer,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        match &answer.class {
+            Class::Sent => {
+                let Some(contact) = c.contact else {
+                    return Ok(());
+                };
+                let mut holds = self.holds.lock().await;
+                if c.category == Category::Marketing {
+                    caps::record(self.store.as_ref(), &contact.id, now).await?;
+                    holds.cap.remove(c.notification_id);
+                    risk::record_send(self.store.as_ref(), c.kind, self.config.risk.window, now)
+                        .await?;
+                }
+                if c.kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
+                    self.tier.record(&contact.id, now).await?;
+                    holds.tier.remove(c.notification_id);
+                }
+            }
+            Class::Throttled {
+                scope: ThrottleScope::Channel,
+                ..
+            } => self.pacer.slow_down(c.kind, now),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Gives up the places a notification held under the caps (end of its turn).
+    pub async fn release(&self, notification_id: &str) {
+        let mut holds = self.holds.lock().await;
+        holds.cap.remove(notification_id);
+        holds.tier.remove(notification_id);
+    }
+
+    /// A channel's marketing status and risk figures (the admin channel table).
+    pub async fn marketing_status(
+        &self,
+        states: &ChannelStates,
+        kind: ChannelKind,
+    ) -> StoreResult<risk::Status> {
+        let quality = states.quality(kind);
+        risk::status(
+            self.store.as_ref(),
+            kind,
+            &self.config.risk,
+            quality.as_ref(),
+        )
+        .await
+    }
+
+    /// The pacing rate in force on a channel (slowed after a throttle answer).
+    pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
+        self.pacer.rate(kind, now)
+    }
+}
+
+/// Opens a store again after a test dropped it (the committer task lets go of it shortly).
+#[cfg(test)]
+pub(crate) async fn reopen(path: &std::path::Path) -> crate::store::SledStore {
+    loop {
+        match crate::store::SledStore::open(path, 8) {
+            Ok(store) => return store,
+            Err(crate::store::StoreError::Locked { .. }) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PolicyConfig, String> {
+        let t: toml::Table = toml::from_str(text).unwrap();
+        PolicyConfig::from_table(&t)
+    }
+
+    #[test]
+    fn every_key_is_optional_and_the_defaults_are_guardrails_md() {
+        let c = PolicyConfig::default();
+        assert_eq!(c.marketing_per_day, 3);
+        assert_eq!(c.quiet_hours, QuietHours::parse("21:00-08:00").ok());
+        assert!(c.opt_out_footer);
+        let wa = &c.channels[&ChannelKind::Whatsapp];
+        assert_eq!(
+            (wa.rate, wa.tier, wa.warmup.clone(), wa.service_window),
+            (80.0, Some(1000), None, true)
+        );
+        let tg = &c.channels[&ChannelKind::Telegram];
+        assert_eq!((tg.rate, tg.per_chat_rate), (30.0, Some(1.0)));
+        assert_eq!(c.channels[&ChannelKind::Line].rate, 2000.0);
+        assert_eq!(c.channels[&ChannelKind::Email].rate, 20.0);
+        assert_eq!(
+            c.risk,
+            RiskConfig {
+                window: 500,
+                threshold: 0.02,
+                min_sample: 50
+            }
+        );
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let c = parse(
+            r#"
+marketing_per_day = 2
+quiet_hours = "22:30-07:00"
+opt_out_footer = false
+[whatsapp]
+rate = 40
+tier = 5
+warmup = { start = 10, growth = 2, per = "12h" }
+service_window = false
+[telegram]
+rate = 20.5
+per_chat_rate = 0.5
+[risk]
+window = 20
+threshold = 0.1
+min_sample = 5
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.marketing_per_day, 2);
+        assert_eq!(c.quiet_hours, QuietHours::parse("22:30-07:00").ok());
+        assert!(!c.opt_out_footer);
+        let wa = &c.channels[&ChannelKind::Whatsapp];
+        assert_eq!(
+            (wa.rate, wa.tier, wa.service_window),
+            (40.0, Some(5), false)
+        );
+        assert_eq!(
+            wa.warmup,
+            Some(Warmup {
+                start: 10,
+                growth: 2.0,
+                per: std::time::Duration::from_secs(43_200)
+            })
+        );
+        assert_eq!(c.channels[&ChannelKind::Telegram].per_chat_rate, Some(0.5));
+        assert_eq!(
+            c.risk,
+            RiskConfig {
+                window: 20,
+                threshold: 0.1,
+                min_sample: 5
+            }
+        );
+        assert_eq!(parse("quiet_hours = \"off\"").unwrap().quiet_hours, None);
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        for (text, key) in [
+            ("marketing_per_day = -1", "policy.marketing_per_day"),
+            ("marketing_per_day = \"3\"", "policy.marketing_per_day"),
+            ("quiet_hours = \"late\"", "policy.quiet_hours"),
+            ("quiet_hours = 21", "policy.quiet_hours"),
+            ("frequency = 3", "policy.frequency"),
+            ("[telegram]\nrate = 0", "policy.telegram.rate"),
+            (
+                "[telegram]\nper_chat_rate = \"1\"",
+                "policy.telegram.per_chat_rate",
+            ),
+            ("[telegram]\ntier = 5", "policy.telegram.tier"),
+            ("[email]\nburst = 5", "policy.email.burst"),
+            ("[whatsapp]\ntier = 0", "policy.whatsapp.tier"),
+            (
+                "[whatsapp]\nwarmup = { start = 50, growth = 0.5 }",
+                "policy.whatsapp.warmup.growth",
+            ),
+            (
+                "[whatsapp]\nwarmup = { per = \"daily\" }",
+                "policy.whatsapp.warmup.per",
+            ),
+            (
+                "[whatsapp]\nwarmup = { speed = 1 }",
+                "policy.whatsapp.warmup.speed",
+            ),
+            ("[risk]\nthreshold = 2", "policy.risk.threshold"),
+            ("[risk]\nwindow = 0", "policy.risk.window"),
+            ("[risk]\nsample = 5", "policy.risk.sample"),
+            ("risk = 5", "policy.risk"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Channel pacing: a token bucket per channel (and per chat where the provider has a per-chat
+//! limit: Telegram's 1 message per second per chat), so a burst is spread at the provider's
+//! pace instead of earning throttle answers, which on WhatsApp count against the number.
+//! Work waits, nothing is dropped.
+//!
+//! The buckets are GCRA ("generic cell rate algorithm"): a bucket is one instant, the
+//! theoretical arrival time of the next cell, which makes a *reservation* cheap. A send that
+//! finds no token reserves the next free slot and its notification is put back on the queue
+//! until then (a worker slot is never held for more than a few milliseconds); when it comes
+//! back, the slot is its own. A provider's throttle answer halves the channel's rate for a
+//! minute (down to 1/16), so the gateway backs off instead of hammering.
+//!
+//! In memory only: after a restart the buckets start full, as the providers' own do soon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::Duration;
+use lifeboat_channel::ChannelKind;
+
+use crate::model::Timestamp;
+
+/// A wait this short is slept in the worker instead of rescheduling.
+pub const SLEEP_AT_MOST: Duration = Duration::milliseconds(10);
+/// How long a throttle answer slows a channel down.
+const SLOW_FOR: Duration = Duration::seconds(60);
+const SLOWEST: f64 = 1.0 / 16.0;
+
+/// A rate in messages per second; the burst is one second's worth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate(pub f64);
+
+impl Rate {
+    fn interval_us(self, factor: f64) -> i64 {
+        (1_000_000.0 / (self.0 * factor).max(1e-6)) as i64
+    }
+    fn burst(self) -> i64 {
+        self.0.max(1.0).floor() as i64
+    }
+}
+
+/// One GCRA bucket: the theoretical arrival time of the next send (epoch µs).
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    tat: i64,
+}
+
+impl Bucket {
+    /// When the next send may go; `reserve` books it.
+    fn slot(&mut self, rate: Rate, factor: f64, now: i64, reserve: bool) -> i64 {
+        let interval = rate.interval_us(factor);
+        let tolerance = interval * (rate.burst() - 1);
+        let tat = self.tat.max(now);
+        let allowed = (tat - tolerance).max(now);
+        if reserve {
+            self.tat = tat + interval;
+        }
+        allowed
+    }
+
+    /// Whether the bucket has refilled completely (it can be forgotten).
+    fn idle(&self, now: i64) -> bool {
+        self.tat <= now
+    }
+}
+
+/// What pacing says about a send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Go (after sleeping this long, at most [`SLEEP_AT_MOST`]).
+    Go(Duration),
+    /// Come back then: the slot is reserved for this notification.
+    WaitUntil(Timestamp),
+}
+
+#[derive(Default)]
+struct State {
+    channels: BTreeMap<ChannelKind, Bucket>,
+    chats: HashMap<(ChannelKind, String), Bucket>,
+    /// Slots booked by notifications that were put back on the queue.
+    booked: HashMap<(String, ChannelKind), i64>,
+    /// Throttle answers: (factor, until µs).
+    slow: BTreeMap<ChannelKind, (f64, i64)>,
+    calls: u64,
+}
+
+/// The buckets of every channel.
+pub struct Pacer {
+    rates: BTreeMap<ChannelKind, (Rate, Option<Rate>)>,
+    state: Mutex<State>,
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+impl Pacer {
+    /// `rates`: per channel, the channel rate and the per-chat rate if any. A channel not
+    /// listed is not paced.
+    pub fn new(rates: BTreeMap<ChannelKind, (Rate, Option<Rate>)>) -> Pacer {
+        Pacer {
+            rates,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Takes (or books) a slot for notification `id` on `kind` to `chat`.
+    pub fn take(&self, kind: ChannelKind, chat: &str, id: &str, now: Timestamp) -> Pace {
+        self.pace(kind, chat, Some(id), now)
+    }
+
+    /// What [`Pacer::take`] would say, booking nothing (the policy preview).
+    pub fn peek(&self, kind: ChannelKind, chat: &str, now: Timestamp) -> Pace {
+        self.pace(kind, chat, None, now)
+    }
+
+    fn pace(&self, kind: ChannelKind, chat: &str, id: Option<&str>, now: Timestamp) -> Pace {
+        let Some(&(rate, per_chat)) = self.rates.get(&kind) else {
+            return Pace::Go(Duration::zero());
+        };
+        let now_us = micros(now);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = id {
+            if let Some(&slot) = state.booked.get(&(id.to_string(), kind)) {
+                return if slot - now_us <= SLEEP_AT_MOST.num_microseconds().unwrap_or(0) {
+                    state.booked.remove(&(id.to_string(), kind));
+                    Pace::Go(Duration::microseconds((slot - now_us).max(0)))
+                } else {
+                    Pace::WaitUntil(from_micros(slot))
+                };
+            }
+            state.calls += 1;
+            if state.calls % 1024 == 0 {
+                state.chats.retain(|_, b| !b.idle(now_us));
+                state.booked.retain(|_, slot| *slot > now_us - 600_000_000);
+            }
+        }
+        let factor = match state.slow.get(&kind) {
+            Some(&(f, until)) if until > now_us => f,
+            _ => 1.0,
+        };
+        let reserve = id.is_some();
+        let mut slot = state
+            .channels
+            .entry(kind)
+            .or_default()
+            .slot(rate, factor, now_us, reserve);
+        if let Some(per_chat) = per_chat {
+            let key = (kind, chat.to_string());
+            let chat_slot = if reserve {
+                state
+                    .chats
+                    .entry(key)
+                    .or_default()
+                    .slot(per_chat, 1.0, now_us, true)
+            } else {
+                state
+                    .chats
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_default()
+                    .slot(per_chat, 1.0, now_us, false)
+            };
+            slot = slot.max(chat_slot);
+        }
+        let wait = slot - now_us;
+        if wait <= SLEEP_AT_MOST.num_microseconds().unwrap_or(0) {
+            Pace::Go(Duration::microseconds(wait.max(0)))
+        } else {
+            if let Some(id) = id {
+                state.booked.insert((id.to_string(), kind), slot);
+            }
+            Pace::WaitUntil(from_micros(slot))
+        }
+    }
+
+    /// A provider asked the whole channel to slow down: halve its rate for a minute.
+    pub fn slow_down(&self, kind: ChannelKind, now: Timestamp) {
+        let now_us = micros(now);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let factor = match state.slow.get(&kind) {
+            Some(&(f, until)) if until > now_us => f,
+            _ => 1.0,
+        };
+        let until = now_us + SLOW_FOR.num_microseconds().unwrap_or(0);
+        state
+            .slow
+            .insert(kind, ((factor / 2.0).max(SLOWEST), until));
+    }
+
+    /// The rate in force on `kind` now (messages per second), for the preview.
+    pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
+        let (rate, _) = self.rates.get(&kind)?;
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let factor = match state.slow.get(&kind) {
+            Some(&(f, until)) if until > micros(now) => f,
+            _ => 1.0,
+        };
+        Some(rate.0 * factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339("2025-06-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn ms(n: i64) -> Duration {
+        Duration::milliseconds(n)
+    }
+
+    fn pacer(rate: f64, per_chat: Option<f64>) -> Pacer {
+        Pacer::new(BTreeMap::from([(
+            ChannelKind::Telegram,
+            (Rate(rate), per_chat.map(Rate)),
+        )]))
+    }
+
+    const TG: ChannelKind = ChannelKind::Telegram;
+
+    #[test]
+    fn a_burst_goes_up_to_one_seconds_worth_then_books_slots_at_the_rate() {
+        let p = pacer(20.0, None);
+        let now = t0();
+        let mut waits = Vec::new();
+        for i in 0..60 {
+            match p.take(TG, &format!("chat{i}"), &format!("n{i}"), now) {
+                Pace::Go(_) => {}
+                Pace::WaitUntil(at) => waits.push(at),
+            }
+        }
+        assert_eq!(waits.len(), 40, "20 go at once, 40 wait");
+        assert_eq!(waits[0], now + ms(50));
+        assert_eq!(*waits.last().unwrap(), now + ms(2000));
+        assert!(waits.windows(2).all(|w| w[1] - w[0] == ms(50)));
+        // Each comes back to its own slot, and nobody else's.
+        assert_eq!(
+            p.take(TG, "chat59", "n59", now + ms(1000)),
+            Pace::WaitUntil(now + ms(2000))
+        );
+        assert_eq!(p.take(TG, "chat20", "n20", now + ms(50)), Pace::Go(ms(0)));
+        assert_eq!(
+            p.take(TG, "chat99", "n99", now + ms(50)),
+            Pace::WaitUntil(now + ms(2050)),
+            "a newcomer queues behind the booked slots"
+        );
+    }
+
+    #[test]
+    fn the_bucket_refills_over_time() {
+        let p = pacer(2.0, None);
+        let now = t0();
+        assert!(matches!(p.take(TG, "a", "1", now), Pace::Go(_)));
+        assert!(matches!(p.take(TG, "b", "2", now), Pace::Go(_)));
+        assert_eq!(p.take(TG, "c", "3", now), Pace::WaitUntil(now + ms(500)));
+        let later = now + Duration::seconds(10);
+        assert!(matches!(p.take(TG, "d", "4", later), Pace::Go(_)));
+        assert!(matches!(p.take(TG, "e", "5", later), Pace::Go(_)));
+    }
+
+    #[test]
+    fn one_chat_gets_one_message_a_second() {
+        let p = pacer(30.0, Some(1.0));
+        let now = t0();
+        assert!(matches!(p.take(TG, "ana", "1", now), Pace::Go(_)));
+        assert_eq!(p.take(TG, "ana", "2", now), Pace::WaitUntil(now + ms(1000)));
+        assert!(
+            matches!(p.take(TG, "bo", "3", now), Pace::Go(_)),
+            "other chats go on"
+        );
+    }
+
+    #[test]
+    fn peeking_books_nothing() {
+        let p = pacer(1.0, None);
+        let now = t0();
+        for _ in 0..5 {
+            assert_eq!(p.peek(TG, "a", now), Pace::Go(ms(0)));
+        }
+        assert!(matches!(p.take(TG, "a", "1", now), Pace::Go(_)));
+        assert_eq!(p.peek(TG, "a", now), Pace::WaitUntil(now + ms(1000)));
+        assert_eq!(p.peek(TG, "a", now), Pace::WaitUntil(now + ms(1000)));
+    }
+
+    #[test]
+    fn a_throttle_answer_halves_the_rate_for_a_minute() {
+        let p = pacer(10.0, None);
+        let now = t0();
+        p.slow_down(TG, now);
+        assert_eq!(p.rate(TG, now), Some(5.0));
+        p.slow_down(TG, now);
+        assert_eq!(p.rate(TG, now), Some(2.5));
+        for i in 0..10 {
+            assert!(matches!(
+                p.take(TG, "x", &format!("a{i}"), now),
+                Pace::Go(_)
+            ));
+        }
+        // The burst stays one second of the configured rate; after it, one per 400 ms.
+        assert_eq!(p.take(TG, "x", "b", now), Pace::WaitUntil(now + ms(400)));
+        assert_eq!(p.take(TG, "x", "c", now), Pace::WaitUntil(now + ms(800)));
+        assert_eq!(p.rate(TG, now + Duration::seconds(61)), Some(10.0));
+    }
+
+    #[test]
+    fn unpaced_channels_always_go() {
+        let p = pacer(1.0, None);
+        for i in 0..100 {
+            assert_eq!(
+                p.take(ChannelKind::Email, "x", &i.to_string(), t0()),
+                Pace::Go(ms(0))
+            );
+        }
+    }
+}
