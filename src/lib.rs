@@ -15,6 +15,7 @@
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
 //! - [`policy`]: the guardrails (guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
+//! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
 //! - [`cli`]: the `lifeboat` command line.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod metrics;
 pub mod model;
 pub mod optin;
 pub mod optout;

@@ -67,7 +67,13 @@ pub async fn run(
     }
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&config.store.path, config.store.cache_mb)?);
-    let states = Arc::new(ChannelStates::load(store.clone()).await?);
+    // One registry per gateway: several gateways in one process keep their own counts.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let states = Arc::new(
+        ChannelStates::load(store.clone())
+            .await?
+            .with_metrics(metrics.clone()),
+    );
     let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
@@ -80,6 +86,7 @@ pub async fn run(
         cooldowns,
         clock: options.clock.clone(),
         optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
+        metrics: metrics.clone(),
     });
     let dispatcher = Dispatcher::start(ctx, config.server.concurrency, options.hold_deliveries);
     let ready = Arc::new(AtomicBool::new(true));
@@ -91,9 +98,10 @@ pub async fn run(
         options.clock.clone(),
         dispatcher.waker(),
         ready.clone(),
+        metrics.clone(),
     );
     let clock = options.clock.clone();
-    let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock);
+    let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
     let mut app = api::router(state);
     if let Some(routes) = telegram.take_routes() {
         app = app.merge(routes);

@@ -26,6 +26,7 @@ use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::states::ChannelStates;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub keys: Arc<auth::Keys>,
     /// False once shutdown has begun, or if the dispatcher stopped.
     pub ready: Arc<AtomicBool>,
+    /// This gateway's metrics (`GET /metrics`), shared with the workers and channel states.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
         ready: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let keys = Arc::new(auth::Keys::from_config(&config));
         AppState {
@@ -66,6 +70,7 @@ impl AppState {
             wake,
             keys,
             ready,
+            metrics,
         }
     }
 }
@@ -115,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", app_routes)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .merge(crate::webhooks::routes(&state))
         .merge(admin_page::routes(&state))
         .merge(openapi::routes())

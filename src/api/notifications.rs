@@ -271,6 +271,7 @@ pub async fn create(
         next_attempt_at: Some(now),
     };
     let id = notification.id.clone();
+    let category = notification.category;
     let outcome = state
         .store
         .accept(
@@ -285,6 +286,7 @@ pub async fn create(
     match outcome {
         AcceptOutcome::Created => {
             state.wake.notify_one();
+            state.metrics.accepted(category);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"id": id, "status": "queued"})),

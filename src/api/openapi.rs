@@ -89,6 +89,7 @@ impl Modify for Security {
         super::admin::enable,
         super::ops::healthz,
         super::ops::readyz,
+        super::ops::metrics,
         super::admin_page::page,
         super::admin_page::login,
         super::admin_page::logout,
@@ -237,6 +238,7 @@ mod tests {
             Arc::new(SystemClock::default()),
             Arc::new(Notify::new()),
             Arc::new(AtomicBool::new(true)),
+            Arc::default(),
         ))
     }
 

@@ -1,9 +1,15 @@
-//! Liveness and readiness for load balancers and orchestrators.
+//! Liveness and readiness for load balancers and orchestrators, and the Prometheus metrics.
+//!
+//! All three are served without auth, like most exporters: they say nothing about people or
+//! secrets (counts by channel, category and outcome; no addresses, ids or texts), and a
+//! scraper or probe should not need a credential. Keep the port off the public internet, or
+//! put the paths behind the reverse proxy's own auth, if even the volume is sensitive.
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -44,4 +50,21 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "queue_depth": state.store.queue_depth(),
         })),
     )
+}
+
+/// Prometheus metrics of this gateway ([`crate::metrics`] lists them), read at request time.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The metrics in the OpenMetrics text format (Prometheus \
+            scrapes it natively): counters of accepted notifications, attempts, failovers, \
+            state changes and webhook events; channel states and queue depth as gauges; provider \
+            latency as a histogram. No auth.",
+            body = String, content_type = "application/openmetrics-text"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state
+        .metrics
+        .render(&state.states, state.store.queue_depth());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
+use crate::metrics::Metrics;
 use crate::model::{ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
 
@@ -88,6 +89,8 @@ pub struct ChannelStates {
     change_lock: tokio::sync::Mutex<()>,
     /// The last quality signal per channel (WhatsApp only, so far).
     quality: RwLock<BTreeMap<ChannelKind, ChannelQuality>>,
+    /// Counts the state changes (the gateway's; a private one until [`Self::with_metrics`]).
+    metrics: Arc<Metrics>,
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
@@ -129,7 +132,14 @@ impl ChannelStates {
             recipient_pauses: Mutex::new(HashMap::new()),
             change_lock: tokio::sync::Mutex::new(()),
             quality: RwLock::new(quality),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts state changes in the gateway's `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Whether `kind` may carry a message to `address` now. May hand out the probe slot.
@@ -520,6 +530,7 @@ impl ChannelStates {
         }
         self.store.save_channel_state(kind, &new).await?;
         if new.state != old.state {
+            self.metrics.state_change(kind, new.state);
             tracing::warn!(
                 channel = %kind,
                 from = old.state.as_str(),

@@ -40,6 +40,8 @@ pub struct WorkerContext {
     pub clock: Arc<dyn Clock>,
     /// Adds the opt-out line / `List-Unsubscribe` to marketing messages.
     pub optout: Arc<crate::optout::MarketingOptOut>,
+    /// Counts attempts, failovers and provider latency (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 enum Step {
@@ -66,6 +68,7 @@ pub fn retry_key(notification_id: &str, kind: ChannelKind) -> String {
 /// Advances `n` as far as it can go now and saves it (releasing its claim).
 pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<Notification> {
     let now = ctx.clock.now();
+    let recorded = n.attempts.len();
     receipt_check(&mut n, now);
     if !n.status.is_final() {
         if now >= n.expires_at {
@@ -86,6 +89,7 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
         }
     }
     n.updated_at = ctx.clock.now();
+    ctx.metrics.attempts_since(&n.attempts, recorded);
     ctx.store.save_progress(&n).await?;
     Ok(n)
 }
@@ -179,7 +183,8 @@ async fn step(
     };
     ctx.optout.decorate(&mut message, kind, &contact.id).await?;
     tracing::debug!(notification = %n.id, channel = %kind, probe = was_probe, "sending");
-    let answer = channel.send(&message).await;
+    ctx.metrics.failover(n, kind);
+    let answer = ctx.metrics.timed_send(kind, channel.send(&message)).await;
     let now = ctx.clock.now();
     tracing::debug!(notification = %n.id, channel = %kind, outcome = answer.class.as_str(), code = ?answer.code, "provider answered");
     n.attempts.push(Attempt {

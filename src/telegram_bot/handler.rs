@@ -29,6 +29,8 @@ pub struct BotContext {
     pub bot: Bot,
     /// Bounds each reply (and `setMyCommands`).
     pub call_timeout: Duration,
+    /// Counts the updates (`lifeboat_webhook_events_total{provider="telegram"}`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A message to send back.
@@ -42,6 +44,7 @@ impl BotContext {
     /// Handles an update and sends its reply. A store failure is returned (the update is
     /// retried); a failed reply is only logged.
     pub async fn process(&self, update: &Update) -> StoreResult<()> {
+        self.metrics.telegram_update(update);
         let reply = handle(
             self.store.as_ref(),
             &self.business,

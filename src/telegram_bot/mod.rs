@@ -96,7 +96,12 @@ fn poll_timeout(table: &toml::Table) -> Duration {
 
 /// Starts the bot if `[channels.telegram]` is configured. Never fails the gateway: a problem is
 /// logged and the bot stays off.
-pub fn start(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> BotHandle {
+pub fn start(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> BotHandle {
     let Some(ChannelSection::Configured { table, timeout, .. }) =
         config.channels.get(&ChannelKind::Telegram)
     else {
@@ -130,6 +135,7 @@ pub fn start(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> B
         business: config.server.business_name.clone(),
         bot: channel.bot().clone(),
         call_timeout: *timeout,
+        metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let commands_ctx = ctx.clone();

@@ -113,6 +113,9 @@ pub async fn receive(
     }
     let now = state.clock.now();
     for raw in callback.events {
+        state
+            .metrics
+            .webhook_event(ChannelKind::Line, raw["type"].as_str().unwrap_or(""));
         match serde_json::from_value::<Event>(raw) {
             Ok(event) => handle_event(&state, &event, now).await?,
             Err(e) => tracing::warn!(

@@ -264,6 +264,9 @@ pub async fn receive(
     }
 
     let parsed = parse(&body)?;
+    state
+        .metrics
+        .whatsapp_webhook(parsed.messages.len(), &parsed.statuses, &parsed.others);
     let now = state.clock.now();
     for message in &parsed.messages {
         handle_message(&state, settings, message, now).await?;

@@ -7,6 +7,7 @@ mod channels_cli;
 mod failover;
 mod harness;
 mod lifecycle;
+mod metrics;
 mod readme;
 mod signals;
 mod telegram_bot;

@@ -1,0 +1,421 @@
+//! Prometheus metrics, served at `GET /metrics`: how many notifications come in, what every
+//! channel answers, how often the plan falls over, the channels' states, the queue, provider
+//! latency and the webhook traffic — what an operator alerts on before customers notice.
+//!
+//! Built on `prometheus-client`, which has no process-global recorder: each gateway owns one
+//! [`Metrics`] (its own registry), held by `AppState`, the workers' `WorkerContext`,
+//! `ChannelStates` and the Telegram bot, so several gateways in one process (the tests, the
+//! sandbox) never share counters. Every call site is one line; the label values are fixed sets
+//! chosen here (provider strings that are not known map to `other`), so the number of series
+//! stays bounded whatever a provider sends.
+//!
+//! The exposition is the OpenMetrics text format (`application/openmetrics-text`, which
+//! Prometheus scrapes natively; it is the classic text format plus `# EOF` and `_total` naming).
+//!
+//! | metric | labels | updated |
+//! | --- | --- | --- |
+//! | `lifeboat_notifications_accepted_total` | `category` | a 202 from `POST /v1/notifications` (not an idempotent repeat) |
+//! | `lifeboat_attempts_total` | `channel`, `outcome`, and `reason` for `outcome="skipped"` only | every attempt the worker records |
+//! | `lifeboat_failovers_total` | `from`, `to` | see [`Metrics::failover`] |
+//! | `lifeboat_channel_state` | `channel`, `state` | read at scrape time (1 for the current state) |
+//! | `lifeboat_channel_state_changes_total` | `channel`, `to` | every state change (`ChannelStates::change`) |
+//! | `lifeboat_queue_depth` | — | read at scrape time from the store |
+//! | `lifeboat_send_duration_seconds` | `channel` | each provider call (histogram, 1 ms – 10 s) |
+//! | `lifeboat_webhook_events_total` | `provider`, `type` | each webhook event, at its dispatch point |
+
+use std::future::Future;
+use std::time::Instant;
+
+use lifeboat_channel::{Category, ChannelKind};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use teloxide::types::{Update, UpdateKind};
+
+use crate::dispatch::states::ChannelStates;
+use crate::model::{Attempt, ChannelState, Notification};
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Provider call latency buckets, in seconds: 1 ms to 10 s (a send's timeout is in seconds).
+const SEND_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+const STATES: [ChannelState; 5] = [
+    ChannelState::Active,
+    ChannelState::Throttled,
+    ChannelState::Restricted,
+    ChannelState::Banned,
+    ChannelState::Disabled,
+];
+
+/// Meta's webhook fields counted by name (WhatsApp Business Account subscriptions).
+const WHATSAPP_FIELDS: &[&str] = &[
+    "account_alerts",
+    "account_review_update",
+    "account_update",
+    "business_capability_update",
+    "business_status_update",
+    "message_template_components_update",
+    "message_template_quality_update",
+    "message_template_status_update",
+    "phone_number_name_update",
+    "phone_number_quality_update",
+    "security",
+    "template_category_update",
+    "user_preferences",
+];
+
+/// LINE Messaging API webhook event types.
+const LINE_TYPES: &[&str] = &[
+    "message",
+    "unsend",
+    "follow",
+    "unfollow",
+    "join",
+    "leave",
+    "memberJoined",
+    "memberLeft",
+    "postback",
+    "videoPlayComplete",
+    "beacon",
+    "accountLink",
+    "things",
+    "membership",
+    "module",
+    "activated",
+    "deactivated",
+    "botSuspended",
+    "botResumed",
+];
+
+/// Labels as (name, value) pairs: every value is one of a fixed set.
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+struct SendBuckets;
+
+impl MetricConstructor<Histogram> for SendBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(SEND_BUCKETS)
+    }
+}
+
+fn category_labels(category: Category) -> Labels {
+    vec![("category", category.as_str().to_string())]
+}
+
+/// One gateway's metrics and the registry they are exposed from.
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<Labels, Counter>,
+    attempts: Family<Labels, Counter>,
+    failovers: Family<Labels, Counter>,
+    channel_state: Family<Labels, Gauge>,
+    state_changes: Family<Labels, Counter>,
+    queue_depth: Gauge,
+    send_duration: Family<Labels, Histogram, SendBuckets>,
+    webhook_events: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (all zero).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("lifeboat");
+        let m = Metrics {
+            registry: Registry::default(),
+            accepted: Family::default(),
+            attempts: Family::default(),
+            failovers: Family::default(),
+            channel_state: Family::default(),
+            state_changes: Family::default(),
+            queue_depth: Gauge::default(),
+            send_duration: Family::new_with_constructor(SendBuckets),
+            webhook_events: Family::default(),
+        };
+        registry.register(
+            "notifications_accepted",
+            "Notifications accepted (202) by POST /v1/notifications, by category",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "attempts",
+            "Attempts recorded by the workers, by channel and outcome (the answer's class, \
+             `skipped` with its reason, `throttled`, `no_receipt`)",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Notifications that moved on from a channel (tried or skipped) to the next one and \
+             were tried there, counted at the first send on the new channel",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "channel_state",
+            "1 for each channel's current state, 0 for the others",
+            m.channel_state.clone(),
+        );
+        registry.register(
+            "channel_state_changes",
+            "Channel state changes, by the state changed to",
+            m.state_changes.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Notifications waiting on the queue (not counting those being sent)",
+            m.queue_depth.clone(),
+        );
+        registry.register_with_unit(
+            "send_duration",
+            "Provider call latency, by channel",
+            Unit::Seconds,
+            m.send_duration.clone(),
+        );
+        registry.register(
+            "webhook_events",
+            "Provider webhook events and Telegram updates received, by provider and type",
+            m.webhook_events.clone(),
+        );
+        // Both categories from the start, so `rate()` sees the first acceptance.
+        for category in [Category::Transactional, Category::Marketing] {
+            let _ = m.accepted.get_or_create(&category_labels(category));
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// A notification was accepted (a new one, not an idempotent repeat).
+    pub fn accepted(&self, category: Category) {
+        self.accepted
+            .get_or_create(&category_labels(category))
+            .inc();
+    }
+
+    /// Counts the attempts recorded after the first `from` (those of one worker turn).
+    pub fn attempts_since(&self, attempts: &[Attempt], from: usize) {
+        for a in attempts.get(from..).unwrap_or_default() {
+            let mut labels: Labels = vec![
+                ("channel", a.channel.as_str().to_string()),
+                ("outcome", a.outcome.clone()),
+            ];
+            if a.outcome == "skipped" {
+                labels.push(("reason", a.reason.clone().unwrap_or_default()));
+            }
+            self.attempts.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Called just before `n` is sent on `to`. A failover is counted when `to` is not the
+    /// plan's first channel and nothing was recorded on `to` yet: the first send on a channel
+    /// the plan moved on to. `from` is the plan's channel just before `to`, whether it was
+    /// tried (an answer that moved on, a missing receipt) or skipped (not configured, no
+    /// address or consent, out of rotation). Retries on `to` do not count again; a
+    /// notification that moves on and is only skipped there is not a failover.
+    pub fn failover(&self, n: &Notification, to: ChannelKind) {
+        let index = n.cursor.index;
+        if index == 0 || n.attempts.iter().any(|a| a.channel == to) {
+            return;
+        }
+        let Some(from) = n.channels.get(index - 1) else {
+            return;
+        };
+        self.failovers
+            .get_or_create(&vec![
+                ("from", from.as_str().to_string()),
+                ("to", to.as_str().to_string()),
+            ])
+            .inc();
+    }
+
+    /// Runs a provider call and records how long it took.
+    pub async fn timed_send<T>(&self, kind: ChannelKind, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.send_duration
+            .get_or_create(&vec![("channel", kind.as_str().to_string())])
+            .observe(started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// A channel's state changed to `to`.
+    pub fn state_change(&self, kind: ChannelKind, to: ChannelState) {
+        self.state_changes
+            .get_or_create(&vec![
+                ("channel", kind.as_str().to_string()),
+                ("to", to.as_str().to_string()),
+            ])
+            .inc();
+    }
+
+    /// One webhook event of `provider`; `kind` is the provider's own name for it, kept if it
+    /// is one of the known names, else counted as `other`.
+    pub fn webhook_event(&self, provider: ChannelKind, kind: &str) {
+        let known: &[&'static str] = match provider {
+            ChannelKind::Line => LINE_TYPES,
+            ChannelKind::Whatsapp => WHATSAPP_FIELDS,
+            _ => &[],
+        };
+        let kind = known.iter().find(|k| **k == kind).copied();
+        self.count_event(provider, kind.unwrap_or("other"));
+    }
+
+    /// One WhatsApp webhook body: each inbound message (`message`), each status of ours
+    /// (`status_sent`, `status_delivered`, `status_read`, `status_failed`, `status_other`), and
+    /// each change of another field (by its name, see [`Metrics::webhook_event`]).
+    pub fn whatsapp_webhook(
+        &self,
+        messages: usize,
+        statuses: &[serde_json::Value],
+        fields: &[(String, serde_json::Value)],
+    ) {
+        for _ in 0..messages {
+            self.count_event(ChannelKind::Whatsapp, "message");
+        }
+        for status in statuses {
+            let kind = match status.get("status").and_then(|s| s.as_str()) {
+                Some("sent") => "status_sent",
+                Some("delivered") => "status_delivered",
+                Some("read") => "status_read",
+                Some("failed") => "status_failed",
+                _ => "status_other",
+            };
+            self.count_event(ChannelKind::Whatsapp, kind);
+        }
+        for (field, _) in fields {
+            self.webhook_event(ChannelKind::Whatsapp, field);
+        }
+    }
+
+    /// One Telegram update (polling or webhook), by its kind in the Bot API's naming.
+    pub fn telegram_update(&self, update: &Update) {
+        let kind = match &update.kind {
+            UpdateKind::Message(_) => "message",
+            UpdateKind::EditedMessage(_) => "edited_message",
+            UpdateKind::ChannelPost(_) => "channel_post",
+            UpdateKind::EditedChannelPost(_) => "edited_channel_post",
+            UpdateKind::CallbackQuery(_) => "callback_query",
+            UpdateKind::InlineQuery(_) => "inline_query",
+            UpdateKind::MyChatMember(_) => "my_chat_member",
+            UpdateKind::ChatMember(_) => "chat_member",
+            UpdateKind::ChatJoinRequest(_) => "chat_join_request",
+            UpdateKind::Error(_) => "unparsed",
+            _ => "other",
+        };
+        self.count_event(ChannelKind::Telegram, kind);
+    }
+
+    fn count_event(&self, provider: ChannelKind, kind: &'static str) {
+        self.webhook_events
+            .get_or_create(&vec![
+                ("provider", provider.as_str().to_string()),
+                ("type", kind.to_string()),
+            ])
+            .inc();
+    }
+
+    /// The exposition: reads the channel states and the queue depth now, then encodes
+    /// everything ([`CONTENT_TYPE`]).
+    pub fn render(&self, states: &ChannelStates, queue_depth: u64) -> String {
+        for kind in ChannelKind::ALL {
+            let current = states.current(kind).state;
+            for state in STATES {
+                self.channel_state
+                    .get_or_create(&vec![
+                        ("channel", kind.as_str().to_string()),
+                        ("state", state.as_str().to_string()),
+                    ])
+                    .set(i64::from(state == current));
+            }
+        }
+        self.queue_depth
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed_with_the_lifeboat_prefix() {
+        let m = Metrics::new();
+        m.accepted(Category::Marketing);
+        m.webhook_event(ChannelKind::Line, "follow");
+        m.webhook_event(ChannelKind::Line, "somethingNew");
+        m.webhook_event(ChannelKind::Whatsapp, "made_up_field");
+        m.state_change(ChannelKind::Whatsapp, ChannelState::Banned);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        for line in [
+            "lifeboat_notifications_accepted_total{category=\"marketing\"} 1",
+            "lifeboat_webhook_events_total{provider=\"line\",type=\"follow\"} 1",
+            "lifeboat_webhook_events_total{provider=\"line\",type=\"other\"} 1",
+            "lifeboat_webhook_events_total{provider=\"whatsapp\",type=\"other\"} 1",
+            "lifeboat_channel_state_changes_total{channel=\"whatsapp\",to=\"banned\"} 1",
+            "lifeboat_queue_depth 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn send_latency_lands_in_the_buckets() {
+        let m = Metrics::new();
+        let answer = m.timed_send(ChannelKind::Email, async { 7 }).await;
+        assert_eq!(answer, 7);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == "lifeboat_send_duration_seconds_bucket{le=\"0.001\",channel=\"email\"} 1"),
+            "{text}"
+        );
+        assert!(text
+            .lines()
+            .any(|l| l == "lifeboat_send_duration_seconds_count{channel=\"email\"} 1"));
+    }
+
+    #[test]
+    fn skipped_attempts_carry_their_reason_and_others_do_not() {
+        let m = Metrics::new();
+        let now = chrono::Utc::now();
+        let attempts = vec![
+            Attempt::skipped(ChannelKind::Line, now, "no_address"),
+            Attempt {
+                outcome: "sent".into(),
+                reason: None,
+                ..Attempt::skipped(ChannelKind::Email, now, "x")
+            },
+        ];
+        m.attempts_since(&attempts, 0);
+        m.attempts_since(&attempts, 5);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        assert!(text.lines().any(|l| l
+            == "lifeboat_attempts_total{channel=\"line\",outcome=\"skipped\",reason=\"no_address\"} 1"), "{text}");
+        assert!(text
+            .lines()
+            .any(|l| l == "lifeboat_attempts_total{channel=\"email\",outcome=\"sent\"} 1"));
+    }
+}
