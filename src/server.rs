@@ -32,6 +32,8 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("invalid config: {0}")]
+    Policy(String),
 }
 
 /// Options for [`run`] beyond the config.
@@ -78,6 +80,10 @@ pub async fn run(
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
         .collect();
+    let policy = Arc::new(crate::policy::Policy::new(
+        config.policy_config().map_err(ServeError::Policy)?,
+        store.clone(),
+    ));
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
         states: states.clone(),
@@ -87,6 +93,7 @@ pub async fn run(
         clock: options.clock.clone(),
         optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
         metrics: metrics.clone(),
+        policy: policy.clone(),
     });
     let dispatcher = Dispatcher::start(ctx, config.server.concurrency, options.hold_deliveries);
     let ready = Arc::new(AtomicBool::new(true));
@@ -99,7 +106,8 @@ pub async fn run(
         dispatcher.waker(),
         ready.clone(),
         metrics.clone(),
-    );
+    )
+    .with_policy(policy);
     let clock = options.clock.clone();
     let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
     let mut app = api::router(state);

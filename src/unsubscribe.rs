@@ -217,6 +217,9 @@ async fn unsubscribe(
                     },
                 )
                 .await?;
+            let now = state.clock.now();
+            crate::policy::risk::signal(store, ChannelKind::Email, "email_unsubscribe", now)
+                .await?;
             tracing::info!(contact = %contact_id, evidence, "email marketing unsubscribed");
         }
     }

@@ -31,21 +31,30 @@ pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
     })
 }
 
+/// [`channel_row`] plus the guardrails' view: `marketing` (paused or not, why, and the risk
+/// monitor's figures) and the pacing `rate` in force.
+async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, ApiError> {
+    let mut row = channel_row(state, kind);
+    let marketing = state.policy.marketing_status(&state.states, kind).await?;
+    row["marketing"] = json!(marketing);
+    row["rate"] = json!(state.policy.rate(kind, state.clock.now()));
+    Ok(row)
+}
+
 #[utoipa::path(
     get, path = "/v1/admin/channels", tag = "admin",
     responses(
-        (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts", body = serde_json::Value),
+        (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts, marketing (risk monitor: paused, reason, figures), rate", body = serde_json::Value),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
-pub async fn list_channels(State(state): State<AppState>) -> Json<Value> {
-    Json(Value::Array(
-        ChannelKind::ALL
-            .iter()
-            .map(|k| channel_row(&state, *k))
-            .collect(),
-    ))
+pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut rows = Vec::new();
+    for kind in ChannelKind::ALL {
+        rows.push(row_with_policy(&state, kind).await?);
+    }
+    Ok(Json(Value::Array(rows)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -87,7 +96,7 @@ pub async fn disable(
     post, path = "/v1/admin/channels/{channel}/enable", tag = "admin",
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
     responses(
-        (status = 200, description = "The channel's row, now `active`", body = serde_json::Value),
+        (status = 200, description = "The channel's row, now `active`; a marketing pause by the risk monitor is lifted too", body = serde_json::Value),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody)),
@@ -99,6 +108,27 @@ pub async fn enable(
 ) -> Result<Response, ApiError> {
     let kind = parse_channel(&channel)?;
     state.states.enable(kind).await?;
+    crate::policy::risk::resume(state.store.as_ref(), kind, state.clock.now()).await?;
     state.wake.notify_one();
-    Ok(Json(channel_row(&state, kind)).into_response())
+    Ok(Json(row_with_policy(&state, kind).await?).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/channels/{channel}/marketing/resume", tag = "admin",
+    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    responses(
+        (status = 200, description = "The channel's row: the risk monitor's marketing pause lifted, its figures reset (the channel state is left as it is)", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn resume_marketing(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    let kind = parse_channel(&channel)?;
+    crate::policy::risk::resume(state.store.as_ref(), kind, state.clock.now()).await?;
+    state.wake.notify_one();
+    Ok(Json(row_with_policy(&state, kind).await?).into_response())
 }

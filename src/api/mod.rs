@@ -13,6 +13,7 @@ mod notifications;
 pub mod openapi;
 mod ops;
 mod optin_links;
+mod policy_preview;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// This gateway's metrics (`GET /metrics`), shared with the workers and channel states.
     pub metrics: Arc<Metrics>,
+    /// The guardrails, shared with the workers (the policy preview, marketing pauses).
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 impl AppState {
@@ -61,6 +64,10 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let keys = Arc::new(auth::Keys::from_config(&config));
+        let policy = Arc::new(crate::policy::Policy::new(
+            config.policy_config().unwrap_or_default(),
+            store.clone(),
+        ));
         AppState {
             store,
             states,
@@ -71,7 +78,14 @@ impl AppState {
             keys,
             ready,
             metrics,
+            policy,
         }
+    }
+
+    /// Shares the workers' [`crate::policy::Policy`] (its pacing and holds) with the API.
+    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Self {
+        self.policy = policy;
+        self
     }
 }
 
@@ -110,6 +124,11 @@ pub fn router(state: AppState) -> Router {
         .route("/channels", get(admin::list_channels))
         .route("/channels/{channel}/disable", post(admin::disable))
         .route("/channels/{channel}/enable", post(admin::enable))
+        .route(
+            "/channels/{channel}/marketing/resume",
+            post(admin::resume_marketing),
+        )
+        .route("/policy/preview", get(policy_preview::preview))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

@@ -87,6 +87,8 @@ impl Modify for Security {
         super::admin::list_channels,
         super::admin::disable,
         super::admin::enable,
+        super::admin::resume_marketing,
+        super::policy_preview::preview,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -21,13 +21,15 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMes
 use uuid::Uuid;
 
 use super::backoff;
-use super::states::{Availability, ChannelStates};
+use super::states::ChannelStates;
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;
 use crate::model::{
     Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Status, Timestamp,
 };
+use crate::policy::window::Form;
+use crate::policy::{Candidate, Decision, Mode};
 use crate::store::{Store, StoreResult};
 
 /// Everything a worker needs; shared by all workers.
@@ -42,6 +44,8 @@ pub struct WorkerContext {
     pub optout: Arc<crate::optout::MarketingOptOut>,
     /// Counts attempts, failovers and provider latency (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The guardrails: decides, with the channel state, whether a channel is tried now.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 enum Step {
@@ -89,6 +93,7 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
         }
     }
     n.updated_at = ctx.clock.now();
+    ctx.policy.release(&n.id).await;
     ctx.metrics.attempts_since(&n.attempts, recorded);
     ctx.store.save_progress(&n).await?;
     Ok(n)
@@ -134,28 +139,37 @@ async fn step(
     contact: Option<&Contact>,
 ) -> StoreResult<Step> {
     let now = ctx.clock.now();
-    let Some(channel) = ctx.registry.get(kind) else {
-        n.attempts
-            .push(Attempt::skipped(kind, now, "not_configured"));
-        return Ok(Step::Next);
+    let candidate = Candidate {
+        notification_id: &n.id,
+        category: n.category,
+        has_template: n.whatsapp_template.is_some(),
+        kind,
+        contact,
     };
-    let Some(address) = contact.and_then(|c| c.address(kind)) else {
-        n.attempts.push(Attempt::skipped(kind, now, "no_address"));
-        return Ok(Step::Next);
-    };
-    let contact = contact.expect("an address implies a contact");
-    if !contact.consents_to(kind, n.category) {
-        n.attempts.push(Attempt::skipped(kind, now, "no_consent"));
-        return Ok(Step::Next);
-    }
-    let was_probe = match ctx.states.availability(kind, address, now) {
-        Availability::Open => false,
-        Availability::Probe => true,
-        Availability::Skip(reason) => {
-            n.attempts.push(Attempt::skipped(kind, now, reason));
+    // One decision (crate::policy) for the worker and the policy preview.
+    let decision = ctx
+        .policy
+        .decide(&ctx.registry, &ctx.states, &candidate, now, Mode::Live)
+        .await?;
+    let (was_probe, form) = match decision {
+        Decision::Go { probe, form, sleep } => {
+            if let Ok(sleep) = sleep.to_std() {
+                tokio::time::sleep(sleep).await;
+            }
+            (probe, form)
+        }
+        Decision::Skip { reason, detail } => {
+            n.attempts.push(Attempt {
+                detail,
+                ..Attempt::skipped(kind, now, reason)
+            });
             return Ok(Step::Next);
         }
-        Availability::WaitUntil(until) => {
+        Decision::Wait {
+            until,
+            reason: "throttled",
+            ..
+        } => {
             if wait_is_acceptable(&ctx.routing, now, until) {
                 return Ok(Step::WaitUntil(until));
             }
@@ -168,7 +182,28 @@ async fn step(
             });
             return Ok(Step::Next);
         }
+        Decision::Wait {
+            until,
+            reason,
+            detail,
+        } => {
+            // Quiet hours are shown once per wait; pacing waits (milliseconds) are not.
+            if reason == "quiet_hours" {
+                n.attempts.push(Attempt {
+                    reason: Some(reason.into()),
+                    detail,
+                    ..attempt(kind, now, "deferred")
+                });
+            }
+            return Ok(Step::WaitUntil(until));
+        }
     };
+    let (Some(channel), Some(contact)) = (ctx.registry.get(kind), contact) else {
+        unreachable!("a decision to send implies a channel and a contact");
+    };
+    let address = contact
+        .address(kind)
+        .expect("a decision to send implies an address");
 
     let mut message = OutboundMessage {
         notification_id: n.id.clone(),
@@ -177,7 +212,10 @@ async fn step(
         text: n.text.clone(),
         subject: n.subject.clone(),
         html: n.html.clone(),
-        whatsapp_template: n.whatsapp_template.clone(),
+        whatsapp_template: match form {
+            Some(Form::FreeText) => None,
+            _ => n.whatsapp_template.clone(),
+        },
         retry_key: retry_key(&n.id, kind),
         headers: Vec::new(),
     };
@@ -201,6 +239,7 @@ async fn step(
     ctx.states
         .report(kind, address, &answer, was_probe, cooldown, now)
         .await?;
+    ctx.policy.after_send(&candidate, &answer, now).await?;
 
     Ok(match &answer.class {
         Class::Sent => Step::Sent,
@@ -334,12 +373,13 @@ pub(crate) async fn revoke(
             Consent {
                 status,
                 scopes,
-                source,
+                source: source.clone(),
                 evidence: Some(evidence),
                 at: now,
             },
         )
         .await?;
+    crate::policy::risk::signal(store, kind, &source, now).await?;
     tracing::info!(contact = %contact.id, channel = %kind, "consent revoked by a provider signal");
     Ok(())
 }

@@ -24,6 +24,8 @@ use crate::model::{ChannelQuality, Timestamp};
 use crate::store::{Store, StoreResult};
 
 const NAMESPACE: &str = "policy_risk";
+/// Signals kept at most (when no sends come to roll them out).
+const MAX_SIGNALS: usize = 100_000;
 
 /// Serialises read-modify-writes of the records.
 static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
@@ -88,34 +90,32 @@ pub struct Status {
 }
 
 impl Record {
+    /// The instant the window starts once it is full (older signals belong to sends that
+    /// left it); `None` while fewer than `window` sends were made: every signal counts.
+    fn window_start(&self, window: usize) -> Option<i64> {
+        let window = window.max(1);
+        (self.sends.len() >= window).then(|| self.sends[self.sends.len() - window])
+    }
+
     fn trim(&mut self, window: usize) {
         while self.sends.len() > window.max(1) {
             self.sends.pop_front();
         }
-        match self.sends.front() {
-            Some(&oldest) => {
-                while self.signals.front().is_some_and(|s| *s < oldest) {
-                    self.signals.pop_front();
-                }
+        if let Some(start) = self.window_start(window) {
+            while self.signals.front().is_some_and(|s| *s < start) {
+                self.signals.pop_front();
             }
-            None => {
-                while self.signals.len() > window.max(1) {
-                    self.signals.pop_front();
-                }
-            }
+        }
+        while self.signals.len() > MAX_SIGNALS {
+            self.signals.pop_front();
         }
     }
 
     fn figures(&self, window: usize) -> Figures {
         let sends = self.sends.len().min(window);
-        let signals = match self
-            .sends
-            .len()
-            .checked_sub(sends)
-            .map(|i| self.sends.get(i))
-        {
-            Some(Some(&oldest)) => self.signals.iter().filter(|s| **s >= oldest).count(),
-            _ => self.signals.len(),
+        let signals = match self.window_start(window) {
+            Some(start) => self.signals.iter().filter(|s| **s >= start).count(),
+            None => self.signals.len(),
         };
         let rate = if sends == 0 {
             0.0
@@ -195,7 +195,9 @@ pub async fn signal(
     tracing::info!(channel = %kind, source, "risk signal");
     edit(store, kind, |r| {
         r.signals.push_back(now.timestamp_millis());
-        r.trim(usize::MAX);
+        while r.signals.len() > MAX_SIGNALS {
+            r.signals.pop_front();
+        }
     })
     .await
 }
@@ -366,7 +368,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let cfg = config(20, 5);
-        for i in 0..10 {
+        // Blocks can come before the window's first sends: they count.
+        signal(&store, TG, "telegram_blocked", at(0)).await.unwrap();
+        for i in 1..10 {
             record_send(&store, TG, cfg.window, at(i)).await.unwrap();
         }
         signal(&store, TG, "telegram_stop", at(11)).await.unwrap();

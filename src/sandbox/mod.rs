@@ -92,6 +92,11 @@ smtp_port = {smtp_port}
 tls = "none"
 from = "Lifeboat Sandbox <notify@sandbox.lifeboat.test>"
 timeout = "3s"
+
+# The simulated WhatsApp has no conversations to open, and the walk-through sends free-form
+# text to a contact who never wrote: a real number keeps the 24 h service window on.
+[policy.whatsapp]
+service_window = false
 "#,
         // A TOML basic string, so any path (Windows backslashes, quotes) survives.
         store = toml::Value::String(store.display().to_string()),

@@ -278,10 +278,14 @@ async fn revoke(
         evidence: Some(evidence),
         at: now,
     };
-    Ok(store
+    let done = store
         .set_consent(&contact.id, ChannelKind::Telegram, consent)
         .await?
-        .is_some())
+        .is_some();
+    if done {
+        crate::policy::risk::signal(store, ChannelKind::Telegram, source, now).await?;
+    }
+    Ok(done)
 }
 
 async fn stop(

@@ -187,6 +187,7 @@ pub(crate) async fn revoke_all(
         )
         .await?;
     if done.is_some() {
+        crate::policy::risk::signal(store, kind, source, now).await?;
         tracing::info!(contact = %contact_id, channel = %kind, source, "consent revoked by the person");
     }
     Ok(done.is_some())

@@ -129,6 +129,8 @@ smtp_port = {smtp_port}
 tls = "none"
 from = "Acme <notify@acme.example>"
 timeout = "2s"
+
+{policy}
 "#,
             data = data.join("lifeboat.sled").display(),
             max_wait = settings.max_wait,
@@ -137,6 +139,7 @@ timeout = "2s"
             tg = self.telegram.uri(),
             line = self.line.uri(),
             smtp_port = self.smtp.addr().port(),
+            policy = settings.policy,
         )
     }
 }
@@ -145,6 +148,10 @@ timeout = "2s"
 pub struct Settings {
     pub max_wait: &'static str,
     pub whatsapp_cooldown: &'static str,
+    /// The whole `[policy]` section. The default turns off the two guardrails that depend on
+    /// the hour and on WhatsApp conversations, so the other tests run the same at any time of
+    /// day and can send free-form WhatsApp text; tests/gateway/guardrails.rs sets its own.
+    pub policy: String,
 }
 
 impl Default for Settings {
@@ -152,6 +159,8 @@ impl Default for Settings {
         Settings {
             max_wait: "2s",
             whatsapp_cooldown: "1h",
+            policy: "[policy]\nquiet_hours = \"off\"\n[policy.whatsapp]\nservice_window = false\n"
+                .into(),
         }
     }
 }
@@ -181,6 +190,20 @@ impl Gateway {
             Command::new(binary())
                 .args(["serve", "--config"])
                 .arg(config_path),
+        )
+        .await
+    }
+
+    /// Like [`Gateway::start`], with the gateway's clock read from `clock_file` (an RFC 3339
+    /// time; write another to move the clock): `LIFEBOAT_TEST_CLOCK_FILE`, debug builds only.
+    pub async fn start_with_clock(dir: &Path, config: &str, clock_file: &Path) -> Gateway {
+        let config_path = dir.join("lifeboat.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::spawn(
+            Command::new(binary())
+                .args(["serve", "--config"])
+                .arg(&config_path)
+                .env("LIFEBOAT_TEST_CLOCK_FILE", clock_file),
         )
         .await
     }
