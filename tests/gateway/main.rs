@@ -5,6 +5,7 @@ mod admin_page;
 mod api_errors;
 mod channels_cli;
 mod failover;
+mod guardrails;
 mod harness;
 mod lifecycle;
 mod metrics;
