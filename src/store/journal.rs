@@ -2,16 +2,16 @@
 //! `fdatasync` per batch, instead of one sled flush per batch.
 //!
 //! Why: sled's `flush` writes back its whole page cache through its own thread pool; under a
-//! stream of accepts that costs far more than the records themselves. So an accept applies its
-//! batch to sled in memory and then appends the same record here; the 202 waits only for this
-//! append to reach the disk. Records are batched: every writer waiting when the committer
-//! thread wakes up shares one write and one `fdatasync` (group commit).
+//! stream of accepts that costs far more than the records themselves. So accepts go to one
+//! committer thread: it takes every request waiting, applies them to sled (in memory) as one
+//! batch through its [`Stage`], appends their records here with one write and one
+//! `fdatasync` (group commit), and only then answers them; the 202 waits for that.
 //!
 //! The journal is a folder of segments (`00000000000000000001.log`, ...), each a sequence of
 //! `[u32 length][u32 crc32][payload]` records. Every couple of seconds the committer starts a
 //! new segment and hands the old ones to a checkpoint thread, which flushes sled and then
 //! deletes them: every record in an old segment was applied to sled before it was appended, so
-//! a sled flush started afterwards covers it. After a crash, [`Journal::recover`] returns the
+//! a sled flush started afterwards covers it. After a crash, [`recover`] returns the
 //! records of the segments still there; the store re-applies those sled lost and then starts
 //! afresh. A torn record at the end of the last segment (a crash mid-write) was never
 //! acknowledged and is ignored.
@@ -29,12 +29,47 @@ const ROTATE_EVERY: Duration = Duration::from_secs(2);
 /// Most records written in one batch.
 const MAX_BATCH: usize = 8192;
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// What the committer does with a group of requests before writing them: apply them (to the
+/// store, in memory) and say, per request, which record to append (if any) and its answer.
+/// Runs on the committer thread only, so it is the single writer of what it applies.
+pub trait Stage: Send + 'static {
+    type Item: Send + 'static;
+    type Answer: Send + 'static;
+    fn stage(
+        &mut self,
+        items: Vec<Self::Item>,
+    ) -> Vec<(Option<Vec<u8>>, Result<Self::Answer, String>)>;
+}
+
+/// Appends raw records as they come (no staging): for tests.
+#[cfg(test)]
+pub struct Raw;
+
+#[cfg(test)]
+impl Stage for Raw {
+    type Item = Vec<u8>;
+    type Answer = ();
+    fn stage(&mut self, items: Vec<Vec<u8>>) -> Vec<(Option<Vec<u8>>, Result<(), String>)> {
+        items.into_iter().map(|r| (Some(r), Ok(()))).collect()
+    }
+}
+
+type Request<S> = (
+    <S as Stage>::Item,
+    oneshot::Sender<Result<<S as Stage>::Answer, String>>,
+);
 
 /// Handle to the committer thread; cheap to clone.
-#[derive(Clone)]
-pub struct Journal {
-    requests: mpsc::Sender<(Vec<u8>, Ack)>,
+pub struct Journal<S: Stage> {
+    requests: mpsc::Sender<Request<S>>,
+}
+
+impl<S: Stage> Clone for Journal<S> {
+    fn clone(&self) -> Self {
+        Journal {
+            requests: self.requests.clone(),
+        }
+    }
 }
 
 fn segment_name(seq: u64) -> String {
@@ -63,35 +98,35 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-impl Journal {
-    /// Reads every record of the segments in `dir` (oldest first), stopping at a torn record.
-    pub fn recover(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
-        fs::create_dir_all(dir)?;
-        let mut records = Vec::new();
-        for (_, path) in segments(dir)? {
-            let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
-            let mut rest = &bytes[..];
-            while rest.len() >= 8 {
-                let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-                if rest.len() < 8 + len {
-                    break;
-                }
-                let payload = &rest[8..8 + len];
-                if crc32fast::hash(payload) != crc {
-                    break;
-                }
-                records.push(payload.to_vec());
-                rest = &rest[8 + len..];
+/// Reads every record of the segments in `dir` (oldest first), stopping at a torn record.
+pub fn recover(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fs::create_dir_all(dir)?;
+    let mut records = Vec::new();
+    for (_, path) in segments(dir)? {
+        let mut bytes = Vec::new();
+        File::open(&path)?.read_to_end(&mut bytes)?;
+        let mut rest = &bytes[..];
+        while rest.len() >= 8 {
+            let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+            let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+            if rest.len() < 8 + len {
+                break;
             }
+            let payload = &rest[8..8 + len];
+            if crc32fast::hash(payload) != crc {
+                break;
+            }
+            records.push(payload.to_vec());
+            rest = &rest[8 + len..];
         }
-        Ok(records)
     }
+    Ok(records)
+}
 
+impl<S: Stage> Journal<S> {
     /// Starts a fresh journal in `dir`: the segments found there must already be applied and
-    /// flushed (see [`Journal::recover`]); they are deleted.
-    pub fn start(dir: &Path, db: sled::Db) -> io::Result<Journal> {
+    /// flushed (see [`recover`]); they are deleted. `stage` runs on the committer thread.
+    pub fn start(dir: &Path, db: sled::Db, stage: S) -> io::Result<Journal<S>> {
         fs::create_dir_all(dir)?;
         let old = segments(dir)?;
         let next = old.last().map(|(s, _)| s + 1).unwrap_or(1);
@@ -99,7 +134,7 @@ impl Journal {
             fs::remove_file(path)?;
         }
         let file = create_segment(dir, next)?;
-        let (tx, rx) = mpsc::channel::<(Vec<u8>, Ack)>();
+        let (tx, rx) = mpsc::channel::<Request<S>>();
         let (done_tx, done_rx) = mpsc::channel::<u64>();
         let checkpoint_dir = dir.to_path_buf();
         std::thread::Builder::new()
@@ -108,15 +143,15 @@ impl Journal {
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("lifeboat-journal".into())
-            .spawn(move || commit(dir, file, next, rx, done_tx))?;
+            .spawn(move || commit(dir, file, next, rx, done_tx, stage))?;
         Ok(Journal { requests: tx })
     }
 
-    /// Appends `record` and waits until it is on disk.
-    pub async fn append(&self, record: Vec<u8>) -> Result<(), String> {
+    /// Hands `item` to the committer and waits until its record is on disk.
+    pub async fn append(&self, item: S::Item) -> Result<S::Answer, String> {
         let (ack, done) = oneshot::channel();
         self.requests
-            .send((record, ack))
+            .send((item, ack))
             .map_err(|_| "the accept journal has stopped".to_string())?;
         done.await
             .map_err(|_| "the accept journal has stopped".to_string())?
@@ -132,38 +167,52 @@ fn create_segment(dir: &Path, seq: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// The committer: batches waiting records into one write and one `fdatasync`.
-fn commit(
+/// The committer: takes every request waiting, stages them as one group, then one write and
+/// one `fdatasync` for all their records, then answers them.
+fn commit<S: Stage>(
     dir: PathBuf,
     mut file: File,
     mut seq: u64,
-    requests: mpsc::Receiver<(Vec<u8>, Ack)>,
+    requests: mpsc::Receiver<Request<S>>,
     retired: mpsc::Sender<u64>,
+    mut stage: S,
 ) {
     let mut buf = Vec::with_capacity(1 << 20);
-    let mut acks: Vec<Ack> = Vec::with_capacity(MAX_BATCH);
     let mut rotated_at = Instant::now();
     while let Ok(first) = requests.recv() {
-        let mut next = Some(first);
-        while let Some((record, ack)) = next.take() {
-            buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&record).to_le_bytes());
-            buf.extend_from_slice(&record);
-            acks.push(ack);
-            if acks.len() < MAX_BATCH {
-                next = requests.try_recv().ok();
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(more) => items.push(more),
+                Err(_) => break,
             }
         }
-        let result = file
-            .write_all(&buf)
-            .and_then(|_| file.sync_data())
-            .map_err(|e| format!("writing the accept journal failed: {e}"));
-        if let Err(e) = &result {
+        let (items, acks): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let staged = stage.stage(items);
+        for (record, _) in &staged {
+            if let Some(record) = record {
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+                buf.extend_from_slice(record);
+            }
+        }
+        let written = if buf.is_empty() {
+            Ok(())
+        } else {
+            file.write_all(&buf)
+                .and_then(|_| file.sync_data())
+                .map_err(|e| format!("writing the accept journal failed: {e}"))
+        };
+        if let Err(e) = &written {
             tracing::error!("{e}");
         }
         buf.clear();
-        for ack in acks.drain(..) {
-            let _ = ack.send(result.clone());
+        for ((record, answer), ack) in staged.into_iter().zip(acks) {
+            let answer = match (&written, record) {
+                (Err(e), Some(_)) => Err(e.clone()),
+                _ => answer,
+            };
+            let _ = ack.send(answer);
         }
         if rotated_at.elapsed() >= ROTATE_EVERY {
             match create_segment(&dir, seq + 1) {
@@ -214,7 +263,7 @@ mod tests {
         let jdir = dir.path().join("journal");
         let db = sled::Config::new().temporary(true).open().unwrap();
         {
-            let journal = Journal::start(&jdir, db.clone()).unwrap();
+            let journal = Journal::start(&jdir, db.clone(), Raw).unwrap();
             for i in 0..100u32 {
                 journal
                     .append(format!("record {i}").into_bytes())
@@ -227,13 +276,13 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(last).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
 
-        let records = Journal::recover(&jdir).unwrap();
+        let records = recover(&jdir).unwrap();
         assert_eq!(records.len(), 100);
         assert_eq!(records[0], b"record 0");
         assert_eq!(records[99], b"record 99");
 
         // Starting afresh drops what was recovered.
-        let _journal = Journal::start(&jdir, db).unwrap();
-        assert!(Journal::recover(&jdir).unwrap().is_empty());
+        let _journal = Journal::start(&jdir, db, Raw).unwrap();
+        assert!(recover(&jdir).unwrap().is_empty());
     }
 }

@@ -17,17 +17,20 @@
 //! | `v/` | namespace, 0, key | small records of other modules (opt-in tokens, bot offsets, ...) |
 //! | `m/` | channel name, 0, provider message id | notification id (to apply a delivery receipt) |
 //!
-//! Read-modify-write on one contact or one idempotency key is serialised by a striped
-//! in-process lock (sled opens in one process only), held for in-memory work only, never across
-//! the flush. Claiming and [`Store::edit_notification`] share one lock, so a signal never edits
-//! a notification a worker has just taken. Durability comes from [`GroupCommit`]; non-critical progress (attempts) rides
-//! sled's own periodic flush, which at worst repeats a send after a crash (at-least-once).
+//! Accepts have a single writer: the journal's committer thread ([`AcceptStage`]) checks
+//! idempotency keys and applies a whole group of accepts as one batch, so no lock guards the
+//! key check. Read-modify-write on one contact is serialised by a striped in-process lock
+//! (sled opens in one process only), held for in-memory work only, never across a flush.
+//! Durability of accepts comes from the journal; other durable writes (contacts, consents,
+//! channel states) share sled flushes through [`GroupCommit`]; non-critical progress
+//! (attempts) rides sled's own periodic flush, which at worst repeats a send after a crash
+//! (at-least-once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,7 +39,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::group_commit::GroupCommit;
-use super::journal::Journal;
+use super::journal::{self, Journal, Stage};
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
@@ -52,11 +55,9 @@ pub struct SledStore {
     tree: sled::Tree,
     commit: GroupCommit,
     /// Set once the store has opened and replayed what the last run left in the journal.
-    journal: std::sync::OnceLock<Journal>,
-    /// Serialise read-modify-write per contact. Lock order: an idempotency stripe first, then a
-    /// contact stripe; never two of the same kind.
-    contact_stripes: Vec<Mutex<()>>,
-    idem_stripes: Vec<Mutex<()>>,
+    journal: std::sync::OnceLock<Journal<AcceptStage>>,
+    /// Serialise read-modify-write per contact (one stripe at a time, never two).
+    contact_stripes: Arc<Vec<Mutex<()>>>,
     /// Held while claiming and while editing an unclaimed notification.
     claim_lock: Mutex<()>,
     queue_depth: AtomicU64,
@@ -95,6 +96,25 @@ fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(p);
     }
     k
+}
+
+/// Puts a contact into `batch`, keeping the address index (`a/`) in step with its
+/// addresses. The caller holds the contact's stripe.
+fn write_contact(batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
+    for kind in ChannelKind::ALL {
+        let before = old.and_then(|c| c.address(kind));
+        let after = new.address(kind);
+        if before == after {
+            continue;
+        }
+        if let Some(addr) = before {
+            batch.remove(address_key(kind, addr));
+        }
+        if let Some(addr) = after {
+            batch.insert(address_key(kind, addr), new.id.as_bytes());
+        }
+    }
+    batch.insert(key("c/", &[new.id.as_bytes()]), encode(new));
 }
 
 fn lock_stripe<'a>(stripes: &'a [Mutex<()>], name: &str) -> std::sync::MutexGuard<'a, ()> {
@@ -181,8 +201,7 @@ impl SledStore {
             journal: std::sync::OnceLock::new(),
             db,
             tree,
-            contact_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            idem_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            contact_stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
             claim_lock: Mutex::new(()),
             queue_depth: AtomicU64::new(0),
         };
@@ -201,7 +220,7 @@ impl SledStore {
             message: e.to_string(),
         };
         let mut replayed = 0usize;
-        for bytes in Journal::recover(dir).map_err(open_err)? {
+        for bytes in journal::recover(dir).map_err(open_err)? {
             let record: JournalRecord = decode(b"journal", &bytes)?;
             let nkey = key("n/", &[record.new.notification.id.as_bytes()]);
             if self.tree.contains_key(&nkey).map_err(io)? {
@@ -218,7 +237,11 @@ impl SledStore {
             );
         }
         self.db.flush().map_err(io)?;
-        let journal = Journal::start(dir, self.db.clone()).map_err(open_err)?;
+        let stage = AcceptStage {
+            tree: self.tree.clone(),
+            contact_stripes: self.contact_stripes.clone(),
+        };
+        let journal = Journal::start(dir, self.db.clone(), stage).map_err(open_err)?;
         let _ = self.journal.set(journal);
         Ok(())
     }
@@ -267,23 +290,8 @@ impl SledStore {
         Ok(Some(n))
     }
 
-    /// Puts a contact into `batch`, keeping the address index (`a/`) in step with its
-    /// addresses. The caller holds the contact's stripe.
     fn write_contact(&self, batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
-        for kind in ChannelKind::ALL {
-            let before = old.and_then(|c| c.address(kind));
-            let after = new.address(kind);
-            if before == after {
-                continue;
-            }
-            if let Some(addr) = before {
-                batch.remove(address_key(kind, addr));
-            }
-            if let Some(addr) = after {
-                batch.insert(address_key(kind, addr), new.id.as_bytes());
-            }
-        }
-        batch.insert(key("c/", &[new.id.as_bytes()]), encode(new));
+        write_contact(batch, old, new)
     }
 
     fn stripe(&self, contact_id: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -307,65 +315,145 @@ impl SledStore {
         k
     }
 
-    /// The in-memory half of `accept`: checks the idempotency key and writes the notification,
-    /// its index entry, its queue entry and the contact patch in one atomic batch. Returns the
-    /// earlier outcome when the key was seen before.
+    /// Applies one accepted notification at once (replaying the journal).
     fn write_accepted(
         &self,
         new: &NewNotification,
         now: Timestamp,
     ) -> StoreResult<Option<AcceptOutcome>> {
-        let n = &new.notification;
-        let _idem_guard = new
-            .idempotency
-            .as_ref()
-            .map(|i| lock_stripe(&self.idem_stripes, &i.key));
         let mut batch = sled::Batch::default();
-        if let Some(idem) = &new.idempotency {
-            let kkey = key("k/", &[idem.key.as_bytes()]);
-            if let Some(prev) = self.get::<IdemRecord>(&kkey)? {
-                let age = now.signed_duration_since(prev.at).num_seconds();
-                if age < IDEMPOTENCY_WINDOW_SECS {
-                    return Ok(Some(if prev.fingerprint == idem.fingerprint {
-                        AcceptOutcome::Duplicate { id: prev.id }
-                    } else {
-                        AcceptOutcome::Conflict { id: prev.id }
-                    }));
+        let mut keys = HashMap::new();
+        let earlier = stage_accepted(
+            &self.tree,
+            &self.contact_stripes,
+            new,
+            now,
+            &mut batch,
+            &mut keys,
+        )?;
+        if earlier.is_none() {
+            self.tree.apply_batch(batch).map_err(io)?;
+        }
+        Ok(earlier)
+    }
+}
+
+/// The accept path's single writer, run by the journal's committer thread: a group of accepts
+/// is checked (idempotency keys, in the store and within the group) and applied to sled as one
+/// batch, then journaled. One writer means no lock around the idempotency check, and one
+/// batch per group instead of one per request.
+pub(super) struct AcceptStage {
+    tree: sled::Tree,
+    contact_stripes: Arc<Vec<Mutex<()>>>,
+}
+
+impl Stage for AcceptStage {
+    type Item = (NewNotification, Timestamp);
+    type Answer = AcceptOutcome;
+
+    fn stage(
+        &mut self,
+        items: Vec<(NewNotification, Timestamp)>,
+    ) -> Vec<(Option<Vec<u8>>, Result<AcceptOutcome, String>)> {
+        let mut batch = sled::Batch::default();
+        let mut keys = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (new, at) in items {
+            match stage_accepted(
+                &self.tree,
+                &self.contact_stripes,
+                &new,
+                at,
+                &mut batch,
+                &mut keys,
+            ) {
+                Ok(None) => out.push((
+                    Some(encode(&JournalRecord { new, at })),
+                    Ok(AcceptOutcome::Created),
+                )),
+                Ok(Some(earlier)) => out.push((None, Ok(earlier))),
+                Err(e) => out.push((None, Err(e.to_string()))),
+            }
+        }
+        if let Err(e) = self.tree.apply_batch(batch) {
+            let message = format!("store I/O failed: {e}");
+            for (record, answer) in &mut out {
+                if record.take().is_some() {
+                    *answer = Err(message.clone());
                 }
             }
-            batch.insert(
-                kkey,
-                encode(&IdemRecord {
-                    id: n.id.clone(),
-                    fingerprint: idem.fingerprint.clone(),
-                    at: now,
-                }),
-            );
         }
-        let _contact_guard = match new.contact_patch.as_ref().filter(|p| !p.is_empty()) {
-            Some(patch) => {
-                let guard = self.stripe(&n.contact_id);
-                let ckey = key("c/", &[n.contact_id.as_bytes()]);
-                let old = self.get::<Contact>(&ckey)?;
-                let mut contact = old
-                    .clone()
-                    .unwrap_or_else(|| Contact::new(&n.contact_id, now));
-                contact.apply(patch, now);
-                self.write_contact(&mut batch, old.as_ref(), &contact);
-                Some(guard)
-            }
+        out
+    }
+}
+
+/// Stages one accept into `batch`: checks its idempotency key (against the store and against
+/// `keys`, the keys staged earlier in the same group), writes its contact patch (at once, under
+/// the contact's stripe), and adds the notification, its index entry and its queue entry.
+/// Returns the earlier outcome when the key was seen before.
+fn stage_accepted(
+    tree: &sled::Tree,
+    contact_stripes: &[Mutex<()>],
+    new: &NewNotification,
+    now: Timestamp,
+    batch: &mut sled::Batch,
+    keys: &mut HashMap<String, (String, String)>,
+) -> StoreResult<Option<AcceptOutcome>> {
+    let n = &new.notification;
+    let get = |k: &[u8]| -> StoreResult<Option<sled::IVec>> { tree.get(k).map_err(io) };
+    if let Some(idem) = &new.idempotency {
+        let kkey = key("k/", &[idem.key.as_bytes()]);
+        let earlier = match keys.get(&idem.key) {
+            Some((id, fingerprint)) => Some((id.clone(), fingerprint.clone())),
+            None => match get(&kkey)? {
+                Some(v) => {
+                    let prev: IdemRecord = decode(&kkey, &v)?;
+                    let age = now.signed_duration_since(prev.at).num_seconds();
+                    (age < IDEMPOTENCY_WINDOW_SECS).then_some((prev.id, prev.fingerprint))
+                }
+                None => None,
+            },
+        };
+        if let Some((id, fingerprint)) = earlier {
+            return Ok(Some(if fingerprint == idem.fingerprint {
+                AcceptOutcome::Duplicate { id }
+            } else {
+                AcceptOutcome::Conflict { id }
+            }));
+        }
+        keys.insert(idem.key.clone(), (n.id.clone(), idem.fingerprint.clone()));
+        batch.insert(
+            kkey,
+            encode(&IdemRecord {
+                id: n.id.clone(),
+                fingerprint: idem.fingerprint.clone(),
+                at: now,
+            }),
+        );
+    }
+    if let Some(patch) = new.contact_patch.as_ref().filter(|p| !p.is_empty()) {
+        let _guard = lock_stripe(contact_stripes, &n.contact_id);
+        let ckey = key("c/", &[n.contact_id.as_bytes()]);
+        let old: Option<Contact> = match get(&ckey)? {
+            Some(v) => Some(decode(&ckey, &v)?),
             None => None,
         };
-        let due = n.next_attempt_at.unwrap_or(now);
-        batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
-        batch.insert(
-            key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
-            &[][..],
-        );
-        batch.insert(queue_key(due, &n.id), &[][..]);
-        self.tree.apply_batch(batch).map_err(io)?;
-        Ok(None)
+        let mut contact = old
+            .clone()
+            .unwrap_or_else(|| Contact::new(&n.contact_id, now));
+        contact.apply(patch, now);
+        let mut contact_batch = sled::Batch::default();
+        write_contact(&mut contact_batch, old.as_ref(), &contact);
+        tree.apply_batch(contact_batch).map_err(io)?;
     }
+    let due = n.next_attempt_at.unwrap_or(now);
+    batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
+    batch.insert(
+        key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
+        &[][..],
+    );
+    batch.insert(queue_key(due, &n.id), &[][..]);
+    Ok(None)
 }
 
 #[async_trait]
@@ -522,17 +610,15 @@ impl Store for SledStore {
     }
 
     async fn accept(&self, new: NewNotification, now: Timestamp) -> StoreResult<AcceptOutcome> {
-        if let Some(earlier) = self.write_accepted(&new, now)? {
-            return Ok(earlier);
-        }
-        self.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let record = encode(&JournalRecord { new, at: now });
         let journal = self
             .journal
             .get()
             .expect("the journal starts when the store opens");
-        journal.append(record).await.map_err(StoreError::Io)?;
-        Ok(AcceptOutcome::Created)
+        let outcome = journal.append((new, now)).await.map_err(StoreError::Io)?;
+        if outcome == AcceptOutcome::Created {
+            self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcome)
     }
 
     async fn get_notification(&self, id: &str) -> StoreResult<Option<Notification>> {
@@ -895,7 +981,8 @@ mod tests {
         // The journal as a crashed run leaves it: accepted (on disk) but lost by sled.
         {
             let scratch = sled::Config::new().temporary(true).open().unwrap();
-            let journal = Journal::start(&path.with_extension("journal"), scratch).unwrap();
+            let journal =
+                Journal::start(&path.with_extension("journal"), scratch, journal::Raw).unwrap();
             let record = JournalRecord {
                 new: NewNotification {
                     notification: sample_notification("n1", now),
