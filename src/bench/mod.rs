@@ -79,7 +79,7 @@ impl Gateway {
     async fn start(data: &Path, hold: bool) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = Command::new(exe);
-        cmd.args(["sandbox", "--listen", "127.0.0.1:0", "--data"])
+        cmd.args(["sandbox", "--unpaced", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -44,6 +44,9 @@ pub enum Command {
         /// Accept and store notifications but send none (used by `lifeboat bench`).
         #[arg(long, hide = true)]
         hold_deliveries: bool,
+        /// Lift every channel's pacing (used by `lifeboat bench`).
+        #[arg(long, hide = true)]
+        unpaced: bool,
     },
     /// Exit 0 if a running gateway answers `GET /healthz` (for container health checks).
     Healthcheck {
@@ -96,7 +99,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             listen,
             data,
             hold_deliveries,
-        } => crate::sandbox::run(listen, data, hold_deliveries).await,
+            unpaced,
+        } => crate::sandbox::run(listen, data, hold_deliveries, unpaced).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,

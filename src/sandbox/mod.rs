@@ -104,7 +104,14 @@ service_window = false
 }
 
 /// Runs `lifeboat sandbox`.
-pub async fn run(listen: SocketAddr, data: PathBuf, hold_deliveries: bool) -> ExitCode {
+/// `unpaced` lifts the channels' pacing (the benchmark measures the gateway, not the pace
+/// the providers allow); `hold_deliveries` keeps everything queued.
+pub async fn run(
+    listen: SocketAddr,
+    data: PathBuf,
+    hold_deliveries: bool,
+    unpaced: bool,
+) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => return fail(1, format!("cannot listen on {listen}: {e}")),
@@ -135,7 +142,14 @@ pub async fn run(listen: SocketAddr, data: PathBuf, hold_deliveries: bool) -> Ex
         Err(e) => return fail(1, format!("cannot start the simulated providers: {e}")),
     };
 
-    let text = config_text(addr, &data, &wa_url, &tg_url, &line_url, smtp_port);
+    let mut text = config_text(addr, &data, &wa_url, &tg_url, &line_url, smtp_port);
+    if unpaced {
+        // Appended to the `[policy.whatsapp]` table the config text ends with.
+        text.push_str(
+            "rate = 1000000\n\n[policy.telegram]\nrate = 1000000\nper_chat_rate = 1000000\n\n\
+             [policy.line]\nrate = 1000000\n\n[policy.email]\nrate = 1000000\n",
+        );
+    }
     let config = match Config::from_toml(&text, Path::new("<sandbox>"), &|_| None) {
         Ok(c) => c,
         Err(e) => return fail(2, format!("the sandbox config is invalid (a bug): {e}")),

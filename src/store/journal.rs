@@ -29,16 +29,16 @@ const ROTATE_EVERY: Duration = Duration::from_secs(2);
 /// Most records written in one batch.
 const MAX_BATCH: usize = 8192;
 
+/// One staged request: the record to append (none if nothing is to be written) and its answer.
+pub type Staged<A> = (Option<Vec<u8>>, Result<A, String>);
+
 /// What the committer does with a group of requests before writing them: apply them (to the
 /// store, in memory) and say, per request, which record to append (if any) and its answer.
 /// Runs on the committer thread only, so it is the single writer of what it applies.
 pub trait Stage: Send + 'static {
     type Item: Send + 'static;
     type Answer: Send + 'static;
-    fn stage(
-        &mut self,
-        items: Vec<Self::Item>,
-    ) -> Vec<(Option<Vec<u8>>, Result<Self::Answer, String>)>;
+    fn stage(&mut self, items: Vec<Self::Item>) -> Vec<Staged<Self::Answer>>;
 }
 
 /// Appends raw records as they come (no staging): for tests.
@@ -49,7 +49,7 @@ pub struct Raw;
 impl Stage for Raw {
     type Item = Vec<u8>;
     type Answer = ();
-    fn stage(&mut self, items: Vec<Vec<u8>>) -> Vec<(Option<Vec<u8>>, Result<(), String>)> {
+    fn stage(&mut self, items: Vec<Vec<u8>>) -> Vec<Staged<()>> {
         items.into_iter().map(|r| (Some(r), Ok(()))).collect()
     }
 }

@@ -354,7 +354,7 @@ impl Stage for AcceptStage {
     fn stage(
         &mut self,
         items: Vec<(NewNotification, Timestamp)>,
-    ) -> Vec<(Option<Vec<u8>>, Result<AcceptOutcome, String>)> {
+    ) -> Vec<journal::Staged<AcceptOutcome>> {
         let mut batch = sled::Batch::default();
         let mut keys = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
