@@ -57,7 +57,8 @@ pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> Stor
     let mut times = recent(&load(store, contact_id).await?, now);
     times.push(now.timestamp_millis());
     let bytes = serde_json::to_vec(&times).expect("a list of integers serializes");
-    store.kv_put(NAMESPACE, contact_id, &bytes).await
+    // Relaxed: a crash may forget the last half second of counts, not the cap itself.
+    store.kv_put_relaxed(NAMESPACE, contact_id, &bytes).await
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ impl TierLedger {
         set.insert(contact_id.to_string());
         let bytes = serde_json::to_vec(set).expect("a set of strings serializes");
         self.store
-            .kv_put(NAMESPACE, &format!("whatsapp/{h}"), &bytes)
+            .kv_put_relaxed(NAMESPACE, &format!("whatsapp/{h}"), &bytes)
             .await?;
         // Forget buckets that rolled off (memory only; old keys are never read again).
         ledger.hours = ledger.hours.split_off(&(h - HOURS + 1));

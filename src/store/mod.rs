@@ -184,6 +184,10 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Stores durably.
     async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Stores without waiting for the disk: the record is durable with the store's next
+    /// flush (within half a second). For counters on the send path (caps, tier, risk figures),
+    /// where losing the last moment's counts in a crash is better than a flush per send.
+    async fn kv_put_relaxed(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
 
     /// Makes every write so far durable.

@@ -881,6 +881,11 @@ impl Store for SledStore {
         self.durable().await
     }
 
+    async fn kv_put_relaxed(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<()> {
+        self.tree.insert(kv_key(namespace, k), value).map_err(io)?;
+        Ok(())
+    }
+
     async fn kv_delete(&self, namespace: &str, k: &str) -> StoreResult<()> {
         self.tree.remove(kv_key(namespace, k)).map_err(io)?;
         self.durable().await

@@ -150,7 +150,9 @@ pub struct Settings {
     pub whatsapp_cooldown: &'static str,
     /// The whole `[policy]` section. The default turns off the two guardrails that depend on
     /// the hour and on WhatsApp conversations, so the other tests run the same at any time of
-    /// day and can send free-form WhatsApp text; tests/gateway/guardrails.rs sets its own.
+    /// day and can send free-form WhatsApp text, and lifts Telegram's one-message-a-second
+    /// pace per chat, since the load tests send hundreds of messages to one test chat (as fast as the gateway goes);
+    /// tests/gateway/guardrails.rs sets its own.
     pub policy: String,
 }
 
@@ -159,7 +161,8 @@ impl Default for Settings {
         Settings {
             max_wait: "2s",
             whatsapp_cooldown: "1h",
-            policy: "[policy]\nquiet_hours = \"off\"\n[policy.whatsapp]\nservice_window = false\n"
+            policy: "[policy]\nquiet_hours = \"off\"\n[policy.whatsapp]\nservice_window = false\n\
+                     [policy.telegram]\nrate = 1000\nper_chat_rate = 1000\n"
                 .into(),
         }
     }
