@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -60,7 +60,9 @@ pub struct SledStore {
     contact_stripes: Arc<Vec<Mutex<()>>>,
     /// Held while claiming and while editing an unclaimed notification.
     claim_lock: Mutex<()>,
-    queue_depth: AtomicU64,
+    /// Queue entries, kept up to date by every write; signed because the count of what was
+    /// queued at open arrives later than the changes made meanwhile (see `open`).
+    queue_depth: Arc<AtomicI64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,6 +125,9 @@ fn lock_stripe<'a>(stripes: &'a [Mutex<()>], name: &str) -> std::sync::MutexGuar
     let i = (h.finish() as usize) % stripes.len();
     stripes[i].lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Where a clean stop leaves the queue's size (removed at open).
+const QUEUE_DEPTH_KEY: &[u8] = b"meta/queue_depth";
 
 fn address_key(kind: ChannelKind, address: &str) -> Vec<u8> {
     key("a/", &[kind.as_str().as_bytes(), address.as_bytes()])
@@ -203,12 +208,18 @@ impl SledStore {
             tree,
             contact_stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
             claim_lock: Mutex::new(()),
-            queue_depth: AtomicU64::new(0),
+            queue_depth: Arc::new(AtomicI64::new(0)),
         };
         store.replay_journal(&path.with_extension("journal"))?;
-        store.release_stale_claims()?;
-        let depth = store.tree.scan_prefix(b"q/").count() as u64;
+        // A clean stop leaves the queue's size behind; after a crash it is counted (slower).
+        let depth = match store.tree.remove(QUEUE_DEPTH_KEY).map_err(io)? {
+            Some(saved) if saved.len() == 8 => {
+                i64::from_be_bytes(saved.as_ref().try_into().expect("8 bytes"))
+            }
+            _ => store.tree.scan_prefix(b"q/").count() as i64,
+        };
         store.queue_depth.store(depth, Ordering::Relaxed);
+        store.release_stale_claims()?;
         Ok(store)
     }
 
@@ -271,6 +282,8 @@ impl SledStore {
         }
         self.tree.apply_batch(batch).map_err(io)?;
         self.db.flush().map_err(io)?;
+        self.queue_depth
+            .fetch_add(released as i64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -563,7 +576,8 @@ impl Store for SledStore {
                 }),
             );
             self.tree.apply_batch(batch).map_err(io)?;
-            self.queue_depth.fetch_sub(dequeued, Ordering::Relaxed);
+            self.queue_depth
+                .fetch_sub(dequeued as i64, Ordering::Relaxed);
         }
         self.durable().await?;
         Ok(true)
@@ -707,7 +721,7 @@ impl Store for SledStore {
         if !claimed.is_empty() {
             self.tree.apply_batch(batch).map_err(io)?;
             self.queue_depth
-                .fetch_sub(claimed.len() as u64, Ordering::Relaxed);
+                .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
         }
         Ok(claimed)
     }
@@ -809,7 +823,7 @@ impl Store for SledStore {
     }
 
     fn queue_depth(&self) -> u64 {
-        self.queue_depth.load(Ordering::Relaxed)
+        self.queue_depth.load(Ordering::Relaxed).max(0) as u64
     }
 
     async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>> {
@@ -892,6 +906,13 @@ impl Store for SledStore {
     }
 
     async fn flush(&self) -> StoreResult<()> {
+        // Called at shutdown: leave the queue's size for the next start, so a restart on a
+        // long queue doesn't count it. `open` removes it again, so a crash never leaves a
+        // stale one behind.
+        let depth = self.queue_depth.load(Ordering::Relaxed).max(0);
+        self.tree
+            .insert(QUEUE_DEPTH_KEY, &depth.to_be_bytes())
+            .map_err(io)?;
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
@@ -1082,6 +1103,57 @@ mod tests {
             store.edit_notification("nope", edit()).await.unwrap(),
             Edited::Missing
         );
+    }
+
+    async fn reopen(path: &Path) -> SledStore {
+        loop {
+            match SledStore::open(path, 8) {
+                Ok(store) => return store,
+                Err(StoreError::Locked { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_depth_is_kept_across_a_clean_stop_and_counted_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        {
+            let store = SledStore::open(&path, 8).unwrap();
+            for id in ["n1", "n2", "n3"] {
+                let mut n = sample_notification(id, now);
+                n.idempotency_key = None;
+                let new = NewNotification {
+                    notification: n,
+                    contact_patch: None,
+                    idempotency: None,
+                };
+                assert_eq!(
+                    store.accept(new, now).await.unwrap(),
+                    AcceptOutcome::Created
+                );
+            }
+            assert_eq!(store.claim_due(now, 1).await.unwrap().len(), 1);
+            assert_eq!(store.queue_depth(), 2);
+            store.flush().await.unwrap();
+        }
+        // Clean stop: the saved size, plus the claim left in flight, now back on the queue.
+        let store = reopen(&path).await;
+        assert_eq!(store.queue_depth(), 3);
+        let mut n = sample_notification("n4", now);
+        n.idempotency_key = None;
+        let new = NewNotification {
+            notification: n,
+            contact_patch: None,
+            idempotency: None,
+        };
+        store.accept(new, now).await.unwrap();
+        drop(store);
+        // No flush (a crash): the saved size was removed at open, so the queue is counted.
+        let store = reopen(&path).await;
+        assert_eq!(store.queue_depth(), 4);
     }
 
     #[tokio::test]
