@@ -276,6 +276,23 @@ pub fn redact(text: &str, secret: &str) -> String {
     text.replace(secret, "***")
 }
 
+/// An error and its sources on one line ("error sending request: connection refused"), for
+/// an answer's detail: HTTP clients nest the useful part (refused, timed out) a level or two
+/// down. Run the result through [`redact`] if a source may echo a credential.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +312,18 @@ mod tests {
             "error for https://x/bot***/SendMessage"
         );
         assert_eq!(redact("nothing", ""), "nothing");
+    }
+
+    #[test]
+    fn error_chain_joins_sources_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(error_chain(&e), "error sending request: connection refused");
     }
 
     #[test]

@@ -44,7 +44,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use lifeboat_channel::{redact, Answer, Channel, ChannelKind, Class, Health, OutboundMessage};
+use lifeboat_channel::{
+    error_chain, redact, Answer, Channel, ChannelKind, Class, Health, OutboundMessage,
+};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::ExposeSecret;
 
@@ -277,21 +279,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name)?.to_str().ok().filter(|s| !s.is_empty())
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[async_trait]

@@ -43,7 +43,7 @@
 
 use std::time::Duration;
 
-use lifeboat_channel::{redact, Answer, Class, Health, OptOut, ThrottleScope};
+use lifeboat_channel::{error_chain, redact, Answer, Class, Health, OptOut, ThrottleScope};
 use teloxide::{ApiError, RequestError};
 
 /// Descriptions of a Bot API (or proxy) server failure: retry, don't fall over for good.
@@ -204,20 +204,6 @@ fn retry_after_in_text(text: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit())
         .next()
         .and_then(|n| n.parse().ok())
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
 }
 
 fn invalid_json_detail(raw: &str) -> String {

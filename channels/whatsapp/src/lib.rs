@@ -24,7 +24,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lifeboat_channel::{redact, Answer, Channel, ChannelKind, Class, Health, OutboundMessage};
+use lifeboat_channel::{
+    error_chain, redact, Answer, Channel, ChannelKind, Class, Health, OutboundMessage,
+};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -185,21 +187,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .or_else(|| {
             header("x-business-use-case-usage").and_then(classify::parse_business_use_case_usage)
         })
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[async_trait]
