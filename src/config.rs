@@ -524,6 +524,26 @@ cooldown = "2m"
         assert!(err.to_string().contains("server.api_keys"), "{err}");
     }
 
+    /// The example config stays valid: with every variable set, all four channels build.
+    #[test]
+    fn the_example_config_is_valid_and_configures_every_channel() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/lifeboat.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let env = |name: &str| -> Option<String> {
+            Some(match name {
+                "WHATSAPP_PHONE_NUMBER_ID" => "1234567890".into(),
+                "TELEGRAM_BOT_TOKEN" => "123456:ABC-example".into(),
+                other => format!("{}-value", other.to_lowercase().replace('_', "-")),
+            })
+        };
+        let cfg = Config::from_toml(&text, path, &env).unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let registry = crate::channels::Registry::from_config(&cfg).unwrap();
+        for kind in ChannelKind::ALL {
+            assert!(registry.get(kind).is_some(), "{kind} should be configured");
+        }
+    }
+
     #[test]
     fn bad_values_are_named() {
         let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
