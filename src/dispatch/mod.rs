@@ -19,6 +19,8 @@ use worker::WorkerContext;
 
 /// How many notifications one claim takes at most.
 const CLAIM_BATCH: usize = 512;
+/// How many one claim takes at least (when there are that many due), slots free or not.
+const MIN_CLAIM: usize = 64;
 /// The longest the scheduler sleeps without looking at the queue.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
@@ -92,7 +94,10 @@ async fn schedule(
         if *stopped.borrow() {
             return;
         }
-        // Wait for at least one free slot before claiming, so claimed work starts at once.
+        // Wait for a free slot before claiming. Then claim at least a small batch even if fewer
+        // slots are free: one claim per freed slot made the scheduler (a single task) the
+        // bottleneck; claimed notifications wait here for their slot, and nobody else can take
+        // them meanwhile.
         let free = match slots.clone().acquire_owned().await {
             Ok(permit) => {
                 let n = slots.available_permits() + 1;
@@ -101,7 +106,7 @@ async fn schedule(
             }
             Err(_) => return,
         };
-        let limit = free.min(CLAIM_BATCH);
+        let limit = free.max(MIN_CLAIM).min(CLAIM_BATCH);
         let batch = match ctx.store.claim_due(ctx.clock.now(), limit).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -112,8 +117,14 @@ async fn schedule(
         };
         let full = batch.len() == limit;
         for n in batch {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
+            // At shutdown, claimed notifications not started yet keep their claim; the store
+            // puts them back on the queue at the next start.
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = stopped.wait_for(|stop| *stop) => return,
             };
             let ctx = ctx.clone();
             let wake = wake.clone();
