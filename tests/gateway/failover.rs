@@ -71,15 +71,7 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("c-1").await;
 
     let first = gw.notify(json!({"contact_id": "c-1", "text": "one"})).await;
     let n = gw.wait_final(&first).await;
@@ -130,15 +122,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
         ..Settings::default()
     };
     let gw = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("c-1").await;
 
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
@@ -277,15 +261,7 @@ async fn a_transient_error_is_retried_on_the_same_channel() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
         .await;
@@ -309,15 +285,7 @@ async fn transient_errors_past_the_retry_budget_fall_over() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
         .await;
@@ -372,15 +340,7 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "short",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("short").await;
     gw.contact(
         "long",
         json!({"whatsapp": "+48600999999", "telegram": "5559999"}),
@@ -428,15 +388,7 @@ async fn admin_disable_and_enable_reroute_at_once() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.on_whatsapp_and_telegram("c-1").await;
 
     let (status, row) = gw
         .admin_post(

@@ -345,6 +345,20 @@ impl Gateway {
         }
     }
 
+    /// A contact with a WhatsApp number and a Telegram chat, consenting to transactional
+    /// messages on both: the usual subject of the failover tests.
+    pub async fn on_whatsapp_and_telegram(&self, id: &str) {
+        self.contact(
+            id,
+            json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
+            &[
+                ("whatsapp", &["transactional"]),
+                ("telegram", &["transactional"]),
+            ],
+        )
+        .await;
+    }
+
     /// Posts a notification and returns its id (asserting 202).
     pub async fn notify(&self, body: Value) -> String {
         let (status, answer) = self.post("/v1/notifications", body).await;
