@@ -106,7 +106,7 @@ async fn schedule(
             }
             Err(_) => return,
         };
-        let limit = free.max(MIN_CLAIM).min(CLAIM_BATCH);
+        let limit = free.clamp(MIN_CLAIM, CLAIM_BATCH);
         let batch = match ctx.store.claim_due(ctx.clock.now(), limit).await {
             Ok(batch) => batch,
             Err(e) => {

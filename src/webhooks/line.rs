@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use lifeboat_channel::ChannelKind;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{signature, Hooks};
@@ -87,22 +87,17 @@ pub async fn receive(
             "LINE is not configured ([channels.line])",
         ));
     };
-    let Some(secret) = settings.channel_secret.as_ref() else {
-        tracing::warn!("LINE webhook refused: no [channels.line] channel_secret is configured to check its signature");
-        return Err(ApiError::unauthorized(
-            "no channel_secret is configured in [channels.line], so no signature can be checked",
-        ));
-    };
-    let given = headers
-        .get("x-line-signature")
-        .and_then(|v| v.to_str().ok());
-    if !signature::line_valid(secret.expose_secret().as_bytes(), &body, given) {
-        tracing::warn!(
-            signed = given.is_some(),
-            "LINE webhook refused: missing or wrong X-Line-Signature"
-        );
-        return Err(ApiError::unauthorized("missing or wrong X-Line-Signature"));
-    }
+    signature::require(
+        &signature::Scheme {
+            provider: "LINE",
+            secret_key: "[channels.line] channel_secret",
+            header: "X-Line-Signature",
+            valid: signature::line_valid,
+        },
+        settings.channel_secret.as_ref(),
+        &headers,
+        &body,
+    )?;
     let callback: Callback = serde_json::from_slice(&body).map_err(|e| {
         let what = super::describe_json_error(&e);
         tracing::warn!(bytes = body.len(), "LINE webhook body refused: {what}");

@@ -9,6 +9,54 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// How one provider signs its webhooks, for [`require`].
+pub struct Scheme {
+    /// The provider's name in logs and errors ("WhatsApp", "LINE").
+    pub provider: &'static str,
+    /// The config key of the secret, for the error when it is missing.
+    pub secret_key: &'static str,
+    /// The header carrying the signature.
+    pub header: &'static str,
+    pub valid: fn(&[u8], &[u8], Option<&str>) -> bool,
+}
+
+/// Refuses a webhook (401, logged without its content) unless `body` carries a valid signature
+/// under `secret`; a provider configured without the secret refuses everything, since nothing
+/// could be checked.
+pub fn require(
+    scheme: &Scheme,
+    secret: Option<&secrecy::SecretString>,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(), crate::api::ApiError> {
+    use secrecy::ExposeSecret;
+    let Some(secret) = secret else {
+        tracing::warn!(
+            provider = scheme.provider,
+            "webhook refused: no {} is configured to check its signature",
+            scheme.secret_key
+        );
+        return Err(crate::api::ApiError::unauthorized(format!(
+            "no {} is configured, so no signature can be checked",
+            scheme.secret_key
+        )));
+    };
+    let given = headers.get(scheme.header).and_then(|v| v.to_str().ok());
+    if !(scheme.valid)(secret.expose_secret().as_bytes(), body, given) {
+        tracing::warn!(
+            provider = scheme.provider,
+            signed = given.is_some(),
+            "webhook refused: missing or wrong {}",
+            scheme.header
+        );
+        return Err(crate::api::ApiError::unauthorized(format!(
+            "missing or wrong {}",
+            scheme.header
+        )));
+    }
+    Ok(())
+}
+
 /// WhatsApp (Meta): `X-Hub-Signature-256: sha256=<hex of HMAC-SHA256(app_secret, body)>`.
 pub fn whatsapp_valid(app_secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {

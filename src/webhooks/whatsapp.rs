@@ -244,24 +244,17 @@ pub async fn receive(
             "WhatsApp is not configured ([channels.whatsapp])",
         ));
     };
-    let Some(secret) = settings.app_secret.as_ref() else {
-        tracing::warn!("WhatsApp webhook refused: no [channels.whatsapp] app_secret is configured to check its signature");
-        return Err(ApiError::unauthorized(
-            "no app_secret is configured in [channels.whatsapp], so no signature can be checked",
-        ));
-    };
-    let given = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
-    if !signature::whatsapp_valid(secret.expose_secret().as_bytes(), &body, given) {
-        tracing::warn!(
-            signed = given.is_some(),
-            "WhatsApp webhook refused: missing or wrong X-Hub-Signature-256"
-        );
-        return Err(ApiError::unauthorized(
-            "missing or wrong X-Hub-Signature-256",
-        ));
-    }
+    signature::require(
+        &signature::Scheme {
+            provider: "WhatsApp",
+            secret_key: "[channels.whatsapp] app_secret",
+            header: "X-Hub-Signature-256",
+            valid: signature::whatsapp_valid,
+        },
+        settings.app_secret.as_ref(),
+        &headers,
+        &body,
+    )?;
 
     let parsed = parse(&body)?;
     state
