@@ -234,7 +234,9 @@ fn commit<S: Stage>(
     let mut buf = Vec::with_capacity(1 << 20);
     let mut rotated_at = Instant::now();
     let mut segment = Segment { file, offset: None };
-    let mut spare = Some(prepare_segment(dir.clone(), seq + 1));
+    // The first preallocated segment is prepared at the first rotation: a gateway that never
+    // sees two seconds of accepts never writes 64 MiB of zeros.
+    let mut spare: Option<std::thread::JoinHandle<io::Result<File>>> = None;
     while let Ok(first) = requests.recv() {
         let mut items = vec![first];
         while items.len() < MAX_BATCH {
