@@ -237,7 +237,8 @@ async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_json");
 
-    // Other fields (statuses, account updates) are accepted and ignored for now.
+    // An ACCOUNT_VIOLATION (recorded, no state change) and a status for a message Lifeboat
+    // never sent: both answered 200, and WhatsApp stays in rotation.
     let other = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
         {"field": "account_update", "value": {"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SCAM"}}},
         {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [
@@ -246,6 +247,7 @@ async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
     .unwrap();
     let (status, _) = post_wa(&gw, &other, Some(wa_signature(&other))).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
 
     let (_, logs) = gw.terminate().await;
     assert!(!logs.contains("private words"), "{logs}");
