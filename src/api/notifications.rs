@@ -232,7 +232,7 @@ pub async fn create(
     }
     let fallback_after = duration_field("fallback_after", &req.fallback_after)?;
 
-    let exists = state.store.get_contact(&req.contact_id).await?.is_some();
+    let exists = state.store.contact_exists(&req.contact_id).await?;
     if !exists && patch.as_ref().is_none_or(|p| p.is_empty()) {
         return Err(ApiError::validation(
             "contact_id",

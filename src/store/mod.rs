@@ -102,6 +102,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Contact>;
     async fn get_contact(&self, id: &str) -> StoreResult<Option<Contact>>;
+    /// Whether the contact exists, without reading it (the accept path only needs that).
+    async fn contact_exists(&self, id: &str) -> StoreResult<bool>;
     /// Erases addresses, consents and pending notifications; the consent history keeps only an
     /// anonymised tombstone. Returns whether the contact existed.
     async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
