@@ -9,13 +9,19 @@
 //! | `n/` | notification id (UUIDv7, so time-ordered) | notification |
 //! | `x/` | contact id, 0, notification id | (index: a contact's notifications) |
 //! | `q/` | due time (ms, u64 BE), notification id | (the queue, earliest first) |
-//! | `f/` | notification id | queue key it was claimed from (claimed, "in flight") |
+//! | `f/` | notification id | queue key it was claimed from (written by versions before claims were kept in memory; released at open) |
 //! | `k/` | idempotency key | notification id, body fingerprint, time |
 //! | `s/` | channel name | channel state |
 //! | `e/` | sha256 of an erased contact id | tombstone |
 //! | `a/` | channel name, 0, address | contact id (find a contact from an inbound message) |
 //! | `v/` | namespace, 0, key | small records of other modules (opt-in tokens, bot offsets, ...) |
 //! | `m/` | channel name, 0, provider message id | notification id (to apply a delivery receipt) |
+//!
+//! Claims are kept in memory, not written: a claimed notification keeps its queue entry,
+//! which the claim's `save_progress` replaces, so a crash leaves it on the queue as it was
+//! (sent again: at-least-once) and a claim costs no write. Scans of the queue skip claimed
+//! entries. (Writing claims as `f/` records cost two of the eight writes a delivered
+//! notification took; see BENCHMARKS.md.)
 //!
 //! Accepts have a single writer: the journal's committer thread ([`AcceptStage`]) checks
 //! idempotency keys and applies a whole group of accepts as one batch, so no lock guards the
@@ -58,8 +64,9 @@ pub struct SledStore {
     journal: std::sync::OnceLock<Journal<AcceptStage>>,
     /// Serialise read-modify-write per contact (one stripe at a time, never two).
     contact_stripes: Arc<Vec<Mutex<()>>>,
-    /// Held while claiming and while editing an unclaimed notification.
-    claim_lock: Mutex<()>,
+    /// Claimed notifications (id → the queue key they were claimed at). Locked while claiming
+    /// and while editing an unclaimed notification.
+    claimed: Mutex<HashMap<String, Vec<u8>>>,
     /// Queue entries, kept up to date by every write; signed because the count of what was
     /// queued at open arrives later than the changes made meanwhile (see `open`).
     queue_depth: Arc<AtomicI64>,
@@ -207,7 +214,7 @@ impl SledStore {
             db,
             tree,
             contact_stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
-            claim_lock: Mutex::new(()),
+            claimed: Mutex::new(HashMap::new()),
             queue_depth: Arc::new(AtomicI64::new(0)),
         };
         store.replay_journal(&path.with_extension("journal"))?;
@@ -292,15 +299,18 @@ impl SledStore {
         let Some(mut n) = self.get::<Notification>(&key("n/", &[id.as_bytes()]))? else {
             return Ok(None);
         };
-        if n.status == Status::Queued
-            && self
-                .tree
-                .contains_key(key("f/", &[id.as_bytes()]))
-                .map_err(io)?
-        {
+        if n.status == Status::Queued && self.is_claimed(id) {
             n.status = Status::Sending;
         }
         Ok(Some(n))
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_claimed(&self, id: &str) -> bool {
+        self.claims().contains_key(id)
     }
 
     fn write_contact(&self, batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
@@ -496,6 +506,12 @@ impl Store for SledStore {
         self.get(&key("c/", &[id.as_bytes()]))
     }
 
+    async fn contact_exists(&self, id: &str) -> StoreResult<bool> {
+        self.tree
+            .contains_key(key("c/", &[id.as_bytes()]))
+            .map_err(io)
+    }
+
     async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
         {
             let _guard = self.stripe(id);
@@ -537,7 +553,9 @@ impl Store for SledStore {
                 let nid = &k[xprefix.len()..];
                 let nkey = key("n/", &[nid]);
                 if let Some(mut n) = self.get::<Notification>(&nkey)? {
-                    if let Some(due) = n.queue_due() {
+                    // A claimed one's queue entry goes with its worker's save.
+                    let claimed = self.is_claimed(&n.id);
+                    if let Some(due) = n.queue_due().filter(|_| !claimed) {
                         let qk = queue_key(due, &n.id);
                         if self.tree.get(&qk).map_err(io)?.is_some() {
                             batch.remove(qk);
@@ -699,36 +717,39 @@ impl Store for SledStore {
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
         let end = queue_key(now + chrono::Duration::milliseconds(1), "");
-        let _claiming = self.claim_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut claims = self.claims();
         let mut claimed = Vec::new();
-        let mut batch = sled::Batch::default();
+        let mut orphans = sled::Batch::default();
         for item in self.tree.range(b"q/".to_vec()..end) {
             if claimed.len() >= limit {
                 break;
             }
             let (qk, _) = item.map_err(io)?;
             let id = String::from_utf8_lossy(&qk[10..]).into_owned();
-            batch.remove(qk.clone());
-            batch.insert(key("f/", &[id.as_bytes()]), qk.to_vec());
+            if claims.contains_key(&id) {
+                continue;
+            }
             match self.get::<Notification>(&key("n/", &[id.as_bytes()]))? {
-                Some(n) => claimed.push(n),
-                None => {
-                    // A queue entry without its record cannot be sent; drop it.
-                    batch.remove(key("f/", &[id.as_bytes()]));
+                Some(n) => {
+                    claims.insert(id, qk.to_vec());
+                    claimed.push(n);
                 }
+                // A queue entry without its record cannot be sent; drop it.
+                None => orphans.remove(qk),
             }
         }
-        if !claimed.is_empty() {
-            self.tree.apply_batch(batch).map_err(io)?;
-            self.queue_depth
-                .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
-        }
+        self.tree.apply_batch(orphans).map_err(io)?;
+        self.queue_depth
+            .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
         Ok(claimed)
     }
 
     async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
-        batch.remove(key("f/", &[n.id.as_bytes()]));
+        let claimed_at = self.claims().get(&n.id).cloned();
+        if let Some(qk) = &claimed_at {
+            batch.remove(qk.clone());
+        }
         batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
         index_message_ids(&mut batch, n);
         let requeued = match n.queue_due() {
@@ -739,6 +760,7 @@ impl Store for SledStore {
             None => false,
         };
         self.tree.apply_batch(batch).map_err(io)?;
+        self.claims().remove(&n.id);
         if requeued {
             self.queue_depth.fetch_add(1, Ordering::Relaxed);
         }
@@ -754,12 +776,8 @@ impl Store for SledStore {
 
     async fn edit_notification(&self, id: &str, edit: NotificationEdit) -> StoreResult<Edited> {
         let edited = {
-            let _claiming = self.claim_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if self
-                .tree
-                .contains_key(key("f/", &[id.as_bytes()]))
-                .map_err(io)?
-            {
+            let claims = self.claims();
+            if claims.contains_key(id) {
                 return Ok(Edited::Claimed);
             }
             let nkey = key("n/", &[id.as_bytes()]);
@@ -809,17 +827,19 @@ impl Store for SledStore {
     }
 
     async fn next_due(&self) -> StoreResult<Option<Timestamp>> {
-        match self.tree.scan_prefix(b"q/").next() {
-            Some(item) => {
-                let (k, _) = item.map_err(io)?;
-                let mut ms = [0u8; 8];
-                ms.copy_from_slice(&k[2..10]);
-                Ok(DateTime::from_timestamp_millis(
-                    u64::from_be_bytes(ms) as i64
-                ))
+        let claims = self.claims();
+        for item in self.tree.scan_prefix(b"q/") {
+            let (k, _) = item.map_err(io)?;
+            if claims.contains_key(String::from_utf8_lossy(&k[10..]).as_ref()) {
+                continue;
             }
-            None => Ok(None),
+            let mut ms = [0u8; 8];
+            ms.copy_from_slice(&k[2..10]);
+            return Ok(DateTime::from_timestamp_millis(
+                u64::from_be_bytes(ms) as i64
+            ));
         }
+        Ok(None)
     }
 
     fn queue_depth(&self) -> u64 {
@@ -908,8 +928,8 @@ impl Store for SledStore {
     async fn flush(&self) -> StoreResult<()> {
         // Called at shutdown: leave the queue's size for the next start, so a restart on a
         // long queue doesn't count it. `open` removes it again, so a crash never leaves a
-        // stale one behind.
-        let depth = self.queue_depth.load(Ordering::Relaxed).max(0);
+        // stale one behind. Claims still held keep their queue entries: they count too.
+        let depth = self.queue_depth.load(Ordering::Relaxed).max(0) + self.claims().len() as i64;
         self.tree
             .insert(QUEUE_DEPTH_KEY, &depth.to_be_bytes())
             .map_err(io)?;
@@ -1102,6 +1122,56 @@ mod tests {
         assert_eq!(
             store.edit_notification("nope", edit()).await.unwrap(),
             Edited::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_never_handed_out_twice_and_a_crash_leaves_it_on_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        {
+            let store = SledStore::open(&path, 8).unwrap();
+            for id in ["n1", "n2"] {
+                let new = NewNotification {
+                    notification: sample_notification(id, now),
+                    contact_patch: None,
+                    idempotency: None,
+                };
+                store.accept(new, now).await.unwrap();
+            }
+            let first = store.claim_due(now, 1).await.unwrap();
+            assert_eq!(first[0].id, "n1");
+            // The claimed one is skipped by the next claim and by the next due time...
+            let second = store.claim_due(now, 10).await.unwrap();
+            assert_eq!(
+                second.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+                ["n2"]
+            );
+            assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+            assert_eq!(store.next_due().await.unwrap(), None);
+            assert_eq!(
+                store.get_notification("n1").await.unwrap().unwrap().status,
+                Status::Sending
+            );
+            // ...and its save takes it off the queue.
+            let mut sent = second[0].clone();
+            sent.status = Status::Sent;
+            sent.next_attempt_at = None;
+            store.save_progress(&sent).await.unwrap();
+            assert_eq!(store.tree.scan_prefix(b"q/").count(), 1);
+            store.db.flush().unwrap();
+            // A crash now: n1 was claimed, never saved.
+        }
+        let store = reopen(&path).await;
+        let again = store.claim_due(Utc::now(), 10).await.unwrap();
+        assert_eq!(
+            again.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n1"]
+        );
+        assert_eq!(
+            store.get_notification("n2").await.unwrap().unwrap().status,
+            Status::Sent
         );
     }
 
