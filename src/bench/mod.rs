@@ -174,6 +174,11 @@ impl Gateway {
         .await
     }
 
+    /// CPU time the gateway process has used so far (all its threads, user and system).
+    fn cpu_time(&self) -> Duration {
+        cpu_time_of(&self.pid.to_string())
+    }
+
     fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         status
@@ -200,6 +205,32 @@ fn notify_request(text: &str) -> Vec<u8> {
         API_KEY,
         Some(&format!(r#"{{"contact_id":"bench","text":"{text}"}}"#)),
     )
+}
+
+/// User plus system CPU time of a process (`self` for this one), all threads, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 10 ms: Linux's `USER_HZ` is 100).
+fn cpu_time_of(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// CPU microseconds per request, for `requests` done in `cpu`.
+fn cpu_us_per_request(cpu: Duration, requests: u64) -> f64 {
+    (cpu.as_secs_f64() * 1e6 / requests.max(1) as f64 * 10.0).round() / 10.0
 }
 
 fn bytes_on_disk(dir: &Path) -> u64 {
@@ -300,6 +331,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let gw = Gateway::start(&held_dir, true).await?;
     gw.setup_contact().await?;
     let noop_req = load::request("GET", "/healthz", API_KEY, None);
+    let (gw_cpu, gen_cpu) = (gw.cpu_time(), cpu_time_of("self"));
     let noop = load::run(
         gw.addr,
         args.clients,
@@ -310,6 +342,9 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         None,
     )
     .await;
+    let noop_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
+    let noop_gen_cpu = cpu_time_of("self").saturating_sub(gen_cpu);
+    let (gw_cpu, gen_cpu) = (gw.cpu_time(), cpu_time_of("self"));
     let accept = load_phase(
         &gw,
         args.clients,
@@ -319,10 +354,16 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         None,
     )
     .await;
-    figures["noop"] = json!({"per_sec": noop.rate().round(), "p50_ms": ms(noop.percentile(0.5)), "p99_ms": ms(noop.percentile(0.99)), "errors": noop.errors});
+    let accept_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
+    let accept_gen_cpu = cpu_time_of("self").saturating_sub(gen_cpu);
+    figures["noop"] = json!({
+        "per_sec": noop.rate().round(), "p50_ms": ms(noop.percentile(0.5)), "p99_ms": ms(noop.percentile(0.99)), "errors": noop.errors,
+        "gateway_cpu_us": cpu_us_per_request(noop_gw_cpu, noop.ok), "generator_cpu_us": cpu_us_per_request(noop_gen_cpu, noop.ok),
+    });
     figures["accept"] = json!({
         "per_sec": accept.rate().round(), "p50_ms": ms(accept.percentile(0.5)), "p99_ms": ms(accept.percentile(0.99)),
         "errors": accept.errors, "accepted": accept.ok, "ratio_to_noop": (accept.rate() / noop.rate().max(1.0) * 100.0).round() / 100.0,
+        "gateway_cpu_us": cpu_us_per_request(accept_gw_cpu, accept.ok), "generator_cpu_us": cpu_us_per_request(accept_gen_cpu, accept.ok),
     });
 
     // 2. Memory with a full queue, then restart.
@@ -371,6 +412,17 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     })
     .await?;
     let first_send = t0.elapsed();
+    // Delivery alone: the restarted gateway drains its backlog with nothing else running.
+    let sent = |v: Value| v["received"].as_u64().unwrap_or(0);
+    let (sent0, cpu0, drain0) = (
+        sent(gw.provider("whatsapp").await?),
+        gw.cpu_time(),
+        Instant::now(),
+    );
+    tokio::time::sleep(duration.min(Duration::from_secs(5))).await;
+    let drained = sent(gw.provider("whatsapp").await?).saturating_sub(sent0);
+    let drain_secs = drain0.elapsed().as_secs_f64();
+    let drain_cpu = gw.cpu_time().saturating_sub(cpu0);
     drop(gw);
     figures["memory"] = json!({
         "queued": depth, "peak_rss_mb": (rss as f64 / 1048576.0).round(),
@@ -378,6 +430,10 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "shutdown_ms": ms(shutdown),
     });
     figures["restart"] = json!({"ready_ms": ms(ready), "first_send_ms": ms(first_send)});
+    figures["backlog"] = json!({
+        "per_sec": (drained as f64 / drain_secs.max(1e-9)).round(), "sent": drained,
+        "gateway_cpu_us": cpu_us_per_request(drain_cpu, drained),
+    });
 
     // 3. Delivery.
     eprintln!("bench: delivering {} notifications", args.deliveries);
@@ -386,6 +442,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let wall0 = SystemTime::now();
     let inst0 = Instant::now();
     let to_wall = |i: Instant| -> DateTime<Utc> { DateTime::<Utc>::from(wall0 + (i - inst0)) };
+    let gw_cpu = gw.cpu_time();
     let delivery = load_phase(
         &gw,
         args.clients,
@@ -404,6 +461,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
             >= n)
     })
     .await?;
+    let delivery_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
     let received = gw
         .expect(
             "GET",
@@ -448,6 +506,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "notifications": n, "per_sec": (receipts.len() as f64 / span.as_secs_f64().max(1e-9)).round(),
         "accept_to_provider_p50_ms": ms(load::percentile(&lat, 0.5)), "accept_to_provider_p99_ms": ms(load::percentile(&lat, 0.99)),
         "errors": delivery.errors,
+        "gateway_cpu_us": cpu_us_per_request(delivery_gw_cpu, n),
     });
 
     // 4. Failover: ban WhatsApp once half are accepted.
@@ -584,8 +643,16 @@ fn table(f: &Value) -> String {
         num(&f["accept"]["per_sec"]), num(&f["accept"]["p50_ms"]), num(&f["accept"]["p99_ms"]), num(&f["accept"]["ratio_to_noop"]), f["accept"]["errors"]
     ));
     out.push_str(&format!(
-        "delivery  {:>9.0}/s   202->provider p50 {:.2} ms  p99 {:.2} ms   {} notifications   (target >= 10000/s)\n",
-        num(&f["delivery"]["per_sec"]), num(&f["delivery"]["accept_to_provider_p50_ms"]), num(&f["delivery"]["accept_to_provider_p99_ms"]), f["delivery"]["notifications"]
+        "cpu       per request, gateway: no-op {:.1} us, accept {:.1} us; load generator: {:.1} us, {:.1} us\n",
+        num(&f["noop"]["gateway_cpu_us"]), num(&f["accept"]["gateway_cpu_us"]), num(&f["noop"]["generator_cpu_us"]), num(&f["accept"]["generator_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "delivery  {:>9.0}/s   202->provider p50 {:.2} ms  p99 {:.2} ms   {} notifications, gateway CPU {:.1} us each (accept, send, simulated provider)   (target >= 10000/s)\n",
+        num(&f["delivery"]["per_sec"]), num(&f["delivery"]["accept_to_provider_p50_ms"]), num(&f["delivery"]["accept_to_provider_p99_ms"]), f["delivery"]["notifications"], num(&f["delivery"]["gateway_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
+        num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
     ));
     out.push_str(&format!(
         "failover  {} WhatsApp requests after the ban answer ({} after the ban was recorded), first fallback {:.2} ms after it, {} of {} not sent   (target 0)\n",
