@@ -2,6 +2,9 @@
 # Not exercised in this project's CI (no Docker engine runs there); kept conventional.
 
 FROM rust:1.95-slim-bookworm AS build
+# make: jemalloc (the global allocator) is built from source by tikv-jemalloc-sys.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin lifeboat
