@@ -179,6 +179,11 @@ impl Gateway {
         cpu_time_of(&self.pid.to_string())
     }
 
+    /// CPU time the gateway process has used so far, per thread group.
+    fn thread_cpu(&self) -> std::collections::BTreeMap<&'static str, Duration> {
+        thread_cpu_of(&self.pid.to_string())
+    }
+
     fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         status
@@ -213,6 +218,11 @@ fn cpu_time_of(pid: &str) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
+    stat_cpu(&stat)
+}
+
+/// User plus system CPU time from the text of a `stat` file (a process's or a thread's).
+fn stat_cpu(stat: &str) -> Duration {
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
         return Duration::ZERO;
@@ -226,6 +236,65 @@ fn cpu_time_of(pid: &str) -> Duration {
     };
     // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Where the gateway's CPU goes, by thread name: the async runtime (HTTP, API, dispatcher
+/// workers, provider HTTP client), the journal's committer (sled writes of accepts, appends,
+/// `fdatasync`), its checkpoint thread (sled flushes), sled's own threads (its I/O pool and
+/// log flusher), and the simulated providers (the sandbox runs them on threads of their own).
+/// Linux keeps the first 15 bytes of a thread's name.
+const THREAD_GROUPS: [(&str, &str); 7] = [
+    ("tokio-rt-worker", "runtime"),
+    ("tokio-runtime-w", "runtime"),
+    ("lifeboat-journa", "journal"),
+    ("lifeboat-checkp", "checkpoint"),
+    ("sled-io", "sled"),
+    ("log flusher", "sled"),
+    ("lifeboat-sim", "simulated_providers"),
+];
+
+/// CPU time per thread group of a process (see [`THREAD_GROUPS`]; the rest is `other`), from
+/// `/proc/<pid>/task/*/stat`. A thread that ends between two readings takes its time with
+/// it, so the groups may add up to a little less than [`cpu_time_of`].
+fn thread_cpu_of(pid: &str) -> std::collections::BTreeMap<&'static str, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n)
+            .unwrap_or("");
+        let group = THREAD_GROUPS
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix))
+            .map(|(_, g)| *g)
+            .unwrap_or("other");
+        *out.entry(group).or_default() += stat_cpu(&stat);
+    }
+    out
+}
+
+/// CPU microseconds per request for each thread group, between two [`thread_cpu_of`] readings.
+fn threads_us_per_request(
+    before: &std::collections::BTreeMap<&'static str, Duration>,
+    after: &std::collections::BTreeMap<&'static str, Duration>,
+    requests: u64,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for (group, t) in after {
+        let spent = t.saturating_sub(before.get(group).copied().unwrap_or_default());
+        out.insert(
+            (*group).to_string(),
+            json!(cpu_us_per_request(spent, requests)),
+        );
+    }
+    Value::Object(out)
 }
 
 /// CPU microseconds per request, for `requests` done in `cpu`.
@@ -345,6 +414,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let noop_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
     let noop_gen_cpu = cpu_time_of("self").saturating_sub(gen_cpu);
     let (gw_cpu, gen_cpu) = (gw.cpu_time(), cpu_time_of("self"));
+    let threads0 = gw.thread_cpu();
     let accept = load_phase(
         &gw,
         args.clients,
@@ -356,6 +426,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     .await;
     let accept_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
     let accept_gen_cpu = cpu_time_of("self").saturating_sub(gen_cpu);
+    let accept_threads = threads_us_per_request(&threads0, &gw.thread_cpu(), accept.ok);
     figures["noop"] = json!({
         "per_sec": noop.rate().round(), "p50_ms": ms(noop.percentile(0.5)), "p99_ms": ms(noop.percentile(0.99)), "errors": noop.errors,
         "gateway_cpu_us": cpu_us_per_request(noop_gw_cpu, noop.ok), "generator_cpu_us": cpu_us_per_request(noop_gen_cpu, noop.ok),
@@ -364,6 +435,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "per_sec": accept.rate().round(), "p50_ms": ms(accept.percentile(0.5)), "p99_ms": ms(accept.percentile(0.99)),
         "errors": accept.errors, "accepted": accept.ok, "ratio_to_noop": (accept.rate() / noop.rate().max(1.0) * 100.0).round() / 100.0,
         "gateway_cpu_us": cpu_us_per_request(accept_gw_cpu, accept.ok), "generator_cpu_us": cpu_us_per_request(accept_gen_cpu, accept.ok),
+        "gateway_threads_us": accept_threads,
     });
 
     // 2. Memory with a full queue, then restart.
@@ -414,15 +486,17 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let first_send = t0.elapsed();
     // Delivery alone: the restarted gateway drains its backlog with nothing else running.
     let sent = |v: Value| v["received"].as_u64().unwrap_or(0);
-    let (sent0, cpu0, drain0) = (
+    let (sent0, cpu0, threads0, drain0) = (
         sent(gw.provider("whatsapp").await?),
         gw.cpu_time(),
+        gw.thread_cpu(),
         Instant::now(),
     );
     tokio::time::sleep(duration.min(Duration::from_secs(5))).await;
     let drained = sent(gw.provider("whatsapp").await?).saturating_sub(sent0);
     let drain_secs = drain0.elapsed().as_secs_f64();
     let drain_cpu = gw.cpu_time().saturating_sub(cpu0);
+    let drain_threads = threads_us_per_request(&threads0, &gw.thread_cpu(), drained);
     drop(gw);
     figures["memory"] = json!({
         "queued": depth, "peak_rss_mb": (rss as f64 / 1048576.0).round(),
@@ -433,6 +507,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     figures["backlog"] = json!({
         "per_sec": (drained as f64 / drain_secs.max(1e-9)).round(), "sent": drained,
         "gateway_cpu_us": cpu_us_per_request(drain_cpu, drained),
+        "gateway_threads_us": drain_threads,
     });
 
     // 3. Delivery.
@@ -442,7 +517,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let wall0 = SystemTime::now();
     let inst0 = Instant::now();
     let to_wall = |i: Instant| -> DateTime<Utc> { DateTime::<Utc>::from(wall0 + (i - inst0)) };
-    let gw_cpu = gw.cpu_time();
+    let (gw_cpu, threads0) = (gw.cpu_time(), gw.thread_cpu());
     let delivery = load_phase(
         &gw,
         args.clients,
@@ -462,6 +537,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     })
     .await?;
     let delivery_gw_cpu = gw.cpu_time().saturating_sub(gw_cpu);
+    let delivery_threads = threads_us_per_request(&threads0, &gw.thread_cpu(), n);
     let received = gw
         .expect(
             "GET",
@@ -507,6 +583,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "accept_to_provider_p50_ms": ms(load::percentile(&lat, 0.5)), "accept_to_provider_p99_ms": ms(load::percentile(&lat, 0.99)),
         "errors": delivery.errors,
         "gateway_cpu_us": cpu_us_per_request(delivery_gw_cpu, n),
+        "gateway_threads_us": delivery_threads,
     });
 
     // 4. Failover: ban WhatsApp once half are accepted.
@@ -654,6 +731,23 @@ fn table(f: &Value) -> String {
         "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
         num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
     ));
+    let threads = |phase: &str| -> String {
+        f[phase]["gateway_threads_us"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {:.1}", num(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    for phase in ["accept", "delivery", "backlog"] {
+        out.push_str(&format!(
+            "threads   {phase}: gateway CPU us per notification by thread: {}\n",
+            threads(phase)
+        ));
+    }
     out.push_str(&format!(
         "failover  {} WhatsApp requests after the ban answer ({} after the ban was recorded), first fallback {:.2} ms after it, {} of {} not sent   (target 0)\n",
         f["failover"]["whatsapp_requests_after_ban_answer"], f["failover"]["whatsapp_requests_after_ban_recorded"],
