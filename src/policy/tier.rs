@@ -9,11 +9,15 @@
 //! with `warmup = { start = 50, growth = 1.5, per = "1d" }` the cap starts at 50 and grows by
 //! half every day since the first business-initiated send.
 //!
-//! The ledger is kept in hourly buckets (namespace `policy_tier`, keys
-//! `whatsapp/<hour since epoch>` holding the contact ids first reached that hour, and
-//! `whatsapp/first_send`), so the 24 h roll is in hourly steps and a restart keeps the count.
+//! The ledger is kept in hourly buckets, one record per person (namespace `policy_tier`, keys
+//! `whatsapp/<hour since epoch>/<contact id>`, and `whatsapp/first_send`), so the 24 h roll is
+//! in hourly steps and a restart keeps the count. Counting a new person writes one small
+//! record and asking for the count costs nothing more at 100,000 people than at 10: the
+//! ledger keeps, in memory, who was reached and in which hour. Buckets that roll off are
+//! deleted. A ledger written by an earlier version (one `whatsapp/<hour>` record holding the
+//! hour's ids) is still read, and deleted once it rolls off.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use crate::model::{Contact, Timestamp};
 use crate::store::{Store, StoreResult};
 
 const NAMESPACE: &str = "policy_tier";
+const BUCKETS: &str = "whatsapp/";
 const FIRST_SEND: &str = "whatsapp/first_send";
 const HOURS: i64 = 24;
 
@@ -78,16 +83,65 @@ pub struct Snapshot {
     pub first_send: Option<Timestamp>,
 }
 
+/// Where a stored record of the ledger came from.
+enum Bucket {
+    /// `whatsapp/<hour>/<contact id>`.
+    One(i64, String),
+    /// `whatsapp/<hour>`: a whole hour as a JSON list of ids (earlier versions).
+    Whole(i64),
+}
+
+fn parse_bucket_key(key: &str) -> Option<Bucket> {
+    let rest = key.strip_prefix(BUCKETS)?;
+    match rest.split_once('/') {
+        Some((h, contact)) => Some(Bucket::One(h.parse().ok()?, contact.to_string())),
+        None => Some(Bucket::Whole(rest.parse().ok()?)),
+    }
+}
+
 #[derive(Default)]
 struct Ledger {
-    hours: BTreeMap<i64, HashSet<String>>,
+    /// Everyone reached in the rolling 24 h, with the hour they were first reached in.
+    reached: HashMap<String, i64>,
+    /// The same people by hour, so a bucket rolls off without a search.
+    hours: BTreeMap<i64, Vec<String>>,
+    /// Stored keys of earlier versions' whole-hour records, by hour.
+    whole_hours: BTreeMap<i64, String>,
     first_send: Option<Timestamp>,
+    /// The hour the ledger was last rolled to (a roll within the same hour has nothing to do).
+    rolled_at: Option<i64>,
 }
 
 impl Ledger {
-    fn live(&self, now: Timestamp) -> impl Iterator<Item = &HashSet<String>> {
-        let h = hour(now);
-        self.hours.range(h - HOURS + 1..=h).map(|(_, set)| set)
+    fn add(&mut self, contact_id: String, h: i64) {
+        if self.reached.contains_key(&contact_id) {
+            return;
+        }
+        self.reached.insert(contact_id.clone(), h);
+        self.hours.entry(h).or_default().push(contact_id);
+    }
+
+    /// Drops the buckets older than 24 h at `now`; returns the stored keys to delete.
+    fn roll(&mut self, now: Timestamp) -> Vec<String> {
+        if self.rolled_at == Some(hour(now)) {
+            return Vec::new();
+        }
+        self.rolled_at = Some(hour(now));
+        let oldest = hour(now) - HOURS + 1;
+        let live = self.hours.split_off(&oldest);
+        let gone = std::mem::replace(&mut self.hours, live);
+        let mut keys = Vec::new();
+        for (h, ids) in gone {
+            for id in ids {
+                if self.reached.get(&id) == Some(&h) {
+                    self.reached.remove(&id);
+                }
+                keys.push(format!("{BUCKETS}{h}/{id}"));
+            }
+        }
+        let live = self.whole_hours.split_off(&oldest);
+        keys.extend(std::mem::replace(&mut self.whole_hours, live).into_values());
+        keys
     }
 }
 
@@ -105,53 +159,55 @@ impl TierLedger {
         }
     }
 
-    async fn loaded<'a>(
+    /// The ledger, read from the store at first use and rolled forward to `now` (rolled-off
+    /// records are deleted from the store).
+    async fn current<'a>(
         &self,
         cache: &'a mut Option<Ledger>,
         now: Timestamp,
     ) -> StoreResult<&'a mut Ledger> {
         if cache.is_none() {
             let mut ledger = Ledger::default();
-            let h = hour(now);
-            for at in h - HOURS + 1..=h {
-                if let Some(raw) = self
-                    .store
-                    .kv_get(NAMESPACE, &format!("whatsapp/{at}"))
-                    .await?
-                {
-                    if let Ok(set) = serde_json::from_slice::<HashSet<String>>(&raw) {
-                        ledger.hours.insert(at, set);
+            let mut stale = Vec::new();
+            let oldest = hour(now) - HOURS + 1;
+            for (key, value) in self.store.kv_scan(NAMESPACE, BUCKETS).await? {
+                if key == FIRST_SEND {
+                    ledger.first_send = serde_json::from_slice(&value).ok();
+                    continue;
+                }
+                match parse_bucket_key(&key) {
+                    Some(Bucket::One(h, _) | Bucket::Whole(h)) if h < oldest => stale.push(key),
+                    Some(Bucket::One(h, contact)) => ledger.add(contact, h),
+                    Some(Bucket::Whole(h)) => {
+                        if let Ok(ids) = serde_json::from_slice::<HashSet<String>>(&value) {
+                            for id in ids {
+                                ledger.add(id, h);
+                            }
+                        }
+                        ledger.whole_hours.insert(h, key);
                     }
+                    None => {}
                 }
             }
-            ledger.first_send = self
-                .store
-                .kv_get(NAMESPACE, FIRST_SEND)
-                .await?
-                .and_then(|raw| serde_json::from_slice(&raw).ok());
+            for key in stale {
+                self.store.kv_delete_relaxed(NAMESPACE, &key).await?;
+            }
             *cache = Some(ledger);
         }
-        Ok(cache.as_mut().expect("just loaded"))
+        let ledger = cache.as_mut().expect("just loaded");
+        for key in ledger.roll(now) {
+            self.store.kv_delete_relaxed(NAMESPACE, &key).await?;
+        }
+        Ok(ledger)
     }
 
     /// The count and whether `contact_id` is in it, at `now`.
     pub async fn snapshot(&self, contact_id: &str, now: Timestamp) -> StoreResult<Snapshot> {
         let mut cache = self.cache.lock().await;
-        let ledger = self.loaded(&mut cache, now).await?;
-        let mut count = 0;
-        let mut counted = false;
-        let mut seen = HashSet::new();
-        for set in ledger.live(now) {
-            for id in set {
-                if seen.insert(id.as_str()) {
-                    count += 1;
-                    counted |= id == contact_id;
-                }
-            }
-        }
+        let ledger = self.current(&mut cache, now).await?;
         Ok(Snapshot {
-            count,
-            counted,
+            count: ledger.reached.len(),
+            counted: ledger.reached.contains_key(contact_id),
             first_send: ledger.first_send,
         })
     }
@@ -159,8 +215,8 @@ impl TierLedger {
     /// Counts a business-initiated send to `contact_id` now (once per 24 h per contact).
     pub async fn record(&self, contact_id: &str, now: Timestamp) -> StoreResult<()> {
         let mut cache = self.cache.lock().await;
-        let ledger = self.loaded(&mut cache, now).await?;
-        if ledger.live(now).any(|set| set.contains(contact_id)) {
+        let ledger = self.current(&mut cache, now).await?;
+        if ledger.reached.contains_key(contact_id) {
             return Ok(());
         }
         if ledger.first_send.is_none() {
@@ -169,14 +225,10 @@ impl TierLedger {
             ledger.first_send = Some(now);
         }
         let h = hour(now);
-        let set = ledger.hours.entry(h).or_default();
-        set.insert(contact_id.to_string());
-        let bytes = serde_json::to_vec(set).expect("a set of strings serializes");
         self.store
-            .kv_put_relaxed(NAMESPACE, &format!("whatsapp/{h}"), &bytes)
+            .kv_put_relaxed(NAMESPACE, &format!("{BUCKETS}{h}/{contact_id}"), &[])
             .await?;
-        // Forget buckets that rolled off (memory only; old keys are never read again).
-        ledger.hours = ledger.hours.split_off(&(h - HOURS + 1));
+        ledger.add(contact_id.to_string(), h);
         Ok(())
     }
 }
@@ -271,5 +323,78 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((s.count, s.counted), (1, false));
+    }
+
+    #[tokio::test]
+    async fn counting_a_person_writes_one_small_record_whatever_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let ledger = TierLedger::new(store.clone());
+        let now = at("2025-06-10T10:15:00Z");
+        for i in 0..10_000 {
+            ledger.record(&format!("contact-{i}"), now).await.unwrap();
+        }
+        let s = ledger.snapshot("contact-9999", now).await.unwrap();
+        assert_eq!((s.count, s.counted), (10_000, true));
+        let records = store.kv_scan(NAMESPACE, BUCKETS).await.unwrap();
+        assert_eq!(records.len(), 10_001, "one per person, and the first send");
+        let largest = records.iter().map(|(_, v)| v.len()).max().unwrap();
+        assert!(largest < 64, "a record of {largest} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_earlier_versions_hourly_records_still_count_and_rolled_off_records_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let h = hour(at("2025-06-10T10:15:00Z"));
+        // What an earlier version wrote: the hour's ids in one record.
+        store
+            .kv_put(NAMESPACE, &format!("whatsapp/{h}"), br#"["a","b"]"#)
+            .await
+            .unwrap();
+        let ledger = TierLedger::new(store.clone());
+        ledger
+            .record("c", at("2025-06-10T11:00:00Z"))
+            .await
+            .unwrap();
+        ledger
+            .record("a", at("2025-06-10T11:30:00Z"))
+            .await
+            .unwrap();
+        let s = ledger
+            .snapshot("a", at("2025-06-10T12:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.count, s.counted),
+            (3, true),
+            "a was counted at 10:xx already"
+        );
+        let stored = || async {
+            let mut keys: Vec<String> = store
+                .kv_scan(NAMESPACE, BUCKETS)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            keys.retain(|k| k != FIRST_SEND);
+            keys
+        };
+        assert_eq!(stored().await.len(), 2);
+
+        // A day later the 10:xx hour rolls off, and its record is deleted.
+        let s = ledger
+            .snapshot("b", at("2025-06-11T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!((s.count, s.counted), (1, false));
+        assert_eq!(stored().await, vec![format!("whatsapp/{}/c", h + 1)]);
+        let s = ledger
+            .snapshot("c", at("2025-06-11T11:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!((s.count, s.counted), (0, false));
+        assert!(stored().await.is_empty());
     }
 }

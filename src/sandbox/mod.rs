@@ -136,7 +136,12 @@ pub async fn run(
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(1, format!("cannot start the simulated providers' threads: {e}")),
+        Err(e) => {
+            return fail(
+                1,
+                format!("cannot start the simulated providers' threads: {e}"),
+            )
+        }
     };
     let started = simulation.spawn(async {
         let (whatsapp, wa_url) = providers::start_whatsapp().await?;

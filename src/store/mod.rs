@@ -191,6 +191,11 @@ pub trait Store: Send + Sync + 'static {
     /// where losing the last moment's counts in a crash is better than a flush per send.
     async fn kv_put_relaxed(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
+    /// Deletes without waiting for the disk (see [`Store::kv_put_relaxed`]): for records that
+    /// only expire, where one that comes back after a crash is harmless.
+    async fn kv_delete_relaxed(&self, namespace: &str, key: &str) -> StoreResult<()>;
+    /// Every record of `namespace` whose key starts with `prefix`, in key order.
+    async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> StoreResult<()>;

@@ -925,6 +925,23 @@ impl Store for SledStore {
         self.durable().await
     }
 
+    async fn kv_delete_relaxed(&self, namespace: &str, k: &str) -> StoreResult<()> {
+        self.tree.remove(kv_key(namespace, k)).map_err(io)?;
+        Ok(())
+    }
+
+    async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let start = kv_key(namespace, prefix);
+        let skip = kv_key(namespace, "").len();
+        self.tree
+            .scan_prefix(&start)
+            .map(|item| {
+                let (k, v) = item.map_err(io)?;
+                Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         // Called at shutdown: leave the queue's size for the next start, so a restart on a
         // long queue doesn't count it. `open` removes it again, so a crash never leaves a
@@ -1249,5 +1266,20 @@ mod tests {
         );
         assert_eq!(store.kv_get("optin", "tok2").await.unwrap(), None);
         assert_eq!(store.kv_get("other", "tok1").await.unwrap(), None);
+
+        // A scan stays inside its namespace and prefix, in key order.
+        store.kv_put_relaxed("optin", "tok3", b"cy").await.unwrap();
+        store.kv_put_relaxed("optin", "zz", b"-").await.unwrap();
+        store.kv_put_relaxed("optins", "tok9", b"-").await.unwrap();
+        let found = store.kv_scan("optin", "tok").await.unwrap();
+        assert_eq!(
+            found,
+            vec![
+                ("tok1".to_string(), b"ana".to_vec()),
+                ("tok3".to_string(), b"cy".to_vec())
+            ]
+        );
+        store.kv_delete_relaxed("optin", "tok1").await.unwrap();
+        assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
     }
 }
