@@ -4,6 +4,9 @@
 //! build measures a release build), with its store on disk and the simulated providers in
 //! that process; this process is the load generator ([`load`]). Phases:
 //!
+//! 0. **store** ([`store`]): the sled store alone in this process, before any gateway runs:
+//!    accepts and the dispatcher's claim + contact read + save, per second and CPU each: the
+//!    ceiling under the gateway's figures.
 //! 1. **no-op and accept** (a sandbox holding deliveries, so the accept path is measured
 //!    alone): `GET /healthz` and `POST /v1/notifications` from `--clients` keep-alive
 //!    connections for `--duration`; every accept must answer 202. The accept rate is also
@@ -22,6 +25,7 @@
 //! runs every phase with tiny sizes to keep the command working in CI.
 
 mod load;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -391,6 +395,11 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "clients": args.clients,
     });
 
+    // 0. The store alone, in this process, before any gateway runs.
+    let store_count = args.deliveries.saturating_mul(2).max(1);
+    eprintln!("bench: the store alone ({store_count} notifications)");
+    figures["store"] = store::measure(&tmp.path().join("store"), args.clients, store_count).await?;
+
     // 1. No-op ceiling and accept, deliveries held.
     eprintln!(
         "bench: no-op and accept ({} clients, {}s each)",
@@ -730,6 +739,11 @@ fn table(f: &Value) -> String {
     out.push_str(&format!(
         "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
         num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   (the sled store alone, no HTTP, all cores)\n",
+        num(&f["store"]["accept"]["per_sec"]), num(&f["store"]["accept"]["cpu_us"]),
+        num(&f["store"]["delivery"]["per_sec"]), num(&f["store"]["delivery"]["cpu_us"])
     ));
     let threads = |phase: &str| -> String {
         f[phase]["gateway_threads_us"]

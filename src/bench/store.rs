@@ -1,0 +1,158 @@
+//! The store alone: the sled store's own share of an accept and of a delivery, with no HTTP,
+//! no JSON request, no channel and no provider, on all the machine's cores.
+//!
+//! Why: the gateway's figures are bounded by what its store can do. Measured here, in this
+//! process, with nothing else running: the rate and the CPU per notification of
+//! - **accept**: `Store::accept` from `clients` concurrent tasks (the journal's group commit,
+//!   one sled batch per group, one `fdatasync` per group), exactly as the API calls it;
+//! - **delivery**: what the dispatcher asks of the store per notification: a claim (a queue
+//!   scan and a record read, 64 at a time), the contact read, and the save after a `sent`
+//!   attempt (queue entry removed, record rewritten, the provider's message id indexed).
+//!
+//! Subtracting these from the gateway's CPU per notification gives what the rest (HTTP,
+//! routing, guardrails, the channel's HTTP call) costs.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use lifeboat_channel::{Category, ChannelKind};
+use serde_json::{json, Value};
+
+use super::{cpu_time_of, cpu_us_per_request};
+use crate::model::{Attempt, ContactPatch, Notification, Status};
+use crate::store::{NewNotification, SledStore, Store};
+
+const CONTACT: &str = "bench";
+
+fn notification(now: chrono::DateTime<Utc>) -> Notification {
+    Notification {
+        id: uuid::Uuid::now_v7().to_string(),
+        contact_id: CONTACT.into(),
+        category: Category::Transactional,
+        text: "store 0000000".into(),
+        subject: None,
+        html: None,
+        whatsapp_template: None,
+        channels: ChannelKind::ALL.to_vec(),
+        status: Status::Queued,
+        channel: None,
+        attempts: vec![],
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::hours(24),
+        fallback_after_secs: None,
+        idempotency_key: None,
+        cursor: Default::default(),
+        next_attempt_at: Some(now),
+    }
+}
+
+/// Runs both measurements on a fresh store in `dir`; `count` notifications each.
+pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, String> {
+    let store = Arc::new(
+        SledStore::open(
+            &dir.join("lifeboat.sled"),
+            crate::config::StoreConfig::default().cache_mb,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let patch = ContactPatch {
+        whatsapp: Some("+15550001111".into()),
+        ..ContactPatch::default()
+    };
+    store
+        .upsert_contact(CONTACT, &patch, Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+
+    // Accept.
+    let next = Arc::new(AtomicU64::new(0));
+    let (cpu0, t0) = (cpu_time_of("self"), Instant::now());
+    let tasks: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let now = Utc::now();
+                    let new = NewNotification {
+                        notification: notification(now),
+                        contact_patch: None,
+                        idempotency: None,
+                    };
+                    store.accept(new, now).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let (accept_secs, accept_cpu) = (
+        t0.elapsed().as_secs_f64(),
+        cpu_time_of("self").saturating_sub(cpu0),
+    );
+
+    // Delivery: claim, read the contact, save as sent; the saves of a claim run concurrently,
+    // as the dispatcher's workers do.
+    let (cpu0, t0) = (cpu_time_of("self"), Instant::now());
+    let mut delivered = 0u64;
+    loop {
+        let claimed = store
+            .claim_due(Utc::now(), 64)
+            .await
+            .map_err(|e| e.to_string())?;
+        if claimed.is_empty() {
+            break;
+        }
+        delivered += claimed.len() as u64;
+        let saves: Vec<_> = claimed
+            .into_iter()
+            .map(|mut n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .get_contact(&n.contact_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let now = Utc::now();
+                    n.attempts.push(Attempt {
+                        channel: ChannelKind::Whatsapp,
+                        at: now,
+                        outcome: "sent".into(),
+                        reason: None,
+                        provider_code: None,
+                        provider_message_id: Some(format!("wamid.{}", n.id)),
+                        detail: None,
+                    });
+                    n.status = Status::Sent;
+                    n.channel = Some(ChannelKind::Whatsapp);
+                    n.next_attempt_at = None;
+                    n.updated_at = now;
+                    store.save_progress(&n).await.map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for save in saves {
+            save.await.map_err(|e| e.to_string())??;
+        }
+    }
+    let (deliver_secs, deliver_cpu) = (
+        t0.elapsed().as_secs_f64(),
+        cpu_time_of("self").saturating_sub(cpu0),
+    );
+    Ok(json!({
+        "accept": {
+            "per_sec": (count as f64 / accept_secs.max(1e-9)).round(),
+            "cpu_us": cpu_us_per_request(accept_cpu, count),
+        },
+        "delivery": {
+            "per_sec": (delivered as f64 / deliver_secs.max(1e-9)).round(),
+            "cpu_us": cpu_us_per_request(deliver_cpu, delivered),
+            "notifications": delivered,
+        },
+    }))
+}
