@@ -720,6 +720,7 @@ impl Store for SledStore {
         let mut claims = self.claims();
         let mut claimed = Vec::new();
         let mut orphans = sled::Batch::default();
+        let mut orphaned = false;
         for item in self.tree.range(b"q/".to_vec()..end) {
             if claimed.len() >= limit {
                 break;
@@ -735,10 +736,16 @@ impl Store for SledStore {
                     claimed.push(n);
                 }
                 // A queue entry without its record cannot be sent; drop it.
-                None => orphans.remove(qk),
+                None => {
+                    orphans.remove(qk);
+                    orphaned = true;
+                }
             }
         }
-        self.tree.apply_batch(orphans).map_err(io)?;
+        if orphaned {
+            // A batch takes sled's exclusive lock: only when there is something to drop.
+            self.tree.apply_batch(orphans).map_err(io)?;
+        }
         self.queue_depth
             .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
         Ok(claimed)

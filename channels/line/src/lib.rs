@@ -65,6 +65,8 @@ pub struct LineChannel {
     config: LineConfig,
     /// `api_base` without a trailing slash, so a path prefix (a proxy) is kept.
     base: String,
+    /// The push endpoint, parsed once (not per send).
+    push_url: reqwest::Url,
     http: reqwest::Client,
     timeout: Duration,
 }
@@ -128,9 +130,15 @@ impl LineChannel {
             .map_err(|e| LineConfigError::Client {
                 reason: e.without_url().to_string(),
             })?;
+        let push_url = reqwest::Url::parse(&format!("{base}{PUSH_PATH}")).map_err(|e| {
+            LineConfigError::InvalidApiBase {
+                reason: e.to_string(),
+            }
+        })?;
         Ok(LineChannel {
             config,
             base,
+            push_url,
             http,
             timeout,
         })
@@ -189,7 +197,7 @@ impl LineChannel {
         let body = PushMessageRequest::text(&message.to, &message.text);
         let response = match self
             .http
-            .post(format!("{}{PUSH_PATH}", self.base))
+            .post(self.push_url.clone())
             .bearer_auth(self.token())
             .header(RETRY_KEY_HEADER, &message.retry_key)
             .json(&body)
