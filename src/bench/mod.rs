@@ -244,14 +244,16 @@ fn stat_cpu(stat: &str) -> Duration {
 
 /// Where the gateway's CPU goes, by thread name: the async runtime (HTTP, API, dispatcher
 /// workers, provider HTTP client), the journal's committer (sled writes of accepts, appends,
-/// `fdatasync`), its checkpoint thread (sled flushes), sled's own threads (its I/O pool and
+/// `fdatasync`), its checkpoint thread (sled flushes), the saver (sled writes of the
+/// dispatcher's saves), sled's own threads (its I/O pool and
 /// log flusher), and the simulated providers (the sandbox runs them on threads of their own).
 /// Linux keeps the first 15 bytes of a thread's name.
-const THREAD_GROUPS: [(&str, &str); 7] = [
+const THREAD_GROUPS: [(&str, &str); 8] = [
     ("tokio-rt-worker", "runtime"),
     ("tokio-runtime-w", "runtime"),
     ("lifeboat-journa", "journal"),
     ("lifeboat-checkp", "checkpoint"),
+    ("lifeboat-saver", "saver"),
     ("sled-io", "sled"),
     ("log flusher", "sled"),
     ("lifeboat-sim", "simulated_providers"),

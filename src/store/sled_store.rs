@@ -20,8 +20,10 @@
 //! Claims are kept in memory, not written: a claimed notification keeps its queue entry,
 //! which the claim's `save_progress` replaces, so a crash leaves it on the queue as it was
 //! (sent again: at-least-once) and a claim costs no write. Scans of the queue skip claimed
-//! entries. (Writing claims as `f/` records cost two of the eight writes a delivered
-//! notification took; see BENCHMARKS.md.)
+//! entries, and start after the run of claimed ones at its head ([`ScanFrom`]). (Writing
+//! claims as `f/` records cost two of the eight writes a delivered notification took; see
+//! BENCHMARKS.md.) The saves that end a claim go through one thread that applies every save
+//! waiting as one batch ([`Saver`]), as accepts do.
 //!
 //! Accepts have a single writer: the journal's committer thread ([`AcceptStage`]) checks
 //! idempotency keys and applies a whole group of accepts as one batch, so no lock guards the
@@ -43,6 +45,7 @@ use chrono::{DateTime, Utc};
 use lifeboat_channel::ChannelKind;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use super::group_commit::GroupCommit;
 use super::journal::{self, Journal, Stage};
@@ -70,6 +73,97 @@ pub struct SledStore {
     /// Queue entries, kept up to date by every write; signed because the count of what was
     /// queued at open arrives later than the changes made meanwhile (see `open`).
     queue_depth: Arc<AtomicI64>,
+    /// Applies the dispatcher's saves, many to a sled batch.
+    saver: Saver,
+    /// Where queue scans start (see [`ScanFrom`]).
+    scan_from: Arc<ScanFrom>,
+}
+
+/// Where scans of the queue start: every queue entry before this key is claimed. Claimed
+/// notifications keep their entries until their save, so without it every claim would walk
+/// past all of them again (up to `server.concurrency` and more). A claim moves it past what it
+/// finds claimed at the head of the queue; every write that queues an entry before it moves it
+/// back (after the entry is in sled, under the same lock as the claim's scan, so no entry is
+/// ever behind it unclaimed).
+struct ScanFrom(Mutex<Vec<u8>>);
+
+impl ScanFrom {
+    fn new() -> ScanFrom {
+        ScanFrom(Mutex::new(b"q/".to_vec()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A queue entry `k` was written: scans must see it.
+    fn queued(&self, k: &[u8]) {
+        let mut from = self.lock();
+        if k < from.as_slice() {
+            *from = k.to_vec();
+        }
+    }
+}
+
+/// One write of a save: a key and its new value, or `None` to remove it.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+type SaveRequest = (Vec<Write>, oneshot::Sender<Result<(), String>>);
+
+/// The dispatcher's saves (one after every turn of a notification) go to one thread that
+/// applies every save waiting as one sled batch. Why: sled's cost is largely per batch (its
+/// log writes and background work), so many saves in one batch cost less than a batch each:
+/// the same reason accepts are applied a group at a time (see the journal).
+struct Saver {
+    requests: std::sync::mpsc::Sender<SaveRequest>,
+}
+
+impl Saver {
+    /// Most saves in one batch.
+    const MAX_BATCH: usize = 1024;
+
+    fn start(tree: sled::Tree) -> StoreResult<Saver> {
+        let (tx, rx) = std::sync::mpsc::channel::<SaveRequest>();
+        std::thread::Builder::new()
+            .name("lifeboat-saver".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < Self::MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => group.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut batch = sled::Batch::default();
+                    let mut acks = Vec::with_capacity(group.len());
+                    for (writes, ack) in group {
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => batch.insert(k, v),
+                                None => batch.remove(k),
+                            }
+                        }
+                        acks.push(ack);
+                    }
+                    let result = tree
+                        .apply_batch(batch)
+                        .map_err(|e| format!("store I/O failed: {e}"));
+                    for ack in acks {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+            })
+            .map_err(io)?;
+        Ok(Saver { requests: tx })
+    }
+
+    /// Applies `writes` (atomically, with whatever other saves share its batch).
+    async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
+        let (ack, done) = oneshot::channel();
+        let stopped = || StoreError::Io("the store's saver has stopped".into());
+        self.requests.send((writes, ack)).map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?.map_err(StoreError::Io)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,6 +302,8 @@ impl SledStore {
                 },
             })?;
         let tree = db.open_tree("lifeboat").map_err(io)?;
+        let saver = Saver::start(tree.clone())?;
+        let scan_from = Arc::new(ScanFrom::new());
         let store = SledStore {
             commit: GroupCommit::start(db.clone()),
             journal: std::sync::OnceLock::new(),
@@ -216,6 +312,8 @@ impl SledStore {
             contact_stripes: Arc::new((0..STRIPES).map(|_| Mutex::new(())).collect()),
             claimed: Mutex::new(HashMap::new()),
             queue_depth: Arc::new(AtomicI64::new(0)),
+            saver,
+            scan_from,
         };
         store.replay_journal(&path.with_extension("journal"))?;
         // A clean stop leaves the queue's size behind; after a crash it is counted (slower).
@@ -258,6 +356,7 @@ impl SledStore {
         let stage = AcceptStage {
             tree: self.tree.clone(),
             contact_stripes: self.contact_stripes.clone(),
+            scan_from: self.scan_from.clone(),
         };
         let journal = Journal::start(dir, self.db.clone(), stage).map_err(open_err)?;
         let _ = self.journal.set(journal);
@@ -368,6 +467,7 @@ impl SledStore {
 pub(super) struct AcceptStage {
     tree: sled::Tree,
     contact_stripes: Arc<Vec<Mutex<()>>>,
+    scan_from: Arc<ScanFrom>,
 }
 
 impl Stage for AcceptStage {
@@ -381,6 +481,7 @@ impl Stage for AcceptStage {
         let mut batch = sled::Batch::default();
         let mut keys = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
+        let mut first_queued: Option<Vec<u8>> = None;
         for (new, at) in items {
             match stage_accepted(
                 &self.tree,
@@ -390,19 +491,33 @@ impl Stage for AcceptStage {
                 &mut batch,
                 &mut keys,
             ) {
-                Ok(None) => out.push((
-                    Some(encode(&JournalRecord { new, at })),
-                    Ok(AcceptOutcome::Created),
-                )),
+                Ok(None) => {
+                    let n = &new.notification;
+                    let qk = queue_key(n.next_attempt_at.unwrap_or(at), &n.id);
+                    if first_queued.as_ref().is_none_or(|first| qk < *first) {
+                        first_queued = Some(qk);
+                    }
+                    out.push((
+                        Some(encode(&JournalRecord { new, at })),
+                        Ok(AcceptOutcome::Created),
+                    ))
+                }
                 Ok(Some(earlier)) => out.push((None, Ok(earlier))),
                 Err(e) => out.push((None, Err(e.to_string()))),
             }
         }
-        if let Err(e) = self.tree.apply_batch(batch) {
-            let message = format!("store I/O failed: {e}");
-            for (record, answer) in &mut out {
-                if record.take().is_some() {
-                    *answer = Err(message.clone());
+        match self.tree.apply_batch(batch) {
+            Ok(()) => {
+                if let Some(first) = first_queued {
+                    self.scan_from.queued(&first);
+                }
+            }
+            Err(e) => {
+                let message = format!("store I/O failed: {e}");
+                for (record, answer) in &mut out {
+                    if record.take().is_some() {
+                        *answer = Err(message.clone());
+                    }
                 }
             }
         }
@@ -717,30 +832,41 @@ impl Store for SledStore {
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
         let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+        let mut from = self.scan_from.lock();
         let mut claims = self.claims();
         let mut claimed = Vec::new();
         let mut orphans = sled::Batch::default();
         let mut orphaned = false;
-        for item in self.tree.range(b"q/".to_vec()..end) {
+        let start = from.clone();
+        // Every entry this scan passes ends up claimed (or dropped), so the start follows it.
+        // (A test clock may go back: then there is nothing before `end` to scan.)
+        let entries = if start < end {
+            Some(self.tree.range(start..end))
+        } else {
+            None
+        };
+        for item in entries.into_iter().flatten() {
             if claimed.len() >= limit {
                 break;
             }
             let (qk, _) = item.map_err(io)?;
             let id = String::from_utf8_lossy(&qk[10..]).into_owned();
-            if claims.contains_key(&id) {
-                continue;
-            }
-            match self.get::<Notification>(&key("n/", &[id.as_bytes()]))? {
-                Some(n) => {
-                    claims.insert(id, qk.to_vec());
-                    claimed.push(n);
+            if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry(id) {
+                match self.get::<Notification>(&key("n/", &[slot.key().as_bytes()]))? {
+                    Some(n) => {
+                        slot.insert(qk.to_vec());
+                        claimed.push(n);
+                    }
+                    // A queue entry without its record cannot be sent; drop it.
+                    None => {
+                        orphans.remove(qk.clone());
+                        orphaned = true;
+                    }
                 }
-                // A queue entry without its record cannot be sent; drop it.
-                None => {
-                    orphans.remove(qk);
-                    orphaned = true;
-                }
             }
+            // Just after `qk`: the smallest key greater than it.
+            *from = qk.to_vec();
+            from.push(0);
         }
         if orphaned {
             // A batch takes sled's exclusive lock: only when there is something to drop.
@@ -752,23 +878,27 @@ impl Store for SledStore {
     }
 
     async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
-        let claimed_at = self.claims().get(&n.id).cloned();
-        if let Some(qk) = &claimed_at {
-            batch.remove(qk.clone());
+        let mut writes: Vec<Write> = Vec::with_capacity(4);
+        if let Some(qk) = self.claims().get(&n.id).cloned() {
+            writes.push((qk, None));
         }
-        batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
-        index_message_ids(&mut batch, n);
-        let requeued = match n.queue_due() {
-            Some(due) => {
-                batch.insert(queue_key(due, &n.id), &[][..]);
-                true
+        writes.push((key("n/", &[n.id.as_bytes()]), Some(encode(n))));
+        for a in &n.attempts {
+            if let Some(mid) = &a.provider_message_id {
+                writes.push((message_key(a.channel, mid), Some(n.id.as_bytes().to_vec())));
             }
-            None => false,
-        };
-        self.tree.apply_batch(batch).map_err(io)?;
+        }
+        let requeued_at = n.queue_due().map(|due| queue_key(due, &n.id));
+        if let Some(qk) = &requeued_at {
+            writes.push((qk.clone(), Some(Vec::new())));
+        }
+        // The claim goes only once the save is in sled: until then, signals leave it alone.
+        self.saver.apply(writes).await?;
         self.claims().remove(&n.id);
-        if requeued {
+        if let Some(qk) = &requeued_at {
+            self.scan_from.queued(qk);
+        }
+        if requeued_at.is_some() {
             self.queue_depth.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -782,7 +912,7 @@ impl Store for SledStore {
     }
 
     async fn edit_notification(&self, id: &str, edit: NotificationEdit) -> StoreResult<Edited> {
-        let edited = {
+        let (edited, queued_at) = {
             let claims = self.claims();
             if claims.contains_key(id) {
                 return Ok(Edited::Claimed);
@@ -801,12 +931,15 @@ impl Store for SledStore {
             batch.insert(nkey, encode(&n));
             index_message_ids(&mut batch, &n);
             let (before, after) = (old.queue_due(), n.queue_due());
+            let mut queued_at = None;
             if before != after {
                 if let Some(due) = before {
                     batch.remove(queue_key(due, id));
                 }
                 if let Some(due) = after {
-                    batch.insert(queue_key(due, id), &[][..]);
+                    let qk = queue_key(due, id);
+                    batch.insert(qk.clone(), &[][..]);
+                    queued_at = Some(qk);
                 }
             }
             self.tree.apply_batch(batch).map_err(io)?;
@@ -815,8 +948,12 @@ impl Store for SledStore {
             } else if before.is_none() && after.is_some() {
                 self.queue_depth.fetch_add(1, Ordering::Relaxed);
             }
-            n
+            (n, queued_at)
         };
+        // After the claims lock is let go: claims take the scan start's lock first.
+        if let Some(qk) = &queued_at {
+            self.scan_from.queued(qk);
+        }
         self.durable().await?;
         Ok(Edited::Done(Box::new(edited)))
     }
@@ -834,8 +971,9 @@ impl Store for SledStore {
     }
 
     async fn next_due(&self) -> StoreResult<Option<Timestamp>> {
+        let from = self.scan_from.lock();
         let claims = self.claims();
-        for item in self.tree.scan_prefix(b"q/") {
+        for item in self.tree.range(from.clone()..b"q0".to_vec()) {
             let (k, _) = item.map_err(io)?;
             if claims.contains_key(String::from_utf8_lossy(&k[10..]).as_ref()) {
                 continue;
@@ -1147,6 +1285,63 @@ mod tests {
             store.edit_notification("nope", edit()).await.unwrap(),
             Edited::Missing
         );
+    }
+
+    #[tokio::test]
+    async fn entries_queued_before_where_claims_scan_from_are_still_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let now = Utc::now();
+        let ids = |list: &[Notification]| list.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        let accept = |id: &'static str, due: Timestamp| {
+            let mut n = sample_notification(id, now);
+            n.idempotency_key = None;
+            n.next_attempt_at = Some(due);
+            store.accept(
+                NewNotification {
+                    notification: n,
+                    contact_patch: None,
+                    idempotency: None,
+                },
+                now,
+            )
+        };
+        accept("n1", now).await.unwrap();
+        accept("n2", now).await.unwrap();
+        let claimed = store.claim_due(now, 10).await.unwrap();
+        assert_eq!(ids(&claimed), ["n1", "n2"]);
+        // Claims now scan from after n2. Each of these queues an entry before that point.
+        // An accept due earlier (scheduled in the past):
+        accept("n3", now - chrono::Duration::seconds(5))
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n3"]);
+        // A save that puts a claimed one back, due earlier than the others:
+        let mut retry = claimed[0].clone();
+        retry.next_attempt_at = Some(now - chrono::Duration::seconds(10));
+        store.save_progress(&retry).await.unwrap();
+        assert_eq!(
+            store.next_due().await.unwrap(),
+            retry
+                .next_attempt_at
+                .map(|t| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap())
+        );
+        assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n1"]);
+        // A signal's edit that makes a waiting one due again (n2, saved as sent with a receipt
+        // check a minute away, brought forward):
+        let mut sent = claimed[1].clone();
+        sent.status = Status::Sent;
+        sent.next_attempt_at = Some(now + chrono::Duration::seconds(60));
+        store.save_progress(&sent).await.unwrap();
+        assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+        let edit: NotificationEdit = Box::new(move |n: &mut Notification| {
+            n.status = Status::Queued;
+            n.next_attempt_at = Some(now - chrono::Duration::seconds(20));
+        });
+        store.edit_notification("n2", edit).await.unwrap();
+        assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n2"]);
+        assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due().await.unwrap(), None);
     }
 
     #[tokio::test]
