@@ -73,7 +73,7 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
 
     // Accept.
     let next = Arc::new(AtomicU64::new(0));
-    let (cpu0, t0) = (cpu_time_of("self"), Instant::now());
+    let watch = Stopwatch::start();
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|_| {
             let (store, next) = (store.clone(), next.clone());
@@ -91,17 +91,12 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
             })
         })
         .collect();
-    for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
-    }
-    let (accept_secs, accept_cpu) = (
-        t0.elapsed().as_secs_f64(),
-        cpu_time_of("self").saturating_sub(cpu0),
-    );
+    join(tasks).await?;
+    let accept = watch.figures(count);
 
     // Delivery: claim, read the contact, save as sent; the saves of a claim run concurrently,
     // as the dispatcher's workers do (up to `server.concurrency`, 256 by default, in flight).
-    let (cpu0, t0) = (cpu_time_of("self"), Instant::now());
+    let watch = Stopwatch::start();
     let mut delivered = 0u64;
     loop {
         let claimed = store
@@ -139,23 +134,42 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
                 })
             })
             .collect();
-        for save in saves {
-            save.await.map_err(|e| e.to_string())??;
+        join(saves).await?;
+    }
+    let mut delivery = watch.figures(delivered);
+    delivery["notifications"] = json!(delivered);
+    Ok(json!({"accept": accept, "delivery": delivery}))
+}
+
+/// Wall time and this process's CPU time since it started.
+struct Stopwatch {
+    cpu: std::time::Duration,
+    at: Instant,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            cpu: cpu_time_of("self"),
+            at: Instant::now(),
         }
     }
-    let (deliver_secs, deliver_cpu) = (
-        t0.elapsed().as_secs_f64(),
-        cpu_time_of("self").saturating_sub(cpu0),
-    );
-    Ok(json!({
-        "accept": {
-            "per_sec": (count as f64 / accept_secs.max(1e-9)).round(),
-            "cpu_us": cpu_us_per_request(accept_cpu, count),
-        },
-        "delivery": {
-            "per_sec": (delivered as f64 / deliver_secs.max(1e-9)).round(),
-            "cpu_us": cpu_us_per_request(deliver_cpu, delivered),
-            "notifications": delivered,
-        },
-    }))
+
+    /// `{per_sec, cpu_us}` for `done` operations since the start.
+    fn figures(&self, done: u64) -> Value {
+        let secs = self.at.elapsed().as_secs_f64();
+        let cpu = cpu_time_of("self").saturating_sub(self.cpu);
+        json!({
+            "per_sec": (done as f64 / secs.max(1e-9)).round(),
+            "cpu_us": cpu_us_per_request(cpu, done),
+        })
+    }
+}
+
+/// Waits for every task; the first failure is the answer.
+async fn join(tasks: Vec<tokio::task::JoinHandle<Result<(), String>>>) -> Result<(), String> {
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
 }

@@ -242,13 +242,14 @@ fn message_key(kind: ChannelKind, message_id: &str) -> Vec<u8> {
     key("m/", &[kind.as_str().as_bytes(), message_id.as_bytes()])
 }
 
-/// Indexes the provider message ids of `n`'s attempts (re-inserting known ones is harmless).
-fn index_message_ids(batch: &mut sled::Batch, n: &Notification) {
-    for a in &n.attempts {
-        if let Some(mid) = &a.provider_message_id {
-            batch.insert(message_key(a.channel, mid), n.id.as_bytes());
-        }
-    }
+/// The keys indexing the provider message ids of `n`'s attempts (each maps to `n`'s id;
+/// re-inserting known ones is harmless).
+fn message_index_keys(n: &Notification) -> impl Iterator<Item = Vec<u8>> + '_ {
+    n.attempts.iter().filter_map(|a| {
+        a.provider_message_id
+            .as_deref()
+            .map(|mid| message_key(a.channel, mid))
+    })
 }
 
 fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
@@ -681,10 +682,8 @@ impl Store for SledStore {
                         n.status = Status::Cancelled;
                     }
                     n.next_attempt_at = None;
-                    for a in &n.attempts {
-                        if let Some(mid) = &a.provider_message_id {
-                            batch.remove(message_key(a.channel, mid));
-                        }
+                    for k in message_index_keys(&n) {
+                        batch.remove(k);
                     }
                     // Erase the content; keep the bare record so ids handed out stay resolvable.
                     n.text = String::new();
@@ -883,11 +882,7 @@ impl Store for SledStore {
             writes.push((qk, None));
         }
         writes.push((key("n/", &[n.id.as_bytes()]), Some(encode(n))));
-        for a in &n.attempts {
-            if let Some(mid) = &a.provider_message_id {
-                writes.push((message_key(a.channel, mid), Some(n.id.as_bytes().to_vec())));
-            }
-        }
+        writes.extend(message_index_keys(n).map(|k| (k, Some(n.id.as_bytes().to_vec()))));
         let requeued_at = n.queue_due().map(|due| queue_key(due, &n.id));
         if let Some(qk) = &requeued_at {
             writes.push((qk.clone(), Some(Vec::new())));
@@ -929,7 +924,9 @@ impl Store for SledStore {
             }
             let mut batch = sled::Batch::default();
             batch.insert(nkey, encode(&n));
-            index_message_ids(&mut batch, &n);
+            for k in message_index_keys(&n) {
+                batch.insert(k, n.id.as_bytes());
+            }
             let (before, after) = (old.queue_due(), n.queue_due());
             let mut queued_at = None;
             if before != after {
