@@ -1,6 +1,6 @@
 //! The embedded store: one sled tree, records as JSON under prefixed keys.
 //!
-//! Keys (one tree, so that a `Batch` makes related writes atomic):
+//! Keys (one tree, so that a `Batch` makes related writes atomic where a batch is used):
 //!
 //! | prefix | key | value |
 //! |---|---|---|
@@ -23,11 +23,12 @@
 //! entries, and start after the run of claimed ones at its head ([`ScanFrom`]). (Writing
 //! claims as `f/` records cost two of the eight writes a delivered notification took; see
 //! BENCHMARKS.md.) The saves that end a claim go through one thread that applies every save
-//! waiting as one batch ([`Saver`]), as accepts do.
+//! waiting ([`Saver`]), as accepts do.
 //!
 //! Accepts have a single writer: the journal's committer thread ([`AcceptStage`]) checks
-//! idempotency keys and applies a whole group of accepts as one batch, so no lock guards the
-//! key check. Read-modify-write on one contact is serialised by a striped in-process lock
+//! idempotency keys and applies a whole group of accepts, so no lock guards the key check.
+//! The two hot paths (accepts and saves) write single keys in a crash-safe order instead of
+//! using sled batches, which cost sled two buffer writes each; rarer writes use batches. Read-modify-write on one contact is serialised by a striped in-process lock
 //! (sled opens in one process only), held for in-memory work only, never across a flush.
 //! Durability of accepts comes from the journal; other durable writes (contacts, consents,
 //! channel states) share sled flushes through [`GroupCommit`]; non-critical progress
@@ -110,9 +111,14 @@ type Write = (Vec<u8>, Option<Vec<u8>>);
 type SaveRequest = (Vec<Write>, oneshot::Sender<Result<(), String>>);
 
 /// The dispatcher's saves (one after every turn of a notification) go to one thread that
-/// applies every save waiting as one sled batch. Why: sled's cost is largely per batch (its
-/// log writes and background work), so many saves in one batch cost less than a batch each:
-/// the same reason accepts are applied a group at a time (see the journal).
+/// applies every save waiting, one write after another. Why one thread: sled's writes cost
+/// less from one thread than from many contending for the same leaves. Why not a
+/// `sled::Batch`: sled seals and writes out its I/O buffer twice per batch (see
+/// [`AcceptStage`]). The order of a save's writes makes any prefix of them safe after a crash
+/// (sled recovers a prefix): the record first, then its message-id index and its new queue
+/// entry, and the entry it was claimed from last, so a crash leaves the notification queued
+/// (sent again, or finished by its next turn if its record says it is done), never unqueued.
+/// A claim is held until its save is applied, so the dispatcher never sees a save half done.
 struct Saver {
     requests: std::sync::mpsc::Sender<SaveRequest>,
 }
@@ -134,21 +140,18 @@ impl Saver {
                             Err(_) => break,
                         }
                     }
-                    let mut batch = sled::Batch::default();
-                    let mut acks = Vec::with_capacity(group.len());
+                    let mut result = Ok(());
                     for (writes, ack) in group {
-                        for (k, v) in writes {
-                            match v {
-                                Some(v) => batch.insert(k, v),
-                                None => batch.remove(k),
-                            }
+                        if result.is_ok() {
+                            result = writes
+                                .into_iter()
+                                .try_for_each(|(k, v)| match v {
+                                    Some(v) => tree.insert(k, v).map(drop),
+                                    None => tree.remove(k).map(drop),
+                                })
+                                .map_err(|e| format!("store I/O failed: {e}"));
                         }
-                        acks.push(ack);
-                    }
-                    let result = tree
-                        .apply_batch(batch)
-                        .map_err(|e| format!("store I/O failed: {e}"));
-                    for ack in acks {
+                        // After a failed write sled is unusable: every later save fails too.
                         let _ = ack.send(result.clone());
                     }
                 }
@@ -252,6 +255,25 @@ fn message_index_keys(n: &Notification) -> impl Iterator<Item = Vec<u8>> + '_ {
     })
 }
 
+/// The writes that save `n` after a turn, claimed from the queue entry `claimed_at`, and its
+/// new queue entry if it goes back on the queue. In this order, so that any prefix of them
+/// (what sled recovers after a crash) leaves `n` on the queue unless its record says it is
+/// done: the record, its message-id index, its new queue entry, and only then the removal of
+/// the entry it was claimed from.
+fn save_writes(n: &Notification, claimed_at: Option<Vec<u8>>) -> (Vec<Write>, Option<Vec<u8>>) {
+    let mut writes: Vec<Write> = Vec::with_capacity(4);
+    writes.push((key("n/", &[n.id.as_bytes()]), Some(encode(n))));
+    writes.extend(message_index_keys(n).map(|k| (k, Some(n.id.as_bytes().to_vec()))));
+    let requeued_at = n.queue_due().map(|due| queue_key(due, &n.id));
+    if let Some(qk) = &requeued_at {
+        writes.push((qk.clone(), Some(Vec::new())));
+    }
+    if let Some(qk) = claimed_at.filter(|qk| requeued_at.as_ref() != Some(qk)) {
+        writes.push((qk, None));
+    }
+    (writes, requeued_at)
+}
+
 fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
     let ms = due.timestamp_millis().max(0) as u64;
     let mut k = b"q/".to_vec();
@@ -336,20 +358,27 @@ impl SledStore {
             path: dir.display().to_string(),
             message: e.to_string(),
         };
-        let mut replayed = 0usize;
+        let (mut replayed, mut completed) = (0usize, 0usize);
         for bytes in journal::recover(dir).map_err(open_err)? {
             let record: JournalRecord = decode(b"journal", &bytes)?;
             let nkey = key("n/", &[record.new.notification.id.as_bytes()]);
-            if self.tree.contains_key(&nkey).map_err(io)? {
-                continue;
-            }
-            if self.write_accepted(&record.new, record.at)?.is_none() {
-                replayed += 1;
+            match self.get::<Notification>(&nkey)? {
+                Some(stored) => {
+                    if self.complete_accepted(&record, &stored)? {
+                        completed += 1;
+                    }
+                }
+                None => {
+                    if self.write_accepted(&record.new, record.at)?.is_none() {
+                        replayed += 1;
+                    }
+                }
             }
         }
-        if replayed > 0 {
+        if replayed + completed > 0 {
             tracing::info!(
                 replayed,
+                completed,
                 "re-applied accepted notifications from the journal"
             );
         }
@@ -438,23 +467,72 @@ impl SledStore {
         k
     }
 
+    /// An accept is applied as single writes, record first and queue entry last (see
+    /// [`AcceptStage`]), and sled recovers a prefix of its writes: after a crash the record can
+    /// be there without the writes that followed it. For a notification still as accepted
+    /// (queued, never tried), puts back what is missing: its contact index entry, its
+    /// idempotency key and its queue entry. Says whether something was missing.
+    fn complete_accepted(
+        &self,
+        record: &JournalRecord,
+        stored: &Notification,
+    ) -> StoreResult<bool> {
+        if stored.status != Status::Queued || !stored.attempts.is_empty() {
+            return Ok(false);
+        }
+        let id = stored.id.as_bytes();
+        let mut missing = Vec::new();
+        let xkey = key("x/", &[stored.contact_id.as_bytes(), id]);
+        if !self.tree.contains_key(&xkey).map_err(io)? {
+            missing.push((xkey, Vec::new()));
+        }
+        if let Some(idem) = &record.new.idempotency {
+            let kkey = key("k/", &[idem.key.as_bytes()]);
+            if !self.tree.contains_key(&kkey).map_err(io)? {
+                let value = encode(&IdemRecord {
+                    id: stored.id.clone(),
+                    fingerprint: idem.fingerprint.clone(),
+                    at: record.at,
+                });
+                missing.push((kkey, value));
+            }
+        }
+        let qkey = queue_key(stored.next_attempt_at.unwrap_or(record.at), &stored.id);
+        if !self.tree.contains_key(&qkey).map_err(io)? {
+            missing.push((qkey, Vec::new()));
+        }
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in missing {
+            batch.insert(k, v);
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        Ok(true)
+    }
+
     /// Applies one accepted notification at once (replaying the journal).
     fn write_accepted(
         &self,
         new: &NewNotification,
         now: Timestamp,
     ) -> StoreResult<Option<AcceptOutcome>> {
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::new();
         let mut keys = HashMap::new();
         let earlier = stage_accepted(
             &self.tree,
             &self.contact_stripes,
             new,
             now,
-            &mut batch,
+            &mut writes,
             &mut keys,
         )?;
         if earlier.is_none() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                batch.insert(k, v);
+            }
             self.tree.apply_batch(batch).map_err(io)?;
         }
         Ok(earlier)
@@ -462,9 +540,16 @@ impl SledStore {
 }
 
 /// The accept path's single writer, run by the journal's committer thread: a group of accepts
-/// is checked (idempotency keys, in the store and within the group) and applied to sled as one
-/// batch, then journaled. One writer means no lock around the idempotency check, and one
-/// batch per group instead of one per request.
+/// is checked (idempotency keys, in the store and within the group) and applied to sled, then
+/// journaled. One writer means no lock around the idempotency check.
+///
+/// The writes go to sled one by one, each accept's record first and its queue entry last, not
+/// as a `sled::Batch`: sled seals and writes out its I/O buffer twice for every batch (to
+/// mark the batch's bounds in its log), waking its I/O threads each time, which cost more than
+/// the writes themselves (BENCHMARKS.md). Readers never see a queue entry without its record
+/// (the dispatcher drops such orphans anyway). After a crash sled recovers a prefix of its
+/// writes, and the journal's replay puts back whatever followed a recovered record
+/// ([`SledStore::complete_accepted`]).
 pub(super) struct AcceptStage {
     tree: sled::Tree,
     contact_stripes: Arc<Vec<Mutex<()>>>,
@@ -479,7 +564,7 @@ impl Stage for AcceptStage {
         &mut self,
         items: Vec<(NewNotification, Timestamp)>,
     ) -> Vec<journal::Staged<AcceptOutcome>> {
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::with_capacity(items.len() * 4);
         let mut keys = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         let mut first_queued: Option<Vec<u8>> = None;
@@ -489,7 +574,7 @@ impl Stage for AcceptStage {
                 &self.contact_stripes,
                 &new,
                 at,
-                &mut batch,
+                &mut writes,
                 &mut keys,
             ) {
                 Ok(None) => {
@@ -507,7 +592,10 @@ impl Stage for AcceptStage {
                 Err(e) => out.push((None, Err(e.to_string()))),
             }
         }
-        match self.tree.apply_batch(batch) {
+        match writes
+            .into_iter()
+            .try_for_each(|(k, v)| self.tree.insert(k, v).map(drop))
+        {
             Ok(()) => {
                 if let Some(first) = first_queued {
                     self.scan_from.queued(&first);
@@ -535,11 +623,12 @@ fn stage_accepted(
     contact_stripes: &[Mutex<()>],
     new: &NewNotification,
     now: Timestamp,
-    batch: &mut sled::Batch,
+    writes: &mut Vec<(Vec<u8>, Vec<u8>)>,
     keys: &mut HashMap<String, (String, String)>,
 ) -> StoreResult<Option<AcceptOutcome>> {
     let n = &new.notification;
     let get = |k: &[u8]| -> StoreResult<Option<sled::IVec>> { tree.get(k).map_err(io) };
+    let mut idem_record = None;
     if let Some(idem) = &new.idempotency {
         let kkey = key("k/", &[idem.key.as_bytes()]);
         let earlier = match keys.get(&idem.key) {
@@ -561,14 +650,14 @@ fn stage_accepted(
             }));
         }
         keys.insert(idem.key.clone(), (n.id.clone(), idem.fingerprint.clone()));
-        batch.insert(
+        idem_record = Some((
             kkey,
             encode(&IdemRecord {
                 id: n.id.clone(),
                 fingerprint: idem.fingerprint.clone(),
                 at: now,
             }),
-        );
+        ));
     }
     if let Some(patch) = new.contact_patch.as_ref().filter(|p| !p.is_empty()) {
         let _guard = lock_stripe(contact_stripes, &n.contact_id);
@@ -586,12 +675,13 @@ fn stage_accepted(
         tree.apply_batch(contact_batch).map_err(io)?;
     }
     let due = n.next_attempt_at.unwrap_or(now);
-    batch.insert(key("n/", &[n.id.as_bytes()]), encode(n));
-    batch.insert(
+    writes.push((key("n/", &[n.id.as_bytes()]), encode(n)));
+    writes.push((
         key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
-        &[][..],
-    );
-    batch.insert(queue_key(due, &n.id), &[][..]);
+        Vec::new(),
+    ));
+    writes.extend(idem_record);
+    writes.push((queue_key(due, &n.id), Vec::new()));
     Ok(None)
 }
 
@@ -877,16 +967,8 @@ impl Store for SledStore {
     }
 
     async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
-        let mut writes: Vec<Write> = Vec::with_capacity(4);
-        if let Some(qk) = self.claims().get(&n.id).cloned() {
-            writes.push((qk, None));
-        }
-        writes.push((key("n/", &[n.id.as_bytes()]), Some(encode(n))));
-        writes.extend(message_index_keys(n).map(|k| (k, Some(n.id.as_bytes().to_vec()))));
-        let requeued_at = n.queue_due().map(|due| queue_key(due, &n.id));
-        if let Some(qk) = &requeued_at {
-            writes.push((qk.clone(), Some(Vec::new())));
-        }
+        let claimed_at = self.claims().get(&n.id).cloned();
+        let (writes, requeued_at) = save_writes(n, claimed_at);
         // The claim goes only once the save is in sled: until then, signals leave it alone.
         self.saver.apply(writes).await?;
         self.claims().remove(&n.id);
@@ -1389,6 +1471,139 @@ mod tests {
             store.get_notification("n2").await.unwrap().unwrap().status,
             Status::Sent
         );
+    }
+
+    /// Accepts are applied as single writes, record first; a crash can leave sled with the
+    /// record but not what followed it. The journal's replay must put those back, or the
+    /// notification would never be sent (no queue entry), be missed by an erasure (no index
+    /// entry), or be accepted twice (no idempotency key).
+    #[tokio::test]
+    async fn a_record_recovered_without_its_queue_entry_is_completed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        let journal_record = |id: &str, key: &str| JournalRecord {
+            new: NewNotification {
+                notification: sample_notification(id, now),
+                contact_patch: None,
+                idempotency: Some(super::super::IdempotencyKey {
+                    key: key.into(),
+                    fingerprint: "f1".into(),
+                }),
+            },
+            at: now,
+        };
+        {
+            // What sled recovered: three records and nothing after them. n1 is as accepted;
+            // n2 was tried and waits for a retry (its own save queues it); n3 was erased.
+            let db = sled::Config::new().path(&path).open().unwrap();
+            let tree = db.open_tree("lifeboat").unwrap();
+            tree.insert(key("n/", &[b"n1"]), encode(&sample_notification("n1", now)))
+                .unwrap();
+            let mut tried = sample_notification("n2", now);
+            tried.attempts.push(crate::model::Attempt {
+                channel: ChannelKind::Whatsapp,
+                at: now,
+                outcome: "transient".into(),
+                reason: None,
+                provider_code: None,
+                provider_message_id: None,
+                detail: None,
+            });
+            tried.next_attempt_at = Some(now + chrono::Duration::hours(1));
+            tree.insert(key("n/", &[b"n2"]), encode(&tried)).unwrap();
+            let mut erased = sample_notification("n3", now);
+            erased.status = Status::Cancelled;
+            erased.contact_id = String::new();
+            erased.text = String::new();
+            tree.insert(key("n/", &[b"n3"]), encode(&erased)).unwrap();
+            db.flush().unwrap();
+            let scratch = sled::Config::new().temporary(true).open().unwrap();
+            let journal =
+                Journal::start(&path.with_extension("journal"), scratch, journal::Raw).unwrap();
+            for (id, key) in [("n1", "key-1"), ("n2", "key-2"), ("n3", "key-3")] {
+                journal
+                    .append(encode(&journal_record(id, key)))
+                    .await
+                    .unwrap();
+            }
+        }
+        let store = SledStore::open(&path, 8).unwrap();
+        assert_eq!(store.queue_depth(), 1, "only n1 is put back on the queue");
+        let due = store.claim_due(now, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n1"]
+        );
+        let (listed, _) = store
+            .list_notifications(&ListQuery {
+                contact_id: Some("ana".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n1"],
+            "n1 is back in its contact's index; the erased n3 is not"
+        );
+        let again = NewNotification {
+            notification: sample_notification("n9", now),
+            contact_patch: None,
+            idempotency: Some(super::super::IdempotencyKey {
+                key: "key-1".into(),
+                fingerprint: "f1".into(),
+            }),
+        };
+        assert_eq!(
+            store.accept(again, now).await.unwrap(),
+            AcceptOutcome::Duplicate { id: "n1".into() }
+        );
+        let erased = store.get_notification("n3").await.unwrap().unwrap();
+        assert_eq!(erased.status, Status::Cancelled);
+        assert_eq!(erased.contact_id, "");
+    }
+
+    /// Saves are applied as single writes, and sled recovers a prefix of them after a crash:
+    /// whatever prefix survives, the notification must still be on the queue unless its
+    /// record says it is done (else it would never be sent).
+    #[test]
+    fn every_prefix_of_a_save_leaves_the_notification_queued_or_done() {
+        let now = Utc::now();
+        let accepted = sample_notification("n1", now);
+        let claimed_at = queue_key(now, "n1");
+        let mut retry = accepted.clone();
+        retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+        let mut sent = accepted.clone();
+        sent.status = Status::Sent;
+        sent.next_attempt_at = None;
+        let mut same_entry = accepted.clone();
+        same_entry.attempts.clear();
+        for saved in [retry, sent, same_entry] {
+            let (writes, _) = save_writes(&saved, Some(claimed_at.clone()));
+            for cut in 0..=writes.len() {
+                let mut tree: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+                tree.insert(key("n/", &[b"n1"]), encode(&accepted));
+                tree.insert(claimed_at.clone(), Vec::new());
+                for (k, v) in writes[..cut].iter().cloned() {
+                    match v {
+                        Some(v) => tree.insert(k, v),
+                        None => tree.remove(&k),
+                    };
+                }
+                let record: Notification = decode(b"n/n1", &tree[&key("n/", &[b"n1"])]).unwrap();
+                let queued = tree
+                    .keys()
+                    .any(|k| k.starts_with(b"q/") && k.ends_with(b"n1"));
+                assert!(
+                    queued || record.queue_due().is_none(),
+                    "after {cut} of {} writes saving {:?}, n1 is neither queued nor done",
+                    writes.len(),
+                    saved.status
+                );
+            }
+        }
     }
 
     async fn reopen(path: &Path) -> SledStore {
