@@ -30,6 +30,8 @@ const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
     contact_id: String,
+    /// Addresses to set on the contact (created if missing). Addresses it already has change
+    /// nothing, not even its `updated_at`; consent is never granted this way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to: Option<ContactBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

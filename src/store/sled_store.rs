@@ -670,9 +670,19 @@ fn stage_accepted(
             .clone()
             .unwrap_or_else(|| Contact::new(&n.contact_id, now));
         contact.apply(patch, now);
-        let mut contact_batch = sled::Batch::default();
-        write_contact(&mut contact_batch, old.as_ref(), &contact);
-        tree.apply_batch(contact_batch).map_err(io)?;
+        // Apps often send the same `to` with every notification: then there is nothing to
+        // write (a sled batch costs sled two buffer writes).
+        let unchanged = old.as_ref().is_some_and(|old| {
+            *old == Contact {
+                updated_at: old.updated_at,
+                ..contact.clone()
+            }
+        });
+        if !unchanged {
+            let mut contact_batch = sled::Batch::default();
+            write_contact(&mut contact_batch, old.as_ref(), &contact);
+            tree.apply_batch(contact_batch).map_err(io)?;
+        }
     }
     let due = n.next_attempt_at.unwrap_or(now);
     writes.push((key("n/", &[n.id.as_bytes()]), encode(n)));
@@ -1188,6 +1198,44 @@ mod tests {
             whatsapp: Some(number.into()),
             ..ContactPatch::default()
         }
+    }
+
+    #[tokio::test]
+    async fn an_accept_repeating_the_contacts_addresses_leaves_the_contact_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        store
+            .upsert_contact("ana", &patch_whatsapp("+48600100200"), t0)
+            .await
+            .unwrap();
+        let accept = |id: &str, number: &str, at: Timestamp| NewNotification {
+            notification: sample_notification(id, at),
+            contact_patch: Some(patch_whatsapp(number)),
+            idempotency: None,
+        };
+        let t1 = t0 + chrono::Duration::minutes(10);
+        store
+            .accept(accept("n1", "+48600100200", t1), t1)
+            .await
+            .unwrap();
+        let same = store.get_contact("ana").await.unwrap().unwrap();
+        assert_eq!(same.updated_at, t0, "nothing changed, nothing written");
+        assert_eq!(same.whatsapp.as_deref(), Some("+48600100200"));
+
+        let t2 = t1 + chrono::Duration::minutes(10);
+        store
+            .accept(accept("n2", "+48600100999", t2), t2)
+            .await
+            .unwrap();
+        let moved = store.get_contact("ana").await.unwrap().unwrap();
+        assert_eq!(moved.updated_at, t2);
+        assert_eq!(moved.whatsapp.as_deref(), Some("+48600100999"));
+        let found = store
+            .find_contact_by_address(ChannelKind::Whatsapp, "+48600100999")
+            .await
+            .unwrap();
+        assert_eq!(found.map(|c| c.id).as_deref(), Some("ana"));
     }
 
     #[tokio::test]
