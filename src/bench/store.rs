@@ -4,7 +4,7 @@
 //! Why: the gateway's figures are bounded by what its store can do. Measured here, in this
 //! process, with nothing else running: the rate and the CPU per notification of
 //! - **accept**: `Store::accept` from `clients` concurrent tasks (the journal's group commit,
-//!   one sled batch per group, one `fdatasync` per group), exactly as the API calls it;
+//!   the group's sled writes, one `fdatasync` per group), exactly as the API calls it;
 //! - **delivery**: what the dispatcher asks of the store per notification: a claim (a queue
 //!   scan and a record read, 256 at a time), the contact read, and the save after a `sent`
 //!   attempt (queue entry removed, record rewritten, the provider's message id indexed); the

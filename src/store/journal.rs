@@ -3,9 +3,9 @@
 //!
 //! Why: sled's `flush` writes back its whole page cache through its own thread pool; under a
 //! stream of accepts that costs far more than the records themselves. So accepts go to one
-//! committer thread: it takes every request waiting, applies them to sled (in memory) as one
-//! batch through its [`Stage`], appends their records here with one write and one
-//! `fdatasync` (group commit), and only then answers them; the 202 waits for that.
+//! committer thread: it takes every request waiting, applies them to sled (in memory) through
+//! its [`Stage`], appends their records here with one write and one `fdatasync` (group
+//! commit), and only then answers them; the 202 waits for that.
 //!
 //! The journal is a folder of segments (`00000000000000000001.log`, ...), each a sequence of
 //! `[u32 length][u32 crc32][payload]` records. Every couple of seconds the committer starts a
