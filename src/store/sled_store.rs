@@ -1308,6 +1308,27 @@ mod tests {
         }
     }
 
+    /// `n` accepted with the idempotency key `key` (fingerprint "f1").
+    fn keyed(n: Notification, key: &str) -> NewNotification {
+        NewNotification {
+            notification: n,
+            contact_patch: None,
+            idempotency: Some(super::super::IdempotencyKey {
+                key: key.into(),
+                fingerprint: "f1".into(),
+            }),
+        }
+    }
+
+    /// A new accept with `key` and the same body is answered with `id`, the first one's.
+    async fn assert_key_answers(store: &SledStore, key: &str, id: &str, now: Timestamp) {
+        let again = keyed(sample_notification("again", now), key);
+        assert_eq!(
+            store.accept(again, now).await.unwrap(),
+            AcceptOutcome::Duplicate { id: id.into() }
+        );
+    }
+
     #[tokio::test]
     async fn notifications_only_in_the_journal_are_reapplied_on_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -1320,12 +1341,8 @@ mod tests {
                 Journal::start(&path.with_extension("journal"), scratch, journal::Raw).unwrap();
             let record = JournalRecord {
                 new: NewNotification {
-                    notification: sample_notification("n1", now),
                     contact_patch: Some(patch_whatsapp("+48600100200")),
-                    idempotency: Some(super::super::IdempotencyKey {
-                        key: "key-1".into(),
-                        fingerprint: "f1".into(),
-                    }),
+                    ..keyed(sample_notification("n1", now), "key-1")
                 },
                 at: now,
             };
@@ -1347,18 +1364,7 @@ mod tests {
             .unwrap()
             .expect("contact from the patch");
         assert_eq!(contact.whatsapp.as_deref(), Some("+48600100200"));
-        let again = NewNotification {
-            notification: sample_notification("n2", now),
-            contact_patch: None,
-            idempotency: Some(super::super::IdempotencyKey {
-                key: "key-1".into(),
-                fingerprint: "f1".into(),
-            }),
-        };
-        assert_eq!(
-            store.accept(again, now).await.unwrap(),
-            AcceptOutcome::Duplicate { id: "n1".into() }
-        );
+        assert_key_answers(&store, "key-1", "n1", now).await;
     }
 
     #[tokio::test]
@@ -1531,14 +1537,7 @@ mod tests {
         let path = dir.path().join("db");
         let now = Utc::now();
         let journal_record = |id: &str, key: &str| JournalRecord {
-            new: NewNotification {
-                notification: sample_notification(id, now),
-                contact_patch: None,
-                idempotency: Some(super::super::IdempotencyKey {
-                    key: key.into(),
-                    fingerprint: "f1".into(),
-                }),
-            },
+            new: keyed(sample_notification(id, now), key),
             at: now,
         };
         {
@@ -1596,18 +1595,7 @@ mod tests {
             ["n1"],
             "n1 is back in its contact's index; the erased n3 is not"
         );
-        let again = NewNotification {
-            notification: sample_notification("n9", now),
-            contact_patch: None,
-            idempotency: Some(super::super::IdempotencyKey {
-                key: "key-1".into(),
-                fingerprint: "f1".into(),
-            }),
-        };
-        assert_eq!(
-            store.accept(again, now).await.unwrap(),
-            AcceptOutcome::Duplicate { id: "n1".into() }
-        );
+        assert_key_answers(&store, "key-1", "n1", now).await;
         let erased = store.get_notification("n3").await.unwrap().unwrap();
         assert_eq!(erased.status, Status::Cancelled);
         assert_eq!(erased.contact_id, "");
