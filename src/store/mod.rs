@@ -154,9 +154,6 @@ pub trait Store: Send + Sync + 'static {
         channel: ChannelKind,
         message_id: &str,
     ) -> StoreResult<Option<String>>;
-    /// Saves a notification that is not claimed (a receipt, a cancellation); a queued one keeps
-    /// its place in the queue.
-    async fn update_notification(&self, n: &Notification) -> StoreResult<()>;
     /// When the earliest queued notification is due.
     async fn next_due(&self) -> StoreResult<Option<Timestamp>>;
     /// Notifications waiting on the queue (not counting claimed ones).

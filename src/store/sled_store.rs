@@ -74,8 +74,10 @@ pub struct SledStore {
     /// Queue entries, kept up to date by every write; signed because the count of what was
     /// queued at open arrives later than the changes made meanwhile (see `open`).
     queue_depth: Arc<AtomicI64>,
-    /// Applies the dispatcher's saves, many to a sled batch.
+    /// Applies the dispatcher's saves, one thread for all.
     saver: Saver,
+    /// Notifications erased while claimed, whose save the saver empties.
+    erasing: Erasing,
     /// Where queue scans start (see [`ScanFrom`]).
     scan_from: Arc<ScanFrom>,
 }
@@ -108,7 +110,53 @@ impl ScanFrom {
 
 /// One write of a save: a key and its new value, or `None` to remove it.
 type Write = (Vec<u8>, Option<Vec<u8>>);
-type SaveRequest = (Vec<Write>, oneshot::Sender<Result<(), String>>);
+/// A save: the notification's id, its writes, and where to answer whether the notification
+/// was saved as erased (see [`Erasing`]).
+type SaveRequest = (String, Vec<Write>, oneshot::Sender<Result<bool, String>>);
+
+/// Notifications whose contact was erased while they were claimed (being sent). The erasure
+/// empties their record at once, but the worker's save comes later and carries the content
+/// and contact id the erasure removed; the saver empties such a save instead of applying it
+/// as it is. The saver holds the lock while it applies a group, and an erasure while it adds
+/// ids and applies its own writes, so a save is either applied before the erasure's writes
+/// (which then win) or sees the id here.
+type Erasing = Arc<Mutex<std::collections::HashSet<String>>>;
+
+/// What an erasure leaves of a notification: the bare record, so that ids handed out stay
+/// resolvable, without its content or its contact, and never tried again.
+fn erase_content(n: &mut Notification, now: Timestamp) {
+    if !n.status.is_final() {
+        n.status = Status::Cancelled;
+    }
+    n.next_attempt_at = None;
+    n.text = String::new();
+    n.subject = None;
+    n.html = None;
+    n.whatsapp_template = None;
+    n.contact_id = String::new();
+    n.updated_at = now;
+}
+
+/// A save of a notification erased while it was claimed: its record without content, no
+/// message-id index and no new queue entry; removals (the entry it was claimed from) stay.
+fn erased_save(writes: Vec<Write>) -> Result<Vec<Write>, String> {
+    writes
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            None => Some(Ok((k, None))),
+            Some(v) if k.starts_with(b"n/") => Some(
+                decode::<Notification>(&k, &v)
+                    .map(|mut n| {
+                        let at = n.updated_at;
+                        erase_content(&mut n, at);
+                        (k, Some(encode(&n)))
+                    })
+                    .map_err(|e| e.to_string()),
+            ),
+            Some(_) => None,
+        })
+        .collect()
+}
 
 /// The dispatcher's saves (one after every turn of a notification) go to one thread that
 /// applies every save waiting, one write after another. Why one thread: sled's writes cost
@@ -127,7 +175,7 @@ impl Saver {
     /// Most saves in one batch.
     const MAX_BATCH: usize = 1024;
 
-    fn start(tree: sled::Tree) -> StoreResult<Saver> {
+    fn start(tree: sled::Tree, erasing: Erasing) -> StoreResult<Saver> {
         let (tx, rx) = std::sync::mpsc::channel::<SaveRequest>();
         std::thread::Builder::new()
             .name("lifeboat-saver".into())
@@ -140,31 +188,51 @@ impl Saver {
                             Err(_) => break,
                         }
                     }
-                    let mut result = Ok(());
-                    for (writes, ack) in group {
-                        if result.is_ok() {
-                            result = writes
-                                .into_iter()
-                                .try_for_each(|(k, v)| match v {
-                                    Some(v) => tree.insert(k, v).map(drop),
-                                    None => tree.remove(k).map(drop),
-                                })
-                                .map_err(|e| format!("store I/O failed: {e}"));
-                        }
+                    let mut failed: Option<String> = None;
+                    let mut erasing = erasing.lock().unwrap_or_else(|e| e.into_inner());
+                    for (id, writes, ack) in group {
                         // After a failed write sled is unusable: every later save fails too.
-                        let _ = ack.send(result.clone());
+                        let answer = match &failed {
+                            Some(e) => Err(e.clone()),
+                            None => {
+                                let erased = erasing.remove(&id);
+                                let writes = if erased {
+                                    erased_save(writes)
+                                } else {
+                                    Ok(writes)
+                                };
+                                let applied = writes.and_then(|writes| {
+                                    writes
+                                        .into_iter()
+                                        .try_for_each(|(k, v)| match v {
+                                            Some(v) => tree.insert(k, v).map(drop),
+                                            None => tree.remove(k).map(drop),
+                                        })
+                                        .map_err(|e| format!("store I/O failed: {e}"))
+                                });
+                                if let Err(e) = &applied {
+                                    failed = Some(e.clone());
+                                }
+                                applied.map(|()| erased)
+                            }
+                        };
+                        let _ = ack.send(answer);
                     }
+                    drop(erasing);
                 }
             })
             .map_err(io)?;
         Ok(Saver { requests: tx })
     }
 
-    /// Applies `writes` (atomically, with whatever other saves share its batch).
-    async fn apply(&self, writes: Vec<Write>) -> StoreResult<()> {
+    /// Applies `writes`, the save of notification `id`, in order. Says whether the notification
+    /// was saved as erased instead (see [`Erasing`]).
+    async fn apply(&self, id: &str, writes: Vec<Write>) -> StoreResult<bool> {
         let (ack, done) = oneshot::channel();
         let stopped = || StoreError::Io("the store's saver has stopped".into());
-        self.requests.send((writes, ack)).map_err(|_| stopped())?;
+        self.requests
+            .send((id.to_string(), writes, ack))
+            .map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?.map_err(StoreError::Io)
     }
 }
@@ -325,7 +393,8 @@ impl SledStore {
                 },
             })?;
         let tree = db.open_tree("lifeboat").map_err(io)?;
-        let saver = Saver::start(tree.clone())?;
+        let erasing = Erasing::default();
+        let saver = Saver::start(tree.clone(), erasing.clone())?;
         let scan_from = Arc::new(ScanFrom::new());
         let store = SledStore {
             commit: GroupCommit::start(db.clone()),
@@ -336,6 +405,7 @@ impl SledStore {
             claimed: Mutex::new(HashMap::new()),
             queue_depth: Arc::new(AtomicI64::new(0)),
             saver,
+            erasing,
             scan_from,
         };
         store.replay_journal(&path.with_extension("journal"))?;
@@ -764,13 +834,18 @@ impl Store for SledStore {
             let mut xprefix = key("x/", &[id.as_bytes()]);
             xprefix.push(0);
             let mut dequeued = 0u64;
+            let mut claimed_ids = Vec::new();
             for item in self.tree.scan_prefix(&xprefix) {
                 let (k, _) = item.map_err(io)?;
                 let nid = &k[xprefix.len()..];
                 let nkey = key("n/", &[nid]);
                 if let Some(mut n) = self.get::<Notification>(&nkey)? {
-                    // A claimed one's queue entry goes with its worker's save.
+                    // A claimed one's queue entry goes with its worker's save, which the saver
+                    // empties as this does (see `Erasing`).
                     let claimed = self.is_claimed(&n.id);
+                    if claimed {
+                        claimed_ids.push(n.id.clone());
+                    }
                     if let Some(due) = n.queue_due().filter(|_| !claimed) {
                         let qk = queue_key(due, &n.id);
                         if self.tree.get(&qk).map_err(io)?.is_some() {
@@ -778,20 +853,10 @@ impl Store for SledStore {
                             dequeued += 1;
                         }
                     }
-                    if !n.status.is_final() {
-                        n.status = Status::Cancelled;
-                    }
-                    n.next_attempt_at = None;
                     for k in message_index_keys(&n) {
                         batch.remove(k);
                     }
-                    // Erase the content; keep the bare record so ids handed out stay resolvable.
-                    n.text = String::new();
-                    n.subject = None;
-                    n.html = None;
-                    n.whatsapp_template = None;
-                    n.contact_id = String::new();
-                    n.updated_at = now;
+                    erase_content(&mut n, now);
                     batch.insert(nkey, encode(&n));
                 }
                 batch.remove(k);
@@ -807,7 +872,11 @@ impl Store for SledStore {
                     consent_changes: changes,
                 }),
             );
-            self.tree.apply_batch(batch).map_err(io)?;
+            {
+                let mut erasing = self.erasing.lock().unwrap_or_else(|e| e.into_inner());
+                erasing.extend(claimed_ids);
+                self.tree.apply_batch(batch).map_err(io)?;
+            }
             self.queue_depth
                 .fetch_sub(dequeued as i64, Ordering::Relaxed);
         }
@@ -980,21 +1049,12 @@ impl Store for SledStore {
         let claimed_at = self.claims().get(&n.id).cloned();
         let (writes, requeued_at) = save_writes(n, claimed_at);
         // The claim goes only once the save is in sled: until then, signals leave it alone.
-        self.saver.apply(writes).await?;
+        let erased = self.saver.apply(&n.id, writes).await?;
         self.claims().remove(&n.id);
-        if let Some(qk) = &requeued_at {
-            self.scan_from.queued(qk);
-        }
-        if requeued_at.is_some() {
+        if let Some(qk) = requeued_at.filter(|_| !erased) {
+            self.scan_from.queued(&qk);
             self.queue_depth.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
-    }
-
-    async fn update_notification(&self, n: &Notification) -> StoreResult<()> {
-        self.tree
-            .insert(key("n/", &[n.id.as_bytes()]), encode(n))
-            .map_err(io)?;
         Ok(())
     }
 
@@ -1198,6 +1258,69 @@ mod tests {
             whatsapp: Some(number.into()),
             ..ContactPatch::default()
         }
+    }
+
+    /// A notification being sent while its contact is erased: the worker's save comes after
+    /// the erasure and carries the text and the contact id the erasure removed. They must not
+    /// come back.
+    #[tokio::test]
+    async fn an_erasure_during_a_send_is_not_undone_by_the_sends_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let now = Utc::now();
+        store
+            .upsert_contact("ana", &patch_whatsapp("+48600100200"), now)
+            .await
+            .unwrap();
+        for id in ["n1", "n2"] {
+            let new = NewNotification {
+                notification: sample_notification(id, now),
+                contact_patch: None,
+                idempotency: None,
+            };
+            store.accept(new, now).await.unwrap();
+        }
+        let claimed = store.claim_due(now, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(store.erase_contact("ana", now).await.unwrap());
+        // n1 went out; n2 got a transient answer and would be retried.
+        let mut sent = claimed[0].clone();
+        sent.status = Status::Sent;
+        sent.next_attempt_at = None;
+        sent.attempts.push(crate::model::Attempt {
+            channel: ChannelKind::Whatsapp,
+            at: now,
+            outcome: "sent".into(),
+            reason: None,
+            provider_code: None,
+            provider_message_id: Some("wamid.1".into()),
+            detail: None,
+        });
+        let mut retry = claimed[1].clone();
+        retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+        store.save_progress(&sent).await.unwrap();
+        store.save_progress(&retry).await.unwrap();
+
+        let n1 = store.get_notification("n1").await.unwrap().unwrap();
+        assert_eq!((n1.text.as_str(), n1.contact_id.as_str()), ("", ""));
+        assert_eq!(n1.status, Status::Sent, "it did go out");
+        assert_eq!(
+            store
+                .find_by_message_id(ChannelKind::Whatsapp, "wamid.1")
+                .await
+                .unwrap(),
+            None
+        );
+        let n2 = store.get_notification("n2").await.unwrap().unwrap();
+        assert_eq!((n2.text.as_str(), n2.contact_id.as_str()), ("", ""));
+        assert_eq!(
+            n2.status,
+            Status::Cancelled,
+            "not retried for an erased contact"
+        );
+        assert_eq!(store.queue_depth(), 0);
+        let later = now + chrono::Duration::minutes(5);
+        assert!(store.claim_due(later, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
