@@ -1253,6 +1253,16 @@ impl Store for SledStore {
 mod tests {
     use super::*;
 
+    /// A fresh store in `dir` holding the contact "ana" (WhatsApp +48600100200), made at `at`.
+    async fn store_with_ana(dir: &Path, at: Timestamp) -> SledStore {
+        let store = SledStore::open(&dir.join("db"), 8).unwrap();
+        store
+            .upsert_contact("ana", &patch_whatsapp("+48600100200"), at)
+            .await
+            .unwrap();
+        store
+    }
+
     fn patch_whatsapp(number: &str) -> ContactPatch {
         ContactPatch {
             whatsapp: Some(number.into()),
@@ -1266,20 +1276,9 @@ mod tests {
     #[tokio::test]
     async fn an_erasure_during_a_send_is_not_undone_by_the_sends_save() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let now = Utc::now();
-        store
-            .upsert_contact("ana", &patch_whatsapp("+48600100200"), now)
-            .await
-            .unwrap();
-        for id in ["n1", "n2"] {
-            let new = NewNotification {
-                notification: sample_notification(id, now),
-                contact_patch: None,
-                idempotency: None,
-            };
-            store.accept(new, now).await.unwrap();
-        }
+        let store = store_with_ana(dir.path(), now).await;
+        accept_all(&store, &["n1", "n2"], now).await;
         let claimed = store.claim_due(now, 10).await.unwrap();
         assert_eq!(claimed.len(), 2);
         assert!(store.erase_contact("ana", now).await.unwrap());
@@ -1288,13 +1287,8 @@ mod tests {
         sent.status = Status::Sent;
         sent.next_attempt_at = None;
         sent.attempts.push(crate::model::Attempt {
-            channel: ChannelKind::Whatsapp,
-            at: now,
-            outcome: "sent".into(),
-            reason: None,
-            provider_code: None,
             provider_message_id: Some("wamid.1".into()),
-            detail: None,
+            ..crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x")
         });
         let mut retry = claimed[1].clone();
         retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
@@ -1326,12 +1320,8 @@ mod tests {
     #[tokio::test]
     async fn an_accept_repeating_the_contacts_addresses_leaves_the_contact_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let t0 = Utc::now() - chrono::Duration::hours(1);
-        store
-            .upsert_contact("ana", &patch_whatsapp("+48600100200"), t0)
-            .await
-            .unwrap();
+        let store = store_with_ana(dir.path(), t0).await;
         let accept = |id: &str, number: &str, at: Timestamp| NewNotification {
             notification: sample_notification(id, at),
             contact_patch: Some(patch_whatsapp(number)),
@@ -1364,12 +1354,8 @@ mod tests {
     #[tokio::test]
     async fn the_address_index_follows_address_changes_and_erasure() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let now = Utc::now();
-        store
-            .upsert_contact("ana", &patch_whatsapp("+48600100200"), now)
-            .await
-            .unwrap();
+        let store = store_with_ana(dir.path(), now).await;
         let found = store
             .find_contact_by_address(ChannelKind::Whatsapp, "+48600100200")
             .await
@@ -1428,6 +1414,18 @@ mod tests {
             idempotency_key: Some("key-1".into()),
             cursor: Default::default(),
             next_attempt_at: Some(now),
+        }
+    }
+
+    /// Accepts sample notifications with these ids (no key, no contact patch).
+    async fn accept_all(store: &SledStore, ids: &[&str], now: Timestamp) {
+        for id in ids {
+            let new = NewNotification {
+                notification: sample_notification(id, now),
+                contact_patch: None,
+                idempotency: None,
+            };
+            store.accept(new, now).await.unwrap();
         }
     }
 
@@ -1607,14 +1605,7 @@ mod tests {
         let now = Utc::now();
         {
             let store = SledStore::open(&path, 8).unwrap();
-            for id in ["n1", "n2"] {
-                let new = NewNotification {
-                    notification: sample_notification(id, now),
-                    contact_patch: None,
-                    idempotency: None,
-                };
-                store.accept(new, now).await.unwrap();
-            }
+            accept_all(&store, &["n1", "n2"], now).await;
             let first = store.claim_due(now, 1).await.unwrap();
             assert_eq!(first[0].id, "n1");
             // The claimed one is skipped by the next claim and by the next due time...
@@ -1671,15 +1662,11 @@ mod tests {
             tree.insert(key("n/", &[b"n1"]), encode(&sample_notification("n1", now)))
                 .unwrap();
             let mut tried = sample_notification("n2", now);
-            tried.attempts.push(crate::model::Attempt {
-                channel: ChannelKind::Whatsapp,
-                at: now,
-                outcome: "transient".into(),
-                reason: None,
-                provider_code: None,
-                provider_message_id: None,
-                detail: None,
-            });
+            tried.attempts.push(crate::model::Attempt::skipped(
+                ChannelKind::Whatsapp,
+                now,
+                "x",
+            ));
             tried.next_attempt_at = Some(now + chrono::Duration::hours(1));
             tree.insert(key("n/", &[b"n2"]), encode(&tried)).unwrap();
             let mut erased = sample_notification("n3", now);
