@@ -28,7 +28,8 @@
 //! Accepts have a single writer: the journal's committer thread ([`AcceptStage`]) checks
 //! idempotency keys and applies a whole group of accepts, so no lock guards the key check.
 //! The two hot paths (accepts and saves) write single keys in a crash-safe order instead of
-//! using sled batches, which cost sled two buffer writes each; rarer writes use batches. Read-modify-write on one contact is serialised by a striped in-process lock
+//! using sled batches, which cost sled two buffer writes each; rarer writes use batches.
+//! Read-modify-write on one contact is serialised by a striped in-process lock
 //! (sled opens in one process only), held for in-memory work only, never across a flush.
 //! Durability of accepts comes from the journal; other durable writes (contacts, consents,
 //! channel states) share sled flushes through [`GroupCommit`]; non-critical progress
@@ -672,6 +673,10 @@ impl Stage for AcceptStage {
                 }
             }
             Err(e) => {
+                // sled failed (the disk): the whole group is answered with the error and not
+                // journaled. Unlike a batch, the writes before the failure stay in sled; if
+                // they reach its disk, those notifications are sent although their clients
+                // got an error (a retry with the same idempotency key gets their id).
                 let message = format!("store I/O failed: {e}");
                 for (record, answer) in &mut out {
                     if record.take().is_some() {
