@@ -614,11 +614,12 @@ impl SledStore {
 /// is checked (idempotency keys, in the store and within the group) and applied to sled, then
 /// journaled. One writer means no lock around the idempotency check.
 ///
-/// The writes go to sled one by one, each accept's record first and its queue entry last, not
-/// as a `sled::Batch`: sled seals and writes out its I/O buffer twice for every batch (to
-/// mark the batch's bounds in its log), waking its I/O threads each time, which cost more than
-/// the writes themselves (BENCHMARKS.md). Readers never see a queue entry without its record
-/// (the dispatcher drops such orphans anyway). After a crash sled recovers a prefix of its
+/// The writes go to sled one by one, not as a `sled::Batch`: each accept's record first, then
+/// its contact index entry, its queue entry, and its idempotency key last. Why: sled seals and
+/// writes out its I/O buffer twice for every batch (to mark the batch's bounds in its log),
+/// waking its I/O threads each time, which cost more than the writes themselves
+/// (BENCHMARKS.md). Readers never see a queue entry without its record (the dispatcher drops
+/// such orphans anyway), nor a key without its queued notification. After a crash sled recovers a prefix of its
 /// writes, and the journal's replay puts back whatever followed a recovered record
 /// ([`SledStore::complete_accepted`]).
 pub(super) struct AcceptStage {
@@ -676,7 +677,8 @@ impl Stage for AcceptStage {
                 // sled failed (the disk): the whole group is answered with the error and not
                 // journaled. Unlike a batch, the writes before the failure stay in sled; if
                 // they reach its disk, those notifications are sent although their clients
-                // got an error (a retry with the same idempotency key gets their id).
+                // got an error (a retry with the same idempotency key gets the id of one whose
+                // writes all got in: the key is written last).
                 let message = format!("store I/O failed: {e}");
                 for (record, answer) in &mut out {
                     if record.take().is_some() {
@@ -765,8 +767,9 @@ fn stage_accepted(
         key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
         Vec::new(),
     ));
-    writes.extend(idem_record);
     writes.push((queue_key(due, &n.id), Vec::new()));
+    // The key last: a key found in the store always has a queued notification behind it.
+    writes.extend(idem_record);
     Ok(None)
 }
 
