@@ -69,9 +69,9 @@ pub struct SledStore {
     journal: std::sync::OnceLock<Journal<AcceptStage>>,
     /// Serialise read-modify-write per contact (one stripe at a time, never two).
     contact_stripes: Arc<Vec<Mutex<()>>>,
-    /// Claimed notifications (id → the queue key they were claimed at). Locked while claiming
-    /// and while editing an unclaimed notification.
-    claimed: Mutex<HashMap<String, Vec<u8>>>,
+    /// Claimed notifications. Locked while claiming and while editing an unclaimed
+    /// notification.
+    claimed: Mutex<HashMap<String, Claim>>,
     /// Queue entries, kept up to date by every write; signed because the count of what was
     /// queued at open arrives later than the changes made meanwhile (see `open`).
     queue_depth: Arc<AtomicI64>,
@@ -107,6 +107,15 @@ impl ScanFrom {
             *from = k.to_vec();
         }
     }
+}
+
+/// A claimed notification (kept in memory, by id).
+struct Claim {
+    /// The queue entry it was claimed from.
+    queue_key: Vec<u8>,
+    /// Its save has started: the record may already be the saved one, so the API shows the
+    /// record as it is, not as `sending`.
+    saving: bool,
 }
 
 /// One write of a save: a key and its new value, or `None` to remove it.
@@ -494,18 +503,21 @@ impl SledStore {
         Ok(())
     }
 
-    /// A notification as the API shows it: a claimed one is `sending`.
+    /// A notification as the API shows it: a claimed one is `sending` until its save starts.
+    /// The claim is looked at after the record is read, and marked `saving` before the saved
+    /// record is written, so a record already saved is never shown as still being sent.
     fn notification_as_seen(&self, id: &str) -> StoreResult<Option<Notification>> {
         let Some(mut n) = self.get::<Notification>(&key("n/", &[id.as_bytes()]))? else {
             return Ok(None);
         };
-        if n.status == Status::Queued && self.is_claimed(id) {
+        let sending = self.claims().get(id).is_some_and(|c| !c.saving);
+        if n.status == Status::Queued && sending {
             n.status = Status::Sending;
         }
         Ok(Some(n))
     }
 
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
         self.claimed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1030,7 +1042,10 @@ impl Store for SledStore {
             if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry(id) {
                 match self.get::<Notification>(&key("n/", &[slot.key().as_bytes()]))? {
                     Some(n) => {
-                        slot.insert(qk.to_vec());
+                        slot.insert(Claim {
+                            queue_key: qk.to_vec(),
+                            saving: false,
+                        });
                         claimed.push(n);
                     }
                     // A queue entry without its record cannot be sent; drop it.
@@ -1054,9 +1069,13 @@ impl Store for SledStore {
     }
 
     async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
-        let claimed_at = self.claims().get(&n.id).cloned();
+        let claimed_at = self.claims().get_mut(&n.id).map(|claim| {
+            claim.saving = true;
+            claim.queue_key.clone()
+        });
         let (writes, requeued_at) = save_writes(n, claimed_at);
-        // The claim goes only once the save is in sled: until then, signals leave it alone.
+        // The claim goes only once the save is in sled: until then, signals leave it alone
+        // and claims skip its queue entries.
         let erased = self.saver.apply(&n.id, writes).await?;
         self.claims().remove(&n.id);
         if let Some(qk) = requeued_at.filter(|_| !erased) {
@@ -1323,6 +1342,48 @@ mod tests {
         assert_eq!(store.queue_depth(), 0);
         let later = now + chrono::Duration::minutes(5);
         assert!(store.claim_due(later, 10).await.unwrap().is_empty());
+    }
+
+    /// The API shows a claimed notification as `sending`. Once its save is in, it must show
+    /// what was saved: a reader never sees the new attempts still marked `sending`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saved_record_is_never_shown_as_still_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let store = Arc::new(store_with_ana(dir.path(), now).await);
+        let ids: Vec<String> = (0..2000).map(|i| format!("n{i:05}")).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        accept_all(&store, &id_refs, now).await;
+        let claimed = store.claim_due(now, ids.len()).await.unwrap();
+        assert_eq!(claimed.len(), ids.len());
+        // The reader watches the notification being saved right now.
+        let saving = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = {
+            let (store, saving, ids) = (store.clone(), saving.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut seen = 0u64;
+                loop {
+                    let Some(id) = ids.get(saving.load(Ordering::Relaxed)) else {
+                        return seen;
+                    };
+                    let n = store.get_notification(id).await.unwrap().unwrap();
+                    if !n.attempts.is_empty() {
+                        let shown = n.status;
+                        assert_eq!(shown, Status::Queued, "{id} saved, shown {shown:?}");
+                        seen += 1;
+                    }
+                }
+            })
+        };
+        for (i, mut n) in claimed.into_iter().enumerate() {
+            saving.store(i, Ordering::Relaxed);
+            let tried = crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x");
+            n.attempts.push(tried);
+            n.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+            store.save_progress(&n).await.unwrap();
+        }
+        saving.store(usize::MAX, Ordering::Relaxed);
+        assert!(reader.await.unwrap() > 0, "the reader saw saved records");
     }
 
     #[tokio::test]
