@@ -182,8 +182,8 @@ struct Saver {
 }
 
 impl Saver {
-    /// Most saves in one batch.
-    const MAX_BATCH: usize = 1024;
+    /// Most saves taken in one group (one hold of the `Erasing` lock).
+    const MAX_GROUP: usize = 1024;
 
     fn start(tree: sled::Tree, erasing: Erasing) -> StoreResult<Saver> {
         let (tx, rx) = std::sync::mpsc::channel::<SaveRequest>();
@@ -192,7 +192,7 @@ impl Saver {
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut group = vec![first];
-                    while group.len() < Self::MAX_BATCH {
+                    while group.len() < Self::MAX_GROUP {
                         match rx.try_recv() {
                             Ok(more) => group.push(more),
                             Err(_) => break,
@@ -703,10 +703,11 @@ impl Stage for AcceptStage {
     }
 }
 
-/// Stages one accept into `batch`: checks its idempotency key (against the store and against
+/// Stages one accept into `writes`: checks its idempotency key (against the store and against
 /// `keys`, the keys staged earlier in the same group), writes its contact patch (at once, under
-/// the contact's stripe), and adds the notification, its index entry and its queue entry.
-/// Returns the earlier outcome when the key was seen before.
+/// the contact's stripe, if it changes the contact), and adds, in the order they must be
+/// applied (see [`AcceptStage`]), the notification, its index entry, its queue entry and its
+/// idempotency key. Returns the earlier outcome when the key was seen before.
 fn stage_accepted(
     tree: &sled::Tree,
     contact_stripes: &[Mutex<()>],
@@ -1073,6 +1074,8 @@ impl Store for SledStore {
             claim.saving = true;
             claim.queue_key.clone()
         });
+        // Marked `saving` before the record is written: from here on the API shows the record
+        // as stored, not as `sending` (a failed save leaves it claimed until the next start).
         let (writes, requeued_at) = save_writes(n, claimed_at);
         // The claim goes only once the save is in sled: until then, signals leave it alone
         // and claims skip its queue entries.
