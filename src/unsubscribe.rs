@@ -9,8 +9,9 @@
 //! `GET /unsubscribe/{token}` shows a page with one button (a GET never unsubscribes: mail
 //! scanners follow links). `POST /unsubscribe/{token}` (the mailbox provider's one-click POST
 //! with `List-Unsubscribe=One-Click`, or the page's button) removes the `marketing` scope from
-//! the contact's email consent, keeping `transactional` if it was granted. No auth, no cookies,
-//! no redirects.
+//! the email consent of the contact and of every other contact with the same email address (an
+//! opt-out is about the address), keeping `transactional` if it was granted. No auth, no
+//! cookies, no redirects.
 
 use std::sync::Arc;
 
@@ -188,11 +189,28 @@ async fn unsubscribe(
     };
     let store = state.store.as_ref();
     if let Some(contact) = store.get_contact(&contact_id).await? {
-        if let Some(current) = contact
-            .consents
-            .get(&ChannelKind::Email)
-            .filter(|c| c.scopes.contains(&Category::Marketing))
-        {
+        // An opt-out is about the address: every contact holding this email address.
+        let mut holders = match contact.address(ChannelKind::Email) {
+            Some(address) => {
+                store
+                    .find_contacts_by_address(ChannelKind::Email, address)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        if !holders.iter().any(|c| c.id == contact.id) {
+            holders.push(contact);
+        }
+        let now = state.clock.now();
+        let mut removed = false;
+        for holder in holders {
+            let Some(current) = holder
+                .consents
+                .get(&ChannelKind::Email)
+                .filter(|c| c.scopes.contains(&Category::Marketing))
+            else {
+                continue;
+            };
             let scopes: Vec<Category> = current
                 .scopes
                 .iter()
@@ -206,21 +224,23 @@ async fn unsubscribe(
             };
             store
                 .set_consent(
-                    &contact_id,
+                    &holder.id,
                     ChannelKind::Email,
                     Consent {
                         status,
                         scopes,
                         source: "email_unsubscribe".into(),
                         evidence: Some(evidence.into()),
-                        at: state.clock.now(),
+                        at: now,
                     },
                 )
                 .await?;
-            let now = state.clock.now();
+            removed = true;
+            tracing::info!(contact = %holder.id, evidence, "email marketing unsubscribed");
+        }
+        if removed {
             crate::policy::risk::signal(store, ChannelKind::Email, "email_unsubscribe", now)
                 .await?;
-            tracing::info!(contact = %contact_id, evidence, "email marketing unsubscribed");
         }
     }
     // Also when there was nothing to remove (a repeated click, an erased contact): the person

@@ -329,8 +329,10 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The person told the provider they don't want our messages: record it as consent history.
-/// Also used for a late WhatsApp `failed` status (131050) from the webhook.
+/// The person told the provider they don't want our messages: record it as consent history,
+/// for every contact holding the address the answer was about (an opt-out is about the
+/// address), each with its own history entry. Also used for a late WhatsApp `failed` status
+/// (131050) from the webhook.
 pub(crate) async fn revoke(
     store: &dyn Store,
     contact: &Contact,
@@ -339,48 +341,59 @@ pub(crate) async fn revoke(
     answer: &Answer,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let current = contact.consents.get(&kind);
-    let (status, scopes, source) = match opt_out {
-        OptOut::Blocked => (
-            ConsentStatus::Revoked,
-            Vec::new(),
-            format!("{kind}_blocked"),
-        ),
-        OptOut::StoppedMarketing => {
-            let scopes: Vec<Category> = current
-                .map(|c| c.scopes.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|s| *s != Category::Marketing)
-                .collect();
-            let status = if scopes.is_empty() {
-                ConsentStatus::Revoked
-            } else {
-                ConsentStatus::Granted
-            };
-            (status, scopes, format!("{kind}_stopped_marketing"))
-        }
+    let mut holders = match contact.address(kind) {
+        Some(address) => store.find_contacts_by_address(kind, address).await?,
+        None => Vec::new(),
+    };
+    if !holders.iter().any(|c| c.id == contact.id) {
+        holders.push(contact.clone());
+    }
+    let source = match opt_out {
+        OptOut::Blocked => format!("{kind}_blocked"),
+        OptOut::StoppedMarketing => format!("{kind}_stopped_marketing"),
     };
     let evidence = format!(
         "provider answer {}: {}",
         answer.code.as_deref().unwrap_or("-"),
         answer.detail.as_deref().unwrap_or("-")
     );
-    store
-        .set_consent(
-            &contact.id,
-            kind,
-            Consent {
-                status,
-                scopes,
-                source: source.clone(),
-                evidence: Some(evidence),
-                at: now,
-            },
-        )
-        .await?;
+    for holder in &holders {
+        let current = holder.consents.get(&kind);
+        let (status, scopes) = match opt_out {
+            OptOut::Blocked => (ConsentStatus::Revoked, Vec::new()),
+            OptOut::StoppedMarketing => {
+                let scopes: Vec<Category> = current
+                    .map(|c| c.scopes.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| *s != Category::Marketing)
+                    .collect();
+                let status = if scopes.is_empty() {
+                    ConsentStatus::Revoked
+                } else {
+                    ConsentStatus::Granted
+                };
+                (status, scopes)
+            }
+        };
+        let done = store
+            .set_consent(
+                &holder.id,
+                kind,
+                Consent {
+                    status,
+                    scopes,
+                    source: source.clone(),
+                    evidence: Some(evidence.clone()),
+                    at: now,
+                },
+            )
+            .await?;
+        if done.is_some() {
+            tracing::info!(contact = %holder.id, channel = %kind, "consent revoked by a provider signal");
+        }
+    }
     crate::policy::risk::signal(store, kind, &source, now).await?;
-    tracing::info!(contact = %contact.id, channel = %kind, "consent revoked by a provider signal");
     Ok(())
 }
 

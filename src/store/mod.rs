@@ -170,19 +170,37 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `edit` to a contact (read-modify-write, atomic for that contact) and stores it
     /// durably, keeping the address index in step. `None` if the contact does not exist.
     async fn update_contact(&self, id: &str, edit: ContactEdit) -> StoreResult<Option<Contact>>;
-    /// The contact whose address on `channel` is `address` (the last one to claim it), to tie an
-    /// inbound message (a STOP, a `/start`) to a contact.
+    /// Every contact whose address on `channel` is `address` (several contacts may share one:
+    /// a family's email, a shop's WhatsApp number), in contact id order. An opt-out is about
+    /// the address, so it applies to all of them.
+    async fn find_contacts_by_address(
+        &self,
+        channel: ChannelKind,
+        address: &str,
+    ) -> StoreResult<Vec<Contact>>;
+    /// One contact holding `address` on `channel` (the most recently updated), for what needs
+    /// only one (replies naming a state). Opt-outs use [`Store::find_contacts_by_address`].
     async fn find_contact_by_address(
         &self,
         channel: ChannelKind,
         address: &str,
-    ) -> StoreResult<Option<Contact>>;
+    ) -> StoreResult<Option<Contact>> {
+        Ok(self
+            .find_contacts_by_address(channel, address)
+            .await?
+            .into_iter()
+            .max_by_key(|c| c.updated_at))
+    }
 
     /// Small records other modules keep (opt-in tokens, the Telegram update offset, ...),
     /// under a namespace. A SQL backend keeps them in one `(namespace, key, value)` table.
     async fn kv_get(&self, namespace: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Stores durably.
     async fn kv_put(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Stores durably only if `namespace`/`key` holds nothing yet, atomically (a SQL backend:
+    /// `INSERT ... ON CONFLICT DO NOTHING`), and says whether it did. For "first time this
+    /// provider event is seen" records shared by every instance.
+    async fn kv_insert_new(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<bool>;
     /// Stores without waiting for the disk: the record is durable with the store's next
     /// flush (within half a second). For counters on the send path (caps, tier, risk figures),
     /// where losing the last moment's counts in a crash is better than a flush per send.

@@ -13,9 +13,13 @@
 //! | `k/` | idempotency key | notification id, body fingerprint, time |
 //! | `s/` | channel name | channel state |
 //! | `e/` | sha256 of an erased contact id | tombstone |
-//! | `a/` | channel name, 0, address | contact id (find a contact from an inbound message) |
+//! | `A/` | channel name, 0, address, 0, contact id | (index: every contact holding an address, to apply an inbound message or an opt-out to all of them) |
 //! | `v/` | namespace, 0, key | small records of other modules (opt-in tokens, bot offsets, ...) |
 //! | `m/` | channel name, 0, provider message id | notification id (to apply a delivery receipt) |
+//!
+//! Versions before the `A/` index kept `a/` (channel name, 0, address → one contact id: the
+//! last to claim the address). [`SledStore::open`] rebuilds `A/` from the contacts once, then
+//! removes `a/` and marks the store (`meta/address_index = 2`); nothing reads `a/` any more.
 //!
 //! Claims are kept in memory, not written: a claimed notification keeps its queue entry,
 //! which the claim's `save_progress` replaces, so a crash leaves it on the queue as it was
@@ -282,7 +286,7 @@ fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// Puts a contact into `batch`, keeping the address index (`a/`) in step with its
+/// Puts a contact into `batch`, keeping the address index (`A/`) in step with its
 /// addresses. The caller holds the contact's stripe.
 fn write_contact(batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
     for kind in ChannelKind::ALL {
@@ -292,10 +296,10 @@ fn write_contact(batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) 
             continue;
         }
         if let Some(addr) = before {
-            batch.remove(address_key(kind, addr));
+            batch.remove(address_key(kind, addr, &new.id));
         }
         if let Some(addr) = after {
-            batch.insert(address_key(kind, addr), new.id.as_bytes());
+            batch.insert(address_key(kind, addr, &new.id), &[][..]);
         }
     }
     batch.insert(key("c/", &[new.id.as_bytes()]), encode(new));
@@ -311,8 +315,20 @@ fn lock_stripe<'a>(stripes: &'a [Mutex<()>], name: &str) -> std::sync::MutexGuar
 /// Where a clean stop leaves the queue's size (removed at open).
 const QUEUE_DEPTH_KEY: &[u8] = b"meta/queue_depth";
 
-fn address_key(kind: ChannelKind, address: &str) -> Vec<u8> {
-    key("a/", &[kind.as_str().as_bytes(), address.as_bytes()])
+/// Marks a store whose address index is `A/` (many contacts per address).
+const ADDRESS_INDEX_KEY: &[u8] = b"meta/address_index";
+
+/// The keys of every contact holding `address` on `kind` start with this.
+fn address_prefix(kind: ChannelKind, address: &str) -> Vec<u8> {
+    let mut k = key("A/", &[kind.as_str().as_bytes(), address.as_bytes()]);
+    k.push(0);
+    k
+}
+
+fn address_key(kind: ChannelKind, address: &str, contact_id: &str) -> Vec<u8> {
+    let mut k = address_prefix(kind, address);
+    k.extend_from_slice(contact_id.as_bytes());
+    k
 }
 
 fn kv_key(namespace: &str, k: &str) -> Vec<u8> {
@@ -418,6 +434,7 @@ impl SledStore {
             erasing,
             scan_from,
         };
+        store.migrate_address_index()?;
         store.replay_journal(&path.with_extension("journal"))?;
         // A clean stop leaves the queue's size behind; after a crash it is counted (slower).
         let depth = match store.tree.remove(QUEUE_DEPTH_KEY).map_err(io)? {
@@ -429,6 +446,43 @@ impl SledStore {
         store.queue_depth.store(depth, Ordering::Relaxed);
         store.release_stale_claims()?;
         Ok(store)
+    }
+
+    /// Builds the `A/` address index (every contact holding an address) from the contacts and
+    /// removes the old one-contact-per-address `a/` index, once per store. Safe to repeat if
+    /// interrupted: the marker is written last.
+    fn migrate_address_index(&self) -> StoreResult<()> {
+        if self.tree.contains_key(ADDRESS_INDEX_KEY).map_err(io)? {
+            return Ok(());
+        }
+        let (mut contacts, mut entries) = (0usize, 0usize);
+        let mut batch = sled::Batch::default();
+        for item in self.tree.scan_prefix(b"c/") {
+            let (k, v) = item.map_err(io)?;
+            let contact: Contact = decode(&k, &v)?;
+            contacts += 1;
+            for kind in ChannelKind::ALL {
+                if let Some(addr) = contact.address(kind) {
+                    batch.insert(address_key(kind, addr, &contact.id), &[][..]);
+                    entries += 1;
+                }
+            }
+        }
+        for item in self.tree.scan_prefix(b"a/") {
+            let (k, _) = item.map_err(io)?;
+            batch.remove(k);
+        }
+        batch.insert(ADDRESS_INDEX_KEY, &b"2"[..]);
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        if contacts > 0 {
+            tracing::info!(
+                contacts,
+                entries,
+                "rebuilt the address index (every contact holding an address)"
+            );
+        }
+        Ok(())
     }
 
     /// Re-applies accepted notifications that the journal holds but sled lost in a crash,
@@ -830,15 +884,7 @@ impl Store for SledStore {
             if let Some(old) = &old {
                 for kind in ChannelKind::ALL {
                     if let Some(addr) = old.address(kind) {
-                        if self
-                            .tree
-                            .get(address_key(kind, addr))
-                            .map_err(io)?
-                            .as_deref()
-                            == Some(id.as_bytes())
-                        {
-                            batch.remove(address_key(kind, addr));
-                        }
+                        batch.remove(address_key(kind, addr, id));
                     }
                 }
             }
@@ -1212,18 +1258,23 @@ impl Store for SledStore {
         Ok(Some(contact))
     }
 
-    async fn find_contact_by_address(
+    async fn find_contacts_by_address(
         &self,
         channel: ChannelKind,
         address: &str,
-    ) -> StoreResult<Option<Contact>> {
-        let Some(id) = self.tree.get(address_key(channel, address)).map_err(io)? else {
-            return Ok(None);
-        };
-        let id = String::from_utf8_lossy(&id).into_owned();
-        Ok(self
-            .get::<Contact>(&key("c/", &[id.as_bytes()]))?
-            .filter(|c| c.address(channel) == Some(address)))
+    ) -> StoreResult<Vec<Contact>> {
+        let prefix = address_prefix(channel, address);
+        let mut contacts = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, _) = item.map_err(io)?;
+            let id = &k[prefix.len()..];
+            if let Some(c) = self.get::<Contact>(&key("c/", &[id]))? {
+                if c.address(channel) == Some(address) {
+                    contacts.push(c);
+                }
+            }
+        }
+        Ok(contacts)
     }
 
     async fn kv_get(&self, namespace: &str, k: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -1237,6 +1288,18 @@ impl Store for SledStore {
     async fn kv_put(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<()> {
         self.tree.insert(kv_key(namespace, k), value).map_err(io)?;
         self.durable().await
+    }
+
+    async fn kv_insert_new(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<bool> {
+        let inserted = self
+            .tree
+            .compare_and_swap(kv_key(namespace, k), None as Option<&[u8]>, Some(value))
+            .map_err(io)?
+            .is_ok();
+        if inserted {
+            self.durable().await?;
+        }
+        Ok(inserted)
     }
 
     async fn kv_put_relaxed(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<()> {

@@ -3,8 +3,10 @@
 //!
 //! [`handle`] only touches the store and returns the reply to send (if any), so it can be
 //! tested without a Bot API; [`BotContext::process`] sends that reply. Handling is idempotent:
-//! a consent change records `update <id>` in its evidence, and an update that is seen again
-//! (a crash between handling and saving the offset, a webhook retry) changes nothing twice.
+//! every update is applied once per `update_id` (a durable record, [`crate::webhooks::once`]),
+//! so an update seen again (a crash between handling and saving the offset, a webhook retry,
+//! a replay) changes nothing twice. `/stop` and blocking the bot revoke every contact holding
+//! the chat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,8 +78,23 @@ impl BotContext {
     }
 }
 
-/// Applies `update` to the store and says what to answer.
+/// Applies `update` to the store and says what to answer. Each update is applied once per
+/// `update_id` (recorded durably first, see [`crate::webhooks::once`]): a webhook retry or a
+/// replayed update changes nothing and gets no reply, even after the person opted in again.
 pub async fn handle(
+    store: &dyn Store,
+    business: &str,
+    update: &Update,
+    now: Timestamp,
+) -> StoreResult<Option<Reply>> {
+    let seen = format!("update/{}", update.id.0);
+    let work = apply(store, business, update, now);
+    Ok(crate::webhooks::once(store, ChannelKind::Telegram, &seen, now, work)
+        .await?
+        .flatten())
+}
+
+async fn apply(
     store: &dyn Store,
     business: &str,
     update: &Update,
@@ -115,19 +132,15 @@ pub async fn handle(
             let chat_id = change.chat.id.0;
             match &change.new_chat_member.kind {
                 ChatMemberKind::Banned(_) => {
-                    let address = chat_id.to_string();
-                    if let Some(contact) = store
-                        .find_contact_by_address(ChannelKind::Telegram, &address)
-                        .await?
+                    let evidence = format!("update {update_id}: the person blocked the bot");
+                    for contact_id in
+                        revoke_chat(store, chat_id, "telegram_blocked", evidence, now).await?
                     {
-                        let evidence = format!("update {update_id}: the person blocked the bot");
-                        if revoke(store, &contact, "telegram_blocked", evidence, now).await? {
-                            tracing::info!(
-                                update_id,
-                                contact_id = %contact.id,
-                                "telegram: blocked by the person; consent revoked"
-                            );
-                        }
+                        tracing::info!(
+                            update_id,
+                            contact_id = %contact_id,
+                            "telegram: blocked by the person; consent revoked"
+                        );
                     }
                 }
                 ChatMemberKind::Member(_) => {
@@ -256,36 +269,47 @@ async fn start(
     }
 }
 
-/// Revokes `contact`'s Telegram consent unless it already is; says whether it wrote.
-async fn revoke(
+/// Revokes the Telegram consent of every contact holding `chat_id` (an opt-out is about the
+/// chat, not about one of the contacts sharing it), skipping those revoked already, each with
+/// its own history entry; one opt-out for the risk figures. Returns the contacts it revoked.
+async fn revoke_chat(
     store: &dyn Store,
-    contact: &Contact,
+    chat_id: i64,
     source: &str,
     evidence: String,
     now: Timestamp,
-) -> StoreResult<bool> {
-    if contact
-        .consents
-        .get(&ChannelKind::Telegram)
-        .is_some_and(|c| c.status == ConsentStatus::Revoked)
-    {
-        return Ok(false);
-    }
-    let consent = Consent {
-        status: ConsentStatus::Revoked,
-        scopes: Vec::new(),
-        source: source.to_string(),
-        evidence: Some(evidence),
-        at: now,
-    };
-    let done = store
-        .set_consent(&contact.id, ChannelKind::Telegram, consent)
+) -> StoreResult<Vec<String>> {
+    let mut revoked = Vec::new();
+    for contact in store
+        .find_contacts_by_address(ChannelKind::Telegram, &chat_id.to_string())
         .await?
-        .is_some();
-    if done {
+    {
+        if contact
+            .consents
+            .get(&ChannelKind::Telegram)
+            .is_some_and(|c| c.status == ConsentStatus::Revoked)
+        {
+            continue;
+        }
+        let consent = Consent {
+            status: ConsentStatus::Revoked,
+            scopes: Vec::new(),
+            source: source.to_string(),
+            evidence: Some(evidence.clone()),
+            at: now,
+        };
+        if store
+            .set_consent(&contact.id, ChannelKind::Telegram, consent)
+            .await?
+            .is_some()
+        {
+            revoked.push(contact.id);
+        }
+    }
+    if !revoked.is_empty() {
         crate::policy::risk::signal(store, ChannelKind::Telegram, source, now).await?;
     }
-    Ok(done)
+    Ok(revoked)
 }
 
 async fn stop(
@@ -295,24 +319,18 @@ async fn stop(
     chat_id: i64,
     now: Timestamp,
 ) -> StoreResult<String> {
-    let Some(contact) = store
-        .find_contact_by_address(ChannelKind::Telegram, &chat_id.to_string())
+    if store
+        .find_contacts_by_address(ChannelKind::Telegram, &chat_id.to_string())
         .await?
-    else {
+        .is_empty()
+    {
         return Ok(format!(
             "You aren't subscribed to {business} messages here, so there is nothing to stop."
         ));
-    };
-    if revoke(
-        store,
-        &contact,
-        "telegram_stop",
-        format!("update {update_id}"),
-        now,
-    )
-    .await?
-    {
-        tracing::info!(update_id, contact_id = %contact.id, "telegram: opted out with /stop");
+    }
+    let evidence = format!("update {update_id}");
+    for contact_id in revoke_chat(store, chat_id, "telegram_stop", evidence, now).await? {
+        tracing::info!(update_id, contact_id = %contact_id, "telegram: opted out with /stop");
     }
     Ok(format!(
         "Done: {business} won't send you messages on Telegram any more. \
@@ -321,13 +339,13 @@ async fn stop(
 }
 
 async fn status(store: &dyn Store, business: &str, chat_id: i64) -> StoreResult<String> {
-    let contact = store
-        .find_contact_by_address(ChannelKind::Telegram, &chat_id.to_string())
+    let contacts = store
+        .find_contacts_by_address(ChannelKind::Telegram, &chat_id.to_string())
         .await?;
-    let granted = contact
-        .as_ref()
-        .and_then(|c| c.consents.get(&ChannelKind::Telegram))
-        .filter(|c| c.status == ConsentStatus::Granted && !c.scopes.is_empty());
+    let granted = contacts
+        .iter()
+        .filter_map(|c| c.consents.get(&ChannelKind::Telegram))
+        .find(|c| c.status == ConsentStatus::Granted && !c.scopes.is_empty());
     Ok(match granted {
         Some(consent) => format!(
             "You're subscribed to {business} here: {}. Send /stop to unsubscribe.",
@@ -389,8 +407,7 @@ mod tests {
             .unwrap();
 
         let later = now + optin::TOKEN_LIFETIME + chrono::Duration::seconds(1);
-        let update = message(7, 555, &format!("/start {token}"));
-        let reply = handle(&store, "Acme", &update, later)
+        let reply = handle(&store, "Acme", &message(6, 555, &format!("/start {token}")), later)
             .await
             .unwrap()
             .unwrap();
@@ -400,10 +417,11 @@ mod tests {
         assert!(contact.telegram.is_none());
         assert!(contact.consents.is_empty());
 
-        // Redeemed once, then the same update again (a replay): one history entry.
+        // Redeemed once, then the same update again (a replay): one history entry, no reply.
+        let update = message(7, 555, &format!("/start {token}"));
         let reply = handle(&store, "Acme", &update, now).await.unwrap().unwrap();
         assert!(reply.text.contains("/stop"), "{}", reply.text);
-        handle(&store, "Acme", &update, now).await.unwrap();
+        assert_eq!(handle(&store, "Acme", &update, now).await.unwrap(), None);
         let history = store
             .consent_history("ana", ChannelKind::Telegram)
             .await

@@ -3,8 +3,8 @@
 //! account) revokes it; `follow` is only logged, since adding a friend is not consent to
 //! notifications. Messages of a known contact record `last_inbound[line]`.
 //!
-//! Consent changes are remembered by `webhookEventId`, so LINE's redeliveries are not applied
-//! twice. Only one-to-one chats (`source.type == "user"`) change consent; a token posted in a
+//! Every event is applied once per `webhookEventId` ([`super::once`]), so LINE's redeliveries
+//! and replayed bodies change nothing twice; `last_inbound` takes the event's `timestamp`. Only one-to-one chats (`source.type == "user"`) change consent; a token posted in a
 //! group chat is ignored. An empty `events` array is LINE's "verify" call: 200.
 
 use std::sync::Arc;
@@ -53,6 +53,9 @@ struct Event {
     kind: String,
     #[serde(rename = "webhookEventId", default)]
     id: String,
+    /// When the event happened (Unix milliseconds).
+    #[serde(default)]
+    timestamp: Option<i64>,
     #[serde(default)]
     source: Option<Source>,
     #[serde(default)]
@@ -112,7 +115,10 @@ pub async fn receive(
             .metrics
             .webhook_event(ChannelKind::Line, raw["type"].as_str().unwrap_or(""));
         match serde_json::from_value::<Event>(raw) {
-            Ok(event) => handle_event(&state, &event, now).await?,
+            Ok(event) => {
+                let work = handle_event(&state, &event, now);
+                super::once(state.store.as_ref(), ChannelKind::Line, &event.id, now, work).await?;
+            }
             Err(e) => tracing::warn!(
                 "LINE webhook event skipped: {}",
                 super::describe_json_error(&e)
@@ -145,35 +151,24 @@ async fn handle_event(state: &AppState, event: &Event, now: Timestamp) -> Result
             if let Some(text) = text {
                 redeem_token_in(state, text, user_id, &event.id, now).await?;
             }
-            if let Some(contact) = store
-                .find_contact_by_address(ChannelKind::Line, user_id)
-                .await?
-            {
-                super::record_inbound(store, &contact.id, ChannelKind::Line, now).await?;
-            }
+            let sent = event
+                .timestamp
+                .and_then(chrono::DateTime::from_timestamp_millis);
+            let sent = super::sent_at(sent, now);
+            super::record_inbound(store, ChannelKind::Line, user_id, sent, now).await?;
         }
         "unfollow" => {
-            match store
-                .find_contact_by_address(ChannelKind::Line, user_id)
-                .await?
-            {
-                Some(contact) => {
-                    if !super::already_applied(store, ChannelKind::Line, &event.id).await? {
-                        super::revoke_all(
-                            store,
-                            &contact.id,
-                            ChannelKind::Line,
-                            "line_unfollow",
-                            &event.id,
-                            now,
-                        )
-                        .await?;
-                        super::mark_applied(store, ChannelKind::Line, &event.id, now).await?;
-                    }
-                }
-                None => {
-                    tracing::info!("LINE unfollow from a user no contact has; nothing to revoke")
-                }
+            let revoked = super::revoke_address(
+                store,
+                ChannelKind::Line,
+                user_id,
+                "line_unfollow",
+                &event.id,
+                now,
+            )
+            .await?;
+            if revoked == 0 {
+                tracing::info!("LINE unfollow from a user no contact has; nothing to revoke")
             }
         }
         "follow" => {
@@ -205,9 +200,6 @@ async fn redeem_token_in(
         let Some(_) = optin::find(store, word).await? else {
             continue;
         };
-        if super::already_applied(store, ChannelKind::Line, event_id).await? {
-            return Ok(());
-        }
         match optin::redeem(
             store,
             word,
@@ -221,7 +213,6 @@ async fn redeem_token_in(
         {
             Ok((contact, _)) => {
                 tracing::info!(contact = %contact.id, "LINE opt-in redeemed");
-                super::mark_applied(store, ChannelKind::Line, event_id, now).await?;
             }
             Err(RedeemError::Store(e)) => return Err(e.into()),
             Err(e) => tracing::info!("LINE opt-in not applied: {e}"),

@@ -35,13 +35,17 @@ use lifeboat_channel::ChannelKind;
 use crate::api::AppState;
 use crate::config::{ChannelSection, Config};
 use crate::model::{Consent, ConsentStatus, Timestamp};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Webhook bodies may batch many events: larger than the API's 64 KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Where applied consent-changing events are remembered, so a redelivery is not applied twice.
-const SEEN_NAMESPACE: &str = "webhook_seen";
+/// Where every provider event is recorded the first time it comes ([`once`]), so a
+/// redelivery or a replay of a signed body is not applied again. Keys: `whatsapp/<wamid>`
+/// (inbound messages), `whatsapp/status/<wamid>/<status>`, `whatsapp/failed/<wamid>`,
+/// `line/<webhookEventId>`, `telegram/update/<update_id>`; value: when it came (RFC 3339),
+/// for the retention work to prune old ones by.
+pub const SEEN_NAMESPACE: &str = "webhook_seen";
 
 /// Where provider events that were not understood are kept (keyed by a UUIDv7, so in the
 /// order they came), for an operator to look at and for later work to use.
@@ -108,6 +112,39 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .merge(crate::unsubscribe::routes(state))
 }
 
+/// Runs `work` only the first time the event `id` from `provider` comes: the event is recorded
+/// durably first (insert-if-absent, so two deliveries at once, even to two instances on one
+/// store, run it once), and forgotten again if `work` fails, so the provider's retry applies
+/// it. `None` for an event seen before. An event without an id always runs.
+pub(crate) async fn once<T, E: From<StoreError>>(
+    store: &dyn Store,
+    provider: ChannelKind,
+    id: &str,
+    now: Timestamp,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Option<T>, E> {
+    if id.is_empty() {
+        return work.await.map(Some);
+    }
+    let seen_key = format!("{provider}/{id}");
+    let first = store
+        .kv_insert_new(SEEN_NAMESPACE, &seen_key, now.to_rfc3339().as_bytes())
+        .await?;
+    if !first {
+        tracing::info!(%provider, "provider event seen before (a redelivery or a replay); ignored");
+        return Ok(None);
+    }
+    match work.await {
+        Ok(done) => Ok(Some(done)),
+        Err(e) => {
+            if let Err(forget) = store.kv_delete(SEEN_NAMESPACE, &seen_key).await {
+                tracing::warn!(%provider, error = %forget, "could not forget a provider event that failed; its redelivery will be ignored");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Whether the event `id` from `provider` was applied already (a redelivery).
 pub(crate) async fn already_applied(
     store: &dyn Store,
@@ -143,54 +180,71 @@ pub(crate) async fn mark_applied(
         .await
 }
 
-/// Records that the contact wrote to us on `kind` (WhatsApp's 24 h window starts or refreshes).
+/// When the provider says a message was sent (`sent`, its own timestamp), never later than
+/// `now` (a sender's clock ahead of ours); `now` when the provider gave no usable time.
+pub(crate) fn sent_at(sent: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    sent.map_or(now, |at| at.min(now))
+}
+
+/// Records that every contact holding `address` on `kind` wrote to us at `at` (the provider's
+/// time of the message: WhatsApp's 24 h window runs from it). A message older than the window
+/// records nothing, and a time is never moved back.
 pub(crate) async fn record_inbound(
     store: &dyn Store,
-    contact_id: &str,
     kind: ChannelKind,
+    address: &str,
+    at: Timestamp,
     now: Timestamp,
 ) -> StoreResult<()> {
-    store
-        .update_contact(
-            contact_id,
-            Box::new(move |c| {
-                let at = c.last_inbound.entry(kind).or_insert(now);
-                if *at < now {
-                    *at = now;
-                }
-            }),
-        )
-        .await?;
+    if now - at >= crate::policy::window::SERVICE_WINDOW {
+        tracing::info!(channel = %kind, "inbound message older than 24 h; it opens no service window");
+        return Ok(());
+    }
+    for contact in store.find_contacts_by_address(kind, address).await? {
+        store
+            .update_contact(
+                &contact.id,
+                Box::new(move |c| {
+                    let last = c.last_inbound.entry(kind).or_insert(at);
+                    if *last < at {
+                        *last = at;
+                    }
+                }),
+            )
+            .await?;
+    }
     Ok(())
 }
 
-/// Revokes every scope on `kind`, with where it came from in the history.
-pub(crate) async fn revoke_all(
+/// Revokes every scope on `kind` of every contact holding `address` (an opt-out is about the
+/// address, not about one of the contacts sharing it), each with its own history entry, and
+/// counts one opt-out for the risk figures. Returns how many contacts it revoked.
+pub(crate) async fn revoke_address(
     store: &dyn Store,
-    contact_id: &str,
     kind: ChannelKind,
+    address: &str,
     source: &str,
     evidence: &str,
     now: Timestamp,
-) -> StoreResult<bool> {
-    let done = store
-        .set_consent(
-            contact_id,
-            kind,
-            Consent {
-                status: ConsentStatus::Revoked,
-                scopes: Vec::new(),
-                source: source.to_string(),
-                evidence: Some(evidence.to_string()),
-                at: now,
-            },
-        )
-        .await?;
-    if done.is_some() {
-        crate::policy::risk::signal(store, kind, source, now).await?;
-        tracing::info!(contact = %contact_id, channel = %kind, source, "consent revoked by the person");
+) -> StoreResult<usize> {
+    let mut revoked = 0;
+    for contact in store.find_contacts_by_address(kind, address).await? {
+        let consent = Consent {
+            status: ConsentStatus::Revoked,
+            scopes: Vec::new(),
+            source: source.to_string(),
+            evidence: Some(evidence.to_string()),
+            at: now,
+        };
+        if store.set_consent(&contact.id, kind, consent).await?.is_some() {
+            tracing::info!(contact = %contact.id, channel = %kind, source, "consent revoked by the person");
+            revoked += 1;
+        }
     }
-    Ok(done.is_some())
+    if revoked > 0 {
+        crate::policy::risk::signal(store, kind, source, now).await?;
+    }
+    Ok(revoked)
 }
 
 /// Constant-time equality for shared secrets (the length is not hidden).

@@ -177,6 +177,9 @@ struct MessagesValue {
 pub struct InboundMessage {
     pub from: String,
     pub id: String,
+    /// When the person sent it (Unix seconds, as a string): the service window runs from it.
+    #[serde(default)]
+    pub timestamp: Option<String>,
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
@@ -198,6 +201,12 @@ pub struct ButtonBody {
 }
 
 impl InboundMessage {
+    /// Meta's `timestamp`, if it is one.
+    fn sent(&self) -> Option<Timestamp> {
+        let secs: i64 = self.timestamp.as_deref()?.trim().parse().ok()?;
+        chrono::DateTime::from_timestamp(secs, 0)
+    }
+
     fn text(&self) -> Option<&str> {
         match (&self.text, &self.button) {
             (Some(t), _) => Some(&t.body),
@@ -334,6 +343,8 @@ async fn handle_other_field(
     Ok(())
 }
 
+/// One inbound message, applied once per message id (Meta redelivers, and a signed body can be
+/// replayed).
 async fn handle_message(
     state: &AppState,
     settings: &Settings,
@@ -347,61 +358,65 @@ async fn handle_message(
     }
     let address = format!("+{digits}");
     let store = state.store.as_ref();
+    super::once(
+        store,
+        ChannelKind::Whatsapp,
+        &message.id,
+        now,
+        apply_message(state, settings, message, &address, now),
+    )
+    .await?;
+    Ok(())
+}
 
+async fn apply_message(
+    state: &AppState,
+    settings: &Settings,
+    message: &InboundMessage,
+    address: &str,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let store = state.store.as_ref();
     match message.text().map(|t| intent(settings, t)) {
         Some(Intent::Start(token)) => {
-            if !super::already_applied(store, ChannelKind::Whatsapp, &message.id).await? {
-                match optin::redeem(
-                    store,
-                    token,
-                    ChannelKind::Whatsapp,
-                    &address,
-                    "whatsapp_start",
-                    message.id.clone(),
-                    now,
-                )
-                .await
-                {
-                    Ok((contact, _)) => {
-                        tracing::info!(contact = %contact.id, "WhatsApp opt-in redeemed");
-                        super::mark_applied(store, ChannelKind::Whatsapp, &message.id, now).await?;
-                    }
-                    Err(RedeemError::Store(e)) => return Err(e.into()),
-                    Err(e) => tracing::info!("WhatsApp START not applied: {e}"),
+            match optin::redeem(
+                store,
+                token,
+                ChannelKind::Whatsapp,
+                address,
+                "whatsapp_start",
+                message.id.clone(),
+                now,
+            )
+            .await
+            {
+                Ok((contact, _)) => {
+                    tracing::info!(contact = %contact.id, "WhatsApp opt-in redeemed");
                 }
+                Err(RedeemError::Store(e)) => return Err(e.into()),
+                Err(e) => tracing::info!("WhatsApp START not applied: {e}"),
             }
         }
         Some(Intent::Stop) => {
-            if let Some(contact) = store
-                .find_contact_by_address(ChannelKind::Whatsapp, &address)
-                .await?
-            {
-                if !super::already_applied(store, ChannelKind::Whatsapp, &message.id).await? {
-                    super::revoke_all(
-                        store,
-                        &contact.id,
-                        ChannelKind::Whatsapp,
-                        "whatsapp_stop",
-                        &message.id,
-                        now,
-                    )
-                    .await?;
-                    super::mark_applied(store, ChannelKind::Whatsapp, &message.id, now).await?;
-                    confirm_stop(state, settings, &address, &message.id);
-                }
+            let revoked = super::revoke_address(
+                store,
+                ChannelKind::Whatsapp,
+                address,
+                "whatsapp_stop",
+                &message.id,
+                now,
+            )
+            .await?;
+            if revoked > 0 {
+                confirm_stop(state, settings, address, &message.id);
             } else {
                 tracing::info!("WhatsApp STOP from a number no contact has; nothing to revoke");
             }
         }
         Some(Intent::Other) | None => {}
     }
-
-    if let Some(contact) = store
-        .find_contact_by_address(ChannelKind::Whatsapp, &address)
-        .await?
-    {
-        super::record_inbound(store, &contact.id, ChannelKind::Whatsapp, now).await?;
-    }
+    let sent = super::sent_at(message.sent(), now);
+    super::record_inbound(store, ChannelKind::Whatsapp, address, sent, now).await?;
     Ok(())
 }
 

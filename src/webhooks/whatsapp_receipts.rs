@@ -69,8 +69,9 @@ struct Pending {
     change: Change,
 }
 
-/// Applies the `statuses` of one webhook. Those whose notification is not saved yet are retried
-/// in the background.
+/// Applies the `statuses` of one webhook, each once per message and status (a redelivered or
+/// replayed status changes nothing). Those whose notification is not saved yet are retried in
+/// the background.
 pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> StoreResult<()> {
     let mut later = Vec::new();
     for raw in statuses {
@@ -82,26 +83,14 @@ pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> S
                 continue;
             }
         };
-        let change = match event.status.as_str() {
-            "sent" => continue,
-            "delivered" => Change::Receipt(Status::Delivered),
-            "read" => Change::Receipt(Status::Read),
-            "failed" => {
-                let answer = failure_answer(&event);
-                report_to_channel(state, &event, &answer, now).await?;
-                Change::Failed(answer)
-            }
-            _ => {
-                super::store_event(state.store.as_ref(), WA, "messages.statuses", &raw, now)
-                    .await?;
-                continue;
-            }
-        };
-        let pending = Pending {
-            wamid: event.id,
-            change,
-        };
-        if !apply(state, &pending, now).await? {
+        if event.status == "sent" {
+            // Changes nothing: not worth a record.
+            continue;
+        }
+        let seen = format!("status/{}/{}", event.id, event.status);
+        let step = status_step(state, &event, &raw, now);
+        if let Some(Some(pending)) = super::once(state.store.as_ref(), WA, &seen, now, step).await?
+        {
             later.push(pending);
         }
     }
@@ -109,6 +98,33 @@ pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> S
         retry_later(state.clone(), later);
     }
     Ok(())
+}
+
+/// Applies one status; returns it if it must be tried again later.
+async fn status_step(
+    state: &AppState,
+    event: &StatusEvent,
+    raw: &Value,
+    now: Timestamp,
+) -> StoreResult<Option<Pending>> {
+    let change = match event.status.as_str() {
+        "delivered" => Change::Receipt(Status::Delivered),
+        "read" => Change::Receipt(Status::Read),
+        "failed" => {
+            let answer = failure_answer(event);
+            report_to_channel(state, event, &answer, now).await?;
+            Change::Failed(answer)
+        }
+        _ => {
+            super::store_event(state.store.as_ref(), WA, "messages.statuses", raw, now).await?;
+            return Ok(None);
+        }
+    };
+    let pending = Pending {
+        wamid: event.id.clone(),
+        change,
+    };
+    Ok((!apply(state, &pending, now).await?).then_some(pending))
 }
 
 fn retry_later(state: AppState, mut pending: Vec<Pending>) {
