@@ -155,7 +155,7 @@ async fn handle_event(state: &AppState, event: &Event, now: Timestamp) -> Result
                 .timestamp
                 .and_then(chrono::DateTime::from_timestamp_millis);
             let sent = super::sent_at(sent, now);
-            super::record_inbound(store, ChannelKind::Line, user_id, sent, now).await?;
+            super::record_inbound(store, ChannelKind::Line, user_id, sent).await?;
         }
         "unfollow" => {
             let revoked = super::revoke_address(

@@ -187,19 +187,14 @@ pub(crate) fn sent_at(sent: Option<Timestamp>, now: Timestamp) -> Timestamp {
 }
 
 /// Records that every contact holding `address` on `kind` wrote to us at `at` (the provider's
-/// time of the message: WhatsApp's 24 h window runs from it). A message older than the window
-/// records nothing, and a time is never moved back.
+/// time of the message, so WhatsApp's 24 h window runs from when the person wrote, and a
+/// message older than 24 h opens nothing). A later time is never moved back.
 pub(crate) async fn record_inbound(
     store: &dyn Store,
     kind: ChannelKind,
     address: &str,
     at: Timestamp,
-    now: Timestamp,
 ) -> StoreResult<()> {
-    if now - at >= crate::policy::window::SERVICE_WINDOW {
-        tracing::info!(channel = %kind, "inbound message older than 24 h; it opens no service window");
-        return Ok(());
-    }
     for contact in store.find_contacts_by_address(kind, address).await? {
         store
             .update_contact(

@@ -416,7 +416,7 @@ async fn apply_message(
         Some(Intent::Other) | None => {}
     }
     let sent = super::sent_at(message.sent(), now);
-    super::record_inbound(store, ChannelKind::Whatsapp, address, sent, now).await?;
+    super::record_inbound(store, ChannelKind::Whatsapp, address, sent).await?;
     Ok(())
 }
 

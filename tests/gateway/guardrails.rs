@@ -234,7 +234,7 @@ async fn wa_inbound(gw: &Gateway, wa_id: &str) {
                 "messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550783881", "phone_number_id": WA_PHONE_ID},
                 "contacts": [{"profile": {"name": "Ana"}, "wa_id": wa_id}],
-                "messages": [{"from": wa_id, "id": "wamid.IN1", "timestamp": "1749416383",
+                "messages": [{"from": wa_id, "id": "wamid.IN1", "timestamp": chrono::Utc::now().timestamp().to_string(),
                     "type": "text", "text": {"body": "hi, is my order ready?"}}]
             },
             "field": "messages"

@@ -7,6 +7,7 @@ mod channels_cli;
 mod failover;
 mod guardrails;
 mod harness;
+mod inbound;
 mod lifecycle;
 mod metrics;
 mod readme;

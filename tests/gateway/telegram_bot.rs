@@ -20,10 +20,10 @@ const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make s
 /// Answers `GetUpdates` like Telegram: the queued updates whose id is at least the request's
 /// `offset` (all of them without one).
 #[derive(Clone, Default)]
-struct FakeUpdates(Arc<Mutex<Vec<Value>>>);
+pub(crate) struct FakeUpdates(Arc<Mutex<Vec<Value>>>);
 
 impl FakeUpdates {
-    fn push(&self, update: Value) {
+    pub(crate) fn push(&self, update: Value) {
         self.0.lock().unwrap().push(update);
     }
 }
@@ -45,7 +45,7 @@ impl Respond for FakeUpdates {
 }
 
 /// The Bot API methods the bot calls besides `GetUpdates`.
-async fn mount_bot_api(providers: &Providers) {
+pub(crate) async fn mount_bot_api(providers: &Providers) {
     providers.accept_all().await;
     for (method_name, result) in [
         ("SetMyCommands", json!(true)),
@@ -65,7 +65,7 @@ async fn mount_bot_api(providers: &Providers) {
     }
 }
 
-async fn mount_updates(providers: &Providers) -> FakeUpdates {
+pub(crate) async fn mount_updates(providers: &Providers) -> FakeUpdates {
     let fake = FakeUpdates::default();
     Mock::given(method("POST"))
         .and(path(GET_UPDATES))
@@ -77,7 +77,7 @@ async fn mount_updates(providers: &Providers) -> FakeUpdates {
 }
 
 /// The harness config with a business name, a short long-poll and `telegram` extra keys.
-fn config(providers: &Providers, dir: &std::path::Path, telegram_extra: &str) -> String {
+pub(crate) fn config(providers: &Providers, dir: &std::path::Path, telegram_extra: &str) -> String {
     providers
         .config(dir, &Settings::default())
         .replace("[server]\n", "[server]\nbusiness_name = \"Acme\"\n")
@@ -87,7 +87,7 @@ fn config(providers: &Providers, dir: &std::path::Path, telegram_extra: &str) ->
         )
 }
 
-fn text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
+pub(crate) fn text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
     json!({
         "update_id": update_id,
         "message": {
@@ -100,7 +100,7 @@ fn text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
     })
 }
 
-fn blocked_update(update_id: i64, chat_id: i64, status: &str) -> Value {
+pub(crate) fn blocked_update(update_id: i64, chat_id: i64, status: &str) -> Value {
     let bot =
         json!({"id": 123456, "is_bot": true, "first_name": "Acme", "username": "acme_test_bot"});
     json!({
@@ -116,7 +116,7 @@ fn blocked_update(update_id: i64, chat_id: i64, status: &str) -> Value {
 }
 
 /// Polls `check` every 20 ms for up to 10 s.
-async fn until<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -128,7 +128,7 @@ where
     }
 }
 
-async fn replies_to(server: &MockServer, chat_id: i64) -> Vec<String> {
+pub(crate) async fn replies_to(server: &MockServer, chat_id: i64) -> Vec<String> {
     bodies(server, TG_SEND_PATH)
         .await
         .into_iter()
@@ -137,7 +137,7 @@ async fn replies_to(server: &MockServer, chat_id: i64) -> Vec<String> {
         .collect()
 }
 
-async fn wait_reply(server: &MockServer, chat_id: i64, needle: &str) -> String {
+pub(crate) async fn wait_reply(server: &MockServer, chat_id: i64, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let replies = replies_to(server, chat_id).await;
@@ -168,7 +168,7 @@ async fn optin_token(gw: &Gateway, contact_id: &str, scopes: Value) -> String {
     body["token"].as_str().expect("token").to_string()
 }
 
-async fn history(gw: &Gateway, contact_id: &str) -> Vec<Value> {
+pub(crate) async fn history(gw: &Gateway, contact_id: &str) -> Vec<Value> {
     let (status, body) = gw
         .get(&format!(
             "/v1/contacts/{contact_id}/consents/telegram/history"
@@ -178,7 +178,7 @@ async fn history(gw: &Gateway, contact_id: &str) -> Vec<Value> {
     body["history"].as_array().cloned().unwrap_or_default()
 }
 
-async fn telegram_consent(gw: &Gateway, contact_id: &str) -> Value {
+pub(crate) async fn telegram_consent(gw: &Gateway, contact_id: &str) -> Value {
     let (status, body) = gw.get(&format!("/v1/contacts/{contact_id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body

@@ -14,7 +14,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::*;
 
-const LINE_USER: &str = "U4af4980629aaaaaaaaaaaaaaaaaaaaaa";
+pub(crate) const LINE_USER: &str = "U4af4980629aaaaaaaaaaaaaaaaaaaaaa";
 
 fn hmac(secret: &str, body: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -22,8 +22,13 @@ fn hmac(secret: &str, body: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Meta's documented inbound text message ("Text Message" example), from `wa_id`.
-fn wa_text(wa_id: &str, message_id: &str, text: &str) -> Vec<u8> {
+/// Meta's documented inbound text message ("Text Message" example), from `wa_id`, sent now.
+pub(crate) fn wa_text(wa_id: &str, message_id: &str, text: &str) -> Vec<u8> {
+    wa_text_at(wa_id, message_id, text, chrono::Utc::now().timestamp())
+}
+
+/// [`wa_text`] with Meta's `timestamp` (Unix seconds): when the person sent it.
+pub(crate) fn wa_text_at(wa_id: &str, message_id: &str, text: &str, sent: i64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "419561257915477", "changes": [{
@@ -31,7 +36,7 @@ fn wa_text(wa_id: &str, message_id: &str, text: &str) -> Vec<u8> {
                 "messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
                 "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": wa_id}],
-                "messages": [{"from": wa_id, "id": message_id, "timestamp": "1749416383",
+                "messages": [{"from": wa_id, "id": message_id, "timestamp": sent.to_string(),
                     "type": "text", "text": {"body": text}}]
             },
             "field": "messages"
@@ -41,7 +46,7 @@ fn wa_text(wa_id: &str, message_id: &str, text: &str) -> Vec<u8> {
 }
 
 /// Posts a WhatsApp webhook; `signature` None sends no header.
-async fn post_wa(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+pub(crate) async fn post_wa(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
     let mut req = gw
         .raw(Method::POST, "/webhooks/whatsapp")
         .header("Content-Type", "application/json")
@@ -54,11 +59,11 @@ async fn post_wa(gw: &Gateway, body: &[u8], signature: Option<String>) -> (Statu
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn wa_signature(body: &[u8]) -> String {
+pub(crate) fn wa_signature(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac(WA_APP_SECRET, body)))
 }
 
-async fn post_line(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+pub(crate) async fn post_line(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
     let mut req = gw
         .raw(Method::POST, "/webhooks/line")
         .header("Content-Type", "application/json")
@@ -71,18 +76,18 @@ async fn post_line(gw: &Gateway, body: &[u8], signature: Option<String>) -> (Sta
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn line_signature(body: &[u8]) -> String {
+pub(crate) fn line_signature(body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(hmac(LINE_CHANNEL_SECRET, body))
 }
 
-fn line_events(events: Value) -> Vec<u8> {
+pub(crate) fn line_events(events: Value) -> Vec<u8> {
     serde_json::to_vec(
         &json!({"destination": "U0123456789abcdef0123456789abcdef", "events": events}),
     )
     .unwrap()
 }
 
-fn line_event(kind: &str, event_id: &str, extra: Value) -> Value {
+pub(crate) fn line_event(kind: &str, event_id: &str, extra: Value) -> Value {
     let mut event = json!({
         "type": kind, "mode": "active", "timestamp": 1_700_000_000_000_i64,
         "source": {"type": "user", "userId": LINE_USER},
@@ -107,13 +112,13 @@ async fn optin_token(gw: &Gateway, contact: &str, scopes: Value) -> String {
     body["token"].as_str().unwrap().to_string()
 }
 
-async fn contact(gw: &Gateway, id: &str) -> Value {
+pub(crate) async fn contact(gw: &Gateway, id: &str) -> Value {
     let (status, c) = gw.get(&format!("/v1/contacts/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{c}");
     c
 }
 
-async fn history(gw: &Gateway, id: &str, channel: &str) -> Vec<Value> {
+pub(crate) async fn history(gw: &Gateway, id: &str, channel: &str) -> Vec<Value> {
     let (status, h) = gw
         .get(&format!("/v1/contacts/{id}/consents/{channel}/history"))
         .await;
@@ -122,7 +127,7 @@ async fn history(gw: &Gateway, id: &str, channel: &str) -> Vec<Value> {
 }
 
 /// Waits until the WhatsApp mock got `n` sends, then a little longer to see no more come.
-async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<Value> {
+pub(crate) async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while hits(&providers.whatsapp, WA_PATH).await < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -133,7 +138,7 @@ async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<Value> {
     sent
 }
 
-async fn start(providers: &Providers, dir: &std::path::Path, settings: &Settings) -> Gateway {
+pub(crate) async fn start(providers: &Providers, dir: &std::path::Path, settings: &Settings) -> Gateway {
     let config = providers.config(dir, settings).replace(
         "[server]\n",
         "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Tom & Jerry <Shop>\"\n",

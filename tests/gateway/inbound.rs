@@ -1,0 +1,272 @@
+//! Inbound signals about an address, not about one contact: an opt-out (WhatsApp STOP, LINE
+//! unfollow, Telegram `/stop`, blocking the bot, the Bot API's "bot was blocked" answer)
+//! revokes every contact holding the address. And provider events apply once: a replayed
+//! WhatsApp message does not reopen the 24 h window (which runs from Meta's `timestamp`), a
+//! replayed Telegram update or LINE event does not revoke again after a re-grant.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::harness::*;
+use crate::telegram_bot as tg;
+use crate::webhooks::*;
+
+/// Two contacts (`<prefix>-home`, `<prefix>-work`) holding the same `address` on `channel`,
+/// both consenting to transactional and marketing messages there.
+async fn sharing(gw: &Gateway, prefix: &str, channel: &str, address: &str) -> [String; 2] {
+    let ids = [format!("{prefix}-home"), format!("{prefix}-work")];
+    for id in &ids {
+        gw.contact(
+            id,
+            json!({ channel: address }),
+            &[(channel, &["transactional", "marketing"])],
+        )
+        .await;
+    }
+    ids
+}
+
+/// Asserts `id`'s consent on `channel` is revoked, with its last history entry from `source`.
+async fn assert_revoked(gw: &Gateway, id: &str, channel: &str, source: &str) {
+    let c = contact(gw, id).await;
+    assert_eq!(c["consents"][channel]["status"], "revoked", "{id}: {c}");
+    let h = history(gw, id, channel).await;
+    assert_eq!(h.last().unwrap()["source"], source, "{id}: {h:?}");
+}
+
+async fn regrant(gw: &Gateway, id: &str, channel: &str) {
+    let (status, body) = gw
+        .put(
+            &format!("/v1/contacts/{id}/consents/{channel}"),
+            json!({"status": "granted", "scopes": ["transactional"], "source": "web_form", "evidence": "asked again"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let [home, work] = sharing(&gw, "ana", "whatsapp", "+48600100200").await;
+
+    let stop = wa_text("48600100200", "wamid.STOP-SHARED", "STOP");
+    let (status, _) = post_wa(&gw, &stop, Some(wa_signature(&stop))).await;
+    assert_eq!(status, StatusCode::OK);
+    for id in [&home, &work] {
+        assert_revoked(&gw, id, "whatsapp", "whatsapp_stop").await;
+    }
+    // One confirmation to the number, and nothing more reaches it on WhatsApp.
+    wa_sends_settle_at(&providers, 1).await;
+    let id = gw
+        .notify(json!({"contact_id": work, "channels": ["whatsapp"], "text": "Your order shipped."}))
+        .await;
+    let n = gw.wait_final(&id).await;
+    assert_eq!(trail(&n), ["whatsapp:skipped:no_consent"], "{n}");
+    wa_sends_settle_at(&providers, 1).await;
+}
+
+#[tokio::test]
+async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
+    let (dir, providers) = setup().await;
+    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let [home, work] = sharing(&gw, "ken", "line", LINE_USER).await;
+
+    let unfollow = line_events(json!([line_event("unfollow", "01HUNFSHARED000000000000A", json!({}))]));
+    let (status, _) = post_line(&gw, &unfollow, Some(line_signature(&unfollow))).await;
+    assert_eq!(status, StatusCode::OK);
+    for id in [&home, &work] {
+        assert_revoked(&gw, id, "line", "line_unfollow").await;
+    }
+}
+
+#[tokio::test]
+async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
+    let (dir, providers) = setup().await;
+    tg::mount_bot_api(&providers).await;
+    let fake = tg::mount_updates(&providers).await;
+    let gw = Gateway::start(dir.path(), &tg::config(&providers, dir.path(), "")).await;
+    let stopping = sharing(&gw, "bo", "telegram", "777").await;
+    let blocking = sharing(&gw, "cy", "telegram", "778").await;
+
+    fake.push(tg::text_update(950, 777, "/stop"));
+    fake.push(tg::blocked_update(951, 778, "kicked"));
+    // Updates are handled in order: once this one is answered, the two before it are done.
+    fake.push(tg::text_update(952, 4242, "/status"));
+    tg::wait_reply(&providers.telegram, 4242, "aren't subscribed").await;
+    for id in &stopping {
+        assert_revoked(&gw, id, "telegram", "telegram_stop").await;
+    }
+    for id in &blocking {
+        assert_revoked(&gw, id, "telegram", "telegram_blocked").await;
+    }
+    // One answer to the /stop, none to the block.
+    assert_eq!(tg::replies_to(&providers.telegram, 777).await.len(), 1);
+    assert!(tg::replies_to(&providers.telegram, 778).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
+    let (dir, providers) = setup().await;
+    Mock::given(method("POST"))
+        .and(path(TG_SEND_PATH))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+            "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
+        })))
+        .with_priority(1)
+        .mount(&providers.telegram)
+        .await;
+    providers.accept_all().await;
+    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let [home, work] = sharing(&gw, "di", "telegram", "5551234").await;
+
+    let id = gw
+        .notify(json!({"contact_id": home, "channels": ["telegram"], "text": "Your order shipped."}))
+        .await;
+    let n = gw.wait_final(&id).await;
+    assert_eq!(trail(&n), ["telegram:recipient_unreachable"], "{n}");
+    for id in [&home, &work] {
+        assert_revoked(&gw, id, "telegram", "telegram_blocked").await;
+    }
+    // The other contact's notification is not sent to the chat that blocked the bot.
+    let id = gw
+        .notify(json!({"contact_id": work, "channels": ["telegram"], "text": "Your order shipped."}))
+        .await;
+    let n = gw.wait_final(&id).await;
+    assert_eq!(trail(&n), ["telegram:skipped:no_consent"], "{n}");
+    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+}
+
+/// The gateway with the service window on and its clock read from `dir/clock`, set to `at`.
+async fn start_at(providers: &Providers, dir: &std::path::Path, at: &str) -> Gateway {
+    let clock = dir.join("clock");
+    std::fs::write(&clock, at).unwrap();
+    let settings = Settings {
+        policy: "[policy]\nquiet_hours = \"off\"\n".into(),
+        ..Settings::default()
+    };
+    Gateway::start_with_clock(dir, &providers.config(dir, &settings), &clock).await
+}
+
+fn unix(at: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(at).unwrap().timestamp()
+}
+
+/// Where a free-form WhatsApp text to `contact` goes now (the window open or not).
+async fn free_text_trail(gw: &Gateway, contact: &str) -> Vec<String> {
+    let id = gw
+        .notify(json!({"contact_id": contact, "channels": ["whatsapp"], "text": "Your order shipped."}))
+        .await;
+    trail(&gw.wait_final(&id).await)
+}
+
+#[tokio::test]
+async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    let gw = start_at(&providers, dir.path(), "2026-06-10T12:00:00Z").await;
+    gw.contact(
+        "ana",
+        json!({"whatsapp": "+48600100200"}),
+        &[("whatsapp", &["transactional"])],
+    )
+    .await;
+
+    // Ana wrote at 11:00; Meta delivers it at 12:00: the window runs from 11:00.
+    let hello = wa_text_at("48600100200", "wamid.HELLO-1", "hi", unix("2026-06-10T11:00:00Z"));
+    let (status, _) = post_wa(&gw, &hello, Some(wa_signature(&hello))).await;
+    assert_eq!(status, StatusCode::OK);
+    let c = contact(&gw, "ana").await;
+    assert_eq!(c["last_inbound"]["whatsapp"], "2026-06-10T11:00:00Z", "{c}");
+    assert_eq!(free_text_trail(&gw, "ana").await, ["whatsapp:sent"]);
+
+    // A day later the window is closed, and the same signed message posted again (a replay)
+    // does not open it.
+    std::fs::write(dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
+    assert_eq!(
+        free_text_trail(&gw, "ana").await,
+        ["whatsapp:skipped:outside_window"]
+    );
+    let (status, _) = post_wa(&gw, &hello, Some(wa_signature(&hello))).await;
+    assert_eq!(status, StatusCode::OK);
+    let c = contact(&gw, "ana").await;
+    assert_eq!(c["last_inbound"]["whatsapp"], "2026-06-10T11:00:00Z", "{c}");
+    assert_eq!(
+        free_text_trail(&gw, "ana").await,
+        ["whatsapp:skipped:outside_window"]
+    );
+
+    // A new message written 25 h ago (delivered late) opens nothing either.
+    let late = wa_text_at("48600100200", "wamid.LATE-1", "hi?", unix("2026-06-10T10:30:00Z"));
+    let (status, _) = post_wa(&gw, &late, Some(wa_signature(&late))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        free_text_trail(&gw, "ana").await,
+        ["whatsapp:skipped:outside_window"]
+    );
+    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
+    let (dir, providers) = setup().await;
+    tg::mount_bot_api(&providers).await;
+    let cfg = tg::config(
+        &providers,
+        dir.path(),
+        "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
+    );
+    let gw = Gateway::start(dir.path(), &cfg).await;
+    gw.contact(
+        "eve",
+        json!({"telegram": "8080"}),
+        &[("telegram", &["transactional"])],
+    )
+    .await;
+    let post = |update: Value| {
+        gw.raw(reqwest::Method::POST, "/webhooks/telegram")
+            .header("X-Telegram-Bot-Api-Secret-Token", "hook-secret-1")
+            .json(&update)
+            .send()
+    };
+
+    let stop = tg::text_update(60, 8080, "/stop");
+    assert_eq!(post(stop.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_revoked(&gw, "eve", "telegram", "telegram_stop").await;
+    regrant(&gw, "eve", "telegram").await;
+
+    assert_eq!(post(stop).await.unwrap().status(), StatusCode::OK);
+    let c = contact(&gw, "eve").await;
+    assert_eq!(c["consents"]["telegram"]["status"], "granted", "{c}");
+    assert_eq!(history(&gw, "eve", "telegram").await.len(), 3);
+    // The replay got no second answer either.
+    tg::wait_reply(&providers.telegram, 8080, "won't send you").await;
+    assert_eq!(tg::replies_to(&providers.telegram, 8080).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
+    let (dir, providers) = setup().await;
+    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    gw.contact(
+        "ken",
+        json!({"line": LINE_USER}),
+        &[("line", &["transactional"])],
+    )
+    .await;
+
+    let unfollow = line_events(json!([line_event("unfollow", "01HUNFREPLAY00000000000A", json!({}))]));
+    let (status, _) = post_line(&gw, &unfollow, Some(line_signature(&unfollow))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_revoked(&gw, "ken", "line", "line_unfollow").await;
+    regrant(&gw, "ken", "line").await;
+
+    let (status, _) = post_line(&gw, &unfollow, Some(line_signature(&unfollow))).await;
+    assert_eq!(status, StatusCode::OK);
+    let c = contact(&gw, "ken").await;
+    assert_eq!(c["consents"]["line"]["status"], "granted", "{c}");
+    assert_eq!(history(&gw, "ken", "line").await.len(), 3);
+}
