@@ -1529,6 +1529,101 @@ mod tests {
             .is_none());
     }
 
+    #[tokio::test]
+    async fn every_contact_holding_an_address_is_found_and_kept_apart_on_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let store = store_with_ana(dir.path(), now).await;
+        store
+            .upsert_contact("ana-work", &patch_whatsapp("+48600100200"), now)
+            .await
+            .unwrap();
+        let ids = |cs: Vec<Contact>| cs.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        let found = store
+            .find_contacts_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap();
+        assert_eq!(ids(found), ["ana", "ana-work"]);
+
+        // One leaving the number, or being erased, leaves the other holding it.
+        store
+            .update_contact(
+                "ana",
+                Box::new(|c| c.whatsapp = Some("+48600100201".into())),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let found = store
+            .find_contacts_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap();
+        assert_eq!(ids(found), ["ana-work"]);
+        store
+            .update_contact(
+                "ana",
+                Box::new(|c| c.whatsapp = Some("+48600100200".into())),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.erase_contact("ana", now).await.unwrap());
+        let found = store
+            .find_contacts_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap();
+        assert_eq!(ids(found), ["ana-work"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_with_the_one_contact_address_index_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        {
+            // What an earlier version left: two contacts on one number, `a/` naming the last.
+            let store = store_with_ana(dir.path(), now).await;
+            store
+                .upsert_contact("ana-work", &patch_whatsapp("+48600100200"), now)
+                .await
+                .unwrap();
+            let mut batch = sled::Batch::default();
+            for item in store.tree.scan_prefix(b"A/") {
+                batch.remove(item.unwrap().0);
+            }
+            batch.remove(ADDRESS_INDEX_KEY);
+            batch.insert(
+                key("a/", &[b"whatsapp", b"+48600100200"]),
+                &b"ana-work"[..],
+            );
+            store.tree.apply_batch(batch).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = reopen(&path).await;
+        let found: Vec<String> = store
+            .find_contacts_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(found, ["ana", "ana-work"]);
+        assert_eq!(store.tree.scan_prefix(b"a/").count(), 0);
+        assert!(store.tree.contains_key(ADDRESS_INDEX_KEY).unwrap());
+    }
+
+    #[tokio::test]
+    async fn insert_if_absent_says_whether_it_inserted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        assert!(store.kv_insert_new("seen", "line/1", b"a").await.unwrap());
+        assert!(!store.kv_insert_new("seen", "line/1", b"b").await.unwrap());
+        assert_eq!(
+            store.kv_get("seen", "line/1").await.unwrap().as_deref(),
+            Some(&b"a"[..])
+        );
+    }
+
     fn sample_notification(id: &str, now: Timestamp) -> Notification {
         Notification {
             id: id.into(),
