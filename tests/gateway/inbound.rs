@@ -270,3 +270,40 @@ async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
     assert_eq!(c["consents"]["line"]["status"], "granted", "{c}");
     assert_eq!(history(&gw, "ken", "line").await.len(), 3);
 }
+
+#[tokio::test]
+async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_address() {
+    let (dir, providers) = setup().await;
+    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let [home, work] = sharing(&gw, "fay", "email", "fay@example.com").await;
+    let marketing = |id: &str| {
+        json!({"contact_id": id, "category": "marketing", "channels": ["email"],
+            "subject": "Sale", "text": "Everything half price."})
+    };
+    let n = gw.wait_final(&gw.notify(marketing(&home)).await).await;
+    assert_eq!(n["status"], "sent", "{n}");
+    let header = providers.smtp.received()[0]
+        .header("List-Unsubscribe")
+        .expect("List-Unsubscribe");
+    let url = header.trim().trim_start_matches('<').split('>').next().unwrap();
+    let path = url.strip_prefix("https://lifeboat.test").expect(url).to_string();
+
+    let resp = gw
+        .raw(reqwest::Method::POST, &path)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for id in [&home, &work] {
+        let c = contact(&gw, id).await;
+        assert_eq!(c["consents"]["email"]["scopes"], json!(["transactional"]), "{id}: {c}");
+        let h = history(&gw, id, "email").await;
+        assert_eq!(h.last().unwrap()["source"], "email_unsubscribe", "{id}: {h:?}");
+    }
+    // Marketing to the other contact no longer goes to that address.
+    let n = gw.wait_final(&gw.notify(marketing(&work)).await).await;
+    assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
+    assert_eq!(providers.smtp.received().len(), 1);
+}
