@@ -1592,10 +1592,7 @@ mod tests {
                 batch.remove(item.unwrap().0);
             }
             batch.remove(ADDRESS_INDEX_KEY);
-            batch.insert(
-                key("a/", &[b"whatsapp", b"+48600100200"]),
-                &b"ana-work"[..],
-            );
+            batch.insert(key("a/", &[b"whatsapp", b"+48600100200"]), &b"ana-work"[..]);
             store.tree.apply_batch(batch).unwrap();
             store.flush().await.unwrap();
         }

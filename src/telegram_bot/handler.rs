@@ -89,9 +89,11 @@ pub async fn handle(
 ) -> StoreResult<Option<Reply>> {
     let seen = format!("update/{}", update.id.0);
     let work = apply(store, business, update, now);
-    Ok(crate::webhooks::once(store, ChannelKind::Telegram, &seen, now, work)
-        .await?
-        .flatten())
+    Ok(
+        crate::webhooks::once(store, ChannelKind::Telegram, &seen, now, work)
+            .await?
+            .flatten(),
+    )
 }
 
 async fn apply(
@@ -407,10 +409,15 @@ mod tests {
             .unwrap();
 
         let later = now + optin::TOKEN_LIFETIME + chrono::Duration::seconds(1);
-        let reply = handle(&store, "Acme", &message(6, 555, &format!("/start {token}")), later)
-            .await
-            .unwrap()
-            .unwrap();
+        let reply = handle(
+            &store,
+            "Acme",
+            &message(6, 555, &format!("/start {token}")),
+            later,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert!(reply.text.contains("expired"), "{}", reply.text);
         assert!(reply.text.contains("Acme"), "{}", reply.text);
         let contact = store.get_contact("ana").await.unwrap().unwrap();

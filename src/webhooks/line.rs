@@ -117,7 +117,14 @@ pub async fn receive(
         match serde_json::from_value::<Event>(raw) {
             Ok(event) => {
                 let work = handle_event(&state, &event, now);
-                super::once(state.store.as_ref(), ChannelKind::Line, &event.id, now, work).await?;
+                super::once(
+                    state.store.as_ref(),
+                    ChannelKind::Line,
+                    &event.id,
+                    now,
+                    work,
+                )
+                .await?;
             }
             Err(e) => tracing::warn!(
                 "LINE webhook event skipped: {}",

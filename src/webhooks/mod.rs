@@ -160,8 +160,8 @@ pub(crate) async fn already_applied(
         .is_some())
 }
 
-/// Remembers that the event `id` from `provider` was applied. Only consent-changing events are
-/// remembered (they are rare), so the namespace stays small.
+/// Remembers that the event `id` from `provider` was applied (for steps retried in the
+/// background after their event was recorded by [`once`], like a 131050 revocation).
 pub(crate) async fn mark_applied(
     store: &dyn Store,
     provider: ChannelKind,
@@ -231,7 +231,11 @@ pub(crate) async fn revoke_address(
             evidence: Some(evidence.to_string()),
             at: now,
         };
-        if store.set_consent(&contact.id, kind, consent).await?.is_some() {
+        if store
+            .set_consent(&contact.id, kind, consent)
+            .await?
+            .is_some()
+        {
             tracing::info!(contact = %contact.id, channel = %kind, source, "consent revoked by the person");
             revoked += 1;
         }

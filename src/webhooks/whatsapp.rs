@@ -2,7 +2,9 @@
 //! messages that opt a person in (`START <token>`, the text a `wa.me` opt-in link pre-fills) or
 //! out (a STOP word), each recording the contact's last inbound time (the 24 h window).
 //!
-//! A STOP revokes every WhatsApp scope and gets one confirmation reply: the person just wrote,
+//! Each message is applied once per message id, and its `timestamp` (not its arrival) is the
+//! contacts' last inbound time. A STOP revokes every WhatsApp scope of every contact holding
+//! the number and gets one confirmation reply: the person just wrote,
 //! so the service window is open and a free-form text is allowed. The reply goes out in the
 //! background so Meta gets its 200 at once. Statuses of our messages go to
 //! [`super::whatsapp_receipts`], account and quality signals to [`super::whatsapp_account`];

@@ -62,7 +62,9 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
     // One confirmation to the number, and nothing more reaches it on WhatsApp.
     wa_sends_settle_at(&providers, 1).await;
     let id = gw
-        .notify(json!({"contact_id": work, "channels": ["whatsapp"], "text": "Your order shipped."}))
+        .notify(
+            json!({"contact_id": work, "channels": ["whatsapp"], "text": "Your order shipped."}),
+        )
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["whatsapp:skipped:no_consent"], "{n}");
@@ -75,7 +77,11 @@ async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
     let gw = start(&providers, dir.path(), &Settings::default()).await;
     let [home, work] = sharing(&gw, "ken", "line", LINE_USER).await;
 
-    let unfollow = line_events(json!([line_event("unfollow", "01HUNFSHARED000000000000A", json!({}))]));
+    let unfollow = line_events(json!([line_event(
+        "unfollow",
+        "01HUNFSHARED000000000000A",
+        json!({})
+    )]));
     let (status, _) = post_line(&gw, &unfollow, Some(line_signature(&unfollow))).await;
     assert_eq!(status, StatusCode::OK);
     for id in [&home, &work] {
@@ -124,7 +130,9 @@ async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
     let [home, work] = sharing(&gw, "di", "telegram", "5551234").await;
 
     let id = gw
-        .notify(json!({"contact_id": home, "channels": ["telegram"], "text": "Your order shipped."}))
+        .notify(
+            json!({"contact_id": home, "channels": ["telegram"], "text": "Your order shipped."}),
+        )
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["telegram:recipient_unreachable"], "{n}");
@@ -133,7 +141,9 @@ async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
     }
     // The other contact's notification is not sent to the chat that blocked the bot.
     let id = gw
-        .notify(json!({"contact_id": work, "channels": ["telegram"], "text": "Your order shipped."}))
+        .notify(
+            json!({"contact_id": work, "channels": ["telegram"], "text": "Your order shipped."}),
+        )
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["telegram:skipped:no_consent"], "{n}");
@@ -152,13 +162,17 @@ async fn start_at(providers: &Providers, dir: &std::path::Path, at: &str) -> Gat
 }
 
 fn unix(at: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(at).unwrap().timestamp()
+    chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp()
 }
 
 /// Where a free-form WhatsApp text to `contact` goes now (the window open or not).
 async fn free_text_trail(gw: &Gateway, contact: &str) -> Vec<String> {
     let id = gw
-        .notify(json!({"contact_id": contact, "channels": ["whatsapp"], "text": "Your order shipped."}))
+        .notify(
+            json!({"contact_id": contact, "channels": ["whatsapp"], "text": "Your order shipped."}),
+        )
         .await;
     trail(&gw.wait_final(&id).await)
 }
@@ -176,7 +190,12 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
     .await;
 
     // Ana wrote at 11:00; Meta delivers it at 12:00: the window runs from 11:00.
-    let hello = wa_text_at("48600100200", "wamid.HELLO-1", "hi", unix("2026-06-10T11:00:00Z"));
+    let hello = wa_text_at(
+        "48600100200",
+        "wamid.HELLO-1",
+        "hi",
+        unix("2026-06-10T11:00:00Z"),
+    );
     let (status, _) = post_wa(&gw, &hello, Some(wa_signature(&hello))).await;
     assert_eq!(status, StatusCode::OK);
     let c = contact(&gw, "ana").await;
@@ -200,7 +219,12 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
     );
 
     // A new message written 25 h ago (delivered late) opens nothing either.
-    let late = wa_text_at("48600100200", "wamid.LATE-1", "hi?", unix("2026-06-10T10:30:00Z"));
+    let late = wa_text_at(
+        "48600100200",
+        "wamid.LATE-1",
+        "hi?",
+        unix("2026-06-10T10:30:00Z"),
+    );
     let (status, _) = post_wa(&gw, &late, Some(wa_signature(&late))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -258,7 +282,11 @@ async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
     )
     .await;
 
-    let unfollow = line_events(json!([line_event("unfollow", "01HUNFREPLAY00000000000A", json!({}))]));
+    let unfollow = line_events(json!([line_event(
+        "unfollow",
+        "01HUNFREPLAY00000000000A",
+        json!({})
+    )]));
     let (status, _) = post_line(&gw, &unfollow, Some(line_signature(&unfollow))).await;
     assert_eq!(status, StatusCode::OK);
     assert_revoked(&gw, "ken", "line", "line_unfollow").await;
@@ -285,8 +313,16 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     let header = providers.smtp.received()[0]
         .header("List-Unsubscribe")
         .expect("List-Unsubscribe");
-    let url = header.trim().trim_start_matches('<').split('>').next().unwrap();
-    let path = url.strip_prefix("https://lifeboat.test").expect(url).to_string();
+    let url = header
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap();
+    let path = url
+        .strip_prefix("https://lifeboat.test")
+        .expect(url)
+        .to_string();
 
     let resp = gw
         .raw(reqwest::Method::POST, &path)
@@ -298,9 +334,17 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     assert_eq!(resp.status(), StatusCode::OK);
     for id in [&home, &work] {
         let c = contact(&gw, id).await;
-        assert_eq!(c["consents"]["email"]["scopes"], json!(["transactional"]), "{id}: {c}");
+        assert_eq!(
+            c["consents"]["email"]["scopes"],
+            json!(["transactional"]),
+            "{id}: {c}"
+        );
         let h = history(&gw, id, "email").await;
-        assert_eq!(h.last().unwrap()["source"], "email_unsubscribe", "{id}: {h:?}");
+        assert_eq!(
+            h.last().unwrap()["source"],
+            "email_unsubscribe",
+            "{id}: {h:?}"
+        );
     }
     // Marketing to the other contact no longer goes to that address.
     let n = gw.wait_final(&gw.notify(marketing(&work)).await).await;

@@ -46,7 +46,11 @@ pub(crate) fn wa_text_at(wa_id: &str, message_id: &str, text: &str, sent: i64) -
 }
 
 /// Posts a WhatsApp webhook; `signature` None sends no header.
-pub(crate) async fn post_wa(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+pub(crate) async fn post_wa(
+    gw: &Gateway,
+    body: &[u8],
+    signature: Option<String>,
+) -> (StatusCode, Value) {
     let mut req = gw
         .raw(Method::POST, "/webhooks/whatsapp")
         .header("Content-Type", "application/json")
@@ -63,7 +67,11 @@ pub(crate) fn wa_signature(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac(WA_APP_SECRET, body)))
 }
 
-pub(crate) async fn post_line(gw: &Gateway, body: &[u8], signature: Option<String>) -> (StatusCode, Value) {
+pub(crate) async fn post_line(
+    gw: &Gateway,
+    body: &[u8],
+    signature: Option<String>,
+) -> (StatusCode, Value) {
     let mut req = gw
         .raw(Method::POST, "/webhooks/line")
         .header("Content-Type", "application/json")
@@ -138,7 +146,11 @@ pub(crate) async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<V
     sent
 }
 
-pub(crate) async fn start(providers: &Providers, dir: &std::path::Path, settings: &Settings) -> Gateway {
+pub(crate) async fn start(
+    providers: &Providers,
+    dir: &std::path::Path,
+    settings: &Settings,
+) -> Gateway {
     let config = providers.config(dir, settings).replace(
         "[server]\n",
         "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Tom & Jerry <Shop>\"\n",
