@@ -77,6 +77,9 @@ pub struct StoreConfig {
     /// Memory sled may use for its page cache, in MiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// `[store.retention]`: how long finished records are kept (docs/retention.md).
+    #[serde(default)]
+    pub retention: crate::store::RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +149,7 @@ impl Default for StoreConfig {
             path: default_store_path(),
             url: None,
             cache_mb: default_cache_mb(),
+            retention: Default::default(),
         }
     }
 }
@@ -333,6 +337,7 @@ impl Config {
                 "store.url (a shared PostgreSQL store) is not supported yet: remove it to use the embedded store at store.path".into(),
             ));
         }
+        self.store.retention.validate().map_err(ConfigError::Invalid)?;
         if self.routing.order.is_empty() {
             return Err(ConfigError::Invalid(
                 "routing.order must name at least one channel".into(),

@@ -41,7 +41,7 @@ use crate::store::{Store, StoreResult};
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Where applied consent-changing events are remembered, so a redelivery is not applied twice.
-const SEEN_NAMESPACE: &str = "webhook_seen";
+pub(crate) const SEEN_NAMESPACE: &str = "webhook_seen";
 
 /// Where provider events that were not understood are kept (keyed by a UUIDv7, so in the
 /// order they came), for an operator to look at and for later work to use.
