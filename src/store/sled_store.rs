@@ -2084,3 +2084,7 @@ mod tests {
         assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod retention_tests;
