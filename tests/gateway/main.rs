@@ -10,6 +10,7 @@ mod harness;
 mod lifecycle;
 mod metrics;
 mod readme;
+mod retention;
 mod signals;
 mod telegram_bot;
 mod walkthrough;
