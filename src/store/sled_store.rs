@@ -894,6 +894,11 @@ impl SledStore {
         Ok(true)
     }
 
+    /// How many records have keys starting with `prefix` (`lifeboat bench --retention`).
+    pub fn records_under(&self, prefix: &[u8]) -> usize {
+        self.tree.scan_prefix(prefix).count()
+    }
+
     /// Adds to an erasure's `batch` what other modules keep about contact `id`: its marketing
     /// cap record and opt-in tokens are removed, and its entries in the WhatsApp tier ledger
     /// are renamed to an anonymous id (the person still counts toward the 24 h tier: they
