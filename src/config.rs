@@ -550,6 +550,24 @@ cooldown = "2m"
     }
 
     #[test]
+    fn a_retention_shorter_than_the_idempotency_window_is_refused() {
+        let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
+        let text = format!("{BASE}\n[store.retention]\nidempotency = \"1h\"\n");
+        let err = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("store.retention.idempotency must be at least 24h"),
+            "{err}"
+        );
+        let text = format!("{BASE}\n[store.retention]\nnotifications = \"90d\"\n");
+        let cfg = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(
+            cfg.store.retention.notifications,
+            Duration::from_secs(90 * 86_400)
+        );
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
         let text = BASE.replace("max_wait = \"5s\"", "max_wait = \"soon\"");

@@ -292,3 +292,40 @@ async fn an_erasure_leaves_no_record_naming_the_contact() {
     let seen = fresh.snapshot(CONTACT, t0).await.unwrap();
     assert_eq!((seen.count, seen.counted), (2, false));
 }
+
+/// The accept journal's records are replayed into sled at every start. One lingering in an
+/// idle gateway's last segment would bring a purged notification back (and send it again).
+#[tokio::test]
+async fn a_purged_notification_does_not_come_back_from_the_journal_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Utc::now();
+    let path = dir.path().join("db");
+    let id = {
+        let store = store_with_contact(dir.path(), t0).await;
+        let id = sent_at(&store, t0).await;
+        // Idle now: the journal's segment holding the accept is rotated and checkpointed away.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !journal::recover(&path.with_extension("journal"))
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle journal still holds the accept after 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(count(&purge(&store, t0 + Duration::days(31)), "notifications"), 1);
+        store.flush().await.unwrap();
+        id
+    };
+    let store = loop {
+        match SledStore::open(&path, 8) {
+            Ok(store) => break store,
+            Err(StoreError::Locked { .. }) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(store.get_notification(&id).await.unwrap(), None);
+    assert_eq!(store.queue_depth(), 0);
+}

@@ -801,8 +801,13 @@ impl SledStore {
         now: Timestamp,
         limit: usize,
     ) -> StoreResult<(usize, Option<Vec<u8>>)> {
-        let cutoff = now
-            - chrono::Duration::from_std(rule.keep).unwrap_or(chrono::Duration::MAX / 2);
+        let cutoff = chrono::Duration::from_std(rule.keep)
+            .ok()
+            .and_then(|keep| now.checked_sub_signed(keep));
+        // Kept longer than time goes back: nothing is old enough.
+        let Some(cutoff) = cutoff else {
+            return Ok((0, None));
+        };
         let mut batch = Vec::with_capacity(limit);
         for item in self.tree.range(from.to_vec()..) {
             let (k, v) = item.map_err(io)?;
@@ -863,7 +868,10 @@ impl SledStore {
         let expired = |n: &Notification| {
             n.status.is_final() && n.queue_due().is_none() && n.updated_at <= cutoff
         };
-        let n: Notification = decode(nkey, value)?;
+        // A record this version cannot read is kept (and the pass goes on).
+        let Ok(n) = decode::<Notification>(nkey, value) else {
+            return Ok(false);
+        };
         if !expired(&n) {
             return Ok(false);
         }
