@@ -337,7 +337,10 @@ impl Config {
                 "store.url (a shared PostgreSQL store) is not supported yet: remove it to use the embedded store at store.path".into(),
             ));
         }
-        self.store.retention.validate().map_err(ConfigError::Invalid)?;
+        self.store
+            .retention
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.routing.order.is_empty() {
             return Err(ConfigError::Invalid(
                 "routing.order must name at least one channel".into(),

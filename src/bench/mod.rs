@@ -416,9 +416,13 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
             duration.as_secs_f64(),
             retention.as_secs_f64()
         );
-        figures["retention"] =
-            retention::measure(&tmp.path().join("retention"), args.rate, retention, duration)
-                .await?;
+        figures["retention"] = retention::measure(
+            &tmp.path().join("retention"),
+            args.rate,
+            retention,
+            duration,
+        )
+        .await?;
         return Ok((figures, args.json));
     }
 

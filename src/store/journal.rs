@@ -253,7 +253,15 @@ fn commit<S: Stage>(
         let Some(first) = first else {
             if written_since_rotation {
                 // No spare prepared: an idle gateway writes no 64 MiB of zeros.
-                rotate(&dir, &mut segment, &mut seq, &mut spare, &retired, &mut rotated_at, false);
+                rotate(
+                    &dir,
+                    &mut segment,
+                    &mut seq,
+                    &mut spare,
+                    &retired,
+                    &mut rotated_at,
+                    false,
+                );
                 written_since_rotation = false;
             }
             continue;
@@ -293,10 +301,18 @@ fn commit<S: Stage>(
             };
             let _ = ack.send(answer);
         }
-        if rotated_at.elapsed() >= ROTATE_EVERY || segment.full() {
-            if rotate(&dir, &mut segment, &mut seq, &mut spare, &retired, &mut rotated_at, true) {
-                written_since_rotation = false;
-            }
+        if (rotated_at.elapsed() >= ROTATE_EVERY || segment.full())
+            && rotate(
+                &dir,
+                &mut segment,
+                &mut seq,
+                &mut spare,
+                &retired,
+                &mut rotated_at,
+                true,
+            )
+        {
+            written_since_rotation = false;
         }
     }
 }

@@ -304,15 +304,22 @@ mod tests {
         assert_eq!(cfg, RetentionConfig::default());
         assert_eq!(cfg.notifications, Duration::from_secs(30 * DAY));
         let cfg: RetentionConfig =
-            toml::from_str("notifications = \"90d\"\nwebhook_events = \"2d\"\nevery = \"1m\"").unwrap();
+            toml::from_str("notifications = \"90d\"\nwebhook_events = \"2d\"\nevery = \"1m\"")
+                .unwrap();
         assert_eq!(cfg.notifications, Duration::from_secs(90 * DAY));
         assert!(cfg.validate().is_ok());
 
         let short: RetentionConfig = toml::from_str("idempotency = \"1h\"").unwrap();
         let e = short.validate().unwrap_err();
-        assert!(e.contains("store.retention.idempotency must be at least 24h"), "{e}");
+        assert!(
+            e.contains("store.retention.idempotency must be at least 24h"),
+            "{e}"
+        );
         let e = toml::from_str::<RetentionConfig>("notification = \"1d\"").unwrap_err();
-        assert!(e.to_string().contains("unknown field `notification`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown field `notification`"),
+            "{e}"
+        );
         let e = toml::from_str::<RetentionConfig>("notifications = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("is not a duration"), "{e}");
     }

@@ -22,7 +22,8 @@ async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_
     std::fs::write(&clock, start.to_rfc3339()).unwrap();
     let gw = Gateway::start_with_clock(dir.path(), &config(&providers, dir.path()), &clock).await;
     gw.on_whatsapp_and_telegram("ana").await;
-    let body = json!({"contact_id": "ana", "text": "Your code is 1234", "idempotency_key": "code-1"});
+    let body =
+        json!({"contact_id": "ana", "text": "Your code is 1234", "idempotency_key": "code-1"});
     let id = gw.notify(body.clone()).await;
     assert_eq!(gw.wait_final(&id).await["status"], "sent");
 
@@ -78,7 +79,12 @@ async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
     assert!(status.is_success(), "{status} {link}");
 
     let (status, body) = gw
-        .send(Method::DELETE, &format!("/v1/contacts/{contact}"), Some(API_KEY), None)
+        .send(
+            Method::DELETE,
+            &format!("/v1/contacts/{contact}"),
+            Some(API_KEY),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, n) = gw.get(&format!("/v1/notifications/{id}")).await;
