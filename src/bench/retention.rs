@@ -149,8 +149,8 @@ pub fn table(f: &Value) -> String {
         out.push_str(&format!(
             "  {:>6.1} s  sent {:>8}  stored {:>7}  store {:>7.1} MB  journal {:>6.1} MB\n",
             s["at_s"].as_f64().unwrap_or(0.0),
-            s["sent"],
-            s["stored_notifications"],
+            s["sent"].as_u64().unwrap_or(0),
+            s["stored_notifications"].as_u64().unwrap_or(0),
             s["store_mb"].as_f64().unwrap_or(0.0),
             s["journal_mb"].as_f64().unwrap_or(0.0)
         ));
