@@ -77,6 +77,9 @@ pub struct StoreConfig {
     /// Memory sled may use for its page cache, in MiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// `[store.retention]`: how long finished records are kept (docs/retention.md).
+    #[serde(default)]
+    pub retention: crate::store::RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +149,7 @@ impl Default for StoreConfig {
             path: default_store_path(),
             url: None,
             cache_mb: default_cache_mb(),
+            retention: Default::default(),
         }
     }
 }
@@ -333,6 +337,10 @@ impl Config {
                 "store.url (a shared PostgreSQL store) is not supported yet: remove it to use the embedded store at store.path".into(),
             ));
         }
+        self.store
+            .retention
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.routing.order.is_empty() {
             return Err(ConfigError::Invalid(
                 "routing.order must name at least one channel".into(),
@@ -542,6 +550,24 @@ cooldown = "2m"
         for kind in ChannelKind::ALL {
             assert!(registry.get(kind).is_some(), "{kind} should be configured");
         }
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_idempotency_window_is_refused() {
+        let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
+        let text = format!("{BASE}\n[store.retention]\nidempotency = \"1h\"\n");
+        let err = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("store.retention.idempotency must be at least 24h"),
+            "{err}"
+        );
+        let text = format!("{BASE}\n[store.retention]\nnotifications = \"90d\"\n");
+        let cfg = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(
+            cfg.store.retention.notifications,
+            Duration::from_secs(90 * 86_400)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 
 /// How long an opt-in link stays valid.
 pub const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(7);
-const NAMESPACE: &str = "optin";
+pub(crate) const NAMESPACE: &str = "optin";
 
 /// A stored opt-in token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

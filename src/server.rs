@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::dispatch::states::ChannelStates;
 use crate::dispatch::worker::WorkerContext;
 use crate::dispatch::Dispatcher;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Purger, SledStore, Store, StoreError};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,15 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&config.store.path, config.store.cache_mb)?);
+    let sled = Arc::new(SledStore::open(&config.store.path, config.store.cache_mb)?);
+    // Stopped (and waited for) before the store's last flush.
+    let purger = Purger::start(
+        sled.clone(),
+        config.store.retention.clone(),
+        options.clock.clone(),
+    )
+    .map_err(|e| StoreError::Io(format!("cannot start the retention purge: {e}")))?;
+    let store: Arc<dyn Store> = sled;
     // One registry per gateway: several gateways in one process keep their own counts.
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let states = Arc::new(
@@ -136,6 +143,7 @@ pub async fn run(
             "some sends were still in flight at shutdown; they are retried after the next start"
         );
     }
+    drop(purger);
     store.flush().await?;
     tracing::info!("store flushed; bye");
     served.map_err(ServeError::Http)

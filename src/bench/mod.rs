@@ -21,10 +21,14 @@
 //!    once half are accepted: how many sends still reached WhatsApp after the ban answer, how
 //!    long until the first fallback send, and that every notification ended `sent`.
 //!
+//! `--retention <age>` runs none of these but [`retention`]: a steady load on the store with a
+//! short retention, and its size on disk over time.
+//!
 //! Figures come from runs. Benchmarks are not tests: nothing here asserts a timing; `--smoke`
 //! runs every phase with tiny sizes to keep the command working in CI.
 
 mod load;
+mod retention;
 mod store;
 
 use std::net::SocketAddr;
@@ -70,6 +74,13 @@ pub struct BenchArgs {
     /// Where the sandboxes keep their stores (a temporary folder by default).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Instead of the phases above: a steady load on the store for `--duration` with finished
+    /// notifications kept this long (e.g. "10s"), printing its size on disk over time.
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// Notifications a second in the `--retention` run.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
 }
 
 /// A `lifeboat sandbox` child process.
@@ -397,6 +408,24 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "clients": args.clients,
     });
 
+    if let Some(retention) = &args.retention {
+        let retention = parse_duration(retention)?;
+        eprintln!(
+            "bench: retention ({}/s for {}s, kept {}s)",
+            args.rate,
+            duration.as_secs_f64(),
+            retention.as_secs_f64()
+        );
+        figures["retention"] = retention::measure(
+            &tmp.path().join("retention"),
+            args.rate,
+            retention,
+            duration,
+        )
+        .await?;
+        return Ok((figures, args.json));
+    }
+
     // 0. The store alone, in this process, before any gateway runs.
     let store_count = args.deliveries.saturating_mul(2).max(1);
     eprintln!("bench: the store alone ({store_count} notifications)");
@@ -714,6 +743,9 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
 }
 
 fn table(f: &Value) -> String {
+    if f.get("retention").is_some() {
+        return retention::table(&f["retention"]);
+    }
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut out = String::new();
     out.push_str(&format!(

@@ -30,7 +30,7 @@ const CONTACT: &str = "bench";
 /// Notifications claimed and saved at a time in the delivery measurement.
 const IN_FLIGHT: usize = 256;
 
-fn notification(now: chrono::DateTime<Utc>) -> Notification {
+pub(super) fn notification(now: chrono::DateTime<Utc>) -> Notification {
     Notification {
         id: uuid::Uuid::now_v7().to_string(),
         contact_id: CONTACT.into(),

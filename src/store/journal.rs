@@ -9,7 +9,8 @@
 //!
 //! The journal is a folder of segments (`00000000000000000001.log`, ...), each a sequence of
 //! `[u32 length][u32 crc32][payload]` records. Every couple of seconds the committer starts a
-//! new segment and hands the old ones to a checkpoint thread, which flushes sled and then
+//! new segment (also when idle, if the segment holds records) and hands the old ones to a
+//! checkpoint thread, which flushes sled and then
 //! deletes them: every record in an old segment was applied to sled before it was appended, so
 //! a sled flush started afterwards covers it. After a crash, [`recover`] returns the
 //! records of the segments still there; the store re-applies those sled lost and then starts
@@ -237,7 +238,34 @@ fn commit<S: Stage>(
     // The first preallocated segment is prepared at the first rotation: a gateway that never
     // sees two seconds of accepts never writes 64 MiB of zeros.
     let mut spare: Option<std::thread::JoinHandle<io::Result<File>>> = None;
-    while let Ok(first) = requests.recv() {
+    // Whether the segment being written holds records (an idle committer rotates it away).
+    let mut written_since_rotation = false;
+    loop {
+        // Idle: a segment holding records is still rotated and checkpointed away, so that no
+        // old record lingers there. (After a restart the journal's records are replayed into
+        // sled: one lingering for days would bring back a notification the retention purge
+        // deleted.)
+        let first = match requests.recv_timeout(ROTATE_EVERY) {
+            Ok(first) => Some(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let Some(first) = first else {
+            if written_since_rotation {
+                // No spare prepared: an idle gateway writes no 64 MiB of zeros.
+                rotate(
+                    &dir,
+                    &mut segment,
+                    &mut seq,
+                    &mut spare,
+                    &retired,
+                    &mut rotated_at,
+                    false,
+                );
+                written_since_rotation = false;
+            }
+            continue;
+        };
         let mut items = vec![first];
         while items.len() < MAX_BATCH {
             match requests.try_recv() {
@@ -254,6 +282,7 @@ fn commit<S: Stage>(
                 buf.extend_from_slice(record);
             }
         }
+        written_since_rotation |= !buf.is_empty();
         let written = if buf.is_empty() {
             Ok(())
         } else {
@@ -272,24 +301,55 @@ fn commit<S: Stage>(
             };
             let _ = ack.send(answer);
         }
-        if rotated_at.elapsed() >= ROTATE_EVERY || segment.full() {
-            let next = match spare.take().map(|prepared| prepared.join()) {
-                Some(Ok(Ok(file))) => Ok(Segment {
-                    file,
-                    offset: Some(0),
-                }),
-                _ => create_segment(&dir, seq + 1).map(|file| Segment { file, offset: None }),
-            };
-            match next {
-                Ok(next) => {
-                    segment = next;
-                    let _ = retired.send(seq);
-                    seq += 1;
-                    rotated_at = Instant::now();
-                    spare = Some(prepare_segment(dir.clone(), seq + 1));
-                }
-                Err(e) => tracing::error!(error = %e, "cannot start a new journal segment"),
+        if (rotated_at.elapsed() >= ROTATE_EVERY || segment.full())
+            && rotate(
+                &dir,
+                &mut segment,
+                &mut seq,
+                &mut spare,
+                &retired,
+                &mut rotated_at,
+                true,
+            )
+        {
+            written_since_rotation = false;
+        }
+    }
+}
+
+/// Starts a new segment (the prepared spare if there is one) and hands the old one to the
+/// checkpoint thread; prepares the next spare if `prepare`. Says whether it did.
+#[allow(clippy::too_many_arguments)]
+fn rotate(
+    dir: &Path,
+    segment: &mut Segment,
+    seq: &mut u64,
+    spare: &mut Option<std::thread::JoinHandle<io::Result<File>>>,
+    retired: &mpsc::Sender<u64>,
+    rotated_at: &mut Instant,
+    prepare: bool,
+) -> bool {
+    let next = match spare.take().map(|prepared| prepared.join()) {
+        Some(Ok(Ok(file))) => Ok(Segment {
+            file,
+            offset: Some(0),
+        }),
+        _ => create_segment(dir, *seq + 1).map(|file| Segment { file, offset: None }),
+    };
+    match next {
+        Ok(next) => {
+            *segment = next;
+            let _ = retired.send(*seq);
+            *seq += 1;
+            *rotated_at = Instant::now();
+            if prepare && spare.is_none() {
+                *spare = Some(prepare_segment(dir.to_path_buf(), *seq + 1));
             }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a new journal segment");
+            false
         }
     }
 }

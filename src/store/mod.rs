@@ -8,6 +8,7 @@
 
 mod group_commit;
 mod journal;
+mod retention;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
 };
 
+pub use retention::{Purged, Purger, RetentionConfig};
 pub use sled_store::SledStore;
 
 /// A failure of the store itself (not of the caller's input).

@@ -20,6 +20,7 @@
 //! Versions before the `A/` index kept `a/` (channel name, 0, address → one contact id: the
 //! last to claim the address). [`SledStore::open`] rebuilds `A/` from the contacts once, then
 //! removes `a/` and marks the store (`meta/address_index = 2`); nothing reads `a/` any more.
+//! What is kept how long, and the purge that deletes the rest: [`super::retention`].
 //!
 //! Claims are kept in memory, not written: a claimed notification keeps its queue entry,
 //! which the claim's `save_progress` replaces, so a crash leaves it on the queue as it was
@@ -55,6 +56,7 @@ use tokio::sync::oneshot;
 
 use super::group_commit::GroupCommit;
 use super::journal::{self, Journal, Stage};
+use super::retention::{Kind, Rule};
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
@@ -252,10 +254,10 @@ impl Saver {
 }
 
 #[derive(Serialize, Deserialize)]
-struct IdemRecord {
+pub(super) struct IdemRecord {
     id: String,
     fingerprint: String,
-    at: Timestamp,
+    pub(super) at: Timestamp,
 }
 
 /// What the accept journal holds for one accepted notification.
@@ -275,7 +277,7 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = prefix.as_bytes().to_vec();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -840,6 +842,184 @@ fn stage_accepted(
     Ok(None)
 }
 
+/// Retention (see [`super::retention`]): the purge's deletions, and what an erasure does to
+/// the records other modules keep about a contact.
+impl SledStore {
+    /// Examines up to `limit` records of `rule` from key `from` and deletes those expired at
+    /// `now`. Returns how many it deleted and where the next batch starts (`None`: done).
+    pub(super) fn purge_batch(
+        &self,
+        rule: &Rule,
+        from: &[u8],
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(usize, Option<Vec<u8>>)> {
+        let cutoff = chrono::Duration::from_std(rule.keep)
+            .ok()
+            .and_then(|keep| now.checked_sub_signed(keep));
+        // Kept longer than time goes back: nothing is old enough.
+        let Some(cutoff) = cutoff else {
+            return Ok((0, None));
+        };
+        let mut batch = Vec::with_capacity(limit);
+        for item in self.tree.range(from.to_vec()..) {
+            let (k, v) = item.map_err(io)?;
+            if !k.starts_with(&rule.prefix) {
+                break;
+            }
+            batch.push((k, v));
+            if batch.len() == limit {
+                break;
+            }
+        }
+        let next = (batch.len() == limit).then(|| {
+            let mut next = batch[limit - 1].0.to_vec();
+            next.push(0);
+            next
+        });
+        let mut deleted = 0;
+        for (k, v) in batch {
+            let gone = match &rule.kind {
+                Kind::Notifications => {
+                    let id = &k[rule.prefix.len()..];
+                    // Ids are UUIDv7, in the order they were made: one made after the cutoff
+                    // cannot have finished before it, nor can any after it.
+                    if created_at(id).is_some_and(|made| made > cutoff) {
+                        return Ok((deleted, None));
+                    }
+                    self.purge_notification(&k, &v, cutoff)?
+                }
+                Kind::Records(age_from) => {
+                    match age_from(&k[rule.prefix.len()..], &v) {
+                        // Only if unchanged since it was read: a record written again meanwhile
+                        // (a counter, a key used anew) stays.
+                        Some(at) if at <= cutoff => self
+                            .tree
+                            .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)
+                            .map_err(io)?
+                            .is_ok(),
+                        _ => false,
+                    }
+                }
+            };
+            deleted += usize::from(gone);
+        }
+        Ok((deleted, next))
+    }
+
+    /// Deletes a notification finished at or before `cutoff` (read as `value`), with its
+    /// index entries. Under its contact's stripe (an erasure rewrites it under that stripe)
+    /// and the claims' lock (edits and claims take it), and read again under them. Index
+    /// entries go first and the record last, so a crash in between leaves the record, which
+    /// the next pass deletes; never an index entry without its record.
+    fn purge_notification(
+        &self,
+        nkey: &[u8],
+        value: &[u8],
+        cutoff: Timestamp,
+    ) -> StoreResult<bool> {
+        let expired = |n: &Notification| {
+            n.status.is_final() && n.queue_due().is_none() && n.updated_at <= cutoff
+        };
+        // A record this version cannot read is kept (and the pass goes on).
+        let Ok(n) = decode::<Notification>(nkey, value) else {
+            return Ok(false);
+        };
+        if !expired(&n) {
+            return Ok(false);
+        }
+        let _stripe = self.stripe(&n.contact_id);
+        let claims = self.claims();
+        if claims.contains_key(&n.id) {
+            return Ok(false);
+        }
+        match self.get::<Notification>(nkey)? {
+            Some(now) if expired(&now) && now.contact_id == n.contact_id => {}
+            _ => return Ok(false),
+        }
+        let id = n.id.as_bytes();
+        if !n.contact_id.is_empty() {
+            self.tree
+                .remove(key("x/", &[n.contact_id.as_bytes(), id]))
+                .map_err(io)?;
+        }
+        for mkey in message_index_keys(&n) {
+            // Only if it still points here.
+            self.tree
+                .compare_and_swap(&mkey, Some(id), None as Option<&[u8]>)
+                .map_err(io)?
+                .ok();
+        }
+        self.tree.remove(nkey).map_err(io)?;
+        drop(claims);
+        Ok(true)
+    }
+
+    /// How many records have keys starting with `prefix` (`lifeboat bench --retention`).
+    pub fn records_under(&self, prefix: &[u8]) -> usize {
+        self.tree.scan_prefix(prefix).count()
+    }
+
+    /// Adds to an erasure's `batch` what other modules keep about contact `id`: its marketing
+    /// cap record and opt-in tokens are removed, and its entries in the WhatsApp tier ledger
+    /// are renamed to an anonymous id (the person still counts toward the 24 h tier: they
+    /// were reached). Returns how many records it changed.
+    fn erase_mentions(&self, id: &str, batch: &mut sled::Batch) -> StoreResult<usize> {
+        let mut changed = 0;
+        let caps = kv_key(crate::policy::caps::NAMESPACE, id);
+        if self.tree.contains_key(&caps).map_err(io)? {
+            batch.remove(caps);
+            changed += 1;
+        }
+        let optin = kv_key(crate::optin::NAMESPACE, "");
+        for item in self.tree.scan_prefix(&optin) {
+            let (k, v) = item.map_err(io)?;
+            let token: Option<crate::optin::OptinToken> = serde_json::from_slice(&v).ok();
+            if token.is_some_and(|t| t.contact_id == id) {
+                batch.remove(k);
+                changed += 1;
+            }
+        }
+        let tier = kv_key(crate::policy::tier::NAMESPACE, "whatsapp/");
+        for item in self.tree.scan_prefix(&tier) {
+            let (k, v) = item.map_err(io)?;
+            let rest = String::from_utf8_lossy(&k[tier.len()..]).into_owned();
+            let anonymous = || -> StoreResult<String> {
+                Ok(format!("erased.{}", self.db.generate_id().map_err(io)?))
+            };
+            match rest.split_once('/') {
+                // `whatsapp/<hour>/<contact>`.
+                Some((hour, contact)) if contact == id => {
+                    let renamed = format!("whatsapp/{hour}/{}", anonymous()?);
+                    batch.remove(k);
+                    batch.insert(kv_key(crate::policy::tier::NAMESPACE, &renamed), v);
+                    changed += 1;
+                }
+                Some(_) => {}
+                // `whatsapp/<hour>` of earlier versions: a JSON list of contact ids.
+                None => {
+                    let Ok(mut ids) = serde_json::from_slice::<Vec<String>>(&v) else {
+                        continue;
+                    };
+                    if let Some(at) = ids.iter().position(|c| c == id) {
+                        ids[at] = anonymous()?;
+                        batch.insert(k, encode(&ids));
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// When a notification id (a UUIDv7) was made; `None` for other ids.
+fn created_at(id: &[u8]) -> Option<Timestamp> {
+    let id = uuid::Uuid::try_parse_ascii(id).ok()?;
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(secs as i64, nanos)
+}
+
 #[async_trait]
 impl Store for SledStore {
     async fn upsert_contact(
@@ -928,7 +1108,8 @@ impl Store for SledStore {
                 }
                 batch.remove(k);
             }
-            if !existed && changes == 0 {
+            let mentions = self.erase_mentions(id, &mut batch)?;
+            if !existed && changes == 0 && mentions == 0 {
                 return Ok(false);
             }
             let digest = hex::encode(Sha256::digest(id.as_bytes()));
@@ -2070,3 +2251,7 @@ mod tests {
         assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod retention_tests;

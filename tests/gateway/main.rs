@@ -11,6 +11,7 @@ mod inbound;
 mod lifecycle;
 mod metrics;
 mod readme;
+mod retention;
 mod signals;
 mod telegram_bot;
 mod walkthrough;

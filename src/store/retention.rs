@@ -1,0 +1,326 @@
+//! Retention: what the store forgets, and when.
+//!
+//! Without it every finished notification (with its attempts and its `m/` message-id index
+//! entries), every idempotency key, stored webhook event and guardrail counter stays forever:
+//! a gateway sending 100,000 a day fills its disk. `[store.retention]` says how long each kind
+//! of record is kept once it is no longer needed (docs/retention.md), and a [`Purger`] (its own
+//! thread, owned by a guard that stops it at shutdown) deletes what is older, in small batches
+//! with pauses between them, with relaxed (unflushed) single-key writes so that it never waits
+//! on the disk nor holds a lock for long. A deletion that a crash undoes is simply done again
+//! by the next pass.
+//!
+//! Every kind of record is one row of [`rules`]: a key prefix, how long to keep it, and how to
+//! read from a record when its age starts. A new kind of record (a new `v/` namespace) needs
+//! one row. Finished notifications are the one special row: their index entries go with them
+//! (see [`super::SledStore::purge_notification`]).
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::clock::Clock;
+use crate::model::Timestamp;
+
+use super::sled_store::{key, IdemRecord};
+use super::{SledStore, StoreError, IDEMPOTENCY_WINDOW_SECS};
+
+/// `[store.retention]`: how long records are kept after they stop being needed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished notifications (sent, delivered, read, failed, expired, cancelled), counted from
+    /// their last change. Queued ones are never purged.
+    #[serde(default = "default_notifications", deserialize_with = "duration")]
+    pub notifications: Duration,
+    /// Idempotency keys, counted from their first use; at least the 24 h the API promises.
+    #[serde(default = "default_idempotency", deserialize_with = "duration")]
+    pub idempotency: Duration,
+    /// Stored provider webhook events (not understood) and the ids of applied ones.
+    #[serde(default = "default_webhook_events", deserialize_with = "duration")]
+    pub webhook_events: Duration,
+    /// Expired opt-in tokens, counted from their expiry.
+    #[serde(default = "default_optin_tokens", deserialize_with = "duration")]
+    pub optin_tokens: Duration,
+    /// The pause between two purge passes.
+    #[serde(default = "default_every", deserialize_with = "duration")]
+    pub every: Duration,
+}
+
+const DAY: u64 = 24 * 3600;
+
+fn default_notifications() -> Duration {
+    Duration::from_secs(30 * DAY)
+}
+fn default_idempotency() -> Duration {
+    Duration::from_secs(DAY)
+}
+fn default_webhook_events() -> Duration {
+    Duration::from_secs(7 * DAY)
+}
+fn default_optin_tokens() -> Duration {
+    Duration::from_secs(30 * DAY)
+}
+fn default_every() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::config::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            notifications: default_notifications(),
+            idempotency: default_idempotency(),
+            webhook_events: default_webhook_events(),
+            optin_tokens: default_optin_tokens(),
+            every: default_every(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Checks the values: a key kept less than the idempotency window would let a retry
+    /// create a second notification.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idempotency.as_secs() < IDEMPOTENCY_WINDOW_SECS as u64 {
+            return Err(format!(
+                "store.retention.idempotency must be at least 24h (the idempotency window), not {}",
+                humantime::format_duration(self.idempotency)
+            ));
+        }
+        if self.every.is_zero() {
+            return Err("store.retention.every must be more than 0s".into());
+        }
+        Ok(())
+    }
+}
+
+/// When a record's age starts, read from its key (after the rule's prefix) and value; `None`
+/// keeps it (a record this version cannot read is never deleted).
+pub(super) type AgeFrom = fn(&[u8], &[u8]) -> Option<Timestamp>;
+
+/// What a rule deletes.
+pub(super) enum Kind {
+    /// Finished notifications with their index entries.
+    Notifications,
+    /// Single records.
+    Records(AgeFrom),
+}
+
+/// One kind of record: what it is (for logs), its keys' prefix, and how long it is kept.
+pub(super) struct Rule {
+    pub what: &'static str,
+    pub prefix: Vec<u8>,
+    pub keep: Duration,
+    pub kind: Kind,
+}
+
+/// The prefix of a `v/` namespace (see `SledStore::kv_*`).
+fn namespace(ns: &str) -> Vec<u8> {
+    key("v/", &[ns.as_bytes(), b""])
+}
+
+/// Every kind of record the purge deletes, and when.
+pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
+    let day = Duration::from_secs(DAY);
+    vec![
+        Rule {
+            what: "notifications",
+            prefix: b"n/".to_vec(),
+            keep: cfg.notifications,
+            kind: Kind::Notifications,
+        },
+        Rule {
+            what: "idempotency_keys",
+            prefix: b"k/".to_vec(),
+            keep: cfg.idempotency,
+            kind: Kind::Records(|_, v| serde_json::from_slice::<IdemRecord>(v).ok().map(|r| r.at)),
+        },
+        Rule {
+            what: "webhook_events",
+            prefix: namespace(crate::webhooks::EVENTS_NAMESPACE),
+            keep: cfg.webhook_events,
+            kind: Kind::Records(|_, v| {
+                let record: serde_json::Value = serde_json::from_slice(v).ok()?;
+                serde_json::from_value(record.get("received_at")?.clone()).ok()
+            }),
+        },
+        Rule {
+            what: "webhook_seen",
+            prefix: namespace(crate::webhooks::SEEN_NAMESPACE),
+            keep: cfg.webhook_events,
+            kind: Kind::Records(|_, v| {
+                let text = std::str::from_utf8(v).ok()?;
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            }),
+        },
+        Rule {
+            what: "optin_tokens",
+            prefix: namespace(crate::optin::NAMESPACE),
+            keep: cfg.optin_tokens,
+            kind: Kind::Records(|_, v| {
+                serde_json::from_slice::<crate::optin::OptinToken>(v)
+                    .ok()
+                    .map(|t| t.expires_at)
+            }),
+        },
+        // The guardrails' 24 h counters: the tier ledger deletes its own buckets as they roll
+        // off, but not those of a process that stopped, nor those an erasure anonymised.
+        Rule {
+            what: "tier_ledger",
+            prefix: namespace(crate::policy::tier::NAMESPACE),
+            keep: day,
+            kind: Kind::Records(|k, _| {
+                // `whatsapp/<hour>/<contact>` or `whatsapp/<hour>`: its age starts when the
+                // hour ends (`whatsapp/first_send` has no hour and stays).
+                let rest = std::str::from_utf8(k).ok()?.strip_prefix("whatsapp/")?;
+                let hour: i64 = rest.split('/').next()?.parse().ok()?;
+                chrono::DateTime::from_timestamp((hour + 1) * 3600, 0)
+            }),
+        },
+        Rule {
+            what: "marketing_caps",
+            prefix: namespace(crate::policy::caps::NAMESPACE),
+            keep: day,
+            kind: Kind::Records(|_, v| {
+                let times: Vec<i64> = serde_json::from_slice(v).ok()?;
+                let last = times.into_iter().max()?;
+                chrono::DateTime::from_timestamp_millis(last)
+            }),
+        },
+    ]
+}
+
+/// Records examined per batch; the purge pauses [`PAUSE`] after each.
+pub(super) const BATCH: usize = 256;
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// What one pass deleted, per rule.
+pub type Purged = Vec<(&'static str, usize)>;
+
+impl SledStore {
+    /// Runs one whole purge pass at `now` (in batches, pausing `pause` between them; stops
+    /// early, returning `None`, if `stop` says so). For the purge thread and tests.
+    pub fn purge_pass(
+        &self,
+        cfg: &RetentionConfig,
+        now: Timestamp,
+        mut pause: impl FnMut() -> bool,
+    ) -> Result<Option<Purged>, StoreError> {
+        let mut purged = Vec::new();
+        for rule in rules(cfg) {
+            let mut from = rule.prefix.clone();
+            let mut count = 0;
+            loop {
+                let (deleted, next) = self.purge_batch(&rule, &from, now, BATCH)?;
+                count += deleted;
+                let Some(next) = next else { break };
+                from = next;
+                if !pause() {
+                    return Ok(None);
+                }
+            }
+            purged.push((rule.what, count));
+        }
+        Ok(Some(purged))
+    }
+}
+
+/// The purge thread; stops (and is waited for) when dropped.
+pub struct Purger {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Purger {
+    /// Starts purging `store` every `cfg.every` by `clock`.
+    pub fn start(
+        store: Arc<SledStore>,
+        cfg: RetentionConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Purger> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lifeboat-purge".into())
+            .spawn(move || {
+                // A message or a dropped guard: stop.
+                let go_on = |wait: Duration| matches!(rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
+                // The first pass waits a little: a starting gateway has better things to do.
+                if !go_on(Duration::from_secs(1).min(cfg.every)) {
+                    return;
+                }
+                loop {
+                    let now = clock.now();
+                    match store.purge_pass(&cfg, now, || go_on(PAUSE)) {
+                        Ok(None) => return,
+                        Ok(Some(purged)) => {
+                            let total: usize = purged.iter().map(|(_, n)| n).sum();
+                            if total > 0 {
+                                let detail: Vec<String> = purged
+                                    .iter()
+                                    .filter(|(_, n)| *n > 0)
+                                    .map(|(what, n)| format!("{what}={n}"))
+                                    .collect();
+                                tracing::info!(total, purged = %detail.join(" "), "retention: purged expired records");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "retention: the purge pass failed; trying again at the next"),
+                    }
+                    if !go_on(cfg.every) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Purger {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_config_defaults_parse_and_too_short_an_idempotency_key_is_refused() {
+        let cfg: RetentionConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, RetentionConfig::default());
+        assert_eq!(cfg.notifications, Duration::from_secs(30 * DAY));
+        let cfg: RetentionConfig =
+            toml::from_str("notifications = \"90d\"\nwebhook_events = \"2d\"\nevery = \"1m\"")
+                .unwrap();
+        assert_eq!(cfg.notifications, Duration::from_secs(90 * DAY));
+        assert!(cfg.validate().is_ok());
+
+        let short: RetentionConfig = toml::from_str("idempotency = \"1h\"").unwrap();
+        let e = short.validate().unwrap_err();
+        assert!(
+            e.contains("store.retention.idempotency must be at least 24h"),
+            "{e}"
+        );
+        let e = toml::from_str::<RetentionConfig>("notification = \"1d\"").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `notification`"),
+            "{e}"
+        );
+        let e = toml::from_str::<RetentionConfig>("notifications = \"soon\"").unwrap_err();
+        assert!(e.to_string().contains("is not a duration"), "{e}");
+    }
+}
