@@ -276,7 +276,10 @@ async fn guardrail_counters_and_webhook_records_are_purged_once_old() {
     // Only the contact itself still holds the number.
     assert_eq!(
         mentions(&store, NUMBER.as_bytes()),
-        [format!("a/whatsapp\0{NUMBER}"), format!("c/{CONTACT}")]
+        [
+            format!("A/whatsapp\0{NUMBER}\0{CONTACT}"),
+            format!("c/{CONTACT}")
+        ]
     );
 }
 
