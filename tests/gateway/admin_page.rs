@@ -5,7 +5,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{setup, Gateway, Settings, ADMIN_TOKEN};
+use crate::harness::{setup, trail, whatsapp_fails, Gateway, Settings, ADMIN_TOKEN};
 
 /// A client that shows redirects instead of following them (to see the sign-in's cookie).
 fn client() -> reqwest::Client {
@@ -230,4 +230,139 @@ async fn the_page_escapes_untrusted_reasons() {
         "{html}"
     );
     assert!(html.contains("id=\"state-telegram\">disabled<"), "{html}");
+}
+
+/// The history's changes, newest first.
+async fn history(g: &Gateway) -> Vec<serde_json::Value> {
+    let (status, body) = g.admin_get("/v1/admin/channels/history").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["history"].as_array().expect("history array").clone()
+}
+
+#[tokio::test]
+async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_across_a_restart() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    whatsapp_fails(
+        &providers,
+        1,
+        400,
+        131031,
+        "(#131031) Business Account locked",
+        None,
+    )
+    .await;
+    let config = providers.config(dir.path(), &Settings::default());
+    let g = Gateway::start(dir.path(), &config).await;
+    g.on_whatsapp_and_telegram("c-1").await;
+
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "banned", "{row}");
+    assert!(row["reason"].as_str().unwrap().contains("131031"), "{row}");
+    let h = history(&g).await;
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (&h[0]["channel"], &h[0]["from"], &h[0]["to"]),
+        (&json!("whatsapp"), &json!("active"), &json!("banned"))
+    );
+    assert!(h[0]["reason"].as_str().unwrap().contains("131031"));
+    assert_eq!(h[0]["back_at"], json!(null));
+    assert_eq!(h[0]["carried_by_others"]["telegram"], 1, "{h:?}");
+
+    let (status, row) = g
+        .admin_post("/v1/admin/channels/whatsapp/enable", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{row}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "the ban's reason stayed: {row}");
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:sent"]);
+
+    let h = history(&g).await;
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        (&h[0]["from"], &h[0]["to"]),
+        (&json!("banned"), &json!("active"))
+    );
+    assert_eq!(h[0]["reason"], "enabled by admin");
+    assert_eq!(h[1]["to"], "banned");
+    assert_eq!(h[1]["back_at"], h[0]["at"], "{h:?}");
+    assert_eq!(h[1]["carried_by_others"]["telegram"], 1, "{h:?}");
+
+    // The history is in the store: a restart keeps it.
+    g.terminate().await;
+    let g = Gateway::start(dir.path(), &config).await;
+    assert_eq!(history(&g).await, h);
+}
+
+#[tokio::test]
+async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    whatsapp_fails(
+        &providers,
+        1,
+        400,
+        368,
+        "(#368) Temporarily blocked for policies violations",
+        None,
+    )
+    .await;
+    let settings = Settings {
+        whatsapp_cooldown: "1s",
+        ..Settings::default()
+    };
+    let g = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
+    g.on_whatsapp_and_telegram("c-1").await;
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:channel_restricted", "telegram:sent"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let n = g
+        .wait_final(
+            &g.notify(json!({"contact_id": "c-1", "text": "probe"}))
+                .await,
+        )
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "{row}");
+    let h = history(&g).await;
+    assert_eq!(
+        (&h[0]["to"], &h[0]["reason"]),
+        (&json!("active"), &json!("probe succeeded"))
+    );
+    assert_eq!(h[1]["to"], "restricted");
+
+    // A channel throttle of 1 s: waited out, then the row is active without the throttle's reason.
+    whatsapp_fails(
+        &providers,
+        1,
+        429,
+        130429,
+        "(#130429) Rate limit hit",
+        Some("1"),
+    )
+    .await;
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "slow"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:throttled", "whatsapp:sent"], "{n}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "{row}");
+    assert_eq!(
+        history(&g).await.len(),
+        2,
+        "throttles are not in the history"
+    );
 }
