@@ -35,10 +35,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::admin::{channel_row, history_rows};
-use crate::model::Timestamp;
-use chrono::{DateTime, SecondsFormat, Utc};
 use super::AppState;
+use crate::model::Timestamp;
 use crate::unsubscribe::escape;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How long a sign-in lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
@@ -405,8 +405,8 @@ fn timeline(state: &AppState, now: Timestamp) -> String {
                 format!("<br>Sent by other channels {period}: {}.", parts.join(", "))
             };
         } else if row.get("carried_by_others").is_some() {
-            after = "<br>Sent by other channels meanwhile: not known (the gateway restarted)."
-                .into();
+            after =
+                "<br>Sent by other channels meanwhile: not known (the gateway restarted).".into();
         }
         match time_of(&row["back_at"]) {
             Some(back) => after.push_str(&format!(" Back in rotation {}.", when(back, now))),
@@ -743,6 +743,48 @@ mod tests {
         assert!(sessions.csrf_of(&headers).is_none(), "signed out");
         let cookie = sessions.cookie("x", 10);
         assert!(cookie.to_str().unwrap().ends_with("; Secure"));
+    }
+
+    #[test]
+    fn times_read_as_utc_seconds_with_an_age() {
+        let now = DateTime::parse_from_rfc3339("2026-12-04T15:40:31.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = now - chrono::Duration::seconds(5 * 60 + 7);
+        let shown = when(at, now);
+        assert!(shown.contains(">2026-12-04 15:35:24 UTC <"), "{shown}");
+        assert!(shown.contains("(5 min ago)"), "{shown}");
+        assert!(
+            shown.contains("datetime=\"2026-12-04T15:35:24Z\""),
+            "{shown}"
+        );
+        assert_eq!(relative(now, now), "just now");
+        assert_eq!(
+            relative(now + chrono::Duration::seconds(3 * 3600 + 1200), now),
+            "in 3 h 20 min"
+        );
+        assert_eq!(relative(now - chrono::Duration::days(2), now), "2 d ago");
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_busy_minute_scaled_to_the_peak() {
+        let mut minutes = vec![(0, 0); 60];
+        minutes[0] = (4, 0);
+        minutes[59] = (1, 1);
+        let svg = chart("whatsapp", &minutes);
+        assert!(svg.starts_with("<svg id=\"chart-whatsapp\""), "{svg}");
+        assert_eq!(svg.matches("class=\"sent\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("class=\"failed\"").count(), 1, "{svg}");
+        // The peak (4/min) is full height; the last minute's 1 + 1 stack to half.
+        assert!(
+            svg.contains("x=\"0\" y=\"0\" width=\"3\" height=\"40\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("x=\"236\" y=\"20\" width=\"3\" height=\"10\""),
+            "{svg}"
+        );
+        assert!(svg.contains("5 sent / 1 failed"), "{svg}");
     }
 
     #[test]
