@@ -1,5 +1,6 @@
 //! The admin page in a real headless browser: sign in through the form, watch WhatsApp get
-//! banned by the simulated provider, click Enable, see it active again.
+//! banned by the simulated provider (the hint, the chart, the timeline), type a reason that
+//! must survive, click Enable, see it active again and the return on the timeline.
 //!
 //! How: Debian's `chromium` driven by Debian's `chromedriver` (package `chromium-driver`),
 //! spoken to over the W3C WebDriver protocol (plain HTTP + JSON) with the reqwest the tests
@@ -231,6 +232,41 @@ impl Driver {
         .await;
     }
 
+    /// Whether the page has an element matching `css` now.
+    async fn exists(&self, css: &str) -> bool {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found.as_array().is_some_and(|a| !a.is_empty())
+    }
+
+    /// The current value of a form field (what the user typed).
+    async fn value(&self, css: &str) -> String {
+        let e = self.element(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{e}/property/value"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.element(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     async fn url(&self) -> String {
         self.call(reqwest::Method::GET, "/url", None)
             .await
@@ -355,6 +391,18 @@ async fn sign_in_see_a_ban_and_enable_the_channel_in_a_browser() {
         !driver.url().await.contains(ADMIN_TOKEN),
         "the token is in the URL"
     );
+    // An active channel offers Disable, not Enable; every channel has its chart.
+    assert!(
+        !driver.exists("#enable-whatsapp").await,
+        "Enable on an active channel"
+    );
+    assert!(driver.exists("#disable-whatsapp").await);
+    for channel in ["whatsapp", "telegram", "email", "line"] {
+        assert!(
+            driver.exists(&format!("svg#chart-{channel}")).await,
+            "no chart for {channel}"
+        );
+    }
 
     // The simulated WhatsApp bans the business; a notification meets the ban.
     let http = reqwest::Client::new();
@@ -398,11 +446,40 @@ async fn sign_in_see_a_ban_and_enable_the_channel_in_a_browser() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The page shows it (a reload, as its 10 s refresh would).
-    driver.goto(&format!("{base}/admin")).await;
+    // The page shows it after a reload (its Refresh link).
+    driver.click("#refresh").await;
     assert_eq!(
         driver.wait_text("#state-whatsapp", "banned").await,
         "banned"
+    );
+    assert!(
+        driver
+            .text("#hint-whatsapp")
+            .await
+            .contains("comes back only when you press Enable after Meta lifts the ban (appeal)"),
+        "no hint on the banned channel"
+    );
+    assert!(
+        driver
+            .text("#timeline li.to-banned")
+            .await
+            .contains("whatsapp"),
+        "the ban is not on the timeline"
+    );
+    assert!(
+        driver.exists("svg#chart-whatsapp rect.failed").await,
+        "the ban answer is not on the chart"
+    );
+
+    // A reason being typed survives longer than the old 10 s self-reload.
+    driver
+        .type_into("#reason-telegram", "Telegram flood wait")
+        .await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        driver.value("#reason-telegram").await,
+        "Telegram flood wait",
+        "the reason was wiped"
     );
 
     // The provider lifts the ban; the admin clicks Enable.
@@ -421,6 +498,20 @@ async fn sign_in_see_a_ban_and_enable_the_channel_in_a_browser() {
     );
     assert_eq!(whatsapp_state(&http, &base).await, "active");
     assert!(driver.url().await.ends_with("/admin"));
+    assert!(
+        !driver.exists("#enable-whatsapp").await,
+        "Enable on an active channel"
+    );
+    // The timeline shows the return above the ban.
+    let back = driver.text("#timeline li.to-active").await;
+    assert!(
+        back.contains("whatsapp") && back.contains("enabled by admin"),
+        "{back}"
+    );
+    assert!(driver
+        .text("#timeline li.to-banned")
+        .await
+        .contains("Back in rotation"));
 
     driver.quit().await;
 }

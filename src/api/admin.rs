@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use super::contacts::parse_channel;
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
+use crate::dispatch::history;
+use crate::model::ChannelState;
 
 /// One row of the channel table, as `GET /v1/admin/channels` and the CLI show it.
 pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
@@ -55,6 +57,53 @@ pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>,
         rows.push(row_with_policy(&state, kind).await?);
     }
     Ok(Json(Value::Array(rows)))
+}
+
+/// The recent channel state changes, newest first, as `GET /v1/admin/channels/history` and
+/// the admin page's timeline show them. A change that took a channel out of rotation also
+/// says when it came back (`back_at`, null while it is still out) and what every other channel
+/// sent meanwhile (`carried_by_others`; null when the gateway restarted in between, as those
+/// counts are kept in memory).
+pub fn history_rows(state: &AppState) -> Vec<Value> {
+    let changes = state.states.history();
+    let (now_totals, boot) = state.states.sent_totals();
+    let mut rows = Vec::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate().rev() {
+        let mut row = json!({
+            "seq": c.seq,
+            "at": c.at,
+            "channel": c.channel,
+            "from": c.from,
+            "to": c.to,
+            "reason": c.reason,
+            "until": c.until,
+        });
+        if c.to != ChannelState::Active {
+            let back = changes[i + 1..]
+                .iter()
+                .find(|later| later.channel == c.channel && later.to == ChannelState::Active);
+            let carried = match back {
+                Some(b) => history::carried(c, &b.sent_totals, &b.boot),
+                None => history::carried(c, &now_totals, &boot),
+            };
+            row["back_at"] = json!(back.map(|b| b.at));
+            row["carried_by_others"] = json!(carried);
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/channels/history", tag = "admin",
+    responses(
+        (status = 200, description = "`{\"history\": [...]}`: the recent channel state changes (the last 200, kept in the store across restarts; moves between active and throttled are not recorded), newest first. Each: `seq`, `at`, `channel`, `from`, `to`, `reason` (why: the provider's words, the admin's reason, `enabled by admin`, `probe succeeded`), `until`; a change out of rotation also has `back_at` (when the channel was next active, or null) and `carried_by_others` (per other channel, the notifications it sent from the change until `back_at` or now; null when the gateway restarted in between)", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn channel_history(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "history": history_rows(&state) }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -2,7 +2,11 @@
 //! the person on call during a ban, who should not need curl.
 //!
 //! It is server-rendered HTML with a little inline CSS: no JavaScript, no build step and
-//! nothing loaded from elsewhere, so it works on a locked-down network. The table is built from
+//! nothing loaded from elsewhere, so it works on a locked-down network. It does not reload by
+//! itself (a reload would wipe a disable reason being typed): a Refresh link and the time of
+//! the last update say how fresh it is. Per channel it shows how the channel comes back (a ban
+//! only through Enable), a per-minute chart of the last hour drawn as SVG on the server, and
+//! below the table the recent state changes from the stored history. The table is built from
 //! [`channel_row`], the same rows `GET /v1/admin/channels` answers, so the page and the API
 //! never disagree; enable and disable go through [`ChannelStates`](crate::dispatch::states)
 //! exactly as the API's do.
@@ -30,9 +34,11 @@ use rand::TryRngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::admin::channel_row;
+use super::admin::{channel_row, history_rows};
 use super::AppState;
+use crate::model::Timestamp;
 use crate::unsubscribe::escape;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How long a sign-in lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
@@ -185,18 +191,9 @@ fn forbidden(why: &str) -> Response {
 
 /// A complete page with the security headers every admin answer carries.
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    document(status, title, body, false)
-}
-
-fn document(status: StatusCode, title: &str, body: &str, refresh: bool) -> Response {
-    let refresh = if refresh {
-        "<meta http-equiv=\"refresh\" content=\"10\">\n"
-    } else {
-        ""
-    };
     let text = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n{refresh}\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title} · Lifeboat</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>Lifeboat · {title}</h1>\n{body}\n</body>\n</html>\n",
         title = escape(title),
@@ -232,7 +229,8 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;pad
 text-align:left;vertical-align:top}th{background:#f4f4f4}.state{font-weight:bold}\
 .active{color:#17702a}.throttled,.restricted{color:#a15c00}.banned,.disabled{color:#b00020}\
 .error{color:#b00020}.muted{color:#777;font-size:.9em}form.inline{display:inline}\
-input[type=text],input[type=password]{padding:.3rem}button{padding:.3rem .7rem}";
+input[type=text],input[type=password]{padding:.3rem}button{padding:.3rem .7rem}\
+.hint{margin:.3rem 0 0;font-size:.9em;max-width:28rem}#timeline li{margin:.3rem 0}";
 
 fn login_page(status: StatusCode, message: Option<&str>) -> Response {
     let message = message
@@ -254,9 +252,183 @@ fn text(row: &Value, key: &str) -> String {
     row[key].as_str().map(escape).unwrap_or_default()
 }
 
-/// The signed-in page: the channel table with a form per action.
+/// A time as the page shows it: `2026-12-04 15:40:31 UTC (5 min ago)`, in a `<time>` element.
+fn when(at: Timestamp, now: Timestamp) -> String {
+    format!(
+        "<time datetime=\"{}\">{} <span class=\"muted\">({})</span></time>",
+        at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        at.format("%Y-%m-%d %H:%M:%S UTC"),
+        relative(at, now)
+    )
+}
+
+/// `just now`, `5 min ago`, `in 3 h 20 min`, `2 d ago`.
+fn relative(at: Timestamp, now: Timestamp) -> String {
+    let secs = (now - at).num_seconds();
+    let (future, secs) = (secs < 0, secs.unsigned_abs());
+    let span = match secs {
+        0..=9 => return "just now".into(),
+        10..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => match secs % 3600 / 60 {
+            0 => format!("{} h", secs / 3600),
+            m => format!("{} h {m} min", secs / 3600),
+        },
+        _ => format!("{} d", secs / 86_400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+/// A JSON time of a channel row.
+fn time_of(v: &Value) -> Option<Timestamp> {
+    v.as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What the admin should know about a channel in this state: how it comes back.
+fn hint(kind: ChannelKind, state: &str, until: Option<Timestamp>, now: Timestamp) -> String {
+    let provider = if kind == ChannelKind::Whatsapp {
+        "Meta"
+    } else {
+        "the provider"
+    };
+    match state {
+        "banned" => format!(
+            "Out of rotation; its traffic goes to the next channel. It comes back only when you \
+             press Enable after {provider} lifts the ban (appeal). Nothing brings it back by \
+             itself."
+        ),
+        "restricted" => match until {
+            Some(u) if u > now => format!(
+                "Resting; its traffic goes to the next channel. After the cooldown, at {}, one \
+                 notification probes it: success brings it back, another restriction rests it \
+                 twice as long. Enable brings it back now.",
+                when(u, now)
+            ),
+            _ => "Cooldown over: the next notification probes it; success brings it back. \
+                  Enable brings it back now."
+                .into(),
+        },
+        "disabled" => "Out of rotation until someone presses Enable (a configuration error: \
+                       fix the credentials or settings first)."
+            .into(),
+        "throttled" => match until {
+            Some(u) => format!(
+                "The provider asked to slow down; sending resumes by itself at {}.",
+                when(u, now)
+            ),
+            None => "The provider asked to slow down; sending resumes by itself.".into(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// Sends (green) and failures (red, stacked on top) per minute over the last hour, as an SVG
+/// bar chart drawn on the server: no script needed.
+fn chart(name: &str, minutes: &[(u64, u64)]) -> String {
+    const W: usize = 4;
+    const H: u64 = 40;
+    let top = minutes.iter().map(|(s, f)| s + f).max().unwrap_or(0).max(1);
+    let (sent, failed) = minutes
+        .iter()
+        .fold((0, 0), |(s, f), (ds, df)| (s + ds, f + df));
+    let mut bars = String::new();
+    for (i, (s, f)) in minutes.iter().enumerate() {
+        let x = i * W;
+        let hs = (s * H).div_ceil(top);
+        let hf = (f * H).div_ceil(top);
+        if hs > 0 {
+            bars.push_str(&format!(
+                "<rect class=\"sent\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hs}\" fill=\"#2e8b57\"/>",
+                H - hs,
+                W - 1
+            ));
+        }
+        if hf > 0 {
+            bars.push_str(&format!(
+                "<rect class=\"failed\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{hf}\" fill=\"#c62828\"/>",
+                H.saturating_sub(hs + hf),
+                W - 1
+            ));
+        }
+    }
+    let width = minutes.len() * W;
+    format!(
+        "<svg id=\"chart-{name}\" class=\"chart\" width=\"{width}\" height=\"{h}\" \
+         viewBox=\"0 0 {width} {h}\" role=\"img\" aria-label=\"{name}: {sent} sent, {failed} \
+         failed per minute over the last hour\">\
+         <title>{name}: {sent} sent, {failed} failed in the last hour (peak {top}/min)</title>\
+         <line x1=\"0\" y1=\"{H}\" x2=\"{width}\" y2=\"{H}\" stroke=\"#bbb\"/>{bars}</svg>\
+         <br><span class=\"muted\">{sent} sent / {failed} failed · peak {top}/min · \
+         60 min → now</span>",
+        h = H + 1,
+    )
+}
+
+/// The recent state changes, newest first: when a channel went out, why, what the others
+/// carried meanwhile, when it came back.
+fn timeline(state: &AppState, now: Timestamp) -> String {
+    const SHOWN: usize = 30;
+    let rows = history_rows(state);
+    if rows.is_empty() {
+        return "<p class=\"muted\" id=\"timeline-empty\">No state changes recorded yet.</p>"
+            .into();
+    }
+    let mut items = String::new();
+    for row in rows.iter().take(SHOWN) {
+        let at = time_of(&row["at"]).unwrap_or(now);
+        let to = text(row, "to");
+        let reason = match text(row, "reason") {
+            r if r.is_empty() => String::new(),
+            r => format!(" — {r}"),
+        };
+        let mut after = String::new();
+        if let Some(carried) = row["carried_by_others"].as_object() {
+            let parts: Vec<String> = carried
+                .iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(k, n)| format!("{} {}", escape(k), n))
+                .collect();
+            let period = if row["back_at"].is_null() {
+                "since then"
+            } else {
+                "meanwhile"
+            };
+            after = if parts.is_empty() {
+                format!("<br>Sent by other channels {period}: none.")
+            } else {
+                format!("<br>Sent by other channels {period}: {}.", parts.join(", "))
+            };
+        } else if row.get("carried_by_others").is_some() {
+            after =
+                "<br>Sent by other channels meanwhile: not known (the gateway restarted).".into();
+        }
+        match time_of(&row["back_at"]) {
+            Some(back) => after.push_str(&format!(" Back in rotation {}.", when(back, now))),
+            None if row.get("back_at").is_some() => after.push_str(" Still out of rotation."),
+            None => {}
+        }
+        items.push_str(&format!(
+            "<li id=\"change-{seq}\" class=\"change to-{to}\">{at} <b>{channel}</b>: \
+             {from} → <span class=\"state {to}\">{to}</span>{reason}{after}</li>\n",
+            seq = row["seq"],
+            at = when(at, now),
+            channel = text(row, "channel"),
+            from = text(row, "from"),
+        ));
+    }
+    format!("<ol id=\"timeline\" reversed>\n{items}</ol>")
+}
+
+/// The signed-in page: the channel table with a form per action, then the timeline.
 fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&str>) -> Response {
     let csrf = escape(csrf);
+    let now = state.clock.now();
     let mut rows = String::new();
     for kind in ChannelKind::ALL {
         let row = channel_row(state, kind);
@@ -278,55 +450,78 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
                     .map(|c| format!(" ({})", escape(c)))
                     .unwrap_or_default();
                 format!(
-                    "{}{code}<br>{}<br><span class=\"muted\">{}</span>",
+                    "{}{code}<br>{}<br>{}",
                     text(e, "outcome"),
                     text(e, "detail"),
-                    text(e, "at"),
+                    time_of(&e["at"]).map(|t| when(t, now)).unwrap_or_default(),
                 )
             }
             _ => String::new(),
         };
-        let until = text(&row, "until");
+        let until = time_of(&row["until"]);
+        let since = time_of(&row["since"])
+            .map(|t| when(t, now))
+            .unwrap_or_default();
+        let until_text = until
+            .map(|t| when(t, now))
+            .unwrap_or_else(|| "— (no end set)".into());
+        let hint = match hint(kind, &channel_state, until, now) {
+            h if h.is_empty() => String::new(),
+            h => format!("<p class=\"hint\" id=\"hint-{name}\">{h}</p>"),
+        };
+        let enable = if channel_state != "active" {
+            format!(
+                "<form class=\"inline\" method=\"post\" action=\"/admin/channels/{name}/enable\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button type=\"submit\" id=\"enable-{name}\">Enable</button></form>\n"
+            )
+        } else {
+            String::new()
+        };
+        let disable = if channel_state != "disabled" {
+            format!(
+                "<form class=\"inline\" method=\"post\" action=\"/admin/channels/{name}/disable\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <input type=\"text\" name=\"reason\" id=\"reason-{name}\" placeholder=\"reason\" \
+                 maxlength=\"500\" required> \
+                 <button type=\"submit\" id=\"disable-{name}\">Disable</button></form>\n"
+            )
+        } else {
+            String::new()
+        };
         rows.push_str(&format!(
             "<tr id=\"row-{name}\" data-state=\"{channel_state}\">\n\
              <td>{name}</td>\n<td>{configured}</td>\n\
              <td class=\"state {channel_state}\" id=\"state-{name}\">{channel_state}</td>\n\
-             <td class=\"reason\">{reason}</td>\n\
-             <td>{since}{until}</td>\n<td>{last_error}</td>\n\
-             <td>{sent} / {failed}</td>\n<td>\n\
-             <form class=\"inline\" method=\"post\" action=\"/admin/channels/{name}/enable\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <button type=\"submit\" id=\"enable-{name}\">Enable</button></form>\n\
-             <form class=\"inline\" method=\"post\" action=\"/admin/channels/{name}/disable\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <input type=\"text\" name=\"reason\" id=\"reason-{name}\" placeholder=\"reason\" \
-             maxlength=\"500\" required> \
-             <button type=\"submit\" id=\"disable-{name}\">Disable</button></form>\n\
-             </td>\n</tr>\n",
+             <td class=\"reason\" id=\"reason-text-{name}\">{reason}{hint}</td>\n\
+             <td>since {since}<br>until {until_text}</td>\n<td>{last_error}</td>\n\
+             <td>{chart}</td>\n<td>\n{enable}{disable}</td>\n</tr>\n",
             reason = text(&row, "reason"),
-            since = text(&row, "since"),
-            until = if until.is_empty() {
-                String::new()
-            } else {
-                format!("<br>until {until}")
-            },
-            sent = row["counts"]["sent_1h"].as_u64().unwrap_or(0),
-            failed = row["counts"]["failed_1h"].as_u64().unwrap_or(0),
+            chart = chart(name, &state.states.per_minute(kind, now)),
         ));
     }
     let message = message
         .map(|m| format!("<p class=\"error\" id=\"message\">{}</p>\n", escape(m)))
         .unwrap_or_default();
     let body = format!(
-        "{message}<table>\n<thead><tr><th>Channel</th><th>Configured</th><th>State</th>\
-         <th>Reason</th><th>Since / until</th><th>Last error</th><th>Sent / failed (1 h)</th>\
-         <th>Actions</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n\
-         <p class=\"muted\">This page refreshes every 10 seconds.</p>\n\
+        "{message}<p id=\"updated\">Last updated {updated} · <a href=\"/admin\" id=\"refresh\">\
+         Refresh</a> <span class=\"muted\">(the page does not reload by itself, so nothing you \
+         type is lost)</span></p>\n\
+         <table>\n<thead><tr><th>Channel</th><th>Configured</th><th>State</th>\
+         <th>Reason</th><th>Since / until</th><th>Last error</th>\
+         <th>Sent / failed per minute (1 h)</th><th>Actions</th></tr></thead>\n\
+         <tbody>\n{rows}</tbody>\n</table>\n\
+         <h2>Recent changes</h2>\n{timeline}\n\
+         <p class=\"muted\">Counts per minute are kept in memory: a restart starts them at zero. \
+         The changes are kept in the store (the last {limit}).</p>\n\
          <form method=\"post\" action=\"/admin/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" id=\"sign-out\">Sign out</button></form>"
+         <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
+        updated = when(now, now),
+        timeline = timeline(state, now),
+        limit = crate::dispatch::history::HISTORY_LIMIT,
     );
-    document(status, "Channels", &body, true)
+    html(status, "Channels", &body)
 }
 
 fn see_admin() -> Response {
@@ -548,6 +743,48 @@ mod tests {
         assert!(sessions.csrf_of(&headers).is_none(), "signed out");
         let cookie = sessions.cookie("x", 10);
         assert!(cookie.to_str().unwrap().ends_with("; Secure"));
+    }
+
+    #[test]
+    fn times_read_as_utc_seconds_with_an_age() {
+        let now = DateTime::parse_from_rfc3339("2026-12-04T15:40:31.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = now - chrono::Duration::seconds(5 * 60 + 7);
+        let shown = when(at, now);
+        assert!(shown.contains(">2026-12-04 15:35:24 UTC <"), "{shown}");
+        assert!(shown.contains("(5 min ago)"), "{shown}");
+        assert!(
+            shown.contains("datetime=\"2026-12-04T15:35:24Z\""),
+            "{shown}"
+        );
+        assert_eq!(relative(now, now), "just now");
+        assert_eq!(
+            relative(now + chrono::Duration::seconds(3 * 3600 + 1200), now),
+            "in 3 h 20 min"
+        );
+        assert_eq!(relative(now - chrono::Duration::days(2), now), "2 d ago");
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_busy_minute_scaled_to_the_peak() {
+        let mut minutes = vec![(0, 0); 60];
+        minutes[0] = (4, 0);
+        minutes[59] = (1, 1);
+        let svg = chart("whatsapp", &minutes);
+        assert!(svg.starts_with("<svg id=\"chart-whatsapp\""), "{svg}");
+        assert_eq!(svg.matches("class=\"sent\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("class=\"failed\"").count(), 1, "{svg}");
+        // The peak (4/min) is full height; the last minute's 1 + 1 stack to half.
+        assert!(
+            svg.contains("x=\"0\" y=\"0\" width=\"3\" height=\"40\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("x=\"236\" y=\"20\" width=\"3\" height=\"10\""),
+            "{svg}"
+        );
+        assert!(svg.contains("5 sent / 1 failed"), "{svg}");
     }
 
     #[test]

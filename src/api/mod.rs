@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
 
     let admin_routes = Router::new()
         .route("/channels", get(admin::list_channels))
+        .route("/channels/history", get(admin::channel_history))
         .route("/channels/{channel}/disable", post(admin::disable))
         .route("/channels/{channel}/enable", post(admin::enable))
         .route(

@@ -88,6 +88,7 @@ impl Modify for Security {
         super::admin::disable,
         super::admin::enable,
         super::admin::resume_marketing,
+        super::admin::channel_history,
         super::policy_preview::preview,
         super::ops::healthz,
         super::ops::readyz,

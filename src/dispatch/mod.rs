@@ -6,6 +6,7 @@
 //! queue, or at the latest every 250 ms (retries and throttles that come due).
 
 pub mod backoff;
+pub mod history;
 pub mod states;
 pub mod worker;
 

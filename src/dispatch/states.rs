@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
+use super::history::{self, StateChange};
 use crate::metrics::Metrics;
 use crate::model::{ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
@@ -75,8 +76,11 @@ pub enum Availability {
 struct Entry {
     status: ChannelStatus,
     probing: bool,
-    /// Minute buckets of (sent, failed) for the last hour.
+    /// Minute buckets of (sent, failed) for the last hour (in memory: a restart starts them
+    /// again at zero).
     counts: VecDeque<(i64, u64, u64)>,
+    /// Sends since this process started (for what other channels carried during an outage).
+    sent_total: u64,
 }
 
 /// The live table of channel states.
@@ -91,6 +95,10 @@ pub struct ChannelStates {
     quality: RwLock<BTreeMap<ChannelKind, ChannelQuality>>,
     /// Counts the state changes (the gateway's; a private one until [`Self::with_metrics`]).
     metrics: Arc<Metrics>,
+    /// The recent state changes, oldest first, as stored (see [`history`]).
+    history: Mutex<VecDeque<StateChange>>,
+    /// This process's id in [`StateChange::boot`].
+    boot: String,
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {
@@ -115,6 +123,7 @@ impl ChannelStates {
                         status,
                         probing: false,
                         counts: VecDeque::new(),
+                        sent_total: 0,
                     },
                 )
             })
@@ -126,6 +135,7 @@ impl ChannelStates {
                 quality.insert(kind, q);
             }
         }
+        let history = history::load(store.as_ref()).await?;
         Ok(ChannelStates {
             store,
             entries: RwLock::new(entries),
@@ -133,6 +143,8 @@ impl ChannelStates {
             change_lock: tokio::sync::Mutex::new(()),
             quality: RwLock::new(quality),
             metrics: Arc::default(),
+            history: Mutex::new(history),
+            boot: uuid::Uuid::new_v4().to_string(),
         })
     }
 
@@ -467,10 +479,41 @@ impl ChannelStates {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut status = entries[&kind].status.clone();
         if status.state == ChannelState::Throttled && status.until.is_none_or(|u| u <= Utc::now()) {
+            // The throttle is over: active since it ended, and its reason is over with it.
             status.state = ChannelState::Active;
+            status.since = status.until.unwrap_or(status.since);
             status.until = None;
+            status.reason = None;
         }
         status
+    }
+
+    /// Sends and failures per minute over the last hour, oldest first: 60 entries, the last
+    /// one the current minute.
+    pub fn per_minute(&self, kind: ChannelKind, now: Timestamp) -> Vec<(u64, u64)> {
+        let minute = now.timestamp() / 60;
+        let mut out = vec![(0, 0); 60];
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        for (m, s, f) in &entries[&kind].counts {
+            let age = minute - m;
+            if (0..60).contains(&age) {
+                out[59 - age as usize] = (*s, *f);
+            }
+        }
+        out
+    }
+
+    /// The recent state changes, oldest first (at most [`history::HISTORY_LIMIT`]).
+    pub fn history(&self) -> Vec<StateChange> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.iter().cloned().collect()
+    }
+
+    /// Sends per channel since this process started, and its id (see [`history::carried`]).
+    pub fn sent_totals(&self) -> (BTreeMap<ChannelKind, u64>, String) {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let totals = entries.iter().map(|(k, e)| (*k, e.sent_total)).collect();
+        (totals, self.boot.clone())
     }
 
     /// Sends and failures over the last hour.
@@ -487,7 +530,11 @@ impl ChannelStates {
     fn count(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
         let minute = now.timestamp() / 60;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let counts = &mut entries.get_mut(&kind).expect("entry").counts;
+        let entry = entries.get_mut(&kind).expect("entry");
+        if sent {
+            entry.sent_total += 1;
+        }
+        let counts = &mut entry.counts;
         match counts.back_mut() {
             Some((m, s, f)) if *m == minute => {
                 if sent {
@@ -525,10 +572,54 @@ impl ChannelStates {
         if new.state != old.state {
             new.since = now;
         }
+        // Why it came back goes into the history; the row of an active channel shows no
+        // reason (the old one is over).
+        let why = if new.state == ChannelState::Active {
+            new.reason.take()
+        } else {
+            new.reason.clone()
+        };
         if new == old {
             return Ok(());
         }
+        // A throttle that is over counts as active (as `current` shows it).
+        let from = if old.state == ChannelState::Throttled && old.until.is_none_or(|u| u <= now) {
+            ChannelState::Active
+        } else {
+            old.state
+        };
+        let change = history::recorded(from, new.state).then(|| {
+            let (sent_totals, boot) = self.sent_totals();
+            let seq = self
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .back()
+                .map_or(0, |c| c.seq + 1);
+            StateChange {
+                seq,
+                at: now,
+                channel: kind,
+                from,
+                to: new.state,
+                reason: why,
+                until: new.until,
+                sent_totals,
+                boot,
+            }
+        });
+        if let Some(change) = &change {
+            // Written first; the state's durable save below makes both durable.
+            history::append(self.store.as_ref(), change).await?;
+        }
         self.store.save_channel_state(kind, &new).await?;
+        if let Some(change) = change {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.push_back(change);
+            while history.len() > history::HISTORY_LIMIT {
+                history.pop_front();
+            }
+        }
         if new.state != old.state {
             self.metrics.state_change(kind, new.state);
             tracing::warn!(

@@ -5,7 +5,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{setup, Gateway, Settings, ADMIN_TOKEN};
+use crate::harness::{setup, trail, whatsapp_fails, Gateway, Settings, ADMIN_TOKEN};
 
 /// A client that shows redirects instead of following them (to see the sign-in's cookie).
 fn client() -> reqwest::Client {
@@ -100,7 +100,13 @@ async fn sign_in_with_the_token_sets_a_strict_session_cookie_and_a_wrong_token_i
     for channel in ["whatsapp", "telegram", "line", "email"] {
         assert!(html.contains(&format!("id=\"row-{channel}\"")), "{html}");
     }
-    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    // No self-reload that would wipe a reason being typed: a Refresh link instead.
+    assert!(!html.contains("http-equiv=\"refresh\""), "{html}");
+    assert!(
+        html.contains("<a href=\"/admin\" id=\"refresh\">"),
+        "{html}"
+    );
+    assert!(html.contains("Last updated "), "{html}");
     assert!(!html.contains(ADMIN_TOKEN), "the page shows the token");
     assert!(
         !html.contains("http://") && !html.contains("https://"),
@@ -230,4 +236,275 @@ async fn the_page_escapes_untrusted_reasons() {
         "{html}"
     );
     assert!(html.contains("id=\"state-telegram\">disabled<"), "{html}");
+}
+
+/// The history's changes, newest first.
+async fn history(g: &Gateway) -> Vec<serde_json::Value> {
+    let (status, body) = g.admin_get("/v1/admin/channels/history").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["history"].as_array().expect("history array").clone()
+}
+
+#[tokio::test]
+async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_across_a_restart() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    whatsapp_fails(
+        &providers,
+        1,
+        400,
+        131031,
+        "(#131031) Business Account locked",
+        None,
+    )
+    .await;
+    let config = providers.config(dir.path(), &Settings::default());
+    let g = Gateway::start(dir.path(), &config).await;
+    g.on_whatsapp_and_telegram("c-1").await;
+
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "banned", "{row}");
+    assert!(row["reason"].as_str().unwrap().contains("131031"), "{row}");
+    let h = history(&g).await;
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (&h[0]["channel"], &h[0]["from"], &h[0]["to"]),
+        (&json!("whatsapp"), &json!("active"), &json!("banned"))
+    );
+    assert!(h[0]["reason"].as_str().unwrap().contains("131031"));
+    assert_eq!(h[0]["back_at"], json!(null));
+    assert_eq!(h[0]["carried_by_others"]["telegram"], 1, "{h:?}");
+
+    let (status, row) = g
+        .admin_post("/v1/admin/channels/whatsapp/enable", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{row}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "the ban's reason stayed: {row}");
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:sent"]);
+
+    let h = history(&g).await;
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        (&h[0]["from"], &h[0]["to"]),
+        (&json!("banned"), &json!("active"))
+    );
+    assert_eq!(h[0]["reason"], "enabled by admin");
+    assert_eq!(h[1]["to"], "banned");
+    assert_eq!(h[1]["back_at"], h[0]["at"], "{h:?}");
+    assert_eq!(h[1]["carried_by_others"]["telegram"], 1, "{h:?}");
+
+    // The history is in the store: a restart keeps it.
+    g.terminate().await;
+    let g = Gateway::start(dir.path(), &config).await;
+    assert_eq!(history(&g).await, h);
+}
+
+#[tokio::test]
+async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    whatsapp_fails(
+        &providers,
+        1,
+        400,
+        368,
+        "(#368) Temporarily blocked for policies violations",
+        None,
+    )
+    .await;
+    let settings = Settings {
+        whatsapp_cooldown: "1s",
+        ..Settings::default()
+    };
+    let g = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
+    g.on_whatsapp_and_telegram("c-1").await;
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:channel_restricted", "telegram:sent"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let n = g
+        .wait_final(
+            &g.notify(json!({"contact_id": "c-1", "text": "probe"}))
+                .await,
+        )
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "{row}");
+    let h = history(&g).await;
+    assert_eq!(
+        (&h[0]["to"], &h[0]["reason"]),
+        (&json!("active"), &json!("probe succeeded"))
+    );
+    assert_eq!(h[1]["to"], "restricted");
+
+    // A channel throttle of 1 s: waited out, then the row is active without the throttle's reason.
+    whatsapp_fails(
+        &providers,
+        1,
+        429,
+        130429,
+        "(#130429) Rate limit hit",
+        Some("1"),
+    )
+    .await;
+    let n = g
+        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "slow"})).await)
+        .await;
+    assert_eq!(trail(&n), ["whatsapp:throttled", "whatsapp:sent"], "{n}");
+    let row = g.channel_state("whatsapp").await;
+    assert_eq!(row["state"], "active", "{row}");
+    assert_eq!(row["reason"], json!(null), "{row}");
+    assert_eq!(
+        history(&g).await.len(),
+        2,
+        "throttles are not in the history"
+    );
+}
+
+/// The part of the page between `<tr id="row-{channel}"` and its `</tr>`.
+fn row_html<'a>(html: &'a str, channel: &str) -> &'a str {
+    let start = html
+        .find(&format!("<tr id=\"row-{channel}\""))
+        .unwrap_or_else(|| panic!("no row for {channel}: {html}"));
+    &html[start..start + html[start..].find("</tr>").unwrap()]
+}
+
+#[tokio::test]
+async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_and_shows_the_timeline(
+) {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    whatsapp_fails(
+        &providers,
+        1,
+        400,
+        131031,
+        "(#131031) Business Account locked",
+        None,
+    )
+    .await;
+    let g = Gateway::start(
+        dir.path(),
+        &providers.config(dir.path(), &Settings::default()),
+    )
+    .await;
+    g.on_whatsapp_and_telegram("c-1").await;
+    let (status, _) = g
+        .admin_post(
+            "/v1/admin/channels/line/disable",
+            json!({"reason": "no LINE account yet"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for text in ["one", "two"] {
+        g.wait_final(&g.notify(json!({"contact_id": "c-1", "text": text})).await)
+            .await;
+    }
+    assert_eq!(g.channel_state("whatsapp").await["state"], "banned");
+
+    let (_, pair) = sign_in(&g).await;
+    let (_, html) = page(&g, &pair).await;
+    let whatsapp = row_html(&html, "whatsapp");
+    assert!(whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+    assert!(whatsapp.contains("id=\"disable-whatsapp\""), "{whatsapp}");
+    assert!(
+        whatsapp
+            .contains("comes back only when you press Enable after Meta lifts the ban (appeal)"),
+        "{whatsapp}"
+    );
+    // Readable times: seconds precision, UTC, an age; since and until both.
+    assert!(whatsapp.contains("since <time datetime=\""), "{whatsapp}");
+    assert!(whatsapp.contains("until — (no end set)"), "{whatsapp}");
+    assert!(
+        whatsapp.contains(" UTC <span class=\"muted\">("),
+        "{whatsapp}"
+    );
+    let nanos = regex_free_fraction(&html);
+    assert!(nanos.is_none(), "a raw timestamp with fractions: {nanos:?}");
+    // The chart: one failed send (the ban answer) in the current minute.
+    assert!(
+        whatsapp.contains("<svg id=\"chart-whatsapp\""),
+        "{whatsapp}"
+    );
+    assert!(whatsapp.contains("class=\"failed\""), "{whatsapp}");
+    assert!(whatsapp.contains("0 sent / 1 failed"), "{whatsapp}");
+    assert!(row_html(&html, "telegram").contains("2 sent / 0 failed"));
+
+    // Active: no Enable. Disabled: no Disable, and how it comes back.
+    let telegram = row_html(&html, "telegram");
+    assert!(!telegram.contains("id=\"enable-telegram\""), "{telegram}");
+    assert!(telegram.contains("id=\"disable-telegram\""), "{telegram}");
+    let line = row_html(&html, "line");
+    assert!(line.contains("id=\"enable-line\""), "{line}");
+    assert!(!line.contains("id=\"disable-line\""), "{line}");
+    assert!(line.contains("until someone presses Enable"), "{line}");
+
+    // The timeline: the ban, newest first, with what Telegram carried since.
+    let timeline = &html[html.find("<ol id=\"timeline\"").expect("a timeline")..];
+    let ban = timeline
+        .find("class=\"change to-banned\"")
+        .expect("the ban");
+    let disable = timeline
+        .find("class=\"change to-disabled\"")
+        .expect("the disable");
+    assert!(ban < disable, "newest first: {timeline}");
+    assert!(
+        timeline.contains("Sent by other channels since then: telegram 2."),
+        "{timeline}"
+    );
+    assert!(timeline.contains("Still out of rotation."), "{timeline}");
+
+    // Enable: the reason goes, Enable goes, the timeline shows the return.
+    let token = csrf(&html);
+    let (status, _) = post_form(
+        &g,
+        "/admin/channels/whatsapp/enable",
+        Some(&pair),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&g, &pair).await;
+    let whatsapp = row_html(&html, "whatsapp");
+    assert!(!whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+    assert!(!whatsapp.contains("131031</td>"), "{whatsapp}");
+    assert!(
+        whatsapp.contains("id=\"reason-text-whatsapp\"></td>"),
+        "{whatsapp}"
+    );
+    let timeline = &html[html.find("<ol id=\"timeline\"").unwrap()..];
+    assert!(
+        timeline.contains("banned → <span class=\"state active\">active</span> — enabled by admin"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Sent by other channels meanwhile: telegram 2. Back in rotation"),
+        "{timeline}"
+    );
+}
+
+/// A fraction of a second in an RFC 3339 time (`:31.123`), which the page should not show.
+fn regex_free_fraction(html: &str) -> Option<String> {
+    let b = html.as_bytes();
+    (2..b.len().saturating_sub(1)).find_map(|i| {
+        (b[i] == b'.'
+            && b[i - 1].is_ascii_digit()
+            && b[i - 2].is_ascii_digit()
+            && b[i + 1].is_ascii_digit()
+            && i >= 3
+            && b[i - 3] == b':')
+            .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
+    })
 }

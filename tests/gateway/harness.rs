@@ -453,3 +453,33 @@ pub async fn setup() -> (tempfile::TempDir, Providers) {
     let providers = Providers::start().await;
     (dir, providers)
 }
+
+/// A Graph API error body as WhatsApp answers it.
+pub fn whatsapp_error(code: u64, message: &str) -> Value {
+    serde_json::json!({"error": {"message": message, "type": "OAuthException", "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": message},
+        "fbtrace_id": "AbCdEf"}})
+}
+
+/// Makes WhatsApp answer the next `times` sends with `status` and this error (and `Retry-After`
+/// when given); other sends go on as mounted before.
+pub async fn whatsapp_fails(
+    providers: &Providers,
+    times: u64,
+    status: u16,
+    code: u64,
+    message: &str,
+    retry_after: Option<&str>,
+) {
+    let mut answer = ResponseTemplate::new(status).set_body_json(whatsapp_error(code, message));
+    if let Some(secs) = retry_after {
+        answer = answer.insert_header("Retry-After", secs);
+    }
+    Mock::given(method("POST"))
+        .and(path(WA_PATH))
+        .respond_with(answer)
+        .with_priority(1)
+        .up_to_n_times(times)
+        .mount(&providers.whatsapp)
+        .await;
+}
