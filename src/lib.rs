@@ -24,6 +24,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod dispatch;
 pub mod metrics;
 pub mod model;
