@@ -96,7 +96,10 @@ async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::info!(?limit, "request not received and answered within server.request_timeout; answered 408");
+            tracing::info!(
+                ?limit,
+                "request not received and answered within server.request_timeout; answered 408"
+            );
             let mut response = ApiError {
                 status: StatusCode::REQUEST_TIMEOUT,
                 code: "request_timeout",
@@ -341,7 +344,9 @@ mod tests {
     async fn rewrites_plain_errors_and_keeps_json_ones() {
         let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad").into_response();
         let shaped = shape_errors(plain).await;
-        let body = axum::body::to_bytes(shaped.into_body(), 4096).await.unwrap();
+        let body = axum::body::to_bytes(shaped.into_body(), 4096)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "invalid_path");
         assert_eq!(v["error"]["message"], "Invalid URL: bad");

@@ -54,7 +54,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
         .await
         .map_err(|source| ServeError::Bind {
             addr: config.server.listen.to_string(),
-            hint: bind_hint(&source, "`listen` under [server] in the config").into(),
+            hint: bind_hint(&source, "`listen` under [server] in the config"),
             source,
         })
 }

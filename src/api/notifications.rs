@@ -174,7 +174,11 @@ pub async fn create(
         }
         None => None,
     };
-    if req.text.chars().all(|c| c.is_whitespace() || c.is_control()) {
+    if req
+        .text
+        .chars()
+        .all(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ApiError::validation(
             "text",
             "must hold some visible text (it is empty, or only spaces and control characters)",

@@ -17,10 +17,7 @@ fn with_server(config: String, keys: &[(&str, &str)]) -> String {
     let mut config = config;
     for (key, value) in keys {
         let line = format!("{key} = {value}");
-        match config
-            .lines()
-            .find(|l| l.starts_with(&format!("{key} =")))
-        {
+        match config.lines().find(|l| l.starts_with(&format!("{key} ="))) {
             Some(old) => config = config.replacen(old, &line, 1),
             None => config = config.replacen("[server]\n", &format!("[server]\n{line}\n"), 1),
         }
@@ -196,12 +193,8 @@ async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored()
         format!("{one}]]]"),
         r#"["ana", null, null, "hi"]"#.to_string(),
     ] {
-        let (status, err) = answer(
-            raw(Method::POST, "/v1/notifications", &body)
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, err) =
+            answer(raw(Method::POST, "/v1/notifications", &body).await.unwrap()).await;
         assert_eq!(
             (status, err["error"]["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_json")),
@@ -257,16 +250,20 @@ async fn errors_made_outside_the_handlers_have_the_json_shape_and_a_code() {
         let headers = resp.headers().clone();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert!(
-            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{status}: {body}"
         );
-        (status, body["error"]["code"].as_str().map(String::from), headers)
+        (
+            status,
+            body["error"]["code"].as_str().map(String::from),
+            headers,
+        )
     };
 
-    let (status, code, headers) = shape(
-        gw.raw(Method::DELETE, "/healthz").send().await.unwrap(),
-    )
-    .await;
+    let (status, code, headers) =
+        shape(gw.raw(Method::DELETE, "/healthz").send().await.unwrap()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(code.as_deref(), Some("method_not_allowed"));
     assert!(headers.contains_key("allow"));
@@ -316,7 +313,11 @@ async fn a_busy_port_is_one_line_naming_the_setting_to_change() {
     let other = tempfile::tempdir().unwrap();
     let config = providers
         .config(other.path(), &Settings::default())
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""), 1);
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{addr}\""),
+            1,
+        );
     let config_path = other.path().join("lifeboat.toml");
     std::fs::write(&config_path, config).unwrap();
     let out = tokio::process::Command::new(binary())

@@ -219,7 +219,9 @@ impl Gateway {
         Self::spawn(
             Command::new("sh")
                 .arg("-c")
-                .arg(format!("ulimit -n {max_files} && exec \"$0\" serve --config \"$1\""))
+                .arg(format!(
+                    "ulimit -n {max_files} && exec \"$0\" serve --config \"$1\""
+                ))
                 .arg(binary())
                 .arg(&config_path),
         )
