@@ -123,7 +123,8 @@ async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
 async fn head_limit(max: usize, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let size = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
