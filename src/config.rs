@@ -65,6 +65,19 @@ pub struct ServerConfig {
     /// after the next start).
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers, counted from the connection's
+    /// opening or from the previous answer (so it is also the keep-alive idle timeout).
+    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// How long a request may take from the end of its headers to its answer, body included.
+    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Client connections served at once; past it only `/healthz` and `/readyz` are answered.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest request head (request line and headers), in bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +181,18 @@ fn default_concurrency() -> usize {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/lifeboat.sled")
@@ -330,6 +355,22 @@ impl Config {
         if self.server.concurrency == 0 {
             return Err(ConfigError::Invalid(
                 "server.concurrency must be at least 1".into(),
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be at least 1".into(),
+            ));
+        }
+        if !(1024..=crate::edge::MAX_HEADER_BYTES_CEILING).contains(&self.server.max_header_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_header_bytes must be between 1024 and {}",
+                crate::edge::MAX_HEADER_BYTES_CEILING
+            )));
+        }
+        if self.server.header_timeout.is_zero() || self.server.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "server.header_timeout and server.request_timeout must be longer than 0s".into(),
             ));
         }
         if self.store.url.is_some() {

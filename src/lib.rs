@@ -9,6 +9,8 @@
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`server`]: wires them together and runs until a signal;
+//! - [`edge`]: the HTTP serve loop (connection cap, timeouts, bounded shutdown) and the
+//!   error shape of every answer (docs/http-edge.md);
 //! - [`sandbox`]: `lifeboat sandbox`, the gateway against simulated providers in-process;
 //! - [`telegram_bot`]: the Telegram bot's opt-in/opt-out commands (polling or webhook);
 //! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod edge;
 pub mod metrics;
 pub mod model;
 pub mod optin;

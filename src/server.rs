@@ -25,10 +25,13 @@ use crate::store::{Purger, SledStore, Store, StoreError};
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
         addr: String,
+        #[source]
         source: std::io::Error,
+        /// What to do about it, when there is something to say (a busy port).
+        hint: String,
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
@@ -51,8 +54,25 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
         .await
         .map_err(|source| ServeError::Bind {
             addr: config.server.listen.to_string(),
+            hint: bind_hint(&source, "`listen` under [server] in the config"),
             source,
         })
+}
+
+/// A hint for a bind error: which setting picks another address (`setting` names it).
+pub fn bind_hint(error: &std::io::Error, setting: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another program is using this port: stop it, or choose another address with {setting})"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            " (ports below 1024 need privileges: choose a higher port with {setting})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            " (this machine has no such address: choose another with {setting})"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Runs the gateway on `listener` until `shutdown` completes.
@@ -130,13 +150,20 @@ pub async fn run(
     tracing::info!(%addr, channels = ?configured, store = %config.store.path.display(), "lifeboat started");
     println!("lifeboat listening on http://{addr}");
 
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = crate::edge::Limits::from_config(&config.server);
+    let app = crate::edge::layers(app, &limits);
+    // Returns once every connection is closed, or when the grace ran out (then it closed
+    // them): a client that never finishes its request cannot hold the shutdown up.
+    let shutdown_began = crate::edge::serve(listener, app, limits, shutdown).await;
     ready.store(false, Ordering::Relaxed);
     telegram.stop().await;
     tracing::info!("stopped taking requests; letting in-flight sends finish");
-    let drained = dispatcher.shutdown(config.server.shutdown_grace).await;
+    // One grace for the whole shutdown: what the connections used is not given again.
+    let grace_left = config
+        .server
+        .shutdown_grace
+        .saturating_sub(shutdown_began.elapsed());
+    let drained = dispatcher.shutdown(grace_left).await;
     if !drained {
         tracing::warn!(
             grace = ?config.server.shutdown_grace,
@@ -146,7 +173,7 @@ pub async fn run(
     drop(purger);
     store.flush().await?;
     tracing::info!("store flushed; bye");
-    served.map_err(ServeError::Http)
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -49,29 +49,61 @@ where
 }
 
 /// Parses JSON, telling broken JSON (400) from a wrong member (422 with the member's path).
+///
+/// The body must be one JSON object and nothing after it: serde would take an array as the
+/// object's members in order, and stop reading after the first value.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if matches!(first, Some(b) if *b != b'{') {
+        return Err(ApiError::invalid_json(
+            "the body must be a JSON object ({...})",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(value) => Ok(value),
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = if path == "." { String::new() } else { path };
-                    let message = strip_position(&inner.to_string());
-                    if field.is_empty() {
-                        // A whole-body type error (e.g. an array instead of an object), or a
-                        // missing member: serde names the member in the message.
-                        let named = missing_field(&message).unwrap_or_default();
-                        Err(ApiError::validation(named, message))
-                    } else {
-                        Err(ApiError::validation(field, message))
-                    }
-                }
-                _ => Err(ApiError::invalid_json(inner.to_string())),
+    let err = match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        Ok(value) => {
+            return match de.end() {
+                Ok(()) => Ok(value),
+                Err(e) => Err(ApiError::invalid_json(format!(
+                    "the body must hold one JSON object and nothing after it ({e})"
+                ))),
+            };
+        }
+        Err(err) => err,
+    };
+    // Broken JSON first (even after a wrong member), then what is wrong with a member.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(ApiError::invalid_json(e.to_string()));
+    }
+    let err = if err.inner().classify() == serde_json::error::Category::Data {
+        err
+    } else {
+        // serde_json reports some wrong types as syntax (a number where an enum's string is
+        // expected: "expected value"). The body is well-formed, so it is a wrong member: read
+        // it again from the parsed value, which names it.
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(value) => value,
+            Err(e) => return Err(ApiError::invalid_json(e.to_string())),
+        };
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(value) => return Ok(value),
+            Err(err) => {
+                let path = err.path().to_string();
+                let field = if path == "." { String::new() } else { path };
+                return Err(ApiError::validation(field, err.into_inner().to_string()));
             }
         }
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let field = if path == "." { String::new() } else { path };
+    let message = strip_position(&inner.to_string());
+    if field.is_empty() {
+        // A missing member: serde names it in the message.
+        let named = missing_field(&message).unwrap_or_default();
+        Err(ApiError::validation(named, message))
+    } else {
+        Err(ApiError::validation(field, message))
     }
 }
 
@@ -134,5 +166,42 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("name"));
         let e = parse_json::<Body>(br#"{"name": "a", "colour": 1}"#).unwrap_err();
         assert_eq!(e.code, "validation_failed");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct WithEnum {
+        status: Status,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Status {
+        Granted,
+    }
+
+    #[test]
+    fn one_object_and_nothing_after_it() {
+        for body in [
+            &br#"{"name": "a"} trailing"#[..],
+            br#"{"name": "a"}{"name": "b"}"#,
+            br#"{"name": "a"}]]]"#,
+            br#"["a", 1]"#,
+            b"  [\"a\"]",
+        ] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            assert_eq!(e.code, "invalid_json", "{}", String::from_utf8_lossy(body));
+        }
+        assert!(parse_json::<Body>(b" {\"name\": \"a\"}\n ").is_ok());
+    }
+
+    #[test]
+    fn a_number_for_an_enum_names_the_member() {
+        let e = parse_json::<WithEnum>(br#"{"status": 5}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("validation_failed", Some("status"))
+        );
+        assert!(parse_json::<WithEnum>(br#"{"status": "granted"}"#).is_ok());
     }
 }

@@ -174,8 +174,15 @@ pub async fn create(
         }
         None => None,
     };
-    if req.text.trim().is_empty() {
-        return Err(ApiError::validation("text", "must not be empty"));
+    if req
+        .text
+        .chars()
+        .all(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::validation(
+            "text",
+            "must hold some visible text (it is empty, or only spaces and control characters)",
+        ));
     }
     if req.text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::validation(

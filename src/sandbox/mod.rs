@@ -114,7 +114,10 @@ pub async fn run(
 ) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
-        Err(e) => return fail(1, format!("cannot listen on {listen}: {e}")),
+        Err(e) => {
+            let hint = server::bind_hint(&e, "--listen");
+            return fail(1, format!("cannot listen on {listen}: {e}{hint}"));
+        }
     };
     let addr = match listener.local_addr() {
         Ok(a) => a,

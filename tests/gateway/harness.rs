@@ -211,6 +211,23 @@ impl Gateway {
         .await
     }
 
+    /// Like [`Gateway::start`], with the process's open-files limit lowered to `max_files`
+    /// (`ulimit -n`), so tests can reach it with a few hundred connections.
+    pub async fn start_with_fd_limit(dir: &Path, config: &str, max_files: u32) -> Gateway {
+        let config_path = dir.join("lifeboat.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::spawn(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ulimit -n {max_files} && exec \"$0\" serve --config \"$1\""
+                ))
+                .arg(binary())
+                .arg(&config_path),
+        )
+        .await
+    }
+
     /// `lifeboat sandbox` on an ephemeral port with its data in `dir`.
     pub async fn start_sandbox(dir: &Path) -> Gateway {
         Self::spawn(
