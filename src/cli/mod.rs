@@ -1,4 +1,4 @@
-//! The `lifeboat` command line (api.md): `serve`, `sandbox`, `check-config`, `channels`.
+//! The `lifeboat` command line (README): `serve`, `sandbox`, `check-config`, `channels`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line on stderr.
 
