@@ -8,6 +8,7 @@
 //! - [`dispatch`]: the scheduler, the workers and the channel states (docs/failover.md);
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
+//! - [`config_env`]: `LIFEBOAT_LISTEN`, `LIFEBOAT_PUBLIC_URL`, `LIFEBOAT_STORE_PATH` override it;
 //! - [`server`]: wires them together and runs until a signal;
 //! - [`sandbox`]: `lifeboat sandbox`, the gateway against simulated providers in-process;
 //! - [`telegram_bot`]: the Telegram bot's opt-in/opt-out commands (polling or webhook);
@@ -24,6 +25,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_env;
 pub mod dispatch;
 pub mod metrics;
 pub mod model;

@@ -31,7 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: HTTP API and delivery workers.
     Serve {
-        #[arg(long, default_value = "config/lifeboat.toml")]
+        /// The config file; LIFEBOAT_LISTEN, LIFEBOAT_PUBLIC_URL and LIFEBOAT_STORE_PATH
+        /// override its keys.
+        #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
         config: PathBuf,
     },
     /// Run the gateway against simulated providers in this process, with fixed demo keys.
@@ -56,10 +58,14 @@ pub enum Command {
     /// Measure accept, delivery, failover, memory and restart against a sandbox.
     Bench(crate::bench::BenchArgs),
     /// Validate the config and say, per channel, whether it is usable.
+    ///
+    /// Exit 0 when valid (and, with --probe, every configured channel answered its health
+    /// check), 1 when a probe failed, 2 when the config is invalid.
     CheckConfig {
-        #[arg(long, default_value = "config/lifeboat.toml")]
+        /// The config file (with the same environment overrides as `serve`).
+        #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
         config: PathBuf,
-        /// Also call each configured provider's cheap health check.
+        /// Also call each configured provider's cheap health check (exit 1 if one fails).
         #[arg(long)]
         probe: bool,
     },
@@ -128,10 +134,13 @@ async fn healthcheck(url: &str) -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => return fail(2, e),
     };
+    if let Err(e) = crate::config_env::apply_from_process(&mut config) {
+        return fail(2, e);
+    }
     let registry = match Registry::from_config(&config) {
         Ok(r) => r,
         Err(e) => return fail(2, e),
