@@ -3,7 +3,9 @@
 # with this file's CMD, ENV and HEALTHCHECK instead.
 
 FROM rust:1.95-slim-bookworm AS build
-# make: jemalloc (the global allocator) is built from source by tikv-jemalloc-sys.
+# make: jemalloc (the global allocator) is built from source by tikv-jemalloc-sys. Not pinned:
+# the build stage takes whatever make bookworm has (a pin breaks when Debian updates it).
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -23,7 +25,8 @@ COPY config/lifeboat.toml /etc/lifeboat/lifeboat.toml
 ENV LIFEBOAT_CONFIG=/etc/lifeboat/lifeboat.toml \
     LIFEBOAT_LISTEN=0.0.0.0:8080 \
     LIFEBOAT_STORE_PATH=/data/lifeboat.sled
-USER lifeboat
+# Numeric (the `lifeboat` user above), so a runtime that checks for non-root can see it.
+USER 10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
