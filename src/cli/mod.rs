@@ -38,6 +38,7 @@ pub enum Command {
     },
     /// Run the gateway against simulated providers in this process, with fixed demo keys.
     Sandbox {
+        /// Address:port of the gateway (the simulated providers take free ports on 127.0.0.1).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// The sandbox's own data folder (delete it to reset the sandbox).
@@ -52,6 +53,7 @@ pub enum Command {
     },
     /// Exit 0 if a running gateway answers `GET /healthz` (for container health checks).
     Healthcheck {
+        /// The gateway's /healthz URL.
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
