@@ -155,6 +155,7 @@ async fn serve(path: PathBuf) -> ExitCode {
         clock: Arc::new(SystemClock::default()),
         extra_routes: None,
         hold_deliveries: false,
+        banner: None,
     };
     match server::run(
         config,
