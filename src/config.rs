@@ -38,7 +38,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub routing: RoutingConfig,
     pub channels: BTreeMap<ChannelKind, ChannelSection>,
-    /// The raw `[policy]` table (guardrails.md); typed accessors below read what is used.
+    /// The raw `[policy]` table (docs/guardrails.md); typed accessors below read what is used.
     pub policy: toml::Table,
     /// Warnings found while loading (e.g. a channel left unconfigured by a missing variable).
     pub warnings: Vec<String>,
@@ -235,7 +235,7 @@ struct RawConfig {
     routing: RoutingConfig,
     #[serde(default)]
     channels: BTreeMap<String, toml::Table>,
-    /// Guardrail settings (guardrails.md), kept raw on [`Config::policy`].
+    /// Guardrail settings (docs/guardrails.md), kept raw on [`Config::policy`].
     #[serde(default)]
     policy: Option<toml::Table>,
 }
@@ -397,7 +397,7 @@ impl Config {
         Ok(())
     }
 
-    /// The typed `[policy]` section (guardrails.md); an error names the key at fault.
+    /// The typed `[policy]` section (docs/guardrails.md); an error names the key at fault.
     pub fn policy_config(&self) -> Result<crate::policy::PolicyConfig, String> {
         crate::policy::PolicyConfig::from_table(&self.policy)
     }

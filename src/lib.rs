@@ -5,9 +5,10 @@
 //! The pieces, each in its own module:
 //! - [`api`]: the HTTP API (accepting, contacts and consents, admin);
 //! - [`store`]: the durable store behind a trait (embedded sled by default);
-//! - [`dispatch`]: the scheduler, the workers and the channel states (failover.md);
+//! - [`dispatch`]: the scheduler, the workers and the channel states (docs/failover.md);
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
+//! - [`config_env`]: `LIFEBOAT_LISTEN`, `LIFEBOAT_PUBLIC_URL`, `LIFEBOAT_STORE_PATH` override it;
 //! - [`server`]: wires them together and runs until a signal;
 //! - [`edge`]: the HTTP serve loop (connection cap, timeouts, bounded shutdown) and the
 //!   error shape of every answer (docs/http-edge.md);
@@ -15,7 +16,7 @@
 //! - [`telegram_bot`]: the Telegram bot's opt-in/opt-out commands (polling or webhook);
 //! - [`webhooks`], [`unsubscribe`], [`optout`]: consent from the providers' webhooks, email
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
-//! - [`policy`]: the guardrails (guardrails.md) that keep the accounts from being restricted:
+//! - [`policy`]: the guardrails (docs/guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
 //! - [`cli`]: the `lifeboat` command line.
@@ -26,6 +27,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_env;
 pub mod dispatch;
 pub mod edge;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The opt-out every marketing message carries (guardrails.md "opt-out in marketing", on by
+//! The opt-out every marketing message carries (docs/guardrails.md "opt-out in marketing", on by
 //! default, `[policy] opt_out_footer = false` turns it off): people who can leave easily block
 //! and report less, and Gmail/Yahoo require one-click unsubscribe from bulk senders.
 //!

@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub extra_routes: Option<Router>,
     /// Accept and store, but send nothing (the benchmark's "all channels paused" queue).
     pub hold_deliveries: bool,
+    /// Printed on stdout once the store is open and the gateway is about to serve (the
+    /// sandbox's banner), so a start that fails prints only its error.
+    pub banner: Option<String>,
 }
 
 /// Binds the configured address.
@@ -148,6 +151,9 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let configured: Vec<String> = registry.configured().map(|(k, _)| k.to_string()).collect();
     tracing::info!(%addr, channels = ?configured, store = %config.store.path.display(), "lifeboat started");
+    if let Some(banner) = &options.banner {
+        print!("{banner}");
+    }
     println!("lifeboat listening on http://{addr}");
 
     let limits = crate::edge::Limits::from_config(&config.server);

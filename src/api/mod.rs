@@ -1,4 +1,4 @@
-//! The HTTP API (api.md): routes, shared state and authentication.
+//! The HTTP API (README "The API at a glance", `GET /openapi.json`): routes, shared state and authentication.
 //!
 //! `/v1/...` takes an app's api key; `/v1/admin/...` takes the admin token, and an api key
 //! there is a 403 (the keys are for different people). Every error is [`ApiError`]'s shape.

@@ -406,6 +406,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     let mut figures = json!({
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "clients": args.clients,
+        "smoke": args.smoke,
     });
 
     if let Some(retention) = &args.retention {
@@ -809,5 +810,55 @@ fn table(f: &Value) -> String {
         "restart   ready in {:.0} ms, first send after {:.0} ms (shutdown took {:.0} ms)   (target <= 2000 ms)\n",
         num(&f["restart"]["ready_ms"]), num(&f["restart"]["first_send_ms"]), num(&f["memory"]["shutdown_ms"])
     ));
+    if f["smoke"] == true {
+        smoke_table(&out)
+    } else {
+        out
+    }
+}
+
+/// A `--smoke` run's table: its tiny sizes say nothing about speed, so the targets (which
+/// apply to full runs) are left off and a note says so.
+fn smoke_table(full: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in full.lines().enumerate() {
+        let line = line.find("   (target").map_or(line, |at| &line[..at]);
+        out.push_str(line);
+        out.push('\n');
+        if i == 0 {
+            out.push_str(
+                "smoke run: tiny sizes, to check the command works; these figures are not \
+                 comparable and the targets apply to full runs only (cargo run --release -- bench)\n",
+            );
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(smoke: bool) -> Value {
+        json!({"machine": {"cores": 2}, "clients": 16, "smoke": smoke})
+    }
+
+    #[test]
+    fn a_smoke_table_shows_no_targets_and_says_why() {
+        let text = table(&figures(true));
+        assert!(!text.contains("target >="), "{text}");
+        assert!(!text.contains("(target"), "{text}");
+        assert!(text.contains("targets apply to full runs only"), "{text}");
+        // Every figure line is still there.
+        for name in ["accept", "delivery", "failover", "memory", "restart"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_targets() {
+        let text = table(&figures(false));
+        assert!(text.contains("(target >= 10000/s)"), "{text}");
+        assert!(!text.contains("smoke run"), "{text}");
+    }
 }

@@ -12,10 +12,15 @@ pub enum Action {
     /// Print every channel's state.
     List,
     /// Put a channel back in rotation (clears restricted, banned, disabled).
-    Enable { name: String },
+    Enable {
+        /// The channel: whatsapp, telegram, line or email.
+        name: String,
+    },
     /// Take a channel out of rotation for every queued and future notification.
     Disable {
+        /// The channel: whatsapp, telegram, line or email.
         name: String,
+        /// Why, in words: shown in `channels list`, the admin page and GET /v1/admin/channels.
         #[arg(long)]
         reason: String,
     },

@@ -10,10 +10,13 @@ use crate::channels::Registry;
 use crate::config::Config;
 
 pub async fn run(path: &Path, probe: bool) -> ExitCode {
-    let config = match Config::load(path) {
+    let mut config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => return fail(2, e),
     };
+    if let Err(e) = crate::config_env::apply_from_process(&mut config) {
+        return fail(2, e);
+    }
     let registry = match Registry::from_config(&config) {
         Ok(r) => r,
         Err(e) => return fail(2, e),

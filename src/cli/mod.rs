@@ -1,4 +1,4 @@
-//! The `lifeboat` command line (api.md): `serve`, `sandbox`, `check-config`, `channels`.
+//! The `lifeboat` command line (README): `serve`, `sandbox`, `check-config`, `channels`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line on stderr.
 
@@ -31,11 +31,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: HTTP API and delivery workers.
     Serve {
-        #[arg(long, default_value = "config/lifeboat.toml")]
+        /// The config file; LIFEBOAT_LISTEN, LIFEBOAT_PUBLIC_URL and LIFEBOAT_STORE_PATH
+        /// override its keys.
+        #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
         config: PathBuf,
     },
     /// Run the gateway against simulated providers in this process, with fixed demo keys.
     Sandbox {
+        /// Address:port of the gateway (the simulated providers take free ports on 127.0.0.1).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// The sandbox's own data folder (delete it to reset the sandbox).
@@ -50,16 +53,21 @@ pub enum Command {
     },
     /// Exit 0 if a running gateway answers `GET /healthz` (for container health checks).
     Healthcheck {
+        /// The gateway's /healthz URL.
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
     /// Measure accept, delivery, failover, memory and restart against a sandbox.
     Bench(crate::bench::BenchArgs),
     /// Validate the config and say, per channel, whether it is usable.
+    ///
+    /// Exit 0 when valid (and, with --probe, every configured channel answered its health
+    /// check), 1 when a probe failed, 2 when the config is invalid.
     CheckConfig {
-        #[arg(long, default_value = "config/lifeboat.toml")]
+        /// The config file (with the same environment overrides as `serve`).
+        #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
         config: PathBuf,
-        /// Also call each configured provider's cheap health check.
+        /// Also call each configured provider's cheap health check (exit 1 if one fails).
         #[arg(long)]
         probe: bool,
     },
@@ -128,10 +136,13 @@ async fn healthcheck(url: &str) -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => return fail(2, e),
     };
+    if let Err(e) = crate::config_env::apply_from_process(&mut config) {
+        return fail(2, e);
+    }
     let registry = match Registry::from_config(&config) {
         Ok(r) => r,
         Err(e) => return fail(2, e),
@@ -144,6 +155,7 @@ async fn serve(path: PathBuf) -> ExitCode {
         clock: Arc::new(SystemClock::default()),
         extra_routes: None,
         hold_deliveries: false,
+        banner: None,
     };
     match server::run(
         config,

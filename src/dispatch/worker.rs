@@ -3,7 +3,7 @@
 //!
 //! Each channel is either passed over with a recorded reason (not configured, no address,
 //! no consent, out of rotation) or tried; the answer's class alone decides what happens next
-//! (failover.md). Every step is appended to the notification's attempts.
+//! (docs/failover.md). Every step is appended to the notification's attempts.
 //!
 //! Receipt-based fallback (`fallback_after`, docs/receipts.md): a send accepted by a channel
 //! with delivery receipts (WhatsApp) stays `sent` but remains on the queue until

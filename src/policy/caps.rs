@@ -1,5 +1,5 @@
 //! The marketing frequency cap: at most `marketing_per_day` marketing messages per contact
-//! per rolling 24 h, over all channels together (guardrails.md: more than 2–3 pushes a day is
+//! per rolling 24 h, over all channels together (docs/guardrails.md: more than 2–3 pushes a day is
 //! what makes people block and report). Transactional messages are neither capped nor counted.
 //!
 //! Each contact's marketing sends of the last 24 h are kept in the store (namespace

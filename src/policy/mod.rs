@@ -1,4 +1,4 @@
-//! The guardrails (guardrails.md): the rules that keep the business's accounts from being
+//! The guardrails (docs/guardrails.md): the rules that keep the business's accounts from being
 //! restricted in the first place, where failover only saves a message after the damage.
 //!
 //! - [`caps`]: at most `marketing_per_day` marketing messages per contact per rolling 24 h;
@@ -15,7 +15,7 @@
 //! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
 //! moved, no probe slot taken), so the preview and the real plan cannot disagree.
 //!
-//! Config: `[policy]`, every key optional (defaults in guardrails.md and
+//! Config: `[policy]`, every key optional (defaults in docs/guardrails.md and
 //! `config/lifeboat.toml`); a bad value is a config error naming the key.
 
 pub mod caps;

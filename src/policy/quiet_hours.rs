@@ -1,4 +1,4 @@
-//! Quiet hours: no marketing at night in the contact's own time zone (guardrails.md: people
+//! Quiet hours: no marketing at night in the contact's own time zone (docs/guardrails.md: people
 //! who are woken by a promotion block and report). A marketing notification that falls inside
 //! the quiet hours is not dropped: it waits for the moment they end.
 //!

@@ -8,9 +8,10 @@
 //! text through [`Config::from_toml`], so it is checked exactly like a file) with the fixed
 //! demo keys [`API_KEY`] and [`ADMIN_TOKEN`], the store in its own folder (`--data`, default
 //! `data/sandbox`; delete the folder to reset the sandbox), demo-sized timings (cooldown 30 s,
-//! retries from 200 ms) and every channel pointed at the simulated providers; print the URLs,
-//! keys and a few curl commands; then run the real gateway ([`server::run`]) with the
-//! `/sandbox/...` controls ([`controls`]) merged into its API, until Ctrl-C or SIGTERM.
+//! retries from 200 ms) and every channel pointed at the simulated providers; then run the real
+//! gateway ([`server::run`]) with the `/sandbox/...` controls ([`controls`]) merged into its
+//! API, until Ctrl-C or SIGTERM. The banner (URLs, keys, a few curl commands) is printed by the
+//! server once the store is open, so a data folder in use fails with one line and no banner.
 
 pub mod controls;
 pub mod providers;
@@ -187,11 +188,14 @@ pub async fn run(
         ]),
         email,
     };
-    print!("{}", banner(addr, &data, &providers));
+    // Printed by the server once the store is open: a second sandbox on the same data
+    // folder fails with one line, not after a banner that says it is ready.
+    let banner = banner(addr, &data, &providers);
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
         extra_routes: Some(controls::router(providers)),
         hold_deliveries,
+        banner: Some(banner),
     };
     let outcome = server::run(
         config,
@@ -226,6 +230,11 @@ pub fn banner(addr: SocketAddr, data: &Path, providers: &controls::Providers) ->
         "  data         {}  (delete this folder to reset the sandbox)\n\n",
         data.display()
     ));
+    out.push_str(
+        "A restart keeps the data (contacts, notifications, channel states) but the simulated\n\
+         providers start afresh, accepting: a channel left banned or disabled stays so until\n\
+         POST /v1/admin/channels/{channel}/enable (or delete the data folder).\n\n",
+    );
     out.push_str("Simulated providers:\n");
     for kind in ChannelKind::ALL {
         let row = providers.row(kind);

@@ -1,7 +1,8 @@
 //! The simulated WhatsApp Cloud API, Telegram Bot API and LINE Messaging API: small axum
 //! servers on 127.0.0.1 ephemeral ports, one per provider, started inside the sandbox process.
 //!
-//! They speak the real request and answer shapes (see `/work/shared/spec/providers.md`), so the
+//! They speak the real request and answer shapes (the codes each channel crate's
+//! `classify.rs` tabulates, and the vendor documents in `channels/*/vendor/`), so the
 //! real channel crates talk to them unchanged and classify their answers with the same code that
 //! classifies the real providers. Each has a [`Mode`] the `/sandbox/...` controls set, and keeps
 //! what it accepted (time, recipient, text, the raw request) for listing. Nothing here opens a

@@ -1,4 +1,4 @@
-//! LINE Messaging API webhooks (providers.md §3.4): a message carrying an opt-in token binds the
+//! LINE Messaging API webhooks (LINE's webhook event objects): a message carrying an opt-in token binds the
 //! LINE user to the token's contact and grants consent; `unfollow` (the person blocked the
 //! account) revokes it; `follow` is only logged, since adding a friend is not consent to
 //! notifications. Messages of a known contact record `last_inbound[line]`.

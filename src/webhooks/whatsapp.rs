@@ -1,4 +1,5 @@
-//! WhatsApp Cloud API webhooks (providers.md §1.4): the subscribe handshake, and inbound
+//! WhatsApp Cloud API webhooks (Meta's `messages` field; schema in
+//! `channels/whatsapp/vendor/`): the subscribe handshake, and inbound
 //! messages that opt a person in (`START <token>`, the text a `wa.me` opt-in link pre-fills) or
 //! out (a STOP word), each recording the contact's last inbound time (the 24 h window).
 //!

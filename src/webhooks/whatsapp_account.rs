@@ -1,4 +1,5 @@
-//! WhatsApp account signals (providers.md §1.4, §5): `account_update` changes the channel's
+//! WhatsApp account signals (Meta's `account_update` and
+//! `phone_number_quality_update` webhook fields): `account_update` changes the channel's
 //! state exactly as a send error of the same meaning would, and `phone_number_quality_update`
 //! records the messaging tier and quality event. A ban often shows here before any send fails,
 //! so acting on it saves notifications from a useless WhatsApp try.

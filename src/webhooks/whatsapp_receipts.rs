@@ -1,4 +1,4 @@
-//! WhatsApp delivery statuses of our own messages (providers.md §1.4 `statuses`), tied to their
+//! WhatsApp delivery statuses of our own messages (the `statuses` of Meta's `messages` webhook), tied to their
 //! notification by the `wamid` the send returned (the store indexes every attempt's provider
 //! message id, [`Store::find_by_message_id`]).
 //!

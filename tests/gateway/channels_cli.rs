@@ -79,3 +79,48 @@ async fn the_table_shows_a_disable_and_errors_exit_2_with_one_line() {
         assert!(stdout.is_empty(), "{stdout}");
     }
 }
+
+/// `lifeboat ARGS -h`.
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .arg("-h")
+        .output()
+        .expect("run lifeboat -h");
+    assert!(out.status.success(), "{args:?} -h failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_argument_of_every_command_has_help_text() {
+    let commands: &[&[&str]] = &[
+        &["serve"],
+        &["sandbox"],
+        &["healthcheck"],
+        &["bench"],
+        &["check-config"],
+        &["channels", "list"],
+        &["channels", "enable"],
+        &["channels", "disable"],
+    ];
+    let mut bare = Vec::new();
+    for args in commands {
+        let text = help(args);
+        for line in text.lines() {
+            let spec = line.trim_start();
+            if !line.starts_with("  ") || !(spec.starts_with('-') || spec.starts_with('<')) {
+                continue;
+            }
+            // `  --config <CONFIG>  The config file ...`: text after the two-space gap.
+            let words = spec.split_once("  ").map(|(_, w)| w.trim()).unwrap_or("");
+            if words.is_empty() || words.starts_with('[') {
+                bare.push(format!("lifeboat {}: {spec}", args.join(" ")));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "arguments without help:\n{}",
+        bare.join("\n")
+    );
+}

@@ -1,5 +1,5 @@
 //! Routing and failover, end to end: the plan, each answer class, channel states, admin
-//! switches and consent, as failover.md describes them.
+//! switches and consent, as docs/failover.md describes them.
 
 use std::time::Duration;
 

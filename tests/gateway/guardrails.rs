@@ -1,4 +1,4 @@
-//! The guardrails (guardrails.md) end to end: the marketing frequency cap, quiet hours in the
+//! The guardrails (docs/guardrails.md) end to end: the marketing frequency cap, quiet hours in the
 //! contact's time zone (the gateway's clock moved through `LIFEBOAT_TEST_CLOCK_FILE`), pacing,
 //! WhatsApp's business-initiated tier and 24 h service window, the risk monitor's marketing
 //! pause, and the policy preview. Each test writes its own `[policy]`.

@@ -239,7 +239,7 @@ impl Gateway {
     }
 
     /// Starts the binary and waits for its `lifeboat listening on` line.
-    async fn spawn(command: &mut Command) -> Gateway {
+    pub async fn spawn(command: &mut Command) -> Gateway {
         let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

@@ -115,6 +115,31 @@ async fn a_second_instance_on_the_same_data_folder_fails_clearly() {
 }
 
 #[tokio::test]
+async fn a_second_sandbox_on_the_same_data_folder_fails_before_its_banner() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Gateway::start_sandbox(dir.path()).await;
+    let output = tokio::process::Command::new(binary())
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("already in use by another Lifeboat process"),
+        "{stderr}"
+    );
+    // Nothing that looks like a ready sandbox: no banner, no keys, no listening line.
+    assert!(
+        stdout.trim().is_empty(),
+        "printed before failing:\n{stdout}"
+    );
+    drop(first);
+}
+
+#[tokio::test]
 async fn sigterm_stops_taking_requests_flushes_and_exits_zero() {
     let (dir, providers) = setup().await;
     providers.accept_all().await;

@@ -185,3 +185,71 @@ async fn every_curl_command_of_the_readme_walkthrough_works() {
     // What the text promises: WhatsApp, then Telegram during the ban, then WhatsApp again.
     assert_eq!(carried, ["whatsapp", "telegram", "whatsapp"]);
 }
+
+/// Every text file of the repository (`git ls-files`, or a walk of the source folders when git
+/// is not there) below the workspace root.
+fn repository_text_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut todo: Vec<std::path::PathBuf> = ["src", "channels", "tests", "config", "docs", ".ci"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    files.extend(["README.md", "Dockerfile", "Cargo.toml", "BENCHMARKS.md"].map(|f| root.join(f)));
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.components().all(|c| c.as_os_str() != "vendor") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A plain clone must build, test and explain itself: no file may point outside the
+/// repository (the project's specs used to live in a `shared/` folder beside it).
+#[test]
+fn no_file_points_outside_the_repository() {
+    let outside = [
+        concat!("../", "shared/"),
+        concat!("/work", "/shared"),
+        concat!("vendor", "-specs"),
+    ];
+    let mut found = Vec::new();
+    for path in repository_text_files() {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if outside.iter().any(|o| line.contains(o)) {
+                found.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "references outside the repository:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The docs the README, module comments and config point to are in the repository.
+#[test]
+fn the_docs_the_code_points_to_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["docs/failover.md", "docs/guardrails.md", "docs/receipts.md"] {
+        assert!(root.join(doc).is_file(), "{doc} is missing");
+    }
+    for vendor in [
+        "channels/whatsapp/vendor/whatsapp-business-messaging-api_v23.0.yaml",
+        "channels/line/vendor/line-messaging-api.yml",
+    ] {
+        assert!(root.join(vendor).is_file(), "{vendor} is missing");
+    }
+}

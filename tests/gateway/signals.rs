@@ -1,7 +1,7 @@
 //! Provider signals end to end: WhatsApp delivery statuses (receipts, late failures that fall
 //! over), `account_update` and `phone_number_quality_update` changing the channel's state, and
 //! receipt-based fallback (`fallback_after`). Bodies use Meta's documented shapes
-//! (providers.md §1.4) and are signed like Meta signs them.
+//! (Meta's webhook payloads) and are signed like Meta signs them.
 
 use std::time::{Duration, Instant};
 

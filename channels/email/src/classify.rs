@@ -175,6 +175,33 @@ pub fn classify_reply(reply_code: u16, enhanced: Option<EnhancedCode>, text: &st
     }
 }
 
+/// The reply's words for `detail`, without the enhanced code that `code` already carries: each
+/// line of a (multi-line) reply loses its leading copy of it, and the lines are joined with a
+/// space. `5.1.8 Access denied` with code `550 5.1.8` becomes `Access denied`.
+pub(crate) fn reply_words(text: &str, enhanced: Option<EnhancedCode>) -> String {
+    let Some(e) = enhanced else {
+        return text.trim().to_string();
+    };
+    let prefix = e.to_string();
+    let words = text
+        .lines()
+        .map(|line| {
+            let line = line.trim();
+            line.strip_prefix(&prefix)
+                .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+                .unwrap_or(line)
+                .trim()
+        })
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if words.is_empty() {
+        text.trim().to_string()
+    } else {
+        words
+    }
+}
+
 /// Classifies any error lettre returns for a send or a connection test. `timeout` is the
 /// channel's timeout (lettre applies it to the TCP connect). `detail` may still need redacting.
 pub(crate) fn classify_error(err: &lettre::transport::smtp::Error, timeout: Duration) -> Answer {
@@ -188,7 +215,7 @@ pub(crate) fn classify_error(err: &lettre::transport::smtp::Error, timeout: Dura
             None => reply_code.to_string(),
         };
         let class = classify_reply(reply_code, enhanced, &source);
-        return Answer::failed(class, code, source);
+        return Answer::failed(class, code, reply_words(&source, enhanced));
     }
     let transient = Class::Transient { retry_after: None };
     if err.is_timeout() {
@@ -228,6 +255,24 @@ mod tests {
             subject,
             detail,
         })
+    }
+
+    #[test]
+    fn detail_does_not_repeat_the_enhanced_code() {
+        let e = ec(5, 1, 8);
+        assert_eq!(
+            reply_words("5.1.8 Access denied, bad outbound sender", e),
+            "Access denied, bad outbound sender"
+        );
+        assert_eq!(
+            reply_words("5.7.1 first line\n5.7.1 second line", ec(5, 7, 1)),
+            "first line second line"
+        );
+        // Only a leading copy of the same code goes; other text stays as it is.
+        assert_eq!(reply_words("5.1.80 odd", e), "5.1.80 odd");
+        assert_eq!(reply_words("Access denied 5.1.8", e), "Access denied 5.1.8");
+        assert_eq!(reply_words("5.1.8", e), "5.1.8");
+        assert_eq!(reply_words(" plain words ", None), "plain words");
     }
 
     #[test]

@@ -349,6 +349,10 @@ async fn every_class_from_real_reply_lines() {
             reply.contains(detail.split(' ').nth(1).unwrap()),
             "{detail}"
         );
+        // The code is not repeated in the words: `550 5.1.8` + `Access denied, ...`.
+        if let Some(enhanced) = code.split(' ').nth(1) {
+            assert!(!detail.starts_with(enhanced), "{code} / {detail}");
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The push bodies this crate puts on the wire conform to LINE's own OpenAPI document
-//! (`shared/vendor-specs/line-messaging-api.yml`, schema `PushMessageRequest`).
+//! (`channels/line/vendor/line-messaging-api.yml`, schema `PushMessageRequest`; its source and
+//! licence are in `vendor/README.md`).
 //!
 //! `Message` is polymorphic through an OpenAPI `discriminator`, which JSON Schema validators
 //! ignore; so each message is also validated against `TextMessage`, the schema the
@@ -18,12 +19,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn spec_path() -> PathBuf {
-    // channels/line -> workspace root -> /work/shared beside it (or $LIFEBOAT_SHARED).
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = std::env::var_os("LIFEBOAT_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../../../shared"));
-    shared.join("vendor-specs/line-messaging-api.yml")
+    // Inside the crate, so a plain clone has it.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vendor/line-messaging-api.yml")
 }
 
 fn components() -> Value {

@@ -9,19 +9,22 @@
 //! | teloxide error | Telegram answer | class | `code` |
 //! |---|---|---|---|
 //! | `RetryAfter(n)` | 429 `Too Many Requests: retry after n` + `parameters.retry_after` | `Throttled { retry_after: n, scope: Channel }` | `retry_after` |
-//! | `Unknown("Too Many Requests: retry after n")` (no `parameters`) | 429 | `Throttled { n, Channel }` | the description |
+//! | `Unknown("Too Many Requests: retry after n")` (no `parameters`) | 429 | `Throttled { n, Channel }` | `too_many_requests` |
 //! | `Network` (connect refused, reset, DNS, TLS, reqwest timeout) | — | `Transient` | `network` / `timeout` |
 //! | `Io` | — | `Transient` | `io` |
 //! | `InvalidJson` (HTML 502 page, empty body, proxy error page) | any | `Transient` | `invalid_json` |
 //! | our own `tokio::time::timeout` elapsed | — | `Transient` (see [`Answer::timeout`]) | `timeout` |
 //! | `MigrateToChatId(id)` | 400 + `parameters.migrate_to_chat_id` | `RecipientUnreachable { opt_out: None }` (detail names the new id) | `migrate_to_chat_id` |
-//! | `Api(BotBlocked)` | 403 `Forbidden: bot was blocked by the user` | `RecipientUnreachable { opt_out: Some(Blocked) }` | the description |
-//! | `Api(UserDeactivated)`, `ChatNotFound`, `UserNotFound`, `BotKicked`, `BotKickedFromSupergroup`, `BotKickedFromChannel`, `CantInitiateConversation`, `CantTalkWithBots`, `GroupDeactivated`, `NotEnoughRightsToPostMessages` | 403 / 400 | `RecipientUnreachable { opt_out: None }` | the description |
-//! | `Unknown` starting with `Forbidden: bot can't initiate conversation`, `Forbidden: bot was kicked`, `Forbidden: bot can't send messages to bots`, `Forbidden: bot is not a member`, `Forbidden: the group chat was deleted`, `Bad Request: PEER_ID_INVALID` | 403 / 400 | `RecipientUnreachable { opt_out: None }` | the description |
-//! | `Api(InvalidToken)` | 401 `Unauthorized` / 404 `Not Found` | `ConfigError` | `Unauthorized` |
-//! | `Api(MessageIsTooLong)`, `MessageTextIsEmpty`, `CantParseEntities(_)` | 400 | `Rejected` | the description |
-//! | `Unknown` that looks like a server error (`Internal Server Error`, `Bad Gateway`, `Service Unavailable`, `Gateway Timeout`) | 5xx | `Transient` | the description |
-//! | any other `Unknown` or `Api` variant | 4xx | `Rejected` | the description |
+//! | `Api(BotBlocked)` | 403 `Forbidden: bot was blocked by the user` | `RecipientUnreachable { opt_out: Some(Blocked) }` | `bot_blocked` |
+//! | `Api(UserDeactivated)`, `ChatNotFound`, `UserNotFound`, `BotKicked`, `BotKickedFromSupergroup`, `BotKickedFromChannel`, `CantInitiateConversation`, `CantTalkWithBots`, `GroupDeactivated`, `NotEnoughRightsToPostMessages` | 403 / 400 | `RecipientUnreachable { opt_out: None }` | the variant: `user_deactivated`, `chat_not_found`, ... |
+//! | `Unknown` starting with `Forbidden: bot can't initiate conversation`, `Forbidden: bot was kicked`, `Forbidden: bot can't send messages to bots`, `Forbidden: bot is not a member`, `Forbidden: the group chat was deleted`, `Bad Request: PEER_ID_INVALID` | 403 / 400 | `RecipientUnreachable { opt_out: None }` | `forbidden` / `bad_request` |
+//! | `Api(InvalidToken)` | 401 `Unauthorized` / 404 `Not Found` | `ConfigError` | `invalid_token` |
+//! | `Api(MessageIsTooLong)`, `MessageTextIsEmpty`, `CantParseEntities(_)` | 400 | `Rejected` | `message_is_too_long`, `message_text_is_empty`, `cant_parse_entities` |
+//! | `Unknown` that looks like a server error (`Internal Server Error`, `Bad Gateway`, `Service Unavailable`, `Gateway Timeout`) | 5xx | `Transient` | `internal_server_error`, `bad_gateway`, ... |
+//! | any other `Unknown` or `Api` variant | 4xx | `Rejected` | the variant, or the description's status words (`bad_request`), else `unknown` |
+//!
+//! `code` is always a short stable slug for dashboards and alerts; `detail` keeps Telegram's
+//! sentence.
 //!
 //! **There is no bot-ban signal in the Bot API**: a bot that Telegram deletes or whose token is
 //! revoked answers 401 `Unauthorized`, which is `ConfigError` (out of rotation until an admin
@@ -120,11 +123,46 @@ fn classify_api(api: &ApiError, token: &str) -> Answer {
         ApiError::Unknown(text) => classify_unknown(text),
         _ => Class::Rejected,
     };
-    let code = match api {
-        ApiError::CantParseEntities(_) => "Bad Request: can't parse entities".to_string(),
-        _ => short(&description),
-    };
-    Answer::failed(class, scrub(&code, token), scrub(&description, token))
+    Answer::failed(
+        class,
+        api_code(api, &description),
+        scrub(&description, token),
+    )
+}
+
+/// A short, stable `code` for an API error (the sentence stays in `detail`): the teloxide
+/// variant in snake case (`bot_blocked`, `chat_not_found`, `invalid_token`, ...), or, for a
+/// description teloxide does not know, the status words it starts with (`bad_request`,
+/// `forbidden`, `too_many_requests`, `internal_server_error`, ...); `unknown` otherwise.
+pub fn api_code(api: &ApiError, description: &str) -> String {
+    if !matches!(api, ApiError::Unknown(_)) {
+        let debug = format!("{api:?}");
+        let variant: String = debug
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        return snake_case(&variant);
+    }
+    let words = description.split(':').next().unwrap_or("").trim();
+    if !words.is_empty()
+        && words.split(' ').count() <= 4
+        && words.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+    {
+        words.to_ascii_lowercase().replace(' ', "_")
+    } else {
+        "unknown".to_string()
+    }
+}
+
+fn snake_case(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 fn classify_unknown(text: &str) -> Class {
@@ -302,7 +340,8 @@ mod tests {
     fn config_and_content_errors() {
         let a = classify(&RequestError::Api(ApiError::InvalidToken), TOKEN);
         assert_eq!(a.class, Class::ConfigError);
-        assert_eq!(a.code.as_deref(), Some("Unauthorized"));
+        assert_eq!(a.code.as_deref(), Some("invalid_token"));
+        assert_eq!(a.detail.as_deref(), Some("Unauthorized"));
         for e in [
             ApiError::MessageIsTooLong,
             ApiError::MessageTextIsEmpty,
@@ -323,6 +362,60 @@ mod tests {
             class(unknown("Bad Request: something new")),
             Class::Rejected
         );
+    }
+
+    #[test]
+    fn codes_are_short_stable_slugs_and_the_sentence_stays_in_detail() {
+        let cases: [(RequestError, &str, &str); 8] = [
+            (
+                RequestError::Api(ApiError::BotBlocked),
+                "bot_blocked",
+                "Forbidden: bot was blocked by the user",
+            ),
+            (
+                RequestError::Api(ApiError::UserDeactivated),
+                "user_deactivated",
+                "Forbidden: user is deactivated",
+            ),
+            (
+                RequestError::Api(ApiError::ChatNotFound),
+                "chat_not_found",
+                "Bad Request: chat not found",
+            ),
+            (
+                RequestError::Api(ApiError::CantParseEntities(
+                    "Bad Request: can't parse entities: x at 3".into(),
+                )),
+                "cant_parse_entities",
+                "Bad Request: can't parse entities: x at 3",
+            ),
+            (
+                unknown("Internal Server Error"),
+                "internal_server_error",
+                "Internal Server Error",
+            ),
+            (
+                unknown("Too Many Requests: retry after 12"),
+                "too_many_requests",
+                "Too Many Requests: retry after 12",
+            ),
+            (
+                unknown("Forbidden: bot was kicked from the group chat"),
+                "forbidden",
+                "Forbidden: bot was kicked from the group chat",
+            ),
+            (
+                unknown("something odd happened here today"),
+                "unknown",
+                "something odd happened here today",
+            ),
+        ];
+        for (error, code, detail) in cases {
+            let a = classify(&error, TOKEN);
+            assert_eq!(a.code.as_deref(), Some(code), "{error:?}");
+            assert_eq!(a.detail.as_deref(), Some(detail), "{error:?}");
+            assert_ne!(a.code, a.detail, "the code is not the sentence again");
+        }
     }
 
     #[test]

@@ -175,8 +175,9 @@ async fn blocked_bot_revokes_consent() {
 async fn deactivated_user_is_unreachable_without_opt_out() {
     let answer = send_with(403, error_body(403, "Forbidden: user is deactivated")).await;
     assert_eq!(answer.class, Class::RecipientUnreachable { opt_out: None });
+    assert_eq!(answer.code.as_deref(), Some("user_deactivated"));
     assert_eq!(
-        answer.code.as_deref(),
+        answer.detail.as_deref(),
         Some("Forbidden: user is deactivated")
     );
 }
@@ -205,7 +206,7 @@ async fn cant_initiate_conversation_is_unreachable() {
 async fn unauthorized_is_a_config_error() {
     let answer = send_with(401, error_body(401, "Unauthorized")).await;
     assert_eq!(answer.class, Class::ConfigError);
-    assert_eq!(answer.code.as_deref(), Some("Unauthorized"));
+    assert_eq!(answer.code.as_deref(), Some("invalid_token"));
 }
 
 #[tokio::test]
@@ -260,7 +261,7 @@ async fn server_error_description_is_transient_after_teloxides_sleep() {
         .send(&message(&CHAT.to_string()))
         .await;
     assert_eq!(answer.class, Class::Transient { retry_after: None });
-    assert_eq!(answer.code.as_deref(), Some("Internal Server Error"));
+    assert_eq!(answer.code.as_deref(), Some("internal_server_error"));
 }
 
 #[tokio::test]

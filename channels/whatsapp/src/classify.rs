@@ -228,7 +228,7 @@ mod tests {
         class_for_code(code, Some(status), "", None)
     }
 
-    /// Every WhatsApp code that providers.md §1.3 and §5 list gets its class.
+    /// Every WhatsApp code that the table above lists gets its class.
     #[test]
     fn every_listed_code_has_its_class() {
         for code in [1, 2, 131000, 131016, 133004, 131057] {

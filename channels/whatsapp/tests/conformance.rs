@@ -1,5 +1,6 @@
 //! The request bodies conform to the `sendMessage` request schema of Meta's own OpenAPI
-//! document (`shared/vendor-specs/whatsapp-business-messaging-api_v23.0.yaml`).
+//! document (`channels/whatsapp/vendor/whatsapp-business-messaging-api_v23.0.yaml`, copied
+//! into the repository with its source and licence in `vendor/README.md`).
 //!
 //! One repair is applied to the vendor document, and only because its own examples fail
 //! without it: message schemas like `TextMessage` are `allOf: [BaseMessageProperties, {...,
@@ -25,12 +26,7 @@ fn vendor_document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/vendor-specs/whatsapp-business-messaging-api_v23.0.yaml");
-        let path = if path.exists() {
-            path
-        } else {
-            PathBuf::from("/work/shared/vendor-specs/whatsapp-business-messaging-api_v23.0.yaml")
-        };
+            .join("vendor/whatsapp-business-messaging-api_v23.0.yaml");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         serde_norway::from_str(&text).expect("the vendor YAML parses")
