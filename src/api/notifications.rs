@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -126,6 +126,7 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(app): Extension<super::auth::ApiKeyScope>,
     headers: HeaderMap,
     JsonBody(mut req): JsonBody<NotificationRequest>,
 ) -> Result<Response, ApiError> {
@@ -247,7 +248,8 @@ pub async fn create(
 
     let now = state.clock.now();
     let idempotency = key.as_ref().map(|k| IdempotencyKey {
-        key: k.clone(),
+        // Scoped to the api key that sent it (auth.rs): another app's key is another key.
+        key: app.idempotency_key(k),
         fingerprint: hex::encode(Sha256::digest(
             serde_json::to_vec(&req).expect("request serializes"),
         )),
@@ -380,7 +382,15 @@ pub async fn list(
         None => 20,
     };
     if let Some(c) = &params.cursor {
-        validate::id(c).map_err(|m| ApiError::validation("cursor", m))?;
+        // A cursor is the id of a notification (`next_cursor`): anything else would silently
+        // page from an arbitrary place (often page one).
+        let is_id = uuid::Uuid::try_parse(c).is_ok_and(|u| u.hyphenated().to_string() == *c);
+        if !is_id {
+            return Err(ApiError::validation(
+                "cursor",
+                "not a cursor: pass the `next_cursor` of the previous page",
+            ));
+        }
     }
     let (page, next) = state
         .store
