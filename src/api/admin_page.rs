@@ -351,7 +351,7 @@ pub async fn page(
 /// `POST /admin/login` with `token`: a session cookie and back to the page, or 401.
 #[utoipa::path(post, path = "/admin/login", tag = "admin page", operation_id = "admin_page_login",
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`token`: the admin token", content = String),
+        description = "`token`: the admin token", content = crate::api::openapi::LoginForm),
     responses(
         (status = 303, description = "Signed in: a session cookie is set; go to /admin"),
         (status = 401, description = "Wrong token: the sign-in form again with a message",
@@ -384,7 +384,7 @@ pub async fn login(
 /// `POST /admin/logout` with `csrf`: ends the session.
 #[utoipa::path(post, path = "/admin/logout", tag = "admin page", operation_id = "admin_page_logout",
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the session's CSRF token", content = String),
+        description = "`csrf`: the session's CSRF token", content = crate::api::openapi::CsrfForm),
     responses(
         (status = 303, description = "Signed out; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",
@@ -410,7 +410,7 @@ pub async fn logout(
 #[utoipa::path(post, path = "/admin/channels/{channel}/enable", tag = "admin page", operation_id = "admin_page_enable_channel",
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the session's CSRF token", content = String),
+        description = "`csrf`: the session's CSRF token", content = crate::api::openapi::CsrfForm),
     responses(
         (status = 303, description = "Enabled; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",
@@ -444,7 +444,7 @@ pub async fn enable(
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
     request_body(content_type = "application/x-www-form-urlencoded",
         description = "`csrf`: the session's CSRF token; `reason`: 1–500 characters",
-        content = String),
+        content = crate::api::openapi::DisableForm),
     responses(
         (status = 303, description = "Disabled; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",

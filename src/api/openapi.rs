@@ -343,11 +343,11 @@ pub struct ChannelRow {
     quality: Option<serde_json::Value>,
     /// The risk monitor's marketing status (paused, reason, figures); absent on the answer of
     /// `disable`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     marketing: Option<serde_json::Value>,
-    /// Pacing of this channel; absent on the answer of `disable`.
-    #[schema(value_type = Object)]
-    rate: Option<serde_json::Value>,
+    /// The pacing rate in force (messages per second; null when the channel is not paced);
+    /// absent on the answer of `disable`.
+    rate: Option<f64>,
 }
 
 /// What the policy would do on one channel.
@@ -423,6 +423,38 @@ pub struct PolicyPreview {
     at: String,
     plan: Vec<PlanStep>,
     outcome: PreviewOutcome,
+}
+
+/// The admin page's sign-in form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LoginForm {
+    /// The admin token.
+    token: String,
+}
+
+/// The admin page's forms that only carry the session's CSRF token.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// The admin page's disable form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DisableForm {
+    csrf: String,
+    /// 1–500 characters.
+    reason: String,
+}
+
+/// RFC 8058's one-click body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OneClickForm {
+    #[schema(rename = "List-Unsubscribe", example = "One-Click")]
+    list_unsubscribe: String,
 }
 
 /// `GET /healthz`.
@@ -616,7 +648,7 @@ fn unsubscribe_page() {}
 #[utoipa::path(post, path = "/unsubscribe/{token}", tag = "unsubscribe", operation_id = "unsubscribe_one_click",
     params(("token" = String, Path, description = "From the email's List-Unsubscribe link")),
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`List-Unsubscribe=One-Click`", content = String),
+        description = "`List-Unsubscribe=One-Click`", content = OneClickForm),
     responses(
         (status = 200, description = "Unsubscribed", content_type = "text/html", body = String),
         (status = 404, description = "Not a valid link", body = ErrorBody),
