@@ -85,6 +85,7 @@ pub fn parse_channel(name: &str) -> Result<ChannelKind, ApiError> {
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "An empty contact id (no such route)", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),

@@ -190,7 +190,8 @@ pub struct AttemptView {
 pub struct NotificationView {
     #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
     id: String,
-    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    /// Empty once the contact was erased (`DELETE /v1/contacts/{contact_id}`).
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{0,128}$")]
     contact_id: String,
     category: Category,
     status: NotificationStatus,
