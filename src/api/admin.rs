@@ -44,11 +44,12 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/channels", tag = "admin",
+    get, path = "/v1/admin/channels", tag = "admin", operation_id = "admin_list_channels",
     responses(
-        (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts, marketing (risk monitor: paused, reason, figures), rate", body = serde_json::Value),
+        (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts, marketing (risk monitor: paused, reason, figures), rate", body = Vec<crate::api::openapi::ChannelRow>),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
-        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody)),
+        (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -110,21 +111,24 @@ pub async fn channel_history(State(state): State<AppState>) -> Json<Value> {
 #[serde(deny_unknown_fields)]
 pub struct DisableBody {
     /// 1–500 characters, shown in the channel table.
+    #[schema(min_length = 1, max_length = 500)]
     reason: String,
 }
 
 #[utoipa::path(
-    post, path = "/v1/admin/channels/{channel}/disable", tag = "admin",
-    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    post, path = "/v1/admin/channels/{channel}/disable", tag = "admin", operation_id = "admin_disable_channel",
+    params(("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
     request_body = DisableBody,
     responses(
-        (status = 200, description = "The channel's row, now `disabled`", body = serde_json::Value),
+        (status = 200, description = "The channel's row, now `disabled`", body = crate::api::openapi::ChannelRow),
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn disable(
@@ -142,13 +146,14 @@ pub async fn disable(
 }
 
 #[utoipa::path(
-    post, path = "/v1/admin/channels/{channel}/enable", tag = "admin",
-    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    post, path = "/v1/admin/channels/{channel}/enable", tag = "admin", operation_id = "admin_enable_channel",
+    params(("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
     responses(
-        (status = 200, description = "The channel's row, now `active`; a marketing pause by the risk monitor is lifted too", body = serde_json::Value),
+        (status = 200, description = "The channel's row, now `active`; a marketing pause by the risk monitor is lifted too", body = crate::api::openapi::ChannelRow),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody)),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn enable(
@@ -163,13 +168,14 @@ pub async fn enable(
 }
 
 #[utoipa::path(
-    post, path = "/v1/admin/channels/{channel}/marketing/resume", tag = "admin",
-    params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    post, path = "/v1/admin/channels/{channel}/marketing/resume", tag = "admin", operation_id = "admin_resume_marketing",
+    params(("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
     responses(
-        (status = 200, description = "The channel's row: the risk monitor's marketing pause lifted, its figures reset (the channel state is left as it is)", body = serde_json::Value),
+        (status = 200, description = "The channel's row: the risk monitor's marketing pause lifted, its figures reset (the channel state is left as it is)", body = crate::api::openapi::ChannelRow),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody)),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn resume_marketing(

@@ -529,7 +529,7 @@ fn see_admin() -> Response {
 }
 
 /// `GET /admin`: the channel table when signed in, else the sign-in form.
-#[utoipa::path(get, path = "/admin", tag = "admin page",
+#[utoipa::path(get, path = "/admin", tag = "admin page", operation_id = "admin_page",
     responses((status = 200, description = "The channel table (signed in) or the sign-in form",
         content_type = "text/html", body = String)))]
 pub async fn page(
@@ -544,13 +544,14 @@ pub async fn page(
 }
 
 /// `POST /admin/login` with `token`: a session cookie and back to the page, or 401.
-#[utoipa::path(post, path = "/admin/login", tag = "admin page",
+#[utoipa::path(post, path = "/admin/login", tag = "admin page", operation_id = "admin_page_login",
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`token`: the admin token", content = String),
+        description = "`token`: the admin token", content = crate::api::openapi::LoginForm),
     responses(
         (status = 303, description = "Signed in: a session cookie is set; go to /admin"),
         (status = 401, description = "Wrong token: the sign-in form again with a message",
-            content_type = "text/html", body = String)))]
+            content_type = "text/html", body = String),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(sessions): Extension<Arc<Sessions>>,
@@ -576,13 +577,14 @@ pub async fn login(
 }
 
 /// `POST /admin/logout` with `csrf`: ends the session.
-#[utoipa::path(post, path = "/admin/logout", tag = "admin page",
+#[utoipa::path(post, path = "/admin/logout", tag = "admin page", operation_id = "admin_page_logout",
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the session's CSRF token", content = String),
+        description = "`csrf`: the session's CSRF token", content = crate::api::openapi::CsrfForm),
     responses(
         (status = 303, description = "Signed out; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",
-            content_type = "text/html", body = String)))]
+            content_type = "text/html", body = String),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String)))]
 pub async fn logout(
     Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
@@ -600,15 +602,16 @@ pub async fn logout(
 }
 
 /// `POST /admin/channels/{channel}/enable` with `csrf`.
-#[utoipa::path(post, path = "/admin/channels/{channel}/enable", tag = "admin page",
+#[utoipa::path(post, path = "/admin/channels/{channel}/enable", tag = "admin page", operation_id = "admin_page_enable_channel",
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`csrf`: the session's CSRF token", content = String),
+        description = "`csrf`: the session's CSRF token", content = crate::api::openapi::CsrfForm),
     responses(
         (status = 303, description = "Enabled; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",
             content_type = "text/html", body = String),
-        (status = 404, description = "No such channel", content_type = "text/html", body = String)))]
+        (status = 404, description = "No such channel", content_type = "text/html", body = String),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String)))]
 pub async fn enable(
     State(state): State<AppState>,
     Extension(sessions): Extension<Arc<Sessions>>,
@@ -632,18 +635,19 @@ pub async fn enable(
 }
 
 /// `POST /admin/channels/{channel}/disable` with `csrf` and `reason`.
-#[utoipa::path(post, path = "/admin/channels/{channel}/disable", tag = "admin page",
+#[utoipa::path(post, path = "/admin/channels/{channel}/disable", tag = "admin page", operation_id = "admin_page_disable_channel",
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
     request_body(content_type = "application/x-www-form-urlencoded",
         description = "`csrf`: the session's CSRF token; `reason`: 1–500 characters",
-        content = String),
+        content = crate::api::openapi::DisableForm),
     responses(
         (status = 303, description = "Disabled; go to /admin"),
         (status = 403, description = "No valid session or CSRF token; nothing changed",
             content_type = "text/html", body = String),
         (status = 404, description = "No such channel", content_type = "text/html", body = String),
         (status = 422, description = "The reason is empty or too long; the page with a message",
-            content_type = "text/html", body = String)))]
+            content_type = "text/html", body = String),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String)))]
 pub async fn disable(
     State(state): State<AppState>,
     Extension(sessions): Extension<Arc<Sessions>>,

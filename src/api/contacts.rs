@@ -77,14 +77,15 @@ pub fn parse_channel(name: &str) -> Result<ChannelKind, ApiError> {
 }
 
 #[utoipa::path(
-    put, path = "/v1/contacts/{contact_id}", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    put, path = "/v1/contacts/{contact_id}", tag = "contacts", operation_id = "put_contact",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     request_body = ContactBody,
     responses(
-        (status = 200, description = "The contact", body = serde_json::Value),
+        (status = 200, description = "The contact", body = crate::api::openapi::Contact),
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "An empty contact id (no such route)", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
@@ -106,14 +107,15 @@ pub async fn put_contact(
 }
 
 #[utoipa::path(
-    get, path = "/v1/contacts/{contact_id}", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    get, path = "/v1/contacts/{contact_id}", tag = "contacts", operation_id = "get_contact",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     responses(
-        (status = 200, description = "The contact with its `consents`", body = serde_json::Value),
+        (status = 200, description = "The contact with its `consents`", body = crate::api::openapi::Contact),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_contact(
@@ -128,14 +130,15 @@ pub async fn get_contact(
 }
 
 #[utoipa::path(
-    delete, path = "/v1/contacts/{contact_id}", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    delete, path = "/v1/contacts/{contact_id}", tag = "contacts", operation_id = "delete_contact",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     responses(
         (status = 204, description = "Erased (right to be forgotten)"),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn delete_contact(
@@ -158,27 +161,32 @@ pub async fn delete_contact(
 #[serde(deny_unknown_fields)]
 pub struct ConsentBody {
     /// `granted` or `revoked`.
-    #[schema(value_type = String, example = "granted")]
+    #[schema(value_type = crate::api::openapi::ConsentStatus, example = "granted")]
     status: ConsentStatus,
     /// `transactional` and/or `marketing`; default `["transactional"]`.
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<crate::api::openapi::Category>>)]
     scopes: Option<Vec<Category>>,
+    /// Where the consent came from; default `api`.
+    #[schema(min_length = 1, max_length = 64)]
     source: Option<String>,
+    #[schema(max_length = 4096)]
     evidence: Option<String>,
 }
 
 #[utoipa::path(
-    put, path = "/v1/contacts/{contact_id}/consents/{channel}", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-"), ("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    put, path = "/v1/contacts/{contact_id}/consents/{channel}", tag = "contacts", operation_id = "put_consent",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"), ("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
     request_body = ConsentBody,
     responses(
-        (status = 200, description = "The consent record", body = serde_json::Value),
+        (status = 200, description = "The consent record", body = crate::api::openapi::ConsentRecord),
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn put_consent(
@@ -232,14 +240,15 @@ pub async fn put_consent(
 }
 
 #[utoipa::path(
-    get, path = "/v1/contacts/{contact_id}/consents/{channel}/history", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-"), ("channel" = String, Path, description = "whatsapp, telegram, email or line")),
+    get, path = "/v1/contacts/{contact_id}/consents/{channel}/history", tag = "contacts", operation_id = "consent_history",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"), ("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
     responses(
-        (status = 200, description = "Every change, oldest first", body = serde_json::Value),
+        (status = 200, description = "Every change, oldest first", body = crate::api::openapi::ConsentHistory),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn consent_history(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,26 +29,32 @@ const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
     contact_id: String,
     /// Addresses to set on the contact (created if missing). Addresses it already has change
     /// nothing, not even its `updated_at`; consent is never granted this way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to: Option<ContactBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "transactional")]
+    /// Default `transactional`.
+    #[schema(value_type = Option<crate::api::openapi::Category>, example = "transactional")]
     category: Option<Category>,
+    #[schema(min_length = 1, max_length = 4096)]
     text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 998)]
     subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     html: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::api::openapi::WhatsappTemplate>)]
     whatsapp_template: Option<WhatsappTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    /// Overrides `routing.order`; each channel at most once.
+    #[schema(value_type = Option<Vec<crate::api::openapi::Channel>>, min_items = 1, max_items = 4)]
     channels: Option<Vec<ChannelKind>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_in: Option<String>,
@@ -108,12 +114,12 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
 }
 
 #[utoipa::path(
-    post, path = "/v1/notifications", tag = "notifications",
+    post, path = "/v1/notifications", tag = "notifications", operation_id = "create_notification",
     params(("Idempotency-Key" = Option<String>, Header, description = "Same as the `idempotency_key` member")),
     request_body = NotificationRequest,
     responses(
-        (status = 202, description = "Durably stored: `{\"id\", \"status\": \"queued\"}`", body = serde_json::Value),
-        (status = 200, description = "A repeat of an earlier request with the same key and body: the first id", body = serde_json::Value),
+        (status = 202, description = "Durably stored: `{\"id\", \"status\": \"queued\"}`", body = crate::api::openapi::Accepted),
+        (status = 200, description = "A repeat of an earlier request with the same key and body (from the same api key): the first id", body = crate::api::openapi::Accepted),
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
@@ -126,6 +132,7 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(app): Extension<super::auth::ApiKeyScope>,
     headers: HeaderMap,
     JsonBody(mut req): JsonBody<NotificationRequest>,
 ) -> Result<Response, ApiError> {
@@ -254,7 +261,8 @@ pub async fn create(
 
     let now = state.clock.now();
     let idempotency = key.as_ref().map(|k| IdempotencyKey {
-        key: k.clone(),
+        // Scoped to the api key that sent it (auth.rs): another app's key is another key.
+        key: app.idempotency_key(k),
         fingerprint: hex::encode(Sha256::digest(
             serde_json::to_vec(&req).expect("request serializes"),
         )),
@@ -318,14 +326,15 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/v1/notifications/{id}", tag = "notifications",
-    params(("id" = String, Path, description = "From the 202 answer")),
+    get, path = "/v1/notifications/{id}", tag = "notifications", operation_id = "get_notification",
+    params(("id" = String, Path, description = "From the 202 answer", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     responses(
-        (status = 200, description = "The notification with its attempts", body = serde_json::Value),
+        (status = 200, description = "The notification with its attempts", body = crate::api::openapi::NotificationView),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such notification", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_one(
@@ -349,13 +358,18 @@ pub struct ListParams {
 }
 
 #[utoipa::path(
-    get, path = "/v1/notifications", tag = "notifications",
-    params(("contact_id" = Option<String>, Query, description = "Only this contact's"), ("status" = Option<String>, Query, description = "queued, sending, sent, delivered, read, failed, expired or cancelled"), ("limit" = Option<u32>, Query, description = "1–100"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    get, path = "/v1/notifications", tag = "notifications", operation_id = "list_notifications",
+    params(
+        ("contact_id" = Option<String>, Query, description = "Only this contact's", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("status" = Option<crate::api::openapi::NotificationStatus>, Query, description = "Only those in this status"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1–100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (anything else is a 422)", pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")),
     responses(
-        (status = 200, description = "Newest first, paged", body = serde_json::Value),
+        (status = 200, description = "Newest first, paged", body = crate::api::openapi::NotificationPage),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list(
@@ -387,7 +401,15 @@ pub async fn list(
         None => 20,
     };
     if let Some(c) = &params.cursor {
-        validate::id(c).map_err(|m| ApiError::validation("cursor", m))?;
+        // A cursor is the id of a notification (`next_cursor`): anything else would silently
+        // page from an arbitrary place (often page one).
+        let is_id = uuid::Uuid::try_parse(c).is_ok_and(|u| u.hyphenated().to_string() == *c);
+        if !is_id {
+            return Err(ApiError::validation(
+                "cursor",
+                "not a cursor: pass the `next_cursor` of the previous page",
+            ));
+        }
     }
     let (page, next) = state
         .store

@@ -45,6 +45,440 @@ pub struct ErrorInner {
     field: Option<String>,
 }
 
+/// Ids of contacts and notifications (api.md): 1–128 of `A-Za-z0-9._:@-`.
+pub const ID_PATTERN: &str = r"^[A-Za-z0-9._:@-]{1,128}$";
+
+// Documentation-only schemas: the shapes the handlers answer with (they build them with
+// `json!` or from store types), so clients get typed bodies. `schemathesis`
+// (tests/contract/run.sh) checks real answers against them.
+
+/// A channel.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Channel {
+    Whatsapp,
+    Telegram,
+    Email,
+    Line,
+}
+
+/// A notification's category; also a consent scope.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Category {
+    Transactional,
+    Marketing,
+}
+
+/// Where a notification is.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum NotificationStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+/// A consent's status.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ConsentStatus {
+    Granted,
+    Revoked,
+}
+
+/// What one attempt on a channel came to. `deferred` (with `reason` `quiet_hours`) records a
+/// wait; `no_receipt` a failover after `fallback_after` passed without a delivery receipt.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Outcome {
+    Sent,
+    Retry,
+    Throttled,
+    RecipientUnreachable,
+    ChannelRestricted,
+    ChannelBanned,
+    Rejected,
+    ConfigError,
+    Skipped,
+    Deferred,
+    NoReceipt,
+}
+
+/// Why a channel was skipped (or, with `deferred`, waited for).
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SkipReason {
+    NoAddress,
+    NoConsent,
+    NotConfigured,
+    ChannelDisabled,
+    ChannelRestricted,
+    ChannelBanned,
+    QuietHours,
+    CapReached,
+    OutsideWindow,
+}
+
+/// A channel's state.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ChannelState {
+    Active,
+    Throttled,
+    Restricted,
+    Banned,
+    Disabled,
+}
+
+/// A WhatsApp template to send instead of free text where WhatsApp needs one.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WhatsappTemplate {
+    #[schema(min_length = 1, max_length = 512, example = "order_shipped")]
+    name: String,
+    #[schema(min_length = 1, max_length = 15, example = "en_US")]
+    language: String,
+    /// The template's body parameters, in order.
+    parameters: Option<Vec<String>>,
+}
+
+/// `202`/`200` answer of `POST /v1/notifications`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    id: String,
+    /// `queued` on a 202; on a repeat, where the first one is now.
+    status: NotificationStatus,
+}
+
+/// One try on one channel.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AttemptView {
+    channel: Channel,
+    #[schema(format = DateTime)]
+    at: String,
+    outcome: Outcome,
+    /// With `skipped` and `deferred`.
+    #[schema(nullable = false)]
+    reason: Option<SkipReason>,
+    #[schema(nullable = false)]
+    provider_code: Option<String>,
+    #[schema(nullable = false)]
+    provider_message_id: Option<String>,
+    #[schema(nullable = false)]
+    detail: Option<String>,
+}
+
+/// A notification as `GET /v1/notifications/{id}` shows it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationView {
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    id: String,
+    /// Empty once the contact was erased (`DELETE /v1/contacts/{contact_id}`).
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{0,128}$")]
+    contact_id: String,
+    category: Category,
+    status: NotificationStatus,
+    /// The channel that carried it (null until then).
+    channel: Option<Channel>,
+    /// The order in which channels are tried.
+    channels: Vec<Channel>,
+    attempts: Vec<AttemptView>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    /// When a queued notification is next tried.
+    #[schema(format = DateTime, nullable = false)]
+    next_attempt_at: Option<String>,
+    #[schema(nullable = false)]
+    idempotency_key: Option<String>,
+}
+
+/// A page of `GET /v1/notifications`, newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NotificationPage {
+    data: Vec<NotificationView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A consent on one channel.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ConsentView {
+    status: ConsentStatus,
+    scopes: Vec<Category>,
+    source: String,
+    evidence: Option<String>,
+    #[schema(format = DateTime)]
+    at: String,
+}
+
+/// A contact with its addresses and consents.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Contact {
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    id: String,
+    #[schema(nullable = false)]
+    whatsapp: Option<String>,
+    #[schema(nullable = false)]
+    telegram: Option<String>,
+    #[schema(nullable = false)]
+    email: Option<String>,
+    #[schema(nullable = false)]
+    line: Option<String>,
+    #[schema(nullable = false)]
+    timezone: Option<String>,
+    #[schema(nullable = false)]
+    locale: Option<String>,
+    /// Keyed by channel.
+    consents: std::collections::BTreeMap<String, ConsentView>,
+    /// When the person last wrote to us, keyed by channel.
+    #[schema(nullable = false)]
+    last_inbound: Option<std::collections::BTreeMap<String, String>>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// The answer of `PUT /v1/contacts/{contact_id}/consents/{channel}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ConsentRecord {
+    contact_id: String,
+    channel: Channel,
+    status: ConsentStatus,
+    scopes: Vec<Category>,
+    source: String,
+    evidence: Option<String>,
+    #[schema(format = DateTime)]
+    at: String,
+}
+
+/// Every change of a consent, oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ConsentHistory {
+    contact_id: String,
+    channel: Channel,
+    history: Vec<ConsentView>,
+}
+
+/// Opt-in links for the configured channels (only those appear).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OptinLinks {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{16,64}$")]
+    token: String,
+    contact_id: String,
+    scopes: Vec<Category>,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(nullable = false)]
+    telegram: Option<String>,
+    #[schema(nullable = false)]
+    whatsapp: Option<String>,
+    #[schema(nullable = false)]
+    line: Option<String>,
+}
+
+/// The last error a channel's provider gave.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LastError {
+    #[schema(format = DateTime)]
+    at: String,
+    outcome: String,
+    code: Option<String>,
+    detail: Option<String>,
+}
+
+/// Sends and failures in the last hour.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChannelCounts {
+    sent_1h: u64,
+    failed_1h: u64,
+}
+
+/// One channel as the admin API shows it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChannelRow {
+    channel: Channel,
+    configured: bool,
+    /// Why the channel is not configured (null when it is).
+    not_configured_reason: Option<String>,
+    state: ChannelState,
+    reason: Option<String>,
+    #[schema(format = DateTime)]
+    since: String,
+    #[schema(format = DateTime)]
+    until: Option<String>,
+    last_error: Option<LastError>,
+    counts: ChannelCounts,
+    /// The provider's quality rating where it has one (WhatsApp), else null.
+    #[schema(value_type = Option<Object>)]
+    quality: Option<serde_json::Value>,
+    /// The risk monitor's marketing status (paused, reason, figures); absent on the answer of
+    /// `disable`.
+    #[schema(value_type = Object, required = false)]
+    marketing: Option<serde_json::Value>,
+    /// The pacing rate in force (messages per second; null when the channel is not paced);
+    /// absent on the answer of `disable`.
+    rate: Option<f64>,
+}
+
+/// What the policy would do on one channel.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Decision {
+    Send,
+    Skip,
+    Wait,
+}
+
+/// How a message would go out on a channel.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Form {
+    Text,
+    Template,
+}
+
+/// One channel of a policy preview.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PlanStep {
+    channel: Channel,
+    decision: Decision,
+    /// With `skip` (a skip reason) and `wait` (`throttled`, `quiet_hours`, `paced`, ...).
+    #[schema(nullable = false)]
+    reason: Option<String>,
+    detail: Option<String>,
+    #[schema(format = DateTime, nullable = false)]
+    until: Option<String>,
+    #[schema(nullable = false)]
+    form: Option<Form>,
+    /// With `send`: whether this send is the probe of a resting channel.
+    #[schema(nullable = false)]
+    probe: Option<bool>,
+}
+
+/// What the notification would do now.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PreviewAction {
+    Send,
+    Wait,
+    Fail,
+}
+
+/// The preview's conclusion.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PreviewOutcome {
+    action: PreviewAction,
+    #[schema(nullable = false)]
+    channel: Option<Channel>,
+    #[schema(format = DateTime, nullable = false)]
+    until: Option<String>,
+    #[schema(nullable = false)]
+    reason: Option<String>,
+    #[schema(nullable = false)]
+    detail: Option<String>,
+}
+
+/// `GET /v1/admin/policy/preview`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PolicyPreview {
+    contact_id: String,
+    category: Category,
+    #[schema(format = DateTime)]
+    at: String,
+    plan: Vec<PlanStep>,
+    outcome: PreviewOutcome,
+}
+
+/// The admin page's sign-in form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LoginForm {
+    /// The admin token.
+    token: String,
+}
+
+/// The admin page's forms that only carry the session's CSRF token.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// The admin page's disable form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DisableForm {
+    csrf: String,
+    /// 1–500 characters.
+    reason: String,
+}
+
+/// RFC 8058's one-click body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OneClickForm {
+    #[schema(rename = "List-Unsubscribe", example = "One-Click")]
+    list_unsubscribe: String,
+}
+
+/// `GET /healthz`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// `GET /readyz`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    status: String,
+    /// `ok` or `failing`.
+    store: String,
+    /// `running` or `stopped`.
+    workers: String,
+    queue_depth: u64,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -106,7 +540,8 @@ impl Modify for Security {
         unsubscribe_page,
         unsubscribe_post,
     ),
-    components(schemas(ErrorBody, ErrorInner)),
+    components(schemas(ErrorBody, ErrorInner, Channel, Category, NotificationStatus, ConsentStatus,
+        Outcome, SkipReason, ChannelState)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -127,60 +562,82 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /openapi.json`: this document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API",
         content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json()).into_response()
 }
 
-// Routes merged from other modules as plain routers, described here.
+// Routes merged from other modules as plain routers, described here. Their bodies are read
+// whole before anything else (signatures cover the raw bytes), so a body over 64 KiB gets
+// axum's own plain-text 413.
 
 /// WhatsApp's subscribe handshake: echoes `hub.challenge` when `hub.verify_token` matches.
-#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks",
+#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks", operation_id = "whatsapp_webhook_verify",
     params(
         ("hub.mode" = String, Query, description = "`subscribe`"),
         ("hub.verify_token" = String, Query, description = "`channels.whatsapp.verify_token`"),
         ("hub.challenge" = String, Query, description = "Echoed back")),
     responses(
         (status = 200, description = "The challenge", content_type = "text/plain", body = String),
-        (status = 403, description = "Wrong verify token", body = ErrorBody)))]
+        (status = 403, description = "Wrong verify token, or none configured", body = ErrorBody),
+        (status = 422, description = "The query string is not readable", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whatsapp_verify() {}
 
 /// WhatsApp Cloud API events (statuses, messages), verified by `X-Hub-Signature-256`.
-#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks",
+#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", operation_id = "whatsapp_webhook_receive",
     params(("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body with the app secret")),
     request_body(content = Object, description = "The Graph webhook payload"),
     responses(
         (status = 200, description = "Applied (or a redelivery, ignored)"),
-        (status = 401, description = "Missing or wrong signature; nothing changed", body = ErrorBody)))]
+        (status = 400, description = "Signed, but not a webhook payload", body = ErrorBody),
+        (status = 401, description = "Missing or wrong signature; nothing changed", body = ErrorBody),
+        (status = 404, description = "WhatsApp is not configured", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 503, description = "The store is overloaded or failing; the provider retries", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whatsapp_receive() {}
 
 /// LINE webhook events (follow, unfollow, messages), verified by `X-Line-Signature`.
-#[utoipa::path(post, path = "/webhooks/line", tag = "webhooks",
+#[utoipa::path(post, path = "/webhooks/line", tag = "webhooks", operation_id = "line_webhook_receive",
     params(("X-Line-Signature" = String, Header, description = "base64 HMAC-SHA256 of the body with the channel secret")),
     request_body(content = Object, description = "The LINE webhook payload"),
     responses(
         (status = 200, description = "Applied"),
-        (status = 401, description = "Missing or wrong signature; nothing changed", body = ErrorBody)))]
+        (status = 400, description = "Signed, but not a webhook payload", body = ErrorBody),
+        (status = 401, description = "Missing or wrong signature; nothing changed", body = ErrorBody),
+        (status = 404, description = "LINE is not configured", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 503, description = "The store is overloaded or failing; the provider retries", body = ErrorBody)))]
 #[allow(dead_code)]
 fn line_receive() {}
 
+/// `{"ok": true}`: the Telegram webhook's answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TelegramAck {
+    ok: bool,
+}
+
 /// Telegram bot updates in webhook mode (`channels.telegram.mode = "webhook"`), verified by
-/// `X-Telegram-Bot-Api-Secret-Token`. Served only in that mode.
-#[utoipa::path(post, path = "/webhooks/telegram", tag = "webhooks",
+/// `X-Telegram-Bot-Api-Secret-Token`. Served only in that mode: otherwise a 404.
+#[utoipa::path(post, path = "/webhooks/telegram", tag = "webhooks", operation_id = "telegram_webhook_receive",
     params(("X-Telegram-Bot-Api-Secret-Token" = String, Header, description = "`channels.telegram.secret_token`")),
     request_body(content = Object, description = "A Telegram Update"),
     responses(
-        (status = 200, description = "Handled"),
-        (status = 401, description = "Missing or wrong secret; nothing changed", body = ErrorBody)))]
+        (status = 200, description = "Handled", body = TelegramAck),
+        (status = 400, description = "Not a Telegram update", body = ErrorBody),
+        (status = 401, description = "Missing or wrong secret; nothing changed", body = ErrorBody),
+        (status = 404, description = "Telegram is not in webhook mode (no such route)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String),
+        (status = 503, description = "The store is overloaded or failing; Telegram retries", body = ErrorBody)))]
 #[allow(dead_code)]
 fn telegram_receive() {}
 
 /// The unsubscribe page behind an email's link.
-#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "unsubscribe",
+#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "unsubscribe", operation_id = "unsubscribe_page",
     params(("token" = String, Path, description = "From the email's List-Unsubscribe link")),
     responses(
         (status = 200, description = "A page with an Unsubscribe button", content_type = "text/html", body = String),
@@ -190,13 +647,14 @@ fn unsubscribe_page() {}
 
 /// RFC 8058 one-click unsubscribe (and the page's button): revokes the marketing scope of
 /// the contact's email consent.
-#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "unsubscribe",
+#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "unsubscribe", operation_id = "unsubscribe_one_click",
     params(("token" = String, Path, description = "From the email's List-Unsubscribe link")),
     request_body(content_type = "application/x-www-form-urlencoded",
-        description = "`List-Unsubscribe=One-Click`", content = String),
+        description = "`List-Unsubscribe=One-Click`", content = OneClickForm),
     responses(
         (status = 200, description = "Unsubscribed", content_type = "text/html", body = String),
-        (status = 404, description = "Not a valid link", body = ErrorBody)))]
+        (status = 404, description = "Not a valid link", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", content_type = "text/plain", body = String)))]
 #[allow(dead_code)]
 fn unsubscribe_post() {}
 
@@ -353,6 +811,151 @@ mod tests {
             "documented but not served: {unserved:?}"
         );
         assert!(served.len() >= 20, "{served:?}");
+    }
+
+    /// Every operation of the document: (method, path, operation).
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    /// A schema that says something: a `$ref`, a type, an enum or a composition (`{}` and a
+    /// bare `{"type": "object"}` with no members say nothing to a client generator).
+    fn is_typed(schema: &serde_json::Value) -> bool {
+        let Some(map) = schema.as_object() else {
+            return false;
+        };
+        if [
+            "$ref",
+            "enum",
+            "oneOf",
+            "anyOf",
+            "allOf",
+            "items",
+            "properties",
+        ]
+        .iter()
+        .any(|k| map.contains_key(*k))
+        {
+            return true;
+        }
+        match map.get("type").and_then(|t| t.as_str()) {
+            Some("object") => map.contains_key("additionalProperties"),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_every_success_body_has_a_schema() {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for (method, path, op) in operations(&doc) {
+            let id = op["operationId"].as_str().unwrap_or("").to_string();
+            if id.is_empty() {
+                problems.push(format!("{method} {path}: no operationId"));
+            } else if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                problems.push(format!(
+                    "operationId `{id}` of {method} {path} also names {other}"
+                ));
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let Some(content) = response["content"].as_object() else {
+                    continue;
+                };
+                for (media, body) in content {
+                    let typed = is_typed(&body["schema"]);
+                    // The OpenAPI document itself is the one deliberately open object.
+                    let exempt = path == "/openapi.json";
+                    if status.starts_with('2') && !typed && !exempt {
+                        problems.push(format!(
+                            "{method} {path} {status} {media}: untyped body {}",
+                            body["schema"]
+                        ));
+                    }
+                    if !status.starts_with('2') && media == "application/json" {
+                        let is_error = body["schema"]["$ref"] == "#/components/schemas/ErrorBody";
+                        let readyz = path == "/readyz";
+                        if !is_error && !readyz {
+                            problems.push(format!("{method} {path} {status}: not ErrorBody"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn ids_have_patterns_and_names_have_enums_and_limit_is_1_to_100() {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+                .clone()
+        };
+        assert_eq!(
+            param("/v1/contacts/{contact_id}", "put", "contact_id")["pattern"],
+            ID_PATTERN
+        );
+        assert_eq!(
+            param("/v1/notifications/{id}", "get", "id")["pattern"],
+            ID_PATTERN
+        );
+        let limit = param("/v1/notifications", "get", "limit");
+        assert_eq!(
+            (limit["minimum"].clone(), limit["maximum"].clone()),
+            (1.into(), 100.into())
+        );
+        let schemas = &doc["components"]["schemas"];
+        let resolve = |schema: serde_json::Value| -> serde_json::Value {
+            match schema["$ref"].as_str() {
+                Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+                None => schema,
+            }
+        };
+        let channel = resolve(param(
+            "/v1/contacts/{contact_id}/consents/{channel}",
+            "put",
+            "channel",
+        ));
+        assert_eq!(
+            channel["enum"],
+            serde_json::json!(["whatsapp", "telegram", "email", "line"])
+        );
+        let status = param("/v1/notifications", "get", "status");
+        let status = status["oneOf"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s.get("$ref").is_some()).cloned())
+            .unwrap_or(status);
+        assert_eq!(resolve(status)["enum"].as_array().unwrap().len(), 8);
+        for (name, values) in [
+            ("Category", 2),
+            ("ConsentStatus", 2),
+            ("Outcome", 11),
+            ("SkipReason", 9),
+            ("ChannelState", 5),
+        ] {
+            assert_eq!(
+                schemas[name]["enum"].as_array().map(Vec::len),
+                Some(values),
+                "{name}: {}",
+                schemas[name]
+            );
+        }
+        let request = &schemas["NotificationRequest"]["properties"];
+        assert_eq!(request["contact_id"]["pattern"], ID_PATTERN);
+        assert!(json().contains("#/components/schemas/Category"));
     }
 
     #[test]

@@ -17,9 +17,9 @@ use super::AppState;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(
-    get, path = "/healthz", tag = "operations",
+    get, path = "/healthz", tag = "operations", operation_id = "healthz",
     responses(
-        (status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value))
+        (status = 200, description = "The process is up", body = crate::api::openapi::Health))
 )]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -27,10 +27,10 @@ pub async fn healthz() -> Json<Value> {
 
 /// The store answers and the delivery workers run: safe to send traffic here.
 #[utoipa::path(
-    get, path = "/readyz", tag = "operations",
+    get, path = "/readyz", tag = "operations", operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready", body = serde_json::Value),
-        (status = 503, description = "Not ready: store failing or workers stopped", body = serde_json::Value))
+        (status = 200, description = "Ready", body = crate::api::openapi::Readiness),
+        (status = 503, description = "Not ready: store failing or workers stopped", body = crate::api::openapi::Readiness))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store_ok = state.store.get_contact("readyz-probe").await.is_ok();
@@ -54,7 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 
 /// Prometheus metrics of this gateway ([`crate::metrics`] lists them), read at request time.
 #[utoipa::path(
-    get, path = "/metrics", tag = "operations",
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses(
         (status = 200, description = "The metrics in the OpenMetrics text format (Prometheus \
             scrapes it natively): counters of accepted notifications, attempts, failovers, \

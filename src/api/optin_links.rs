@@ -26,7 +26,7 @@ use crate::config::{ChannelSection, Config};
 #[serde(deny_unknown_fields)]
 pub(super) struct LinksBody {
     /// Default `["transactional"]`.
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<crate::api::openapi::Category>>)]
     scopes: Option<Vec<Category>>,
 }
 
@@ -111,17 +111,19 @@ pub fn links(config: &Config, token: &str) -> Map<String, Value> {
 
 /// `POST /v1/contacts/{contact_id}/optin-links`.
 #[utoipa::path(
-    post, path = "/v1/contacts/{contact_id}/optin-links", tag = "contacts",
-    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-")),
+    post, path = "/v1/contacts/{contact_id}/optin-links", tag = "contacts", operation_id = "create_optin_links",
+    params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     request_body(content = Option<LinksBody>, description = "Optional; an empty body means the defaults"),
     responses(
-        (status = 201, description = "`{token, scopes, expires_at, telegram?, whatsapp?, line?}`", body = serde_json::Value),
+        (status = 201, description = "The links of the configured channels", body = crate::api::openapi::OptinLinks),
         (status = 400, description = "Broken JSON", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn create(

@@ -29,18 +29,19 @@ pub struct PreviewParams {
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/policy/preview", tag = "admin",
+    get, path = "/v1/admin/policy/preview", tag = "admin", operation_id = "admin_policy_preview",
     params(
-        ("contact_id" = String, Query, description = "The contact"),
-        ("category" = Option<String>, Query, description = "transactional (default) or marketing"),
+        ("contact_id" = String, Query, description = "The contact", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"),
+        ("category" = Option<crate::api::openapi::Category>, Query, description = "transactional (default) or marketing"),
         ("channels" = Option<String>, Query, description = "Comma-separated channel order; default routing.order"),
         ("whatsapp_template" = Option<bool>, Query, description = "Whether the notification would carry a whatsapp_template (default false)")),
     responses(
-        (status = 200, description = "`plan`: per channel `decision` (send, skip, wait) with `reason`, `detail`, `until`, `form`; `outcome`: what the notification would do now. Nothing is sent or counted.", body = serde_json::Value),
+        (status = 200, description = "`plan`: per channel `decision` (send, skip, wait) with `reason`, `detail`, `until`, `form`; `outcome`: what the notification would do now. Nothing is sent or counted.", body = crate::api::openapi::PolicyPreview),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "A parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody)),
+        (status = 422, description = "A parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn preview(

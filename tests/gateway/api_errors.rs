@@ -380,3 +380,77 @@ async fn contacts_consents_history_and_listing_work_together() {
     let (status, _) = gw.get("/v1/contacts/ana").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_per_api_key() {
+    let (_dir, _providers, gw) = started().await;
+    let key = "order-7-shipped";
+    let (status, a) = gw
+        .post(
+            "/v1/notifications",
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{a}");
+
+    // App B, same key, same body: a notification of its own, not A's id.
+    let (status, b_same) = gw
+        .send(
+            Method::POST,
+            "/v1/notifications",
+            Some(API_KEY_2),
+            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{b_same}");
+    assert_ne!(b_same["id"], a["id"]);
+
+    // App B, same key, another body: B's own conflict, which does not name A's notification.
+    let (status, b_other) = gw
+        .send(
+            Method::POST,
+            "/v1/notifications",
+            Some(API_KEY_2),
+            Some(json!({"contact_id": "c-1", "text": "B's text", "idempotency_key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{b_other}");
+    let message = b_other["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(a["id"].as_str().unwrap()), "{message}");
+
+    // Each app's repeat still finds its own notification.
+    let (status, a_again) = gw
+        .post(
+            "/v1/notifications",
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a_again}");
+    assert_eq!(a_again["id"], a["id"]);
+    let (status, b_again) = gw
+        .send(
+            Method::POST,
+            "/v1/notifications",
+            Some(API_KEY_2),
+            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b_again}");
+    assert_eq!(b_again["id"], b_same["id"]);
+}
+
+#[tokio::test]
+async fn a_bogus_cursor_is_a_validation_error_not_page_one() {
+    let (_dir, _providers, gw) = started().await;
+    gw.notify(json!({"contact_id": "c-1", "text": "n0"})).await;
+    for query in [
+        "cursor=zzz",
+        "cursor=not-a-cursor",
+        "contact_id=c-1&cursor=zzz",
+    ] {
+        let (status, body) = gw.get(&format!("/v1/notifications?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+        assert_eq!(body["error"]["field"], "cursor", "{body}");
+    }
+}

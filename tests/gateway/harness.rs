@@ -15,6 +15,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const API_KEY: &str = "test-api-key-1";
+/// A second app's api key (idempotency keys are per api key).
+pub const API_KEY_2: &str = "test-api-key-2";
 pub const ADMIN_TOKEN: &str = "test-admin-token-1";
 pub const WA_PHONE_ID: &str = "1234567890";
 pub const TG_TOKEN: &str = "123456:TEST-token";
@@ -87,7 +89,7 @@ impl Providers {
             r#"
 [server]
 listen = "127.0.0.1:0"
-api_keys = ["{API_KEY}"]
+api_keys = ["{API_KEY}", "{API_KEY_2}"]
 admin_token = "{ADMIN_TOKEN}"
 concurrency = 32
 shutdown_grace = "5s"
