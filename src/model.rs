@@ -9,6 +9,27 @@ use serde::{Deserialize, Serialize};
 
 pub type Timestamp = DateTime<Utc>;
 
+/// `t + d`, or the last representable instant when that overflows. Every time computed from a
+/// duration someone else chose (a request, a provider's `Retry-After`, the config) goes through
+/// here or [`later_by`]: `DateTime + TimeDelta` panics on overflow, and a panic in a worker
+/// must never be the way an absurd duration is handled.
+pub fn later(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t + d` for a signed `d`, saturating at the first and last representable instants.
+pub fn later_by(t: Timestamp, d: chrono::TimeDelta) -> Timestamp {
+    t.checked_add_signed(d)
+        .unwrap_or(if d < chrono::TimeDelta::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+}
+
 /// A person the business notifies, with their address on each channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Contact {
@@ -211,6 +232,24 @@ pub struct Cursor {
     pub index: usize,
     /// Transient failures so far on that channel.
     pub tries: u32,
+    /// When this notification first had to wait on that channel because it was throttled: the
+    /// waits on one channel end at `routing.max_wait` after this, then the plan falls over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_since: Option<Timestamp>,
+    /// Whether that channel's provider was called for this notification (a send that was
+    /// answered): a notification leaving the channel unsent then counts as one failure there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub called: bool,
+}
+
+impl Cursor {
+    /// The start of channel number `index` of the plan.
+    pub fn at(index: usize) -> Cursor {
+        Cursor {
+            index,
+            ..Cursor::default()
+        }
+    }
 }
 
 /// One notification and everything that happened to it.

@@ -4,6 +4,7 @@
 mod admin_page;
 mod api_errors;
 mod channels_cli;
+mod dispatch_limits;
 mod failover;
 mod guardrails;
 mod harness;
