@@ -7,6 +7,8 @@
 
 pub mod backoff;
 pub mod states;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use std::sync::Arc;
