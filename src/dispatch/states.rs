@@ -486,6 +486,7 @@ impl ChannelStates {
     /// sent there, or tried there and moved on (or ended) unsent. The worker calls it once per
     /// notification and channel.
     pub fn count_result(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
+        self.metrics.channel_result(kind, sent);
         let minute = now.timestamp() / 60;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let counts = &mut entries.get_mut(&kind).expect("entry").counts;

@@ -111,6 +111,23 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
     // One notification failed on LINE, however many times LINE said 429.
     assert_eq!(counts(&gw, "line").await, (0, 1));
     assert_eq!(counts(&gw, "email").await, (1, 0));
+    let metrics = gw
+        .raw(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"lifeboat_channel_results_total{channel="line",result="failed"} 1"#,
+        r#"lifeboat_channel_results_total{channel="email",result="sent"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
