@@ -9,25 +9,24 @@ use serde::{Deserialize, Serialize};
 
 pub type Timestamp = DateTime<Utc>;
 
-/// `t + d`, or the last representable instant when that overflows. Every time computed from a
+/// `t + d`, or [`far_future`] when that is later or overflows. Every time computed from a
 /// duration someone else chose (a request, a provider's `Retry-After`, the config) goes through
-/// here or [`later_by`]: `DateTime + TimeDelta` panics on overflow, and a panic in a worker
-/// must never be the way an absurd duration is handled.
+/// here: `DateTime + TimeDelta` panics on overflow, and a panic in a worker must never be the
+/// way an absurd duration is handled.
 pub fn later(t: Timestamp, d: std::time::Duration) -> Timestamp {
     chrono::TimeDelta::from_std(d)
         .ok()
         .and_then(|d| t.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .map_or_else(far_future, |at| at.min(far_future()))
 }
 
-/// `t + d` for a signed `d`, saturating at the first and last representable instants.
-pub fn later_by(t: Timestamp, d: chrono::TimeDelta) -> Timestamp {
-    t.checked_add_signed(d)
-        .unwrap_or(if d < chrono::TimeDelta::zero() {
-            DateTime::<Utc>::MIN_UTC
-        } else {
-            DateTime::<Utc>::MAX_UTC
-        })
+/// The latest time Lifeboat stores: 9999-12-31T23:59:59Z, the last one RFC 3339 (four-digit
+/// years) can write, so every client and the store read it back.
+pub fn far_future() -> Timestamp {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .expect("a valid date")
+        .and_utc()
 }
 
 /// A person the business notifies, with their address on each channel.
@@ -380,5 +379,33 @@ impl ChannelQuality {
     /// Whether the provider says quality is low: the number is flagged or its tier was cut.
     pub fn is_flagged(&self) -> bool {
         matches!(self.event.as_str(), "FLAGGED" | "DOWNGRADE")
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, Duration::from_secs(60)),
+            now + chrono::Duration::seconds(60)
+        );
+        for huge in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(300_000 * 366 * 86_400),
+        ] {
+            assert_eq!(later(now, huge), far_future());
+        }
+        let text = serde_json::to_string(&far_future()).unwrap();
+        assert_eq!(text, "\"9999-12-31T23:59:59Z\"");
+        assert_eq!(
+            serde_json::from_str::<Timestamp>(&text).unwrap(),
+            far_future()
+        );
     }
 }

@@ -180,6 +180,12 @@ fn internal_error(
             detail: Some(INTERNAL_ERROR_DETAIL.into()),
             ..attempt(kind, now, "internal_error")
         });
+        // If this turn held the probe of a restricted channel, the probe ended without a
+        // verdict: give the slot back, or the channel would never be probed again. (Should
+        // another notification hold it, a second probe may go at once: harmless.)
+        if ctx.states.current(kind).state == crate::model::ChannelState::Restricted {
+            ctx.states.release_probe(kind);
+        }
     }
     match sent_on {
         Some(kind) => {

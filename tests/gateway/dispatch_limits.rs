@@ -169,3 +169,42 @@ async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
     assert_eq!(counts(&gw, "email").await, (0, 1));
     assert_eq!(counts(&gw, "telegram").await, (1, 0));
 }
+
+#[tokio::test]
+async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_working() {
+    let (dir, providers) = setup().await;
+    providers.accept_all().await;
+    Mock::given(method("POST"))
+        .and(path(LINE_PUSH_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", u64::MAX.to_string().as_str())
+                .set_body_json(
+                    json!({"message": "The API rate limit has been exceeded. Try again later."}),
+                ),
+        )
+        .with_priority(1)
+        .mount(&providers.line)
+        .await;
+    let gw = Gateway::start(
+        dir.path(),
+        &providers.config(dir.path(), &Settings::default()),
+    )
+    .await;
+    gw.contact(
+        "c-line",
+        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b", "email": "ana@example.com"}),
+        &[("line", &["transactional"]), ("email", &["transactional"])],
+    )
+    .await;
+    let body = json!({"contact_id": "c-line", "text": "hi", "subject": "Hi", "channels": ["line", "email"]});
+    let n = gw.wait_final(&gw.notify(body.clone()).await).await;
+    assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
+    // LINE rests as long as a timestamp can say; the next notification goes around it.
+    let line = gw.channel_state("line").await;
+    assert_eq!(line["state"], "throttled", "{line}");
+    assert_eq!(line["until"], "9999-12-31T23:59:59Z", "{line}");
+    let n = gw.wait_final(&gw.notify(body).await).await;
+    assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
+    assert_eq!(hits(&providers.line, LINE_PUSH_PATH).await, 1);
+}
