@@ -199,6 +199,8 @@ pub struct Attempt {
     /// `sent`, `retry`, `throttled`, `recipient_unreachable`, `channel_restricted`,
     /// `channel_banned`, `rejected`, `config_error` or `skipped`; a receipt moves a `sent` one
     /// to `delivered` and `read`, and `no_receipt` says `fallback_after` passed without one.
+    /// `internal_error`: processing the notification hit a bug (a panic, logged); it ended
+    /// there, `sent` if a send went out in that turn, else `failed`, and is not retried.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
