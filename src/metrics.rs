@@ -17,6 +17,7 @@
 //! | `lifeboat_notifications_accepted_total` | `category` | a 202 from `POST /v1/notifications` (not an idempotent repeat) |
 //! | `lifeboat_attempts_total` | `channel`, `outcome`, and `reason` for `outcome="skipped"` only | every attempt the worker records |
 //! | `lifeboat_failovers_total` | `from`, `to` | see [`Metrics::failover`] |
+//! | `lifeboat_channel_results_total` | `channel`, `result` (`sent`, `failed`) | once per notification and channel: see [`Metrics::channel_result`] |
 //! | `lifeboat_channel_state` | `channel`, `state` | read at scrape time (1 for the current state) |
 //! | `lifeboat_channel_state_changes_total` | `channel`, `to` | every state change (`ChannelStates::change`) |
 //! | `lifeboat_queue_depth` | — | read at scrape time from the store |
@@ -116,6 +117,7 @@ pub struct Metrics {
     accepted: Family<Labels, Counter>,
     attempts: Family<Labels, Counter>,
     failovers: Family<Labels, Counter>,
+    channel_results: Family<Labels, Counter>,
     channel_state: Family<Labels, Gauge>,
     state_changes: Family<Labels, Counter>,
     queue_depth: Gauge,
@@ -144,6 +146,7 @@ impl Metrics {
             accepted: Family::default(),
             attempts: Family::default(),
             failovers: Family::default(),
+            channel_results: Family::default(),
             channel_state: Family::default(),
             state_changes: Family::default(),
             queue_depth: Gauge::default(),
@@ -158,7 +161,8 @@ impl Metrics {
         registry.register(
             "attempts",
             "Attempts recorded by the workers, by channel and outcome (the answer's class, \
-             `skipped` with its reason, `throttled`, `no_receipt`)",
+             `skipped` with its reason, `throttled`, `no_receipt`): every answer counts, so a \
+             notification retried or throttled N times on a channel counts N",
             m.attempts.clone(),
         );
         registry.register(
@@ -166,6 +170,12 @@ impl Metrics {
             "Notifications that moved on from a channel (tried or skipped) to the next one and \
              were tried there, counted at the first send on the new channel",
             m.failovers.clone(),
+        );
+        registry.register(
+            "channel_results",
+            "Notifications per channel, once each: sent there, or tried there and left unsent \
+             (failed or fell over after its retries and waits); the admin table's 1 h counts",
+            m.channel_results.clone(),
         );
         registry.register(
             "channel_state",
@@ -239,6 +249,19 @@ impl Metrics {
             .get_or_create(&vec![
                 ("from", from.as_str().to_string()),
                 ("to", to.as_str().to_string()),
+            ])
+            .inc();
+    }
+
+    /// One notification's result on a channel it was tried on: `sent` there, or `failed`
+    /// (it moved on, or ended, without being sent there). Counted once per notification and
+    /// channel, whatever the number of retries and throttled waits before.
+    pub fn channel_result(&self, kind: ChannelKind, sent: bool) {
+        let result = if sent { "sent" } else { "failed" };
+        self.channel_results
+            .get_or_create(&vec![
+                ("channel", kind.as_str().to_string()),
+                ("result", result.to_string()),
             ])
             .inc();
     }

@@ -9,6 +9,26 @@ use serde::{Deserialize, Serialize};
 
 pub type Timestamp = DateTime<Utc>;
 
+/// `t + d`, or [`far_future`] when that is later or overflows. Every time computed from a
+/// duration someone else chose (a request, a provider's `Retry-After`, the config) goes through
+/// here: `DateTime + TimeDelta` panics on overflow, and a panic in a worker must never be the
+/// way an absurd duration is handled.
+pub fn later(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .map_or_else(far_future, |at| at.min(far_future()))
+}
+
+/// The latest time Lifeboat stores: 9999-12-31T23:59:59Z, the last one RFC 3339 (four-digit
+/// years) can write, so every client and the store read it back.
+pub fn far_future() -> Timestamp {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .expect("a valid date")
+        .and_utc()
+}
+
 /// A person the business notifies, with their address on each channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Contact {
@@ -179,6 +199,8 @@ pub struct Attempt {
     /// `sent`, `retry`, `throttled`, `recipient_unreachable`, `channel_restricted`,
     /// `channel_banned`, `rejected`, `config_error` or `skipped`; a receipt moves a `sent` one
     /// to `delivered` and `read`, and `no_receipt` says `fallback_after` passed without one.
+    /// `internal_error`: processing the notification hit a bug (a panic, logged); it ended
+    /// there, `sent` if a send went out in that turn, else `failed`, and is not retried.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -211,6 +233,24 @@ pub struct Cursor {
     pub index: usize,
     /// Transient failures so far on that channel.
     pub tries: u32,
+    /// When this notification first had to wait on that channel because it was throttled: the
+    /// waits on one channel end at `routing.max_wait` after this, then the plan falls over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_since: Option<Timestamp>,
+    /// Whether that channel's provider was called for this notification (a send that was
+    /// answered): a notification leaving the channel unsent then counts as one failure there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub called: bool,
+}
+
+impl Cursor {
+    /// The start of channel number `index` of the plan.
+    pub fn at(index: usize) -> Cursor {
+        Cursor {
+            index,
+            ..Cursor::default()
+        }
+    }
 }
 
 /// One notification and everything that happened to it.
@@ -341,5 +381,33 @@ impl ChannelQuality {
     /// Whether the provider says quality is low: the number is flagged or its tier was cut.
     pub fn is_flagged(&self) -> bool {
         matches!(self.event.as_str(), "FLAGGED" | "DOWNGRADE")
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(
+            later(now, Duration::from_secs(60)),
+            now + chrono::Duration::seconds(60)
+        );
+        for huge in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(300_000 * 366 * 86_400),
+        ] {
+            assert_eq!(later(now, huge), far_future());
+        }
+        let text = serde_json::to_string(&far_future()).unwrap();
+        assert_eq!(text, "\"9999-12-31T23:59:59Z\"");
+        assert_eq!(
+            serde_json::from_str::<Timestamp>(&text).unwrap(),
+            far_future()
+        );
     }
 }

@@ -247,6 +247,14 @@ pub async fn create(
         ));
     }
     let fallback_after = duration_field("fallback_after", &req.fallback_after)?;
+    // A receipt check later than the notification's life never comes due; past the longest
+    // life it is a mistake (and `"300000y"` would not even fit in a timestamp).
+    if fallback_after.is_some_and(|d| d > MAX_EXPIRES_IN) {
+        return Err(ApiError::validation(
+            "fallback_after",
+            "must be at most 30 days",
+        ));
+    }
 
     let exists = state.store.contact_exists(&req.contact_id).await?;
     if !exists && patch.as_ref().is_none_or(|p| p.is_empty()) {
@@ -281,7 +289,7 @@ pub async fn create(
         attempts: Vec::new(),
         created_at: now,
         updated_at: now,
-        expires_at: now + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::MAX),
+        expires_at: crate::model::later(now, expires_in),
         fallback_after_secs: fallback_after.map(|d| d.as_secs().max(1)),
         idempotency_key: key,
         cursor: Cursor::default(),

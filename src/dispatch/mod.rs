@@ -8,6 +8,8 @@
 pub mod backoff;
 pub mod history;
 pub mod states;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use std::sync::Arc;

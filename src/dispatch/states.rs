@@ -24,7 +24,7 @@ use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
 use super::history::{self, StateChange};
 use crate::metrics::Metrics;
-use crate::model::{ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
+use crate::model::{later, ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
 
 /// What a provider's signal about the account (not a send's answer) does to a channel.
@@ -99,10 +99,6 @@ pub struct ChannelStates {
     history: Mutex<VecDeque<StateChange>>,
     /// This process's id in [`StateChange::boot`].
     boot: String,
-}
-
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 impl ChannelStates {
@@ -237,7 +233,6 @@ impl ChannelStates {
         cooldown: Duration,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.count(kind, answer.class == Class::Sent, now);
         let last_error = || LastError {
             at: now,
             outcome: answer.class.as_str().to_string(),
@@ -269,7 +264,7 @@ impl ChannelStates {
                 if was_probe {
                     self.release_probe(kind);
                 }
-                let until = now + to_chrono(retry_after.unwrap_or(Duration::from_secs(1)));
+                let until = later(now, retry_after.unwrap_or(Duration::from_secs(1)));
                 match scope {
                     ThrottleScope::Recipient => {
                         self.recipient_pauses
@@ -314,7 +309,7 @@ impl ChannelStates {
                     s.state = ChannelState::Restricted;
                     s.reason = Some(reason.clone());
                     s.since = now;
-                    s.until = Some(now + to_chrono(rest));
+                    s.until = Some(later(now, rest));
                     s.next_cooldown_secs = Some(base.as_secs().saturating_mul(2).max(1));
                     s.last_error = Some(last_error());
                 })
@@ -516,7 +511,10 @@ impl ChannelStates {
         (totals, self.boot.clone())
     }
 
-    /// Sends and failures over the last hour.
+    /// Notifications sent on `kind` and notifications that left it unsent after it was tried,
+    /// over the last hour: each notification counts once per channel (a retry or a throttled
+    /// wait is not a failure; the answer that finally moves it on, or the fall-over after its
+    /// waits, is). See [`ChannelStates::count_result`].
     pub fn counts(&self, kind: ChannelKind, now: Timestamp) -> (u64, u64) {
         let minute = now.timestamp() / 60;
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
@@ -527,7 +525,11 @@ impl ChannelStates {
             .fold((0, 0), |(s, f), (_, ds, df)| (s + ds, f + df))
     }
 
-    fn count(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
+    /// Counts one notification's result on `kind` (the admin table's `sent_1h` / `failed_1h`):
+    /// sent there, or tried there and moved on (or ended) unsent. The worker calls it once per
+    /// notification and channel.
+    pub fn count_result(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
+        self.metrics.channel_result(kind, sent);
         let minute = now.timestamp() / 60;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let entry = entries.get_mut(&kind).expect("entry");

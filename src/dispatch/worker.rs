@@ -12,9 +12,20 @@
 //! goes on with the next one. The trade-off: a receipt can be late or switched off (`read`
 //! receipts are a user setting, and a phone offline for ten minutes delivers later), so the
 //! person may get the message twice; the business chose that by setting `fallback_after`.
+//!
+//! A panic while a notification is processed (a bug) is caught here, not left to kill the
+//! worker task with the claim held: the notification is saved as `failed` with an
+//! `internal_error` attempt — or as `sent` if a send went out in that turn — and the claim is
+//! released. It is not retried, neither now nor after a restart: a bug that struck once would
+//! strike again, and the person must not get the message twice.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMessage};
@@ -26,7 +37,7 @@ use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;
 use crate::model::{
-    Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Status, Timestamp,
+    later, Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Status, Timestamp,
 };
 use crate::policy::window::Form;
 use crate::policy::{Candidate, Decision, Mode};
@@ -69,19 +80,13 @@ pub fn retry_key(notification_id: &str, kind: ChannelKind) -> String {
     .to_string()
 }
 
-/// Advances `n` as far as it can go now and saves it (releasing its claim).
+/// Advances `n` as far as it can go now and saves it (releasing its claim), also when
+/// advancing it panicked (see the module's comment).
 pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<Notification> {
-    let now = ctx.clock.now();
     let recorded = n.attempts.len();
-    receipt_check(&mut n, now);
-    if !n.status.is_final() {
-        if now >= n.expires_at {
-            n.status = Status::Expired;
-            n.next_attempt_at = None;
-        } else {
-            let contact = ctx.store.get_contact(&n.contact_id).await?;
-            run_plan(ctx, &mut n, contact.as_ref()).await?;
-        }
+    match CatchUnwind(Box::pin(advance(ctx, &mut n))).await {
+        Ok(result) => result?,
+        Err(panic) => internal_error(ctx, &mut n, recorded, panic.as_ref()),
     }
     if matches!(n.status, Status::Failed | Status::Expired) {
         // Nothing after a receipt-less send could carry it: it did go out there, so it is
@@ -97,6 +102,99 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
     ctx.metrics.attempts_since(&n.attempts, recorded);
     ctx.store.save_progress(&n).await?;
     Ok(n)
+}
+
+/// One turn's work on `n`, without the save.
+async fn advance(ctx: &WorkerContext, n: &mut Notification) -> StoreResult<()> {
+    let now = ctx.clock.now();
+    receipt_check(n, now);
+    if !n.status.is_final() {
+        if now >= n.expires_at {
+            if n.cursor.called {
+                if let Some(&kind) = n.channels.get(n.cursor.index) {
+                    ctx.states.count_result(kind, false, now);
+                }
+            }
+            n.status = Status::Expired;
+            n.next_attempt_at = None;
+        } else {
+            let contact = ctx.store.get_contact(&n.contact_id).await?;
+            run_plan(ctx, n, contact.as_ref()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls a future, turning a panic inside it into an `Err` with the panic's payload.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// What the person sees of a turn that panicked.
+const INTERNAL_ERROR_DETAIL: &str = "the gateway hit an internal error while processing this \
+notification; it is not retried, so that nothing is sent twice (the gateway's log has the details)";
+
+/// Ends a turn that panicked: `sent` on the channel that accepted it in this turn if one did
+/// (that send must not be repeated), else `failed`; either way with an `internal_error` attempt
+/// and off the queue. `n` holds everything recorded before the panic.
+fn internal_error(
+    ctx: &WorkerContext,
+    n: &mut Notification,
+    recorded: usize,
+    panic: &(dyn Any + Send),
+) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    let now = ctx.clock.now();
+    let sent_on = n
+        .attempts
+        .get(recorded..)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|a| a.outcome == "sent")
+        .map(|a| a.channel);
+    tracing::error!(notification = %n.id, panic = %message, sent_on = ?sent_on, "processing a notification panicked; it is saved as {} and not retried", if sent_on.is_some() { "sent" } else { "failed" });
+    let kind = sent_on.or_else(|| {
+        n.channels
+            .get(n.cursor.index)
+            .or(n.channels.last())
+            .copied()
+    });
+    if let Some(kind) = kind {
+        n.attempts.push(Attempt {
+            detail: Some(INTERNAL_ERROR_DETAIL.into()),
+            ..attempt(kind, now, "internal_error")
+        });
+        // If this turn held the probe of a restricted channel, the probe ended without a
+        // verdict: give the slot back, or the channel would never be probed again. (Should
+        // another notification hold it, a second probe may go at once: harmless.)
+        if ctx.states.current(kind).state == crate::model::ChannelState::Restricted {
+            ctx.states.release_probe(kind);
+        }
+    }
+    match sent_on {
+        Some(kind) => {
+            n.status = Status::Sent;
+            n.channel = Some(kind);
+        }
+        None => n.status = Status::Failed,
+    }
+    n.next_attempt_at = None;
 }
 
 async fn run_plan(
@@ -118,10 +216,7 @@ async fn run_plan(
                 return Ok(());
             }
             Step::Next => {
-                n.cursor = Cursor {
-                    index: n.cursor.index + 1,
-                    tries: 0,
-                };
+                n.cursor = Cursor::at(n.cursor.index + 1);
             }
             Step::WaitUntil(until) => {
                 n.status = Status::Queued;
@@ -170,16 +265,27 @@ async fn step(
             reason: "throttled",
             ..
         } => {
-            if wait_is_acceptable(&ctx.routing, now, until) {
+            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
                 return Ok(Step::WaitUntil(until));
             }
-            n.attempts.push(Attempt {
-                detail: Some(format!(
+            let detail = match n.cursor.throttled_since.filter(|since| *since < now) {
+                Some(since) => format!(
+                    "{kind} asked to wait until {}; waiting on it since {} would exceed routing.max_wait",
+                    until.to_rfc3339(),
+                    since.to_rfc3339()
+                ),
+                None => format!(
                     "{kind} asked to wait until {}, longer than routing.max_wait",
                     until.to_rfc3339()
-                )),
+                ),
+            };
+            n.attempts.push(Attempt {
+                detail: Some(detail),
                 ..attempt(kind, now, "throttled")
             });
+            if n.cursor.called {
+                ctx.states.count_result(kind, false, now);
+            }
             return Ok(Step::Next);
         }
         Decision::Wait {
@@ -224,6 +330,7 @@ async fn step(
     ctx.metrics.failover(n, kind);
     let answer = ctx.metrics.timed_send(kind, channel.send(&message)).await;
     let now = ctx.clock.now();
+    n.cursor.called = true;
     tracing::debug!(notification = %n.id, channel = %kind, outcome = answer.class.as_str(), code = ?answer.code, "provider answered");
     n.attempts.push(Attempt {
         provider_code: answer.code.clone(),
@@ -241,20 +348,22 @@ async fn step(
         .await?;
     ctx.policy.after_send(&candidate, &answer, now).await?;
 
-    Ok(match &answer.class {
+    let next = match &answer.class {
         Class::Sent => Step::Sent,
         Class::Transient { retry_after } => {
             n.cursor.tries += 1;
             if n.cursor.tries < ctx.routing.retry.attempts {
                 let wait = backoff::delay(&ctx.routing.retry, n.cursor.tries, *retry_after);
-                Step::WaitUntil(now + to_chrono(wait))
+                Step::WaitUntil(later(now, wait))
             } else {
                 Step::Next
             }
         }
         Class::Throttled { retry_after, .. } => {
-            let until = now + to_chrono(retry_after.unwrap_or(Duration::from_secs(1)));
-            if wait_is_acceptable(&ctx.routing, now, until) {
+            // No Retry-After (LINE's 429, SMTP `450 4.2.1`): a second, again and again, but
+            // never longer in all than routing.max_wait (`wait_is_acceptable`).
+            let until = later(now, retry_after.unwrap_or(Duration::from_secs(1)));
+            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
                 Step::WaitUntil(until)
             } else {
                 Step::Next
@@ -270,7 +379,13 @@ async fn step(
         | Class::ChannelRestricted { .. }
         | Class::ChannelBanned
         | Class::ConfigError => Step::Next,
-    })
+    };
+    match next {
+        Step::Sent => ctx.states.count_result(kind, true, now),
+        Step::Next => ctx.states.count_result(kind, false, now),
+        Step::WaitUntil(_) => {}
+    }
+    Ok(next)
 }
 
 /// When to look for a receipt of a send `kind` just accepted: only if the notification asked
@@ -279,7 +394,7 @@ fn receipt_check_at(ctx: &WorkerContext, n: &Notification, kind: ChannelKind) ->
     let secs = n.fallback_after_secs?;
     let has_receipts = ctx.registry.get(kind).is_some_and(|c| c.has_receipts());
     let next_left = n.cursor.index + 1 < n.channels.len();
-    let at = ctx.clock.now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64);
+    let at = later(ctx.clock.now(), Duration::from_secs(secs));
     (has_receipts && next_left && at < n.expires_at).then_some(at)
 }
 
@@ -303,10 +418,7 @@ fn receipt_check(n: &mut Notification, now: Timestamp) {
     });
     n.status = Status::Queued;
     n.channel = None;
-    n.cursor = Cursor {
-        index: n.cursor.index + 1,
-        tries: 0,
-    };
+    n.cursor = Cursor::at(n.cursor.index + 1);
 }
 
 fn attempt(kind: ChannelKind, at: Timestamp, outcome: &str) -> Attempt {
@@ -321,8 +433,17 @@ fn attempt(kind: ChannelKind, at: Timestamp, outcome: &str) -> Attempt {
     }
 }
 
-fn wait_is_acceptable(routing: &RoutingConfig, now: Timestamp, until: Timestamp) -> bool {
-    until.signed_duration_since(now) <= to_chrono(routing.max_wait)
+/// Whether this notification may wait on its throttled channel until `until`: only while all
+/// its waiting on that channel, counted from the first time it had to wait there, stays within
+/// `routing.max_wait` (failover.md) — whatever the provider says or doesn't say.
+fn wait_is_acceptable(
+    routing: &RoutingConfig,
+    cursor: &mut Cursor,
+    now: Timestamp,
+    until: Timestamp,
+) -> bool {
+    let since = *cursor.throttled_since.get_or_insert(now);
+    until.signed_duration_since(since) <= to_chrono(routing.max_wait)
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {

@@ -57,7 +57,7 @@ impl QuietHours {
             .earliest()
             // The end falls in a DST gap: the first instant after it.
             .or_else(|| {
-                tz.from_local_datetime(&(end + chrono::Duration::hours(1)))
+                tz.from_local_datetime(&end.checked_add_signed(chrono::Duration::hours(1))?)
                     .earliest()
             })?;
         Some(resolved.with_timezone(&chrono::Utc))

@@ -111,8 +111,7 @@ fn signal_for(
                 let all: Vec<&Restriction> = update.restriction_info.iter().collect();
                 return Some((Signal::Warning, format!("restriction: {}", types(&all))));
             }
-            let fallback =
-                now + chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::hours(1));
+            let fallback = crate::model::later(now, cooldown);
             let until = ours
                 .iter()
                 .map(|r| {

@@ -357,12 +357,9 @@ fn fall_over(
     if same_channel {
         n.cursor.tries += 1;
         let wait = backoff::delay(retry, n.cursor.tries, None);
-        due = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+        due = crate::model::later(now, wait);
     } else {
-        n.cursor = Cursor {
-            index: n.cursor.index + 1,
-            tries: 0,
-        };
+        n.cursor = Cursor::at(n.cursor.index + 1);
     }
     n.status = Status::Queued;
     n.channel = None;

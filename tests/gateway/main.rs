@@ -5,6 +5,7 @@ mod admin_page;
 mod api_errors;
 mod channels_cli;
 mod container;
+mod dispatch_limits;
 mod edge;
 mod failover;
 mod guardrails;

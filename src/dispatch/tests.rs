@@ -1,0 +1,264 @@
+//! The dispatcher with a store on disk and channels that panic: a bug in one turn must not
+//! strand the notification (claimed, `sending`, forever) nor send it again after a restart.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use lifeboat_channel::{Answer, Category, Channel, ChannelKind, Health, OutboundMessage};
+
+use super::states::ChannelStates;
+use super::worker::WorkerContext;
+use super::Dispatcher;
+use crate::channels::Registry;
+use crate::config::Config;
+use crate::model::{Consent, ConsentStatus, ContactPatch, Cursor, Notification, Status, Timestamp};
+use crate::store::{NewNotification, SledStore, Store, StoreError};
+
+/// Where a fake channel panics.
+#[derive(Clone, Copy, PartialEq)]
+enum PanicAt {
+    Nowhere,
+    /// In `send`, before answering (the provider may or may not have taken it).
+    Send,
+    /// When the worker asks whether it has receipts: after a send it accepted was recorded.
+    Receipts,
+}
+
+struct Fake {
+    kind: ChannelKind,
+    panic_at: PanicAt,
+    sends: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Channel for Fake {
+    fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    async fn send(&self, _message: &OutboundMessage) -> Answer {
+        self.sends.fetch_add(1, Ordering::SeqCst);
+        if self.panic_at == PanicAt::Send {
+            panic!("injected panic in {} send", self.kind);
+        }
+        Answer::sent("m-1")
+    }
+
+    async fn health(&self) -> Health {
+        Health::Ok("fake".into())
+    }
+
+    fn has_receipts(&self) -> bool {
+        if self.panic_at == PanicAt::Receipts {
+            panic!("injected panic after a {} send", self.kind);
+        }
+        false
+    }
+}
+
+struct Fakes {
+    telegram: Arc<AtomicUsize>,
+    line: Arc<AtomicUsize>,
+    email: Arc<AtomicUsize>,
+}
+
+impl Fakes {
+    fn new() -> Fakes {
+        Fakes {
+            telegram: Arc::default(),
+            line: Arc::default(),
+            email: Arc::default(),
+        }
+    }
+
+    /// Telegram panics after its send is recorded, email inside its send, LINE works.
+    fn registry(&self) -> Registry {
+        let fake = |kind, panic_at, sends: &Arc<AtomicUsize>| -> Arc<dyn Channel> {
+            Arc::new(Fake {
+                kind,
+                panic_at,
+                sends: sends.clone(),
+            })
+        };
+        Registry::from_channels(vec![
+            fake(ChannelKind::Telegram, PanicAt::Receipts, &self.telegram),
+            fake(ChannelKind::Line, PanicAt::Nowhere, &self.line),
+            fake(ChannelKind::Email, PanicAt::Send, &self.email),
+        ])
+    }
+}
+
+async fn open(path: &Path) -> Arc<dyn Store> {
+    loop {
+        match SledStore::open(path, 8) {
+            Ok(store) => return Arc::new(store),
+            Err(StoreError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+async fn context(store: Arc<dyn Store>, registry: Registry) -> Arc<WorkerContext> {
+    let config = Config::from_toml(
+        "[server]\napi_keys = [\"test-api-key-1\"]\nadmin_token = \"test-admin-token\"\n",
+        Path::new("test.toml"),
+        &|_| None,
+    )
+    .expect("config");
+    Arc::new(WorkerContext {
+        store: store.clone(),
+        states: Arc::new(ChannelStates::load(store.clone()).await.expect("states")),
+        registry,
+        routing: config.routing.clone(),
+        cooldowns: Default::default(),
+        clock: Arc::new(crate::clock::SystemClock::default()),
+        optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
+        metrics: Arc::default(),
+        policy: Arc::new(crate::policy::Policy::new(Default::default(), store)),
+    })
+}
+
+fn notification(id: &str, channels: Vec<ChannelKind>, now: Timestamp) -> Notification {
+    Notification {
+        id: id.into(),
+        contact_id: "ana".into(),
+        category: Category::Transactional,
+        text: "Your code is 481 516".into(),
+        subject: Some("Code".into()),
+        html: None,
+        whatsapp_template: None,
+        channels,
+        status: Status::Queued,
+        channel: None,
+        attempts: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        fallback_after_secs: Some(600),
+        idempotency_key: None,
+        cursor: Cursor::default(),
+        next_attempt_at: Some(now),
+    }
+}
+
+async fn wait_final(store: &dyn Store, id: &str) -> Notification {
+    for _ in 0..1000 {
+        let n = store.get_notification(id).await.unwrap().expect("stored");
+        if n.status.is_final() {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let n = store.get_notification(id).await.unwrap();
+    panic!("{id} is still not final: {n:?}");
+}
+
+fn trail(n: &Notification) -> Vec<String> {
+    n.attempts
+        .iter()
+        .map(|a| format!("{}:{}", a.channel, a.outcome))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_turn_is_saved_with_an_internal_error_and_never_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let fakes = Fakes::new();
+    let now = Utc::now();
+    {
+        let store = open(&path).await;
+        let patch = ContactPatch {
+            telegram: Some("5551234".into()),
+            line: Some("U4af4980629a1b2c3d4e5f60718293a4b".into()),
+            email: Some("ana@example.com".into()),
+            ..ContactPatch::default()
+        };
+        store.upsert_contact("ana", &patch, now).await.unwrap();
+        for kind in [ChannelKind::Telegram, ChannelKind::Line, ChannelKind::Email] {
+            let consent = Consent {
+                status: ConsentStatus::Granted,
+                scopes: vec![Category::Transactional],
+                source: "api".into(),
+                evidence: None,
+                at: now,
+            };
+            store.set_consent("ana", kind, consent).await.unwrap();
+        }
+        for n in [
+            notification(
+                "after-send",
+                vec![ChannelKind::Telegram, ChannelKind::Line],
+                now,
+            ),
+            notification("in-send", vec![ChannelKind::Email, ChannelKind::Line], now),
+        ] {
+            let new = NewNotification {
+                notification: n,
+                contact_patch: None,
+                idempotency: None,
+            };
+            store.accept(new, now).await.unwrap();
+        }
+        let dispatcher =
+            Dispatcher::start(context(store.clone(), fakes.registry()).await, 4, false);
+
+        // Telegram took it, then the turn panicked: it stays sent there, and LINE (next in
+        // the plan) is not tried. A final status also means the claim is gone: a claimed one
+        // reads as `sending`.
+        let n = wait_final(store.as_ref(), "after-send").await;
+        assert_eq!(n.status, Status::Sent, "{n:?}");
+        assert_eq!(n.channel, Some(ChannelKind::Telegram));
+        assert_eq!(trail(&n), ["telegram:sent", "telegram:internal_error"]);
+        let detail = n.attempts[1].detail.as_deref().unwrap_or_default();
+        assert!(detail.contains("internal error"), "{detail}");
+        assert!(
+            !detail.contains("injected"),
+            "panic messages stay in the log: {detail}"
+        );
+
+        // The send itself panicked: failed, with the error shown, nothing tried after it.
+        let n = wait_final(store.as_ref(), "in-send").await;
+        assert_eq!(n.status, Status::Failed, "{n:?}");
+        assert_eq!(trail(&n), ["email:internal_error"]);
+
+        // The dispatcher kept going: a new notification goes out.
+        let fine = notification("fine", vec![ChannelKind::Line], now);
+        let new = NewNotification {
+            notification: fine,
+            contact_patch: None,
+            idempotency: None,
+        };
+        store.accept(new, now).await.unwrap();
+        dispatcher.wake();
+        assert_eq!(
+            wait_final(store.as_ref(), "fine").await.status,
+            Status::Sent
+        );
+        assert!(dispatcher.is_running());
+
+        assert!(dispatcher.shutdown(Duration::from_secs(5)).await);
+        store.flush().await.unwrap();
+    }
+
+    // After a restart nothing is due, so nothing can be sent again.
+    let store = open(&path).await;
+    let due = store
+        .claim_due(now + chrono::Duration::days(365), 100)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{due:?}");
+    let n = store.get_notification("after-send").await.unwrap().unwrap();
+    assert_eq!(n.status, Status::Sent);
+    assert_eq!(fakes.telegram.load(Ordering::SeqCst), 1);
+    assert_eq!(fakes.email.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        fakes.line.load(Ordering::SeqCst),
+        1,
+        "only `fine` went on LINE"
+    );
+}
