@@ -17,12 +17,15 @@ pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
     let status = state.states.current(kind);
     let (sent, failed) = state.states.counts(kind, now);
     let configured = state.registry.get(kind).is_some();
+    let missing = state.registry.missing(kind);
     json!({
         "channel": kind,
         "configured": configured,
-        "not_configured_reason": state.registry.missing(kind),
-        "state": status.state,
-        "reason": status.reason,
+        "not_configured_reason": missing,
+        // A channel without config can't send: its stored state (`active` by default) would
+        // mislead, so it shows as `not_configured` with the reason.
+        "state": if configured { json!(status.state) } else { json!("not_configured") },
+        "reason": if configured { json!(status.reason) } else { json!(missing) },
         "since": status.since,
         "until": status.until,
         "last_error": status.last_error,

@@ -262,6 +262,7 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
         let row = channel_row(state, kind);
         let name = kind.as_str();
         let channel_state = text(&row, "state");
+        let state_label = channel_state.replace('_', " ");
         let configured = if row["configured"].as_bool() == Some(true) {
             "yes".to_string()
         } else {
@@ -290,7 +291,7 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
         rows.push_str(&format!(
             "<tr id=\"row-{name}\" data-state=\"{channel_state}\">\n\
              <td>{name}</td>\n<td>{configured}</td>\n\
-             <td class=\"state {channel_state}\" id=\"state-{name}\">{channel_state}</td>\n\
+             <td class=\"state {channel_state}\" id=\"state-{name}\">{state_label}</td>\n\
              <td class=\"reason\">{reason}</td>\n\
              <td>{since}{until}</td>\n<td>{last_error}</td>\n\
              <td>{sent} / {failed}</td>\n<td>\n\
