@@ -159,8 +159,7 @@ mod tests {
     fn defaults_and_unknown_keys() {
         let typo =
             serde_json::from_str::<LineConfig>(r#"{"channel_access_token":"tok","basicid":"@a"}"#)
-                .err()
-                .expect("a typo is an error")
+                .expect_err("a typo is an error")
                 .to_string();
         assert!(typo.contains("unknown field `basicid`"), "{typo}");
         let c = parse(r#"{"channel_access_token":"tok"}"#);

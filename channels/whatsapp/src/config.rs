@@ -178,8 +178,7 @@ mod tests {
             "access_token": "EAAG-secret-token",
             "app_secert": "x"
         }))
-        .err()
-        .expect("a typo is an error")
+        .expect_err("a typo is an error")
         .to_string();
         assert!(typo.contains("unknown field `app_secert`"), "{typo}");
         let config: WhatsappConfig = serde_json::from_value(serde_json::json!({
