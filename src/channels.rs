@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use lifeboat_channel::{Channel, ChannelKind};
 
-use crate::config::{ChannelSection, Config, ConfigError};
+use crate::config::{
+    explain_unknown_field, gateway_keys, ChannelSection, Config, ConfigError, ConfigSource,
+};
 
 /// Why a channel can't be used, for `check-config`, `/v1/admin/channels` and skip reasons.
 #[derive(Debug, Clone)]
@@ -21,10 +23,42 @@ pub struct Registry {
     missing: BTreeMap<ChannelKind, NotConfigured>,
 }
 
+/// The part of a `[channels.NAME]` table that belongs to the channel's crate: without the
+/// gateway's own keys ([`gateway_keys`]).
+pub fn provider_table(kind: ChannelKind, table: &toml::Table) -> toml::Table {
+    let mut table = table.clone();
+    for key in gateway_keys(kind) {
+        table.remove(*key);
+    }
+    table
+}
+
+/// The channel crate's config from its table; an error names the key (unknown keys get a
+/// "did you mean").
+pub fn provider_config<C: serde::de::DeserializeOwned>(
+    kind: ChannelKind,
+    table: &toml::Table,
+    source: &ConfigSource,
+) -> Result<C, ConfigError> {
+    let value = toml::Value::Table(provider_table(kind, table));
+    serde_path_to_error::deserialize(value).map_err(
+        |e: serde_path_to_error::Error<toml::de::Error>| {
+            let path = match e.path().to_string() {
+                p if p == "." => format!("channels.{kind}"),
+                p => format!("channels.{kind}.{p}"),
+            };
+            let (key, message) =
+                explain_unknown_field(&path, e.inner().message(), gateway_keys(kind));
+            source.error(&key, message)
+        },
+    )
+}
+
 fn build<C, T, E>(
     kind: ChannelKind,
     table: &toml::Table,
     timeout: Duration,
+    source: &ConfigSource,
     new: impl FnOnce(C, Duration) -> Result<T, E>,
 ) -> Result<Arc<dyn Channel>, ConfigError>
 where
@@ -32,11 +66,9 @@ where
     T: Channel,
     E: std::fmt::Display,
 {
-    let config: C = table.clone().try_into().map_err(|e: toml::de::Error| {
-        ConfigError::Invalid(format!("[channels.{kind}]: {}", e.message()))
-    })?;
+    let config: C = provider_config(kind, table, source)?;
     let channel = new(config, timeout)
-        .map_err(|e| ConfigError::Invalid(format!("[channels.{kind}]: {e}")))?;
+        .map_err(|e| source.keyed_error(&format!("channels.{kind}"), &e.to_string()))?;
     Ok(Arc::new(channel))
 }
 
@@ -56,25 +88,36 @@ impl Registry {
                     registry.missing.insert(kind, NotConfigured(reason.clone()));
                 }
                 Some(ChannelSection::Configured { table, timeout, .. }) => {
+                    let source = &config.source;
                     let channel = match kind {
                         ChannelKind::Whatsapp => build(
                             kind,
                             table,
                             *timeout,
+                            source,
                             lifeboat_whatsapp::WhatsappChannel::new,
                         )?,
                         ChannelKind::Telegram => build(
                             kind,
                             table,
                             *timeout,
+                            source,
                             lifeboat_telegram::TelegramChannel::new,
                         )?,
-                        ChannelKind::Email => {
-                            build(kind, table, *timeout, lifeboat_email::EmailChannel::new)?
-                        }
-                        ChannelKind::Line => {
-                            build(kind, table, *timeout, lifeboat_line::LineChannel::new)?
-                        }
+                        ChannelKind::Email => build(
+                            kind,
+                            table,
+                            *timeout,
+                            source,
+                            lifeboat_email::EmailChannel::new,
+                        )?,
+                        ChannelKind::Line => build(
+                            kind,
+                            table,
+                            *timeout,
+                            source,
+                            lifeboat_line::LineChannel::new,
+                        )?,
                     };
                     registry.channels.insert(kind, channel);
                 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_channel::ChannelKind;
@@ -16,6 +17,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 /// A config that cannot be used; the message names the key or variable at fault.
+///
+/// Errors about the file's content print as one line, `FILE:LINE: KEY: what is wrong` (the
+/// line of the key, or of the nearest table above it when the key is missing).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -23,12 +27,32 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("{}: not valid TOML: {message}", at(path, *line))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
     #[error("environment variable {var} (used by `{key}`) is not set")]
     MissingVar { var: String, key: String },
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// A key with a bad or unknown value: `FILE:LINE: KEY: message`.
+    #[error("{}: {key}: {message}", at(path, *line))]
+    Key {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+/// `FILE:LINE`, or `FILE` when the line is unknown.
+fn at(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 /// The whole gateway config.
@@ -42,12 +66,210 @@ pub struct Config {
     pub policy: toml::Table,
     /// Warnings found while loading (e.g. a channel left unconfigured by a missing variable).
     pub warnings: Vec<String>,
+    /// Where the config came from, to give later errors (channel tables) a file and line.
+    pub source: Arc<ConfigSource>,
+}
+
+/// The config file's path and text, to find the line of a key for an error message.
+/// `Debug` shows the path only: the text may hold secrets.
+pub struct ConfigSource {
+    path: PathBuf,
+    text: String,
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSource")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigSource {
+    pub fn new(path: &Path, text: &str) -> ConfigSource {
+        ConfigSource {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        }
+    }
+
+    /// An error about `key` (a dotted path like `routing.order[1]`), located in the file.
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Key {
+            path: self.path.clone(),
+            line: self.line_of(key),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// An error whose message starts with the key it is about (`policy.rate must be ...`,
+    /// `channels.line.api_base: ...`): the key is split off and located. `context` is the
+    /// key used when the message names none (and prefixes a relative key like `api_base`).
+    pub fn keyed_error(&self, context: &str, message: &str) -> ConfigError {
+        let end = message
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')))
+            .unwrap_or(message.len());
+        let (head, rest) = message.split_at(end);
+        let rest = rest.trim_start_matches(':').trim_start();
+        let absolute = !context.is_empty() && head.starts_with(&format!("{context}."));
+        let top_level = context.is_empty() && head.contains('.');
+        if !head.is_empty() && !rest.is_empty() && (absolute || top_level) {
+            return self.error(head, rest);
+        }
+        let relative = format!("{context}.{head}");
+        if !head.is_empty()
+            && !rest.is_empty()
+            && self.find(&relative).is_some_and(|(_, exact)| exact)
+        {
+            return self.error(&relative, rest);
+        }
+        self.error(context, message)
+    }
+
+    /// The 1-based line of `key`, or of its nearest ancestor present in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let (offset, _) = self.find(key)?;
+        Some(
+            self.text[..offset.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+        )
+    }
+
+    /// The byte offset of `key` (or of the deepest ancestor found) and whether it was found
+    /// whole.
+    fn find(&self, key: &str) -> Option<(usize, bool)> {
+        use toml_edit::{Item, Value};
+        let doc = toml_edit::ImDocument::parse(self.text.as_str()).ok()?;
+        let mut item = doc.as_item();
+        let mut found: Option<usize> = None;
+        let segments = key_segments(key);
+        for (n, segment) in segments.iter().enumerate() {
+            match segment {
+                Segment::Key(name) => {
+                    let Some((k, v)) = item.as_table_like().and_then(|t| t.get_key_value(name))
+                    else {
+                        return found.map(|o| (o, false));
+                    };
+                    if let Some(span) = k.span().or_else(|| v.span()) {
+                        found = Some(span.start);
+                    }
+                    item = v;
+                }
+                Segment::Index(i) => {
+                    let span = match item {
+                        Item::Value(Value::Array(a)) => a.get(*i).and_then(Value::span),
+                        Item::ArrayOfTables(a) => a.get(*i).and_then(toml_edit::Table::span),
+                        _ => None,
+                    };
+                    let Some(span) = span else {
+                        return found.map(|o| (o, false));
+                    };
+                    // Array elements are not walked into: their line is close enough.
+                    return Some((span.start, n + 1 == segments.len()));
+                }
+            }
+        }
+        found.map(|o| (o, true))
+    }
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `routing.order[1]` → `routing`, `order`, `1`.
+fn key_segments(key: &str) -> Vec<Segment<'_>> {
+    let mut out = Vec::new();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let (name, mut indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(Segment::Key(name));
+        }
+        while let Some(rest) = indexes.strip_prefix('[') {
+            let Some(end) = rest.find(']') else { break };
+            if let Ok(i) = rest[..end].parse() {
+                out.push(Segment::Index(i));
+            }
+            indexes = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+/// The message for an unknown key: names it and suggests the closest known key, if close.
+pub fn unknown_key(key: &str, known: &[&str]) -> String {
+    match closest(key, known) {
+        Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+        None => format!("unknown key `{key}` (known keys: {})", known.join(", ")),
+    }
+}
+
+/// The known key within a small edit distance of `key` (a typo), if any.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Turns serde's `unknown field `x`, expected one of `a`, `b`` into [`unknown_key`]'s message
+/// (with `extra` known keys added), and the key path to the unknown key itself. Other
+/// messages pass through.
+pub(crate) fn explain_unknown_field(path: &str, message: &str, extra: &[&str]) -> (String, String) {
+    let under = |field: &str| match path {
+        "" | "." => field.to_string(),
+        p if p == field || p.ends_with(&format!(".{field}")) => p.to_string(),
+        p => format!("{p}.{field}"),
+    };
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return (under(field), "is required but missing".to_string());
+    }
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return (path.to_string(), message.to_string());
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return (path.to_string(), message.to_string());
+    };
+    let mut known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    known.extend_from_slice(extra);
+    (under(field), unknown_key(field, &known))
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Bearer keys accepted on `/v1` (apps).
     #[serde(default)]
@@ -212,6 +434,17 @@ fn default_cooldown() -> Duration {
 fn default_expires_in() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+/// The keys the gateway itself reads from a `[channels.NAME]` table; the channel's crate owns
+/// (and checks) all the others.
+pub fn gateway_keys(kind: ChannelKind) -> &'static [&'static str] {
+    match kind {
+        ChannelKind::Whatsapp => &["cooldown", "timeout", "stop_words"],
+        ChannelKind::Telegram => &["cooldown", "timeout", "poll_timeout"],
+        ChannelKind::Email => &["cooldown", "timeout", "unsubscribe_mailto"],
+        ChannelKind::Line => &["cooldown", "timeout"],
+    }
+}
+
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses `"30s"`, `"15m"`, `"24h"`, `"1d"`.
@@ -221,8 +454,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration like \"30s\", \"15m\" or \"24h\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Visitor)
+}
+
+/// `listen`: an `address:port`, with an error quoting what was written.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address:port like \"127.0.0.1:8080\" or \"0.0.0.0:8080\""
+        ))
+    })
 }
 
 #[derive(Deserialize)]
@@ -256,9 +508,13 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let source = Arc::new(ConfigSource::new(path, text));
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().trim_end().replace('\n', "; "),
         })?;
         let mut warnings = Vec::new();
         let mut unconfigured: BTreeMap<String, String> = BTreeMap::new();
@@ -266,40 +522,55 @@ impl Config {
         for (section, value) in tree.iter_mut() {
             if section == "channels" {
                 let Some(channels) = value.as_table_mut() else {
-                    return Err(ConfigError::Invalid("`channels` must be a table".into()));
+                    return Err(
+                        source.error("channels", "must be a table of [channels.NAME] tables")
+                    );
                 };
                 for (name, table) in channels.iter_mut() {
                     let key = format!("channels.{name}");
-                    if let Err(ConfigError::MissingVar { var, key }) =
-                        expand_value(table, &key, env)
-                    {
-                        let reason =
-                            format!("environment variable {var} (used by `{key}`) is not set");
-                        warnings.push(format!("channel {name} is not configured: {reason}"));
-                        unconfigured.insert(name.clone(), reason);
+                    match expand_value(table, &key, env) {
+                        Err(ConfigError::MissingVar { var, key }) => {
+                            let reason =
+                                format!("environment variable {var} (used by `{key}`) is not set");
+                            warnings.push(format!("channel {name} is not configured: {reason}"));
+                            unconfigured.insert(name.clone(), reason);
+                        }
+                        Err(ConfigError::Key { key, message, .. }) => {
+                            return Err(source.error(&key, message))
+                        }
+                        _ => {}
                     }
                 }
             } else {
-                expand_value(value, section, env)?;
+                expand_value(value, section, env).map_err(|e| match e {
+                    ConfigError::MissingVar { var, key } => {
+                        source.error(&key, format!("environment variable {var} is not set"))
+                    }
+                    ConfigError::Key { key, message, .. } => source.error(&key, message),
+                    other => other,
+                })?;
             }
         }
 
-        let raw: RawConfig = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let (key, message) =
+                    explain_unknown_field(&e.path().to_string(), e.inner().message(), &[]);
+                source.error(&key, message)
+            },
+        )?;
 
         let mut channels = BTreeMap::new();
         for (name, mut table) in raw.channels {
-            let kind: ChannelKind = name
-                .parse()
-                .map_err(|e| ConfigError::Invalid(format!("[channels.{name}]: {e}")))?;
+            let key = format!("channels.{name}");
+            let kind: ChannelKind = name.parse().map_err(|e| source.error(&key, e))?;
             if let Some(reason) = unconfigured.remove(&name) {
                 channels.insert(kind, ChannelSection::NotConfigured { reason });
                 continue;
             }
-            let cooldown = take_duration(&mut table, &name, "cooldown")?;
-            let timeout =
-                take_duration(&mut table, &name, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
+            let cooldown = take_duration(&mut table, &name, "cooldown", &source)?;
+            let timeout = take_duration(&mut table, &name, "timeout", &source)?
+                .unwrap_or(DEFAULT_SEND_TIMEOUT);
             channels.insert(
                 kind,
                 ChannelSection::Configured {
@@ -317,6 +588,7 @@ impl Config {
             channels,
             policy: raw.policy.unwrap_or_default(),
             warnings,
+            source,
         };
         config.validate()?;
         Ok(config)
@@ -324,38 +596,30 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
+        let err = |key: &str, message: &str| Err(self.source.error(key, message));
         if self.server.admin_token.expose_secret().len() < 8 {
-            return Err(ConfigError::Invalid(
-                "server.admin_token must be at least 8 characters".into(),
-            ));
+            return err("server.admin_token", "must be at least 8 characters");
         }
         if self.server.api_keys.is_empty() {
-            return Err(ConfigError::Invalid(
-                "server.api_keys must list at least one key".into(),
-            ));
+            return err("server.api_keys", "must list at least one key");
         }
-        for key in &self.server.api_keys {
+        for (i, key) in self.server.api_keys.iter().enumerate() {
+            let name = format!("server.api_keys[{i}]");
             if key.expose_secret().len() < 8 {
-                return Err(ConfigError::Invalid(
-                    "every server.api_keys entry must be at least 8 characters".into(),
-                ));
+                return err(&name, "must be at least 8 characters");
             }
             if key.expose_secret() == self.server.admin_token.expose_secret() {
-                return Err(ConfigError::Invalid(
-                    "server.admin_token must differ from every api key".into(),
-                ));
+                return err(&name, "must differ from server.admin_token");
             }
         }
         if url::Url::parse(&self.server.public_url).is_err() {
-            return Err(ConfigError::Invalid(format!(
-                "server.public_url `{}` is not an absolute URL",
-                self.server.public_url
-            )));
+            return Err(self.source.error(
+                "server.public_url",
+                format!("`{}` is not an absolute URL", self.server.public_url),
+            ));
         }
         if self.server.concurrency == 0 {
-            return Err(ConfigError::Invalid(
-                "server.concurrency must be at least 1".into(),
-            ));
+            return err("server.concurrency", "must be at least 1");
         }
         if self.server.max_connections == 0 {
             return Err(ConfigError::Invalid(
@@ -374,26 +638,24 @@ impl Config {
             ));
         }
         if self.store.url.is_some() {
-            return Err(ConfigError::Invalid(
-                "store.url (a shared PostgreSQL store) is not supported yet: remove it to use the embedded store at store.path".into(),
-            ));
+            return err(
+                "store.url",
+                "a shared PostgreSQL store is not supported yet: remove it to use the embedded store at store.path",
+            );
         }
         self.store
             .retention
             .validate()
             .map_err(ConfigError::Invalid)?;
         if self.routing.order.is_empty() {
-            return Err(ConfigError::Invalid(
-                "routing.order must name at least one channel".into(),
-            ));
+            return err("routing.order", "must name at least one channel");
         }
         if self.routing.retry.attempts == 0 {
-            return Err(ConfigError::Invalid(
-                "routing.retry.attempts must be at least 1".into(),
-            ));
+            return err("routing.retry.attempts", "must be at least 1");
         }
-        self.policy_config().map_err(ConfigError::Invalid)?;
-        crate::optout::check_config(self).map_err(ConfigError::Invalid)?;
+        self.policy_config()
+            .map_err(|e| self.source.keyed_error("policy", &e))?;
+        crate::optout::check_config(self).map_err(|e| self.source.keyed_error("channels", &e))?;
         Ok(())
     }
 
@@ -425,15 +687,15 @@ fn take_duration(
     table: &mut toml::Table,
     channel: &str,
     key: &str,
+    source: &ConfigSource,
 ) -> Result<Option<Duration>, ConfigError> {
+    let name = format!("channels.{channel}.{key}");
     match table.remove(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => parse_duration(&s)
             .map(Some)
-            .map_err(|e| ConfigError::Invalid(format!("channels.{channel}.{key}: {e}"))),
-        Some(_) => Err(ConfigError::Invalid(format!(
-            "channels.{channel}.{key} must be a string like \"10s\""
-        ))),
+            .map_err(|e| source.error(&name, e)),
+        Some(_) => Err(source.error(&name, "must be a string like \"10s\"")),
     }
 }
 
@@ -464,6 +726,16 @@ fn expand_value(
     }
 }
 
+/// A key error without file and line yet (`from_toml` locates it).
+fn unlocated(key: &str, message: String) -> ConfigError {
+    ConfigError::Key {
+        path: PathBuf::new(),
+        line: None,
+        key: key.to_string(),
+        message,
+    }
+}
+
 fn expand_str(
     text: &str,
     key: &str,
@@ -475,15 +747,14 @@ fn expand_str(
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(ConfigError::Invalid(format!(
-                "`{key}` has an unclosed `${{` reference"
-            )));
+            return Err(unlocated(key, "has an unclosed `${` reference".into()));
         };
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError::Invalid(format!(
-                "`{key}` refers to `${{{name}}}`, which is not a valid variable name"
-            )));
+            return Err(unlocated(
+                key,
+                format!("refers to `${{{name}}}`, which is not a valid variable name"),
+            ));
         }
         match env(name) {
             Some(v) => out.push_str(&v),

@@ -19,12 +19,15 @@ pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
     let status = state.states.current(kind);
     let (sent, failed) = state.states.counts(kind, now);
     let configured = state.registry.get(kind).is_some();
+    let missing = state.registry.missing(kind);
     json!({
         "channel": kind,
         "configured": configured,
-        "not_configured_reason": state.registry.missing(kind),
-        "state": status.state,
-        "reason": status.reason,
+        "not_configured_reason": missing,
+        // A channel without config can't send: its stored state (`active` by default) would
+        // mislead, so it shows as `not_configured` with the reason.
+        "state": if configured { json!(status.state) } else { json!("not_configured") },
+        "reason": if configured { json!(status.reason) } else { json!(missing) },
         "since": status.since,
         "until": status.until,
         "last_error": status.last_error,
@@ -98,7 +101,7 @@ pub fn history_rows(state: &AppState) -> Vec<Value> {
 #[utoipa::path(
     get, path = "/v1/admin/channels/history", tag = "admin",
     responses(
-        (status = 200, description = "`{\"history\": [...]}`: the recent channel state changes (the last 200, kept in the store across restarts; moves between active and throttled are not recorded), newest first. Each: `seq`, `at`, `channel`, `from`, `to`, `reason` (why: the provider's words, the admin's reason, `enabled by admin`, `probe succeeded`), `until`; a change out of rotation also has `back_at` (when the channel was next active, or null) and `carried_by_others` (per other channel, the notifications it sent from the change until `back_at` or now; null when the gateway restarted in between)", body = serde_json::Value),
+        (status = 200, description = "`{\"history\": [...]}`: the recent channel state changes (the last 200, kept in the store across restarts; moves between active and throttled are not recorded), newest first. Each: `seq`, `at`, `channel`, `from`, `to`, `reason` (why: the provider's words, the admin's reason, `enabled by admin`, `probe succeeded`), `until`; a change out of rotation also has `back_at` (when the channel was next active, or null) and `carried_by_others` (per other channel, the notifications it sent from the change until `back_at` or now; null when the gateway restarted in between)", body = crate::api::openapi::ChannelHistory),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))

@@ -434,6 +434,7 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
         let row = channel_row(state, kind);
         let name = kind.as_str();
         let channel_state = text(&row, "state");
+        let state_label = channel_state.replace('_', " ");
         let configured = if row["configured"].as_bool() == Some(true) {
             "yes".to_string()
         } else {
@@ -492,7 +493,7 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
         rows.push_str(&format!(
             "<tr id=\"row-{name}\" data-state=\"{channel_state}\">\n\
              <td>{name}</td>\n<td>{configured}</td>\n\
-             <td class=\"state {channel_state}\" id=\"state-{name}\">{channel_state}</td>\n\
+             <td class=\"state {channel_state}\" id=\"state-{name}\">{state_label}</td>\n\
              <td class=\"reason\" id=\"reason-text-{name}\">{reason}{hint}</td>\n\
              <td>since {since}<br>until {until_text}</td>\n<td>{last_error}</td>\n\
              <td>{chart}</td>\n<td>\n{enable}{disable}</td>\n</tr>\n",

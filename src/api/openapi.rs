@@ -113,6 +113,8 @@ pub enum Outcome {
     Skipped,
     Deferred,
     NoReceipt,
+    /// Processing the notification hit a bug (logged); it ended there and is never re-sent.
+    InternalError,
 }
 
 /// Why a channel was skipped (or, with `deferred`, waited for).
@@ -141,6 +143,9 @@ pub enum ChannelState {
     Restricted,
     Banned,
     Disabled,
+    /// The admin table's state of a channel with no usable config table.
+    #[serde(rename = "not_configured")]
+    NotConfigured,
 }
 
 /// A WhatsApp template to send instead of free text where WhatsApp needs one.
@@ -472,11 +477,54 @@ pub struct Health {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     status: String,
+    ready: bool,
+    /// Why the gateway is not ready (store failing, workers stopped, no channel configured).
+    reason: Option<String>,
+    /// Set while ready but no configured channel can send now (all disabled or banned).
+    warning: Option<String>,
+    channels: ReadinessChannels,
     /// `ok` or `failing`.
     store: String,
     /// `running` or `stopped`.
     workers: String,
     queue_depth: u64,
+}
+
+/// How many channels are configured, and how many of those are not disabled or banned.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadinessChannels {
+    configured: u64,
+    usable: u64,
+}
+
+/// `GET /v1/admin/channels/history`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChannelHistory {
+    history: Vec<StateChange>,
+}
+
+/// One channel state change.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StateChange {
+    seq: u64,
+    #[schema(format = DateTime)]
+    at: String,
+    channel: Channel,
+    from: ChannelState,
+    to: ChannelState,
+    reason: Option<String>,
+    #[schema(format = DateTime)]
+    until: Option<String>,
+    /// When the channel was next active (only on a change out of rotation; null while out).
+    #[schema(format = DateTime, required = false)]
+    back_at: Option<String>,
+    /// Per other channel, the notifications it sent from this change until `back_at` or now
+    /// (only on a change out of rotation; null when the gateway restarted in between).
+    #[schema(value_type = Option<Object>, required = false)]
+    carried_by_others: Option<serde_json::Value>,
 }
 
 struct Security;
@@ -942,9 +990,9 @@ mod tests {
         for (name, values) in [
             ("Category", 2),
             ("ConsentStatus", 2),
-            ("Outcome", 11),
+            ("Outcome", 12),
             ("SkipReason", 9),
-            ("ChannelState", 5),
+            ("ChannelState", 6),
         ] {
             assert_eq!(
                 schemas[name]["enum"].as_array().map(Vec::len),

@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::model::ChannelState;
 
 /// The process is up and serving HTTP.
 #[utoipa::path(
@@ -25,17 +26,42 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store answers and the delivery workers run: safe to send traffic here.
+/// The store answers, the delivery workers run and at least one channel is configured: safe
+/// to send traffic here. Every configured channel being disabled or banned still counts as
+/// ready (the queue accepts and keeps notifications until a channel is back), but the body
+/// says so in `warning`.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations", operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready", body = crate::api::openapi::Readiness),
-        (status = 503, description = "Not ready: store failing or workers stopped", body = crate::api::openapi::Readiness))
+        (status = 200, description = "Ready: `ready: true`; `warning` when no configured channel can send now", body = crate::api::openapi::Readiness),
+        (status = 503, description = "Not ready: `ready: false` and `reason` (store failing, workers stopped, or no channel is configured)", body = crate::api::openapi::Readiness))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store_ok = state.store.get_contact("readyz-probe").await.is_ok();
     let workers_ok = state.ready.load(Ordering::Relaxed);
-    let ok = store_ok && workers_ok;
+    let configured: Vec<_> = state.registry.configured().map(|(kind, _)| kind).collect();
+    let usable = configured
+        .iter()
+        .filter(|kind| {
+            !matches!(
+                state.states.current(**kind).state,
+                ChannelState::Disabled | ChannelState::Banned
+            )
+        })
+        .count();
+    let reason = if !store_ok {
+        Some("the store is failing")
+    } else if !workers_ok {
+        Some("the delivery workers are stopped")
+    } else if configured.is_empty() {
+        Some("no channel is configured")
+    } else {
+        None
+    };
+    let warning = (!configured.is_empty() && usable == 0).then_some(
+        "every configured channel is disabled or banned: notifications wait in the queue",
+    );
+    let ok = reason.is_none();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -45,6 +71,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         status,
         Json(json!({
             "status": if ok { "ready" } else { "not_ready" },
+            "ready": ok,
+            "reason": reason,
+            "warning": warning,
+            "channels": {"configured": configured.len(), "usable": usable},
             "store": if store_ok { "ok" } else { "failing" },
             "workers": if workers_ok { "running" } else { "stopped" },
             "queue_depth": state.store.queue_depth(),

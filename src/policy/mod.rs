@@ -31,6 +31,7 @@ use std::sync::Arc;
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 
 use crate::channels::Registry;
+use crate::config::unknown_key;
 use crate::dispatch::states::{Availability, ChannelStates};
 use crate::model::{Contact, Timestamp};
 use crate::store::{Store, StoreResult};
@@ -153,7 +154,20 @@ impl PolicyConfig {
                 other => {
                     let Ok(kind) = other.parse::<ChannelKind>() else {
                         return Err(format!(
-                            "{name} is not a policy key (marketing_per_day, quiet_hours, opt_out_footer, risk, whatsapp, telegram, line, email)"
+                            "{name}: {}",
+                            unknown_key(
+                                other,
+                                &[
+                                    "marketing_per_day",
+                                    "quiet_hours",
+                                    "opt_out_footer",
+                                    "risk",
+                                    "whatsapp",
+                                    "telegram",
+                                    "line",
+                                    "email",
+                                ]
+                            )
                         ));
                     };
                     let entry = config.channels.get_mut(&kind).expect("every channel");
@@ -210,16 +224,24 @@ fn channel_policy(
                                 return Err(format!("{name} must be longer than 0"));
                             }
                         }
-                        _ => return Err(format!("{name} is not a warmup key (start, growth, per)")),
+                        _ => {
+                            return Err(format!(
+                                "{name}: {}",
+                                unknown_key(k, &["start", "growth", "per"])
+                            ))
+                        }
                     }
                 }
                 out.warmup = Some(warmup);
             }
             "tier" | "warmup" | "service_window" => return Err(whatsapp_only()),
             _ => {
-                return Err(format!(
-                    "{name} is not a channel policy key (rate, per_chat_rate; whatsapp also tier, warmup, service_window)"
-                ))
+                let known: &[&str] = if kind == ChannelKind::Whatsapp {
+                    &["rate", "per_chat_rate", "tier", "warmup", "service_window"]
+                } else {
+                    &["rate", "per_chat_rate"]
+                };
+                return Err(format!("{name}: {}", unknown_key(key, known)));
             }
         }
     }
@@ -242,7 +264,8 @@ fn risk_config(t: &toml::Table) -> Result<RiskConfig, String> {
             }
             _ => {
                 return Err(format!(
-                    "{name} is not a risk key (window, threshold, min_sample)"
+                    "{name}: {}",
+                    unknown_key(key, &["window", "threshold", "min_sample"])
                 ))
             }
         }

@@ -107,17 +107,14 @@ pub fn start(
     else {
         return BotHandle::disabled();
     };
-    let tg: TelegramConfig = match table.clone().try_into() {
-        Ok(c) => c,
-        Err(e) => {
-            let e: toml::de::Error = e;
-            tracing::error!(
-                "telegram bot not started: [channels.telegram]: {}",
-                e.message()
-            );
-            return BotHandle::disabled();
-        }
-    };
+    let tg: TelegramConfig =
+        match crate::channels::provider_config(ChannelKind::Telegram, table, &config.source) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("telegram bot not started: {e}");
+                return BotHandle::disabled();
+            }
+        };
     let poll = poll_timeout(table);
     let mode = tg.mode;
     let secret = tg.secret_token.clone();

@@ -395,6 +395,46 @@ async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_a
         None,
     )
     .await;
+
+/// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
+/// reason), and the admin API and page show every channel as not configured, not `active`.
+#[tokio::test]
+async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
+         [store]\npath = \"{}\"\n",
+        crate::harness::API_KEY,
+        dir.path().join("lifeboat.sled").display()
+    );
+    let g = Gateway::start(dir.path(), &config).await;
+
+    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["reason"], "no channel is configured", "{body}");
+
+    for channel in ["whatsapp", "telegram", "line", "email"] {
+        let row = g.channel_state(channel).await;
+        assert_eq!(row["configured"], false, "{row}");
+        assert_eq!(row["state"], "not_configured", "{row}");
+    }
+
+    let (_, cookie) = sign_in(&g).await;
+    let (status, html) = page(&g, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"state-telegram\">not configured</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("data-state=\"active\""), "{html}");
+}
+
+/// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
+/// with a warning in the body.
+#[tokio::test]
+async fn all_channels_disabled_is_ready_with_a_warning() {
+    let (dir, providers) = setup().await;
     let g = Gateway::start(
         dir.path(),
         &providers.config(dir.path(), &Settings::default()),
@@ -507,4 +547,28 @@ fn regex_free_fraction(html: &str) -> Option<String> {
             && b[i - 3] == b':')
             .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
     })
+}
+
+    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true, "{body}");
+    assert!(body["warning"].is_null(), "{body}");
+    for channel in ["whatsapp", "telegram", "line", "email"] {
+        let (status, _) = g
+            .admin_post(
+                &format!("/v1/admin/channels/{channel}/disable"),
+                json!({"reason": "test"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true, "{body}");
+    assert!(
+        body["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("disabled or banned")),
+        "{body}"
+    );
 }

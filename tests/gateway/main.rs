@@ -4,6 +4,7 @@
 mod admin_page;
 mod api_errors;
 mod channels_cli;
+mod config_errors;
 mod container;
 mod dispatch_limits;
 mod edge;

@@ -43,8 +43,9 @@ impl TlsMode {
 
 /// The `[channels.email]` table.
 ///
-/// Unknown keys are ignored (the gateway puts `cooldown` and `timeout` in the same table).
 /// `Debug` never shows the password (it is a [`SecretString`]).
+/// Unknown keys are errors (a typo must not pass silently). The gateway's own keys in the same
+/// table (`cooldown`, `timeout`, ...) are taken out before the table reaches this crate.
 ///
 /// ```toml
 /// [channels.email]
@@ -56,6 +57,7 @@ impl TlsMode {
 /// from = "Acme <notify@acme.example>"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// Host name of the SMTP server (also the name its TLS certificate must carry).
     pub smtp_host: String,
@@ -158,11 +160,17 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_keys() {
+        let typo = serde_json::from_value::<EmailConfig>(serde_json::json!({
+            "smtp_host": "smtp.example.com",
+            "from": "Acme <notify@acme.example>",
+            "smtp_prot": 25,
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(typo.contains("unknown field `smtp_prot`"), "{typo}");
         let c = config(serde_json::json!({
             "smtp_host": "smtp.example.com",
             "from": "Acme <notify@acme.example>",
-            "cooldown": "15m",
-            "timeout": "10s",
         }));
         assert_eq!(c.tls, TlsMode::Starttls);
         assert_eq!(c.port(), 587);

@@ -15,8 +15,6 @@ fn config(addr: std::net::SocketAddr, credentials: Option<(&str, &str)>) -> Emai
         "smtp_port": addr.port(),
         "tls": "none",
         "from": "Acme <notify@acme.example>",
-        "cooldown": "15m",
-        "timeout": "10s",
     });
     if let Some((user, pass)) = credentials {
         json["username"] = user.into();

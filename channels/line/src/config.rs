@@ -13,10 +13,11 @@ pub const DEFAULT_API_BASE: &str = "https://api.line.me";
 
 /// Settings of the LINE channel, deserialized from `[channels.line]`.
 ///
-/// Unknown keys are ignored on purpose: the gateway puts channel-independent keys such as
-/// `cooldown` and `timeout` in the same table. Secrets are [`SecretString`]s and never appear in
-/// `Debug` output.
+/// Secrets are [`SecretString`]s and never appear in `Debug` output.
+/// Unknown keys are errors (a typo must not pass silently). The gateway's own keys in the same
+/// table (`cooldown`, `timeout`, ...) are taken out before the table reaches this crate.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LineConfig {
     /// Base URL of the Messaging API, without a trailing path (tests point it at a mock server).
     #[serde(default = "default_api_base")]
@@ -156,7 +157,12 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_keys() {
-        let c = parse(r#"{"channel_access_token":"tok","cooldown":"1h","timeout":"10s"}"#);
+        let typo =
+            serde_json::from_str::<LineConfig>(r#"{"channel_access_token":"tok","basicid":"@a"}"#)
+                .expect_err("a typo is an error")
+                .to_string();
+        assert!(typo.contains("unknown field `basicid`"), "{typo}");
+        let c = parse(r#"{"channel_access_token":"tok"}"#);
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert!(c.channel_secret.is_none());
         assert!(c.basic_id.is_none());

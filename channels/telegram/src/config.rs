@@ -24,8 +24,10 @@ pub enum Mode {
 
 /// The `[channels.telegram]` config table.
 ///
-/// Unknown keys are ignored: the gateway keeps `cooldown` and `timeout` in the same table.
+/// Unknown keys are errors (a typo must not pass silently). The gateway's own keys in the same
+/// table (`cooldown`, `timeout`, ...) are taken out before the table reaches this crate.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelegramConfig {
     /// The Bot API server (default `https://api.telegram.org`; a local Bot API server or a
     /// test double otherwise).
@@ -173,9 +175,13 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_keys() {
-        let c = parse(serde_json::json!({
-            "bot_token": TOKEN, "cooldown": "1h", "timeout": "10s"
-        }));
+        let typo = serde_json::from_value::<TelegramConfig>(serde_json::json!({
+            "bot_token": TOKEN, "bot_usrname": "acme_bot"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(typo.contains("unknown field `bot_usrname`"), "{typo}");
+        let c = parse(serde_json::json!({ "bot_token": TOKEN }));
         assert_eq!(c.api_url, DEFAULT_API_URL);
         assert_eq!(c.mode, Mode::Polling);
         assert!(c.bot_username.is_none());

@@ -423,9 +423,7 @@ fn config_reads_the_gateway_table() {
         "api_url": "http://127.0.0.1:8081",
         "bot_token": TOKEN,
         "bot_username": "acme_notify_bot",
-        "mode": "polling",
-        "cooldown": "1h",
-        "timeout": "10s"
+        "mode": "polling"
     }))
     .unwrap();
     let ch = TelegramChannel::new(config, Duration::from_secs(10)).unwrap();

@@ -15,9 +15,11 @@ fn default_api_base() -> String {
 
 /// The `[channels.whatsapp]` config table.
 ///
-/// Unknown keys are ignored, because the gateway puts its own per-channel keys (`cooldown`,
-/// `timeout`) in the same table. Secrets are [`SecretString`]s and never appear in `Debug`.
+/// Secrets are [`SecretString`]s and never appear in `Debug`.
+/// Unknown keys are errors (a typo must not pass silently). The gateway's own keys in the same
+/// table (`cooldown`, `timeout`, ...) are taken out before the table reaches this crate.
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WhatsappConfig {
     /// Graph API base including the version, e.g. `https://graph.facebook.com/v23.0`.
     #[serde(default = "default_api_base")]
@@ -170,12 +172,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deserializes_with_defaults_and_ignores_gateway_keys() {
-        let config: WhatsappConfig = serde_json::from_value(serde_json::json!({
+    fn deserializes_with_defaults_and_rejects_unknown_keys() {
+        let typo = serde_json::from_value::<WhatsappConfig>(serde_json::json!({
             "phone_number_id": "106540352242922",
             "access_token": "EAAG-secret-token",
-            "cooldown": "1h",
-            "timeout": "10s"
+            "app_secert": "x"
+        }))
+        .expect_err("a typo is an error")
+        .to_string();
+        assert!(typo.contains("unknown field `app_secert`"), "{typo}");
+        let config: WhatsappConfig = serde_json::from_value(serde_json::json!({
+            "phone_number_id": "106540352242922",
+            "access_token": "EAAG-secret-token"
         }))
         .unwrap();
         assert_eq!(config.api_base, DEFAULT_API_BASE);
