@@ -395,46 +395,6 @@ async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_a
         None,
     )
     .await;
-
-/// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
-/// reason), and the admin API and page show every channel as not configured, not `active`.
-#[tokio::test]
-async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
-         [store]\npath = \"{}\"\n",
-        crate::harness::API_KEY,
-        dir.path().join("lifeboat.sled").display()
-    );
-    let g = Gateway::start(dir.path(), &config).await;
-
-    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["ready"], false, "{body}");
-    assert_eq!(body["reason"], "no channel is configured", "{body}");
-
-    for channel in ["whatsapp", "telegram", "line", "email"] {
-        let row = g.channel_state(channel).await;
-        assert_eq!(row["configured"], false, "{row}");
-        assert_eq!(row["state"], "not_configured", "{row}");
-    }
-
-    let (_, cookie) = sign_in(&g).await;
-    let (status, html) = page(&g, &cookie).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains("id=\"state-telegram\">not configured</td>"),
-        "{html}"
-    );
-    assert!(!html.contains("data-state=\"active\""), "{html}");
-}
-
-/// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
-/// with a warning in the body.
-#[tokio::test]
-async fn all_channels_disabled_is_ready_with_a_warning() {
-    let (dir, providers) = setup().await;
     let g = Gateway::start(
         dir.path(),
         &providers.config(dir.path(), &Settings::default()),
@@ -548,6 +508,51 @@ fn regex_free_fraction(html: &str) -> Option<String> {
             .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
     })
 }
+
+/// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
+/// reason), and the admin API and page show every channel as not configured, not `active`.
+#[tokio::test]
+async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
+         [store]\npath = \"{}\"\n",
+        crate::harness::API_KEY,
+        dir.path().join("lifeboat.sled").display()
+    );
+    let g = Gateway::start(dir.path(), &config).await;
+
+    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["reason"], "no channel is configured", "{body}");
+
+    for channel in ["whatsapp", "telegram", "line", "email"] {
+        let row = g.channel_state(channel).await;
+        assert_eq!(row["configured"], false, "{row}");
+        assert_eq!(row["state"], "not_configured", "{row}");
+    }
+
+    let (_, cookie) = sign_in(&g).await;
+    let (status, html) = page(&g, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"state-telegram\">not configured</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("data-state=\"active\""), "{html}");
+}
+
+/// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
+/// with a warning in the body.
+#[tokio::test]
+async fn all_channels_disabled_is_ready_with_a_warning() {
+    let (dir, providers) = setup().await;
+    let g = Gateway::start(
+        dir.path(),
+        &providers.config(dir.path(), &Settings::default()),
+    )
+    .await;
 
     let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
