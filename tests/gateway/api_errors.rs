@@ -14,12 +14,11 @@ async fn started() -> (tempfile::TempDir, Providers, Gateway) {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     (dir, providers, gw)
 }
 

@@ -85,12 +85,12 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-line",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b", "email": "ana@example.com"}),
-        &[("line", &["transactional"]), ("email", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-line")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .email("ana@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
         .wait_final(
             &gw.notify(
@@ -143,15 +143,12 @@ async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-mail",
-        json!({"email": "ana@example.com", "telegram": "5551234"}),
-        &[
-            ("email", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("c-mail")
+        .email("ana@example.com")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
         .wait_final(
             &gw.notify(
@@ -191,12 +188,12 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-line",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b", "email": "ana@example.com"}),
-        &[("line", &["transactional"]), ("email", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-line")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .email("ana@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let body = json!({"contact_id": "c-line", "text": "hi", "subject": "Hi", "channels": ["line", "email"]});
     let n = gw.wait_final(&gw.notify(body.clone()).await).await;
     assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");

@@ -167,12 +167,11 @@ async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored()
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let raw = |method: Method, path: &str, body: &str| {
         gw.raw(method, path)
             .bearer_auth(API_KEY)

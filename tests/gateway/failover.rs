@@ -25,12 +25,12 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consent("telegram", &["transactional"])
+        .put()
+        .await;
 
     let id = gw
         .notify(json!({"contact_id": "c-1", "text": "Your order #1042 has shipped."}))
@@ -176,21 +176,17 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "blocker",
-        json!({"telegram": "666", "email": "blocker@example.com"}),
-        &[
-            ("telegram", &["transactional"]),
-            ("email", &["transactional"]),
-        ],
-    )
-    .await;
-    gw.contact(
-        "friend",
-        json!({"telegram": "777"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("blocker")
+        .telegram("666")
+        .email("blocker@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
+    gw.contact("friend")
+        .telegram("777")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let n = gw
         .wait_final(
@@ -341,15 +337,12 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
     )
     .await;
     gw.on_whatsapp_and_telegram("short").await;
-    gw.contact(
-        "long",
-        json!({"whatsapp": "+48600999999", "telegram": "5559999"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("long")
+        .whatsapp("+48600999999")
+        .telegram("5559999")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // 1 s is within max_wait (2 s): the notification waits and goes on WhatsApp.
     let n = gw
@@ -453,21 +446,17 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "nobody",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[],
-    )
-    .await;
-    gw.contact(
-        "tx-only",
-        json!({"whatsapp": "+48600100201", "telegram": "5551235"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("nobody")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .put()
+        .await;
+    gw.contact("tx-only")
+        .whatsapp("+48600100201")
+        .telegram("5551235")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let n = gw
         .wait_final(
@@ -522,12 +511,11 @@ async fn line_retries_reuse_the_retry_key() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b"}),
-        &[("line", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "hi"})).await)
         .await;

@@ -54,12 +54,11 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
         "quiet_hours = \"off\"\n[policy.telegram]\nper_chat_rate = 100\n",
     )
     .await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     // All four at once: sends in flight hold their place under the cap.
     let done = all_final(
         &gw,
@@ -89,12 +88,12 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
     std::fs::write(&clock, "2025-06-10T21:00:00Z").unwrap();
     let config = providers.config(dir.path(), &settings(""));
     let gw = Gateway::start_with_clock(dir.path(), &config, &clock).await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234", "timezone": "Europe/Warsaw"}),
-        &[("telegram", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .timezone("Europe/Warsaw")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
 
     let id = gw.notify(marketing("ana", &["telegram"])).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -159,12 +158,11 @@ async fn pacing_spreads_a_burst_at_the_configured_rate() {
     let mut bodies = Vec::new();
     for i in 0..60 {
         let id = format!("c{i}");
-        gw.contact(
-            &id,
-            json!({"telegram": format!("{}", 5_550_000 + i)}),
-            &[("telegram", &["transactional"])],
-        )
-        .await;
+        gw.contact(&id)
+            .telegram(format!("{}", 5_550_000 + i))
+            .consents_to(&["transactional"])
+            .put()
+            .await;
         bodies.push(
             json!({"contact_id": id, "text": "Your order has shipped.", "channels": ["telegram"]}),
         );
@@ -198,12 +196,12 @@ async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
     let mut bodies = Vec::new();
     for i in 0..6 {
         let id = format!("p{i}");
-        gw.contact(
-            &id,
-            json!({"whatsapp": format!("+4860010020{i}"), "telegram": format!("{}", 5_551_000 + i)}),
-            &[("whatsapp", &["marketing"]), ("telegram", &["marketing"])],
-        )
-        .await;
+        gw.contact(&id)
+            .whatsapp(format!("+4860010020{i}"))
+            .telegram(format!("{}", 5_551_000 + i))
+            .consents_to(&["marketing"])
+            .put()
+            .await;
         let mut b = marketing(&id, &["whatsapp", "telegram"]);
         b["whatsapp_template"] = template();
         bodies.push(b);
@@ -260,15 +258,12 @@ async fn the_service_window_picks_free_text_the_template_or_skips() {
     let (dir, providers) = setup().await;
     providers.accept_all().await;
     let gw = start(&providers, dir.path(), "quiet_hours = \"off\"\n").await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let order = |tpl: bool| {
         let mut b = json!({"contact_id": "ana", "text": "Your order has shipped.",
             "channels": ["whatsapp", "telegram"]});
@@ -322,12 +317,11 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
     let mut bodies = Vec::new();
     for i in 0..11 {
         let id = format!("r{i}");
-        gw.contact(
-            &id,
-            json!({"telegram": format!("{}", 5_552_000 + i)}),
-            &[("telegram", &["transactional", "marketing"])],
-        )
-        .await;
+        gw.contact(&id)
+            .telegram(format!("{}", 5_552_000 + i))
+            .consents_to(&["transactional", "marketing"])
+            .put()
+            .await;
         bodies.push(marketing(&id, &["telegram"]));
     }
     // r10 is kept for after the pause. Seven clean sends first, then three blocks: 3/7 is
@@ -389,12 +383,14 @@ async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
         "quiet_hours = \"off\"\nmarketing_per_day = 1\n",
     )
     .await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234", "email": "ana@example.com"}),
-        &[("whatsapp", &["marketing"]), ("telegram", &["marketing"])],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .email("ana@example.com")
+        .consent("whatsapp", &["marketing"])
+        .consent("telegram", &["marketing"])
+        .put()
+        .await;
     let preview = |category: &'static str| {
         let gw = &gw;
         async move {

@@ -349,33 +349,15 @@ impl Gateway {
         self.client.request(method, self.url(path))
     }
 
-    /// Creates a contact with addresses and grants consent on `channels` with `scopes`.
-    pub async fn contact(&self, id: &str, addresses: Value, consents: &[(&str, &[&str])]) {
-        let (status, body) = self.put(&format!("/v1/contacts/{id}"), addresses).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        for (channel, scopes) in consents {
-            let (status, body) = self
-                .put(
-                    &format!("/v1/contacts/{id}/consents/{channel}"),
-                    json!({"status": "granted", "scopes": scopes, "source": "web_form", "evidence": "test"}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    }
-
     /// A contact with a WhatsApp number and a Telegram chat, consenting to transactional
     /// messages on both: the usual subject of the failover tests.
     pub async fn on_whatsapp_and_telegram(&self, id: &str) {
-        self.contact(
-            id,
-            json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-            &[
-                ("whatsapp", &["transactional"]),
-                ("telegram", &["transactional"]),
-            ],
-        )
-        .await;
+        self.contact(id)
+            .whatsapp("+48600100200")
+            .telegram("5551234")
+            .consents_to(&["transactional"])
+            .put()
+            .await;
     }
 
     /// Posts a notification and returns its id (asserting 202).
@@ -501,4 +483,180 @@ pub async fn whatsapp_fails(
         .up_to_n_times(times)
         .mount(&providers.whatsapp)
         .await;
+}
+
+/// A started gateway with its own data folder and simulated providers: what most tests begin
+/// with (zero-to-production's `TestApp`). Derefs to its [`Gateway`], so requests read
+/// `gw.notify(..)`; the providers are `gw.providers`, the data folder `gw.dir`.
+/// Fields drop in order: the process first, then the providers, then the folder.
+pub struct TestApp {
+    pub gateway: Gateway,
+    pub providers: Providers,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
+impl TestApp {
+    /// Providers that accept every message, and a gateway on the default [`Settings`].
+    /// Tests mount failures on `gw.providers` afterwards (they take precedence).
+    pub async fn accepting() -> TestApp {
+        Self::with(Settings::default()).await
+    }
+
+    /// Providers that accept every message, and a gateway on `settings`.
+    pub async fn with(settings: Settings) -> TestApp {
+        Self::build(true, |providers, dir| providers.config(dir, &settings)).await
+    }
+
+    /// A gateway on the default settings whose providers have nothing mounted (wiremock answers
+    /// 404): for tests that send nothing or mount every answer themselves.
+    pub async fn bare() -> TestApp {
+        Self::build(false, |providers, dir| {
+            providers.config(dir, &Settings::default())
+        })
+        .await
+    }
+
+    /// Providers that accept every message, and a gateway on the default config as `edit`
+    /// rewrites it (for keys `Settings` has no knob for).
+    pub async fn editing_config(edit: impl FnOnce(String) -> String) -> TestApp {
+        Self::build(true, |providers, dir| {
+            edit(providers.config(dir, &Settings::default()))
+        })
+        .await
+    }
+
+    async fn build(accept: bool, config: impl FnOnce(&Providers, &Path) -> String) -> TestApp {
+        let (dir, providers) = setup().await;
+        if accept {
+            providers.accept_all().await;
+        }
+        let gateway = Gateway::start(dir.path(), &config(&providers, dir.path())).await;
+        TestApp {
+            gateway,
+            providers,
+            dir,
+        }
+    }
+}
+
+/// A contact to create: `gw.contact("ana").telegram("5551234").consents_to(&["transactional"])
+/// .put().await` (addresses first, then consents; `put` asserts each answer is 200).
+#[must_use = "a contact is created by .put().await"]
+pub struct NewContact<'a> {
+    gw: &'a Gateway,
+    id: String,
+    body: serde_json::Map<String, Value>,
+    consents: Vec<(String, Vec<String>)>,
+}
+
+impl<'a> NewContact<'a> {
+    /// The contact's address on `channel` (or any other contact field).
+    pub fn address(mut self, channel: &str, value: impl Into<String>) -> Self {
+        self.body
+            .insert(channel.to_string(), Value::String(value.into()));
+        self
+    }
+    pub fn whatsapp(self, number: impl Into<String>) -> Self {
+        self.address("whatsapp", number)
+    }
+    pub fn telegram(self, chat_id: impl Into<String>) -> Self {
+        self.address("telegram", chat_id)
+    }
+    pub fn line(self, user_id: impl Into<String>) -> Self {
+        self.address("line", user_id)
+    }
+    pub fn email(self, address: impl Into<String>) -> Self {
+        self.address("email", address)
+    }
+    pub fn timezone(self, zone: &str) -> Self {
+        self.address("timezone", zone)
+    }
+    /// Consent granted on `channel` for `scopes` (`web_form`, evidence `test`).
+    pub fn consent(mut self, channel: &str, scopes: &[&str]) -> Self {
+        self.consents.push((
+            channel.to_string(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
+    }
+    /// Consent for `scopes` on every channel given an address so far.
+    pub fn consents_to(mut self, scopes: &[&str]) -> Self {
+        let channels: Vec<String> = self
+            .body
+            .keys()
+            .filter(|k| matches!(k.as_str(), "whatsapp" | "telegram" | "line" | "email"))
+            .cloned()
+            .collect();
+        for channel in channels {
+            self = self.consent(&channel, scopes);
+        }
+        self
+    }
+    /// `PUT /v1/contacts/{id}`, then one consent `PUT` per channel, each asserted 200.
+    pub async fn put(self) {
+        let (status, body) = self
+            .gw
+            .put(
+                &format!("/v1/contacts/{}", self.id),
+                Value::Object(self.body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (channel, scopes) in &self.consents {
+            let (status, body) = self
+                .gw
+                .put(
+                    &format!("/v1/contacts/{}/consents/{channel}", self.id),
+                    json!({"status": "granted", "scopes": scopes, "source": "web_form", "evidence": "test"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+}
+
+/// Typed helpers for the calls tests make again and again.
+impl Gateway {
+    /// Starts describing a contact to create; see [`NewContact`].
+    pub fn contact(&self, id: impl Into<String>) -> NewContact<'_> {
+        NewContact {
+            gw: self,
+            id: id.into(),
+            body: serde_json::Map::new(),
+            consents: Vec::new(),
+        }
+    }
+
+    /// Posts a notification and waits for its final state.
+    pub async fn notify_and_wait(&self, body: Value) -> Value {
+        let id = self.notify(body).await;
+        self.wait_final(&id).await
+    }
+
+    /// `POST /v1/admin/channels/{channel}/disable` with `reason`.
+    pub async fn disable_channel(&self, channel: &str, reason: &str) -> (StatusCode, Value) {
+        self.admin_post(
+            &format!("/v1/admin/channels/{channel}/disable"),
+            json!({ "reason": reason }),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/channels/{channel}/enable`.
+    pub async fn enable_channel(&self, channel: &str) -> (StatusCode, Value) {
+        self.admin_post(&format!("/v1/admin/channels/{channel}/enable"), json!({}))
+            .await
+    }
+
+    /// A `GET` without credentials (`/healthz`, `/readyz`, `/metrics`).
+    pub async fn get_public(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
 }

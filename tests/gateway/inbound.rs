@@ -18,12 +18,11 @@ use crate::webhooks::*;
 async fn sharing(gw: &Gateway, prefix: &str, channel: &str, address: &str) -> [String; 2] {
     let ids = [format!("{prefix}-home"), format!("{prefix}-work")];
     for id in &ids {
-        gw.contact(
-            id,
-            json!({ channel: address }),
-            &[(channel, &["transactional", "marketing"])],
-        )
-        .await;
+        gw.contact(id)
+            .address(channel, address)
+            .consents_to(&["transactional", "marketing"])
+            .put()
+            .await;
     }
     ids
 }
@@ -182,12 +181,11 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
     let (dir, providers) = setup().await;
     providers.accept_all().await;
     let gw = start_at(&providers, dir.path(), "2026-06-10T12:00:00Z").await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional"])],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // Ana wrote at 11:00; Meta delivers it at 12:00: the window runs from 11:00.
     let hello = wa_text_at(
@@ -244,12 +242,11 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
         "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
     );
     let gw = Gateway::start(dir.path(), &cfg).await;
-    gw.contact(
-        "eve",
-        json!({"telegram": "8080"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("eve")
+        .telegram("8080")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let post = |update: Value| {
         gw.raw(reqwest::Method::POST, "/webhooks/telegram")
             .header("X-Telegram-Bot-Api-Secret-Token", "hook-secret-1")
@@ -275,12 +272,11 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
 async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
     let (dir, providers) = setup().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "ken",
-        json!({"line": LINE_USER}),
-        &[("line", &["transactional"])],
-    )
-    .await;
+    gw.contact("ken")
+        .line(LINE_USER)
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let unfollow = line_events(json!([line_event(
         "unfollow",

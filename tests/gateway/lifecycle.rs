@@ -28,12 +28,11 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
         .await;
     let config = providers.config(dir.path(), &Settings::default());
     let gw = Gateway::start(dir.path(), &config).await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let client = reqwest::Client::new();
@@ -145,12 +144,11 @@ async fn sigterm_stops_taking_requests_flushes_and_exits_zero() {
     providers.accept_all().await;
     let config = providers.config(dir.path(), &Settings::default());
     let gw = Gateway::start(dir.path(), &config).await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": "c-1", "text": "before stop"}))
         .await;

@@ -159,15 +159,12 @@ async fn metrics_move_with_sends_failovers_state_changes_and_webhooks() {
         &providers.config(dir.path(), &Settings::default()),
     )
     .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("c-1")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let before = scrape(&gw).await;
     assert_eq!(

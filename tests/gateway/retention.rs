@@ -60,12 +60,11 @@ async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
     providers.accept_all().await;
     let gw = Gateway::start(dir.path(), &config(&providers, dir.path())).await;
     let contact = "erase-me-42";
-    gw.contact(
-        contact,
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact(contact)
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": contact, "text": "Sale today", "category": "marketing"}))
         .await;

@@ -100,12 +100,12 @@ async fn start(providers: &Providers, dir: &std::path::Path) -> Gateway {
 
 /// Ana, reachable on WhatsApp and Telegram, consenting to `scopes` on both.
 async fn ana(gw: &Gateway, scopes: &[&str]) {
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[("whatsapp", scopes), ("telegram", scopes)],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(scopes)
+        .put()
+        .await;
 }
 
 /// A notification to Ana over WhatsApp then Telegram, waited for until WhatsApp took it.

@@ -262,12 +262,11 @@ async fn blocking_the_bot_revokes_without_a_reply() {
     mount_bot_api(&providers).await;
     let fake = mount_updates(&providers).await;
     let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
-    gw.contact(
-        "c-2",
-        json!({"telegram": "777"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-2")
+        .telegram("777")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     fake.push(blocked_update(900, 777, "kicked"));
     until("the revocation", || async {

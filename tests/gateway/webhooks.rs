@@ -201,8 +201,7 @@ async fn whatsapp_handshake_echoes_the_challenge_only_for_the_verify_token() {
 async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
     let (dir, providers) = setup().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact("ana", json!({"email": "ana@example.com"}), &[])
-        .await;
+    gw.contact("ana").email("ana@example.com").put().await;
     let token = optin_token(&gw, "ana", json!(["transactional", "marketing"])).await;
     let body = wa_text("16505551234", "wamid.START1", &format!("start {token}"));
 
@@ -276,18 +275,16 @@ async fn whatsapp_stop_words_revoke_and_confirm_once() {
     let (dir, providers) = setup().await;
     providers.accept_all().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional", "marketing"])],
-    )
-    .await;
-    gw.contact(
-        "budi",
-        json!({"whatsapp": "+6281234567890"}),
-        &[("whatsapp", &["transactional"])],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
+    gw.contact("budi")
+        .whatsapp("+6281234567890")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // An ordinary message only records the time.
     let hello = wa_text(
@@ -342,8 +339,7 @@ async fn whatsapp_stop_words_revoke_and_confirm_once() {
 async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
     let (dir, providers) = setup().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact("ken", json!({"email": "ken@example.com"}), &[])
-        .await;
+    gw.contact("ken").email("ken@example.com").put().await;
     let token = optin_token(&gw, "ken", json!(["transactional"])).await;
     let message = line_events(json!([line_event(
         "message",
@@ -424,12 +420,11 @@ async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
 async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
     let (dir, providers) = setup().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "eve",
-        json!({"email": "eve@example.com"}),
-        &[("email", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact("eve")
+        .email("eve@example.com")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
 
     let n = gw
         .wait_final(
@@ -565,15 +560,12 @@ async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not
     let (dir, providers) = setup().await;
     providers.accept_all().await;
     let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "tia",
-        json!({"telegram": "5551234", "whatsapp": "+48600100200"}),
-        &[
-            ("telegram", &["transactional", "marketing"]),
-            ("whatsapp", &["transactional", "marketing"]),
-        ],
-    )
-    .await;
+    gw.contact("tia")
+        .telegram("5551234")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     for (channel, category) in [
         ("telegram", "marketing"),
         ("telegram", "transactional"),
@@ -619,15 +611,12 @@ async fn erasing_a_contact_forgets_it_its_history_its_queue_and_its_number() {
         ..Settings::default()
     };
     let gw = start(&providers, dir.path(), &settings).await;
-    gw.contact(
-        "del",
-        json!({"whatsapp": "+48600100999", "telegram": "5550999"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("del")
+        .whatsapp("+48600100999")
+        .telegram("5550999")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": "del", "channels": ["telegram"], "text": "Your code is 1234"}))
         .await;
@@ -661,7 +650,7 @@ async fn erasing_a_contact_forgets_it_its_history_its_queue_and_its_number() {
     let (status, _) = gw.get("/v1/contacts/del").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A new contact under the same id starts with no history.
-    gw.contact("del", json!({}), &[]).await;
+    gw.contact("del").put().await;
     assert!(history(&gw, "del", "whatsapp").await.is_empty());
     assert!(contact(&gw, "del").await.get("last_inbound").is_none());
 }
