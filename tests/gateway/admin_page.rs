@@ -5,7 +5,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{setup, trail, whatsapp_fails, Gateway, Settings, ADMIN_TOKEN};
+use crate::harness::{setup, trail, whatsapp_fails, Gateway, Settings, TestApp, ADMIN_TOKEN};
 
 /// A client that shows redirects instead of following them (to see the sign-in's cookie).
 fn client() -> reqwest::Client {
@@ -139,12 +139,7 @@ async fn the_cookie_is_secure_when_the_public_url_is_https() {
 
 #[tokio::test]
 async fn posts_without_a_session_or_csrf_token_are_403_and_change_nothing() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
     let (_, pair) = sign_in(&g).await;
     let (_, html) = page(&g, &pair).await;
     let token = csrf(&html);
@@ -215,12 +210,7 @@ async fn posts_without_a_session_or_csrf_token_are_403_and_change_nothing() {
 
 #[tokio::test]
 async fn the_page_escapes_untrusted_reasons() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
     let (status, body) = g
         .admin_post(
             "/v1/admin/channels/telegram/disable",
@@ -384,20 +374,14 @@ fn row_html<'a>(html: &'a str, channel: &str) -> &'a str {
 #[tokio::test]
 async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_and_shows_the_timeline(
 ) {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let g = TestApp::accepting().await;
     whatsapp_fails(
-        &providers,
+        &g.providers,
         1,
         400,
         131031,
         "(#131031) Business Account locked",
         None,
-    )
-    .await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
     )
     .await;
     g.on_whatsapp_and_telegram("c-1").await;
@@ -547,12 +531,7 @@ async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured()
 /// with a warning in the body.
 #[tokio::test]
 async fn all_channels_disabled_is_ready_with_a_warning() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
 
     let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -25,13 +25,7 @@ async fn counts(gw: &Gateway, channel: &str) -> (u64, u64) {
 
 #[tokio::test]
 async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.on_whatsapp_and_telegram("c-1").await;
     for (field, value) in [
         ("fallback_after", "300000y"),
@@ -50,7 +44,7 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
     }
     let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
 
     // Thirty days is still fine, and the gateway keeps working.
     let n = gw
@@ -69,22 +63,16 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(ResponseTemplate::new(429).set_body_json(
             json!({"message": "The API rate limit has been exceeded. Try again later."}),
         ))
         .with_priority(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
     // max_wait = 2 s (Settings::default()); LINE names no wait, so each try waits 1 s.
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.contact("c-line")
         .line("U4af4980629a1b2c3d4e5f60718293a4b")
         .email("ana@example.com")
@@ -106,8 +94,8 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
     let throttled = count(&n, "line:throttled");
     assert!((1..=3).contains(&throttled), "{n}");
     assert_eq!(trail(&n).last().map(String::as_str), Some("email:sent"));
-    assert_eq!(hits(&providers.line, LINE_PUSH_PATH).await, throttled);
-    assert_eq!(providers.smtp.received().len(), 1);
+    assert_eq!(hits(&gw.providers.line, LINE_PUSH_PATH).await, throttled);
+    assert_eq!(gw.providers.smtp.received().len(), 1);
     // One notification failed on LINE, however many times LINE said 429.
     assert_eq!(counts(&gw, "line").await, (0, 1));
     assert_eq!(counts(&gw, "email").await, (1, 0));
@@ -132,17 +120,11 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
 
 #[tokio::test]
 async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    providers.smtp.reply_at(
+    let gw = TestApp::accepting().await;
+    gw.providers.smtp.reply_at(
         Stage::MailFrom,
         "450 4.2.1 Peak SMTP relay limit exceeded for this customer.",
     );
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.contact("c-mail")
         .email("ana@example.com")
         .telegram("5551234")
@@ -162,15 +144,14 @@ async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
     assert_eq!(n["channel"], "telegram", "{n}");
     let throttled = count(&n, "email:throttled");
     assert!((1..=3).contains(&throttled), "{n}");
-    assert!(providers.smtp.received().is_empty());
+    assert!(gw.providers.smtp.received().is_empty());
     assert_eq!(counts(&gw, "email").await, (0, 1));
     assert_eq!(counts(&gw, "telegram").await, (1, 0));
 }
 
 #[tokio::test]
 async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_working() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(
@@ -181,13 +162,8 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
                 ),
         )
         .with_priority(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.contact("c-line")
         .line("U4af4980629a1b2c3d4e5f60718293a4b")
         .email("ana@example.com")
@@ -203,5 +179,5 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
     assert_eq!(line["until"], "9999-12-31T23:59:59Z", "{line}");
     let n = gw.wait_final(&gw.notify(body).await).await;
     assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
-    assert_eq!(hits(&providers.line, LINE_PUSH_PATH).await, 1);
+    assert_eq!(hits(&gw.providers.line, LINE_PUSH_PATH).await, 1);
 }

@@ -160,13 +160,7 @@ async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_request
 
 #[tokio::test]
 async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.contact("ana")
         .telegram("5551234")
         .consents_to(&["transactional"])
@@ -238,12 +232,7 @@ async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored()
 
 #[tokio::test]
 async fn errors_made_outside_the_handlers_have_the_json_shape_and_a_code() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::bare().await;
     let shape = |resp: reqwest::Response| async move {
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -301,16 +290,12 @@ async fn errors_made_outside_the_handlers_have_the_json_shape_and_a_code() {
 
 #[tokio::test]
 async fn a_busy_port_is_one_line_naming_the_setting_to_change() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::bare().await;
     let addr = host_port(&gw);
 
     let other = tempfile::tempdir().unwrap();
-    let config = providers
+    let config = gw
+        .providers
         .config(other.path(), &Settings::default())
         .replacen(
             "listen = \"127.0.0.1:0\"",

@@ -18,13 +18,7 @@ fn wa_error(code: u64, message: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.contact("c-1")
         .whatsapp("+48600100200")
         .telegram("5551234")
@@ -45,8 +39,8 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
         "{n}"
     );
     assert_eq!(n["attempts"][1]["provider_message_id"], "812");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
-    let sent = bodies(&providers.telegram, TG_SEND_PATH).await;
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
+    let sent = bodies(&gw.providers.telegram, TG_SEND_PATH).await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["chat_id"], 5551234);
     assert_eq!(sent[0]["text"], "Your order #1042 has shipped.");
@@ -54,8 +48,7 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
 
 #[tokio::test]
 async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(
@@ -64,13 +57,8 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         )
         .with_priority(1)
         .expect(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let first = gw.notify(json!({"contact_id": "c-1", "text": "one"})).await;
@@ -99,8 +87,8 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         );
     }
     // The ban answer was the only request WhatsApp ever got.
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 6);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 1);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 6);
 }
 
 #[tokio::test]
@@ -158,8 +146,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
 
 #[tokio::test]
 async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .and(wiremock::matchers::body_partial_json(
@@ -169,13 +156,8 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
             "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
         })))
         .with_priority(1)
-        .mount(&providers.telegram)
+        .mount(&gw.providers.telegram)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.contact("blocker")
         .telegram("666")
         .email("blocker@example.com")
@@ -204,7 +186,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
             "email:sent"
         ]
     );
-    let mail = providers.smtp.received();
+    let mail = gw.providers.smtp.received();
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].rcpt_to, ["blocker@example.com"]);
 
@@ -241,8 +223,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
 
 #[tokio::test]
 async fn a_transient_error_is_retried_on_the_same_channel() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(
@@ -250,37 +231,26 @@ async fn a_transient_error_is_retried_on_the_same_channel() {
         )
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
         .await;
     assert_eq!(trail(&n), ["whatsapp:retry", "whatsapp:sent"], "{n}");
     assert_eq!(n["channel"], "whatsapp");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
 }
 
 #[tokio::test]
 async fn transient_errors_past_the_retry_budget_fall_over() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(ResponseTemplate::new(503).set_body_string("upstream down"))
         .with_priority(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
@@ -299,8 +269,7 @@ async fn transient_errors_past_the_retry_budget_fall_over() {
 
 #[tokio::test]
 async fn a_short_throttle_waits_and_a_long_one_falls_over() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .and(wiremock::matchers::body_partial_json(
@@ -313,7 +282,7 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         )
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
@@ -329,13 +298,8 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
                 )),
         )
         .with_priority(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("short").await;
     gw.contact("long")
         .whatsapp("+48600999999")
@@ -374,13 +338,7 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
 
 #[tokio::test]
 async fn admin_disable_and_enable_reroute_at_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let (status, row) = gw
@@ -439,13 +397,7 @@ async fn admin_disable_and_enable_reroute_at_once() {
 
 #[tokio::test]
 async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.contact("nobody")
         .whatsapp("+48600100200")
         .telegram("5551234")
@@ -488,14 +440,13 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         trail(&n),
         ["whatsapp:skipped:no_consent", "telegram:skipped:no_consent"]
     );
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
 }
 
 #[tokio::test]
 async fn line_retries_reuse_the_retry_key() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(
@@ -504,13 +455,8 @@ async fn line_retries_reuse_the_retry_key() {
         )
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.contact("c-1")
         .line("U4af4980629a1b2c3d4e5f60718293a4b")
         .consents_to(&["transactional"])
@@ -520,7 +466,7 @@ async fn line_retries_reuse_the_retry_key() {
         .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "hi"})).await)
         .await;
     assert_eq!(n["channel"], "line", "{n}");
-    let requests = providers.line.received_requests().await.unwrap();
+    let requests = gw.providers.line.received_requests().await.unwrap();
     let keys: Vec<_> = requests
         .iter()
         .map(|r| {

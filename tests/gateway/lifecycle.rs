@@ -186,12 +186,7 @@ async fn a_channel_state_survives_a_restart() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::bare().await;
     let (status, body) = gw.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
