@@ -511,38 +511,116 @@ impl TestApp {
 
     /// Providers that accept every message, and a gateway on `settings`.
     pub async fn with(settings: Settings) -> TestApp {
-        Self::build(true, |providers, dir| providers.config(dir, &settings)).await
+        Rig::accepting()
+            .await
+            .start_on(|providers, dir| providers.config(dir, &settings))
+            .await
     }
 
     /// A gateway on the default settings whose providers have nothing mounted (wiremock answers
     /// 404): for tests that send nothing or mount every answer themselves.
     pub async fn bare() -> TestApp {
-        Self::build(false, |providers, dir| {
-            providers.config(dir, &Settings::default())
-        })
-        .await
+        Rig::new().await.start_default().await
     }
 
     /// Providers that accept every message, and a gateway on the default config as `edit`
     /// rewrites it (for keys `Settings` has no knob for).
     pub async fn editing_config(edit: impl FnOnce(String) -> String) -> TestApp {
-        Self::build(true, |providers, dir| {
-            edit(providers.config(dir, &Settings::default()))
-        })
-        .await
+        Rig::accepting()
+            .await
+            .start_on(|providers, dir| edit(providers.config(dir, &Settings::default())))
+            .await
     }
 
-    async fn build(accept: bool, config: impl FnOnce(&Providers, &Path) -> String) -> TestApp {
-        let (dir, providers) = setup().await;
-        if accept {
-            providers.accept_all().await;
+    /// SIGKILL (no shutdown, no flush); the folder and providers stay for [`Rig::restart`].
+    pub async fn kill9(self) -> Rig {
+        self.gateway.kill9().await;
+        Rig {
+            dir: self.dir,
+            providers: self.providers,
         }
-        let gateway = Gateway::start(dir.path(), &config(&providers, dir.path())).await;
+    }
+
+    /// SIGTERM: the exit status, everything logged, and the folder and providers (for
+    /// [`Rig::restart`] or for looking at what the providers got).
+    pub async fn terminate(self) -> (std::process::ExitStatus, String, Rig) {
+        let (status, logs) = self.gateway.terminate().await;
+        let rig = Rig {
+            dir: self.dir,
+            providers: self.providers,
+        };
+        (status, logs, rig)
+    }
+}
+
+/// A data folder and the simulated providers before the gateway starts: for tests that mount
+/// answers the gateway needs at start-up, or write their own config. `rig.start_on(..)` turns it
+/// into a [`TestApp`].
+pub struct Rig {
+    pub providers: Providers,
+    pub dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Providers with nothing mounted.
+    pub async fn new() -> Rig {
+        let (dir, providers) = setup().await;
+        Rig { providers, dir }
+    }
+
+    /// Providers that accept every message.
+    pub async fn accepting() -> Rig {
+        let rig = Self::new().await;
+        rig.providers.accept_all().await;
+        rig
+    }
+
+    /// Starts the gateway on the default config.
+    pub async fn start_default(self) -> TestApp {
+        self.start_on(|providers, dir| providers.config(dir, &Settings::default()))
+            .await
+    }
+
+    /// Starts the gateway on the config `config` writes for these providers and this folder.
+    pub async fn start_on(self, config: impl FnOnce(&Providers, &Path) -> String) -> TestApp {
+        let config = config(&self.providers, self.dir.path());
+        let gateway = Gateway::start(self.dir.path(), &config).await;
+        self.into_app(gateway)
+    }
+
+    /// Like [`Rig::start_on`], with the gateway's clock read from `dir/clock`, first set to `at`
+    /// (see [`Gateway::start_with_clock`]); tests move it by writing `gw.clock()`.
+    pub async fn start_at(
+        self,
+        at: &str,
+        config: impl FnOnce(&Providers, &Path) -> String,
+    ) -> TestApp {
+        let clock = self.dir.path().join("clock");
+        std::fs::write(&clock, at).expect("write clock");
+        let config = config(&self.providers, self.dir.path());
+        let gateway = Gateway::start_with_clock(self.dir.path(), &config, &clock).await;
+        self.into_app(gateway)
+    }
+
+    /// Starts the gateway again on the config the last one ran on (same folder, same store).
+    pub async fn restart(self) -> TestApp {
+        let gateway = Gateway::start_with(&self.dir.path().join("lifeboat.toml")).await;
+        self.into_app(gateway)
+    }
+
+    fn into_app(self, gateway: Gateway) -> TestApp {
         TestApp {
             gateway,
-            providers,
-            dir,
+            providers: self.providers,
+            dir: self.dir,
         }
+    }
+}
+
+impl TestApp {
+    /// The file the gateway's test clock is read from (after [`Rig::start_at`]).
+    pub fn clock(&self) -> std::path::PathBuf {
+        self.dir.path().join("clock")
     }
 }
 
