@@ -22,8 +22,9 @@ fn settings(policy: &str) -> Settings {
     }
 }
 
-async fn start(providers: &Providers, dir: &std::path::Path, policy: &str) -> Gateway {
-    Gateway::start(dir, &providers.config(dir, &settings(policy))).await
+async fn start(rig: Rig, policy: &str) -> TestApp {
+    rig.start_on(|providers, dir| providers.config(dir, &settings(policy)))
+        .await
 }
 
 fn marketing(contact: &str, channels: &[&str]) -> Value {
@@ -46,11 +47,9 @@ async fn all_final(gw: &Gateway, bodies: Vec<Value>) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let rig = Rig::accepting().await;
     let gw = start(
-        &providers,
-        dir.path(),
+        rig,
         "quiet_hours = \"off\"\n[policy.telegram]\nper_chat_rate = 100\n",
     )
     .await;
@@ -76,7 +75,7 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(n["status"], "sent", "{n}");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 4);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 4);
 }
 
 #[tokio::test]
@@ -147,14 +146,14 @@ impl Respond for Stamped {
 
 #[tokio::test]
 async fn pacing_spreads_a_burst_at_the_configured_rate() {
-    let (dir, providers) = setup().await;
+    let rig = Rig::new().await;
     let times = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .respond_with(Stamped(times.clone()))
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    let gw = start(&providers, dir.path(), "[policy.telegram]\nrate = 20\n").await;
+    let gw = start(rig, "[policy.telegram]\nrate = 20\n").await;
     let mut bodies = Vec::new();
     for i in 0..60 {
         let id = format!("c{i}");
@@ -185,14 +184,8 @@ fn template() -> Value {
 
 #[tokio::test]
 async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(
-        &providers,
-        dir.path(),
-        "quiet_hours = \"off\"\n[policy.whatsapp]\ntier = 5\n",
-    )
-    .await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\n[policy.whatsapp]\ntier = 5\n").await;
     let mut bodies = Vec::new();
     for i in 0..6 {
         let id = format!("p{i}");
@@ -215,7 +208,7 @@ async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
         ["whatsapp:skipped:cap_reached", "telegram:sent"]
     );
     // Outside the service window, WhatsApp got the template.
-    let sent = bodies_of(&providers).await;
+    let sent = bodies_of(&gw.providers).await;
     assert!(sent.iter().all(|b| b["type"] == "template"), "{sent:?}");
 }
 
@@ -255,9 +248,8 @@ async fn wa_inbound(gw: &Gateway, wa_id: &str) {
 
 #[tokio::test]
 async fn the_service_window_picks_free_text_the_template_or_skips() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), "quiet_hours = \"off\"\n").await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\n").await;
     gw.contact("ana")
         .whatsapp("+48600100200")
         .telegram("5551234")
@@ -281,13 +273,13 @@ async fn the_service_window_picks_free_text_the_template_or_skips() {
     );
     let n = gw.wait_final(&gw.notify(order(true)).await).await;
     assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
-    assert_eq!(bodies_of(&providers).await[0]["type"], "template");
+    assert_eq!(bodies_of(&gw.providers).await[0]["type"], "template");
 
     // Ana writes: within 24 h free-form text goes, the template is dropped.
     wa_inbound(&gw, "48600100200").await;
     let n = gw.wait_final(&gw.notify(order(true)).await).await;
     assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
-    let sent = bodies_of(&providers).await;
+    let sent = bodies_of(&gw.providers).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[1]["type"], "text", "{sent:?}");
     assert_eq!(sent[1]["text"]["body"], "Your order has shipped.");
@@ -295,8 +287,7 @@ async fn the_service_window_picks_free_text_the_template_or_skips() {
 
 #[tokio::test]
 async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let rig = Rig::accepting().await;
     for chat in [5_552_000, 5_552_001, 5_552_002] {
         Mock::given(method("POST"))
             .and(path(TG_SEND_PATH))
@@ -305,12 +296,11 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
                 "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
             })))
             .with_priority(1)
-            .mount(&providers.telegram)
+            .mount(&rig.providers.telegram)
             .await;
     }
     let gw = start(
-        &providers,
-        dir.path(),
+        rig,
         "quiet_hours = \"off\"\n[policy.risk]\nwindow = 20\nmin_sample = 5\nthreshold = 0.4\n",
     )
     .await;
@@ -375,14 +365,8 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
 
 #[tokio::test]
 async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(
-        &providers,
-        dir.path(),
-        "quiet_hours = \"off\"\nmarketing_per_day = 1\n",
-    )
-    .await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\nmarketing_per_day = 1\n").await;
     gw.contact("ana")
         .whatsapp("+48600100200")
         .telegram("5551234")
@@ -433,8 +417,8 @@ async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
             json!({"action": "send", "channel": "telegram"})
         );
     }
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
 
     // The real thing agrees, and its send counts against the cap (the previews did not).
     let n = gw

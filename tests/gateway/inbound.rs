@@ -47,9 +47,8 @@ async fn regrant(gw: &Gateway, id: &str, channel: &str) {
 
 #[tokio::test]
 async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ana", "whatsapp", "+48600100200").await;
 
     let stop = wa_text("48600100200", "wamid.STOP-SHARED", "STOP");
@@ -59,7 +58,7 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
         assert_revoked(&gw, id, "whatsapp", "whatsapp_stop").await;
     }
     // One confirmation to the number, and nothing more reaches it on WhatsApp.
-    wa_sends_settle_at(&providers, 1).await;
+    wa_sends_settle_at(&gw.providers, 1).await;
     let id = gw
         .notify(
             json!({"contact_id": work, "channels": ["whatsapp"], "text": "Your order shipped."}),
@@ -67,13 +66,13 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["whatsapp:skipped:no_consent"], "{n}");
-    wa_sends_settle_at(&providers, 1).await;
+    wa_sends_settle_at(&gw.providers, 1).await;
 }
 
 #[tokio::test]
 async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let rig = Rig::new().await;
+    let gw = start(rig, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ken", "line", LINE_USER).await;
 
     let unfollow = line_events(json!([line_event(
@@ -90,10 +89,12 @@ async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
 
 #[tokio::test]
 async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
-    let (dir, providers) = setup().await;
-    tg::mount_bot_api(&providers).await;
-    let fake = tg::mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &tg::config(&providers, dir.path(), "")).await;
+    let rig = Rig::new().await;
+    tg::mount_bot_api(&rig.providers).await;
+    let fake = tg::mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| tg::config(providers, dir, ""))
+        .await;
     let stopping = sharing(&gw, "bo", "telegram", "777").await;
     let blocking = sharing(&gw, "cy", "telegram", "778").await;
 
@@ -101,7 +102,7 @@ async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
     fake.push(tg::blocked_update(951, 778, "kicked"));
     // Updates are handled in order: once this one is answered, the two before it are done.
     fake.push(tg::text_update(952, 4242, "/status"));
-    tg::wait_reply(&providers.telegram, 4242, "aren't subscribed").await;
+    tg::wait_reply(&gw.providers.telegram, 4242, "aren't subscribed").await;
     for id in &stopping {
         assert_revoked(&gw, id, "telegram", "telegram_stop").await;
     }
@@ -109,23 +110,23 @@ async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
         assert_revoked(&gw, id, "telegram", "telegram_blocked").await;
     }
     // One answer to the /stop, none to the block.
-    assert_eq!(tg::replies_to(&providers.telegram, 777).await.len(), 1);
-    assert!(tg::replies_to(&providers.telegram, 778).await.is_empty());
+    assert_eq!(tg::replies_to(&gw.providers.telegram, 777).await.len(), 1);
+    assert!(tg::replies_to(&gw.providers.telegram, 778).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
-    let (dir, providers) = setup().await;
+    let rig = Rig::new().await;
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({
             "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
         })))
         .with_priority(1)
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    rig.providers.accept_all().await;
+    let gw = start(rig, &Settings::default()).await;
     let [home, work] = sharing(&gw, "di", "telegram", "5551234").await;
 
     let id = gw
@@ -146,18 +147,17 @@ async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["telegram:skipped:no_consent"], "{n}");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 1);
 }
 
 /// The gateway with the service window on and its clock read from `dir/clock`, set to `at`.
-async fn start_at(providers: &Providers, dir: &std::path::Path, at: &str) -> Gateway {
-    let clock = dir.join("clock");
-    std::fs::write(&clock, at).unwrap();
+async fn start_at(rig: Rig, at: &str) -> TestApp {
     let settings = Settings {
         policy: "[policy]\nquiet_hours = \"off\"\n".into(),
         ..Settings::default()
     };
-    Gateway::start_with_clock(dir, &providers.config(dir, &settings), &clock).await
+    rig.start_at(at, |providers, dir| providers.config(dir, &settings))
+        .await
 }
 
 fn unix(at: &str) -> i64 {
@@ -178,9 +178,8 @@ async fn free_text_trail(gw: &Gateway, contact: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start_at(&providers, dir.path(), "2026-06-10T12:00:00Z").await;
+    let rig = Rig::accepting().await;
+    let gw = start_at(rig, "2026-06-10T12:00:00Z").await;
     gw.contact("ana")
         .whatsapp("+48600100200")
         .consents_to(&["transactional"])
@@ -202,7 +201,7 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
 
     // A day later the window is closed, and the same signed message posted again (a replay)
     // does not open it.
-    std::fs::write(dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
+    std::fs::write(gw.dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
     assert_eq!(
         free_text_trail(&gw, "ana").await,
         ["whatsapp:skipped:outside_window"]
@@ -229,7 +228,7 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
         free_text_trail(&gw, "ana").await,
         ["whatsapp:skipped:outside_window"]
     );
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 1);
 }
 
 #[tokio::test]
@@ -270,8 +269,8 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
 
 #[tokio::test]
 async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let rig = Rig::new().await;
+    let gw = start(rig, &Settings::default()).await;
     gw.contact("ken")
         .line(LINE_USER)
         .consents_to(&["transactional"])
@@ -297,8 +296,8 @@ async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
 
 #[tokio::test]
 async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_address() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let rig = Rig::new().await;
+    let gw = start(rig, &Settings::default()).await;
     let [home, work] = sharing(&gw, "fay", "email", "fay@example.com").await;
     let marketing = |id: &str| {
         json!({"contact_id": id, "category": "marketing", "channels": ["email"],
@@ -306,7 +305,7 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     };
     let n = gw.wait_final(&gw.notify(marketing(&home)).await).await;
     assert_eq!(n["status"], "sent", "{n}");
-    let header = providers.smtp.received()[0]
+    let header = gw.providers.smtp.received()[0]
         .header("List-Unsubscribe")
         .expect("List-Unsubscribe");
     let url = header
@@ -345,5 +344,5 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     // Marketing to the other contact no longer goes to that address.
     let n = gw.wait_final(&gw.notify(marketing(&work)).await).await;
     assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
-    assert_eq!(providers.smtp.received().len(), 1);
+    assert_eq!(gw.providers.smtp.received().len(), 1);
 }

@@ -56,9 +56,8 @@ async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_
 /// guardrails' counters (marketing cap, WhatsApp tier ledger): the store on disk is scanned.
 #[tokio::test]
 async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path())).await;
+    let rig = Rig::accepting().await;
+    let gw = rig.start_on(|providers, dir| config(providers, dir)).await;
     let contact = "erase-me-42";
     gw.contact(contact)
         .whatsapp("+48600100200")
@@ -88,9 +87,9 @@ async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, n) = gw.get(&format!("/v1/notifications/{id}")).await;
     assert_eq!(status, StatusCode::OK, "the id stays resolvable: {n}");
-    gw.terminate().await;
+    let (_, _, rig) = gw.terminate().await;
 
-    let db = sled::open(dir.path().join("lifeboat.sled")).unwrap();
+    let db = sled::open(rig.dir.path().join("lifeboat.sled")).unwrap();
     let tree = db.open_tree("lifeboat").unwrap();
     let mut naming = Vec::new();
     for item in tree.iter() {

@@ -11,7 +11,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::harness::{
-    bodies, setup, Gateway, Providers, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN,
+    bodies, setup, Gateway, Providers, Rig, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN,
 };
 
 const GET_UPDATES: &str = "/bot123456:TEST-token/GetUpdates";
@@ -186,10 +186,12 @@ pub(crate) async fn telegram_consent(gw: &Gateway, contact_id: &str) -> Value {
 
 #[tokio::test]
 async fn start_with_a_link_token_opts_in_then_status_and_stop() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     let token = optin_token(&gw, "c-1", json!(["transactional", "marketing"])).await;
 
     fake.push(text_update(812, 5551234, &format!("/start {token}")));
@@ -207,7 +209,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(h[0]["source"], "telegram_start");
     assert_eq!(h[0]["evidence"], "update 812 from @ana");
-    let reply = wait_reply(&providers.telegram, 5551234, "Acme").await;
+    let reply = wait_reply(&gw.providers.telegram, 5551234, "Acme").await;
     assert!(
         reply.contains("/stop") && reply.contains("marketing"),
         "{reply}"
@@ -215,7 +217,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
 
     fake.push(text_update(813, 5551234, "/status"));
     let reply = wait_reply(
-        &providers.telegram,
+        &gw.providers.telegram,
         5551234,
         "You're subscribed to Acme here",
     )
@@ -232,11 +234,11 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
     assert_eq!(h[1]["source"], "telegram_stop");
     assert_eq!(h[1]["scopes"], json!([]));
     assert_eq!(h[1]["evidence"], "update 814");
-    wait_reply(&providers.telegram, 5551234, "won't send you messages").await;
+    wait_reply(&gw.providers.telegram, 5551234, "won't send you messages").await;
 
     // The commands were registered at start.
     let commands = bodies(
-        &providers.telegram,
+        &gw.providers.telegram,
         &format!("/bot{TG_TOKEN}/SetMyCommands"),
     )
     .await;
@@ -248,7 +250,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
         .collect();
     assert_eq!(names, ["start", "stop", "status"]);
 
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     assert!(
         !logs.contains("TEST-token"),
@@ -258,10 +260,12 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
 
 #[tokio::test]
 async fn blocking_the_bot_revokes_without_a_reply() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     gw.contact("c-2")
         .telegram("777")
         .consents_to(&["transactional"])
@@ -279,8 +283,8 @@ async fn blocking_the_bot_revokes_without_a_reply() {
     fake.push(blocked_update(901, 777, "member"));
     // Updates are handled in order: once this one is answered, the two before it are done.
     fake.push(text_update(902, 4242, "/status"));
-    wait_reply(&providers.telegram, 4242, "aren't subscribed").await;
-    assert!(replies_to(&providers.telegram, 777).await.is_empty());
+    wait_reply(&gw.providers.telegram, 4242, "aren't subscribed").await;
+    assert!(replies_to(&gw.providers.telegram, 777).await.is_empty());
     assert_eq!(history(&gw, "c-2").await.len(), 2);
     assert_eq!(
         telegram_consent(&gw, "c-2").await["consents"]["telegram"]["status"],
@@ -290,10 +294,12 @@ async fn blocking_the_bot_revokes_without_a_reply() {
 
 #[tokio::test]
 async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     let _token = optin_token(&gw, "c-3", json!(["transactional"])).await;
 
     fake.push(text_update(
@@ -304,8 +310,8 @@ async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
     fake.push(text_update(11, 4343, "/start not-a-token!"));
     fake.push(text_update(12, 4343, "/start"));
     fake.push(text_update(13, 4343, "/stop"));
-    wait_reply(&providers.telegram, 4343, "nothing to stop").await;
-    let replies = replies_to(&providers.telegram, 4343).await;
+    wait_reply(&gw.providers.telegram, 4343, "nothing to stop").await;
+    let replies = replies_to(&gw.providers.telegram, 4343).await;
     assert_eq!(replies.len(), 4, "{replies:?}");
     assert!(
         replies[0].contains("isn't valid") && replies[0].contains("Acme"),
@@ -354,9 +360,9 @@ async fn the_offset_is_saved_and_a_restart_asks_for_the_next_update() {
 
 #[tokio::test]
 async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
     Mock::given(method("POST"))
         .and(path(GET_UPDATES))
         .respond_with(
@@ -365,11 +371,13 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
         )
         .with_priority(1)
         .up_to_n_times(2)
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     until("two conflicts and a retry", || async {
-        bodies(&providers.telegram, GET_UPDATES).await.len() >= 3
+        bodies(&gw.providers.telegram, GET_UPDATES).await.len() >= 3
     })
     .await;
     let (status, _) = gw.send(reqwest::Method::GET, "/healthz", None, None).await;
@@ -378,9 +386,9 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
     // Polling works again once the other poller is gone.
     let token = optin_token(&gw, "c-5", json!(["transactional"])).await;
     fake.push(text_update(70, 7070, &format!("/start {token}")));
-    wait_reply(&providers.telegram, 7070, "You're subscribed").await;
+    wait_reply(&gw.providers.telegram, 7070, "You're subscribed").await;
 
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     assert_eq!(
         logs.matches("another process polls").count(),
