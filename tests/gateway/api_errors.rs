@@ -254,13 +254,9 @@ async fn lookups_with_bad_or_unknown_ids() {
     let (status, body) = gw.get("/v1/notifications?limit=1000").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "limit");
-    let (status, body) = gw
-        .admin_post("/v1/admin/channels/sms/disable", json!({"reason": "x"}))
-        .await;
+    let (status, body) = gw.disable_channel("sms", "x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = gw
-        .admin_post("/v1/admin/channels/email/disable", json!({"reason": ""}))
-        .await;
+    let (status, body) = gw.disable_channel("email", "").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(gw.channel_state("email").await["state"], "active");
 }

@@ -26,10 +26,9 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
         .put()
         .await;
 
-    let id = gw
-        .notify(json!({"contact_id": "c-1", "text": "Your order #1042 has shipped."}))
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "Your order #1042 has shipped."}))
         .await;
-    let n = gw.wait_final(&id).await;
 
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(n["channel"], "telegram");
@@ -61,8 +60,9 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         .await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
-    let first = gw.notify(json!({"contact_id": "c-1", "text": "one"})).await;
-    let n = gw.wait_final(&first).await;
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
+        .await;
     assert_eq!(n["status"], "sent");
     assert_eq!(n["channel"], "telegram");
     assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
@@ -113,7 +113,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:channel_restricted", "telegram:sent"]);
     let row = gw.channel_state("whatsapp").await;
@@ -121,7 +121,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
     assert!(row["until"].is_string(), "{row}");
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -130,10 +130,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "c-1", "text": "three"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "three"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -171,10 +168,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
         .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "blocker", "text": "hello", "subject": "Hi"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "blocker", "text": "hello", "subject": "Hi"}))
         .await;
     assert_eq!(n["channel"], "email", "{n}");
     assert_eq!(
@@ -193,10 +187,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
     // The channel stays healthy for everyone else.
     assert_eq!(gw.channel_state("telegram").await["state"], "active");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "friend", "text": "hello"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "friend", "text": "hello"}))
         .await;
     assert_eq!(n["channel"], "telegram");
 
@@ -213,10 +204,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
     assert_eq!(last["status"], "revoked", "{history}");
     assert_eq!(last["source"], "telegram_blocked");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "blocker", "text": "again"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "blocker", "text": "again"}))
         .await;
     assert_eq!(trail(&n)[1], "telegram:skipped:no_consent");
 }
@@ -235,7 +223,7 @@ async fn a_transient_error_is_retried_on_the_same_channel() {
         .await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:retry", "whatsapp:sent"], "{n}");
     assert_eq!(n["channel"], "whatsapp");
@@ -253,7 +241,7 @@ async fn transient_errors_past_the_retry_budget_fall_over() {
         .await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -310,28 +298,19 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
 
     // 1 s is within max_wait (2 s): the notification waits and goes on WhatsApp.
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "short", "text": "one"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "short", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:throttled", "whatsapp:sent"], "{n}");
 
     // 60 s is past max_wait: this one falls over to Telegram at once.
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "long", "text": "two"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "long", "text": "two"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:throttled", "telegram:sent"], "{n}");
     // The pair limit concerns one recipient: WhatsApp stays in rotation for others.
     assert_ne!(gw.channel_state("whatsapp").await["state"], "banned");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "short", "text": "three"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "short", "text": "three"}))
         .await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
@@ -342,10 +321,7 @@ async fn admin_disable_and_enable_reroute_at_once() {
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let (status, row) = gw
-        .admin_post(
-            "/v1/admin/channels/whatsapp/disable",
-            json!({"reason": "ban appeal in progress"}),
-        )
+        .disable_channel("whatsapp", "ban appeal in progress")
         .await;
     assert_eq!(status, StatusCode::OK, "{row}");
     assert_eq!(row["state"], "disabled");
@@ -355,20 +331,18 @@ async fn admin_disable_and_enable_reroute_at_once() {
         .contains("ban appeal in progress"));
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(
         trail(&n),
         ["whatsapp:skipped:channel_disabled", "telegram:sent"]
     );
 
-    let (status, row) = gw
-        .admin_post("/v1/admin/channels/whatsapp/enable", json!({}))
-        .await;
+    let (status, row) = gw.enable_channel("whatsapp").await;
     assert_eq!(status, StatusCode::OK, "{row}");
     assert_eq!(row["state"], "active");
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:sent"]);
 
@@ -411,10 +385,7 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "nobody", "text": "hi"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "nobody", "text": "hi"}))
         .await;
     assert_eq!(n["status"], "failed");
     assert_eq!(
@@ -463,7 +434,7 @@ async fn line_retries_reuse_the_retry_key() {
         .put()
         .await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "hi"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "hi"}))
         .await;
     assert_eq!(n["channel"], "line", "{n}");
     let requests = gw.providers.line.received_requests().await.unwrap();

@@ -70,10 +70,7 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
     assert_eq!(capped.len(), 1, "{done:?}");
     assert_eq!(trail(capped[0]), ["telegram:skipped:cap_reached"]);
 
-    let id = gw
-        .notify(json!({"contact_id": "ana", "text": "Your order has shipped.", "channels": ["telegram"]}))
-        .await;
-    let n = gw.wait_final(&id).await;
+    let n = gw.notify_and_wait(json!({"contact_id": "ana", "text": "Your order has shipped.", "channels": ["telegram"]})).await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 4);
 }
@@ -422,10 +419,7 @@ async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
 
     // The real thing agrees, and its send counts against the cap (the previews did not).
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "ana", "category": "marketing", "text": "Sale"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "ana", "category": "marketing", "text": "Sale"}))
         .await;
     assert_eq!(
         trail(&n),

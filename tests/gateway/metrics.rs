@@ -184,8 +184,9 @@ async fn metrics_move_with_sends_failovers_state_changes_and_webhooks() {
         .up_to_n_times(1)
         .mount(&gw.providers.whatsapp)
         .await;
-    let second = gw.notify(json!({"contact_id": "c-1", "text": "two"})).await;
-    let n = gw.wait_final(&second).await;
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
+        .await;
     assert_eq!(
         trail(&n),
         ["whatsapp:channel_banned", "telegram:sent"],

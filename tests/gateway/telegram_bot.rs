@@ -380,7 +380,7 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
         bodies(&gw.providers.telegram, GET_UPDATES).await.len() >= 3
     })
     .await;
-    let (status, _) = gw.send(reqwest::Method::GET, "/healthz", None, None).await;
+    let (status, _) = gw.get_public("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 
     // Polling works again once the other poller is gone.

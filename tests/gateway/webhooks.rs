@@ -507,12 +507,7 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(history(&gw, "eve", "email").await.len(), h.len());
 
-    let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "eve", "category": "marketing", "channels": ["email"], "text": "More sales."}))
-                .await,
-        )
-        .await;
+    let n = gw.notify_and_wait(json!({"contact_id": "eve", "category": "marketing", "channels": ["email"], "text": "More sales."})).await;
     assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
 
     // Transactional mail still goes, without List-Unsubscribe or a link.
@@ -568,11 +563,8 @@ async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not
         ("whatsapp", "marketing"),
     ] {
         let n = gw
-            .wait_final(
-                &gw.notify(json!({"contact_id": "tia", "category": category,
+            .notify_and_wait(json!({"contact_id": "tia", "category": category,
                     "channels": [channel], "text": "Weekend sale!"}))
-                    .await,
-            )
             .await;
         assert_eq!(n["status"], "sent", "{n}");
     }
