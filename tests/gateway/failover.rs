@@ -10,12 +10,6 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::*;
 
-fn wa_error(code: u64, message: &str) -> serde_json::Value {
-    json!({"error": {"message": message, "type": "OAuthException", "code": code,
-        "error_data": {"messaging_product": "whatsapp", "details": message},
-        "fbtrace_id": "AbCdEf"}})
-}
-
 #[tokio::test]
 async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
     let gw = TestApp::accepting().await;
@@ -52,7 +46,7 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         .and(path(WA_PATH))
         .respond_with(
             ResponseTemplate::new(400)
-                .set_body_json(wa_error(131031, "(#131031) Business Account locked")),
+                .set_body_json(whatsapp_error(131031, "(#131031) Business Account locked")),
         )
         .with_priority(1)
         .expect(1)
@@ -93,23 +87,21 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
 
 #[tokio::test]
 async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::with(Settings {
+        whatsapp_cooldown: "1s",
+        ..Settings::default()
+    })
+    .await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(wa_error(
+        .respond_with(ResponseTemplate::new(400).set_body_json(whatsapp_error(
             368,
             "(#368) Temporarily blocked for policies violations",
         )))
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let settings = Settings {
-        whatsapp_cooldown: "1s",
-        ..Settings::default()
-    };
-    let gw = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let n = gw
@@ -138,7 +130,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
         "the probe is a real send: {n}"
     );
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 2);
+    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 2);
 }
 
 #[tokio::test]
@@ -215,7 +207,8 @@ async fn a_transient_error_is_retried_on_the_same_channel() {
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(
-            ResponseTemplate::new(500).set_body_json(wa_error(131000, "Something went wrong")),
+            ResponseTemplate::new(500)
+                .set_body_json(whatsapp_error(131000, "Something went wrong")),
         )
         .with_priority(1)
         .up_to_n_times(1)
@@ -266,7 +259,7 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "1")
-                .set_body_json(wa_error(130429, "(#130429) Rate limit hit")),
+                .set_body_json(whatsapp_error(130429, "(#130429) Rate limit hit")),
         )
         .with_priority(1)
         .up_to_n_times(1)
@@ -280,7 +273,7 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "60")
-                .set_body_json(wa_error(
+                .set_body_json(whatsapp_error(
                     131056,
                     "(#131056) (Business Account, Consumer Account) pair rate limit hit",
                 )),

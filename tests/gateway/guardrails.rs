@@ -77,13 +77,13 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
 
 #[tokio::test]
 async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let clock = dir.path().join("clock");
     // 23:00 in Warsaw (CEST, UTC+2).
-    std::fs::write(&clock, "2025-06-10T21:00:00Z").unwrap();
-    let config = providers.config(dir.path(), &settings(""));
-    let gw = Gateway::start_with_clock(dir.path(), &config, &clock).await;
+    let gw = Rig::accepting()
+        .await
+        .start_at("2025-06-10T21:00:00Z", |providers, dir| {
+            providers.config(dir, &settings(""))
+        })
+        .await;
     gw.contact("ana")
         .telegram("5551234")
         .timezone("Europe/Warsaw")
@@ -115,16 +115,16 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
         .notify(json!({"contact_id": "ana", "text": "Your code is 1234", "channels": ["telegram"]}))
         .await;
     assert_eq!(gw.wait_final(&t).await["status"], "sent");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 1);
 
-    std::fs::write(&clock, "2025-06-11T06:00:01Z").unwrap();
+    std::fs::write(gw.clock(), "2025-06-11T06:00:01Z").unwrap();
     let n = gw.wait_final(&id).await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(
         trail(&n),
         ["telegram:deferred:quiet_hours", "telegram:sent"]
     );
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 2);
+    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 2);
 }
 
 /// Answers like `accept_all` and notes when each request arrived.

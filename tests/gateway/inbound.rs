@@ -233,14 +233,17 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
 
 #[tokio::test]
 async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
-    let (dir, providers) = setup().await;
-    tg::mount_bot_api(&providers).await;
-    let cfg = tg::config(
-        &providers,
-        dir.path(),
-        "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let rig = Rig::new().await;
+    tg::mount_bot_api(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            tg::config(
+                providers,
+                dir,
+                "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
+            )
+        })
+        .await;
     gw.contact("eve")
         .telegram("8080")
         .consents_to(&["transactional"])
@@ -263,8 +266,8 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
     assert_eq!(c["consents"]["telegram"]["status"], "granted", "{c}");
     assert_eq!(history(&gw, "eve", "telegram").await.len(), 3);
     // The replay got no second answer either.
-    tg::wait_reply(&providers.telegram, 8080, "won't send you").await;
-    assert_eq!(tg::replies_to(&providers.telegram, 8080).await.len(), 1);
+    tg::wait_reply(&gw.providers.telegram, 8080, "won't send you").await;
+    assert_eq!(tg::replies_to(&gw.providers.telegram, 8080).await.len(), 1);
 }
 
 #[tokio::test]

@@ -15,12 +15,12 @@ fn config(providers: &Providers, dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_used_again() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let clock = dir.path().join("clock");
     let start = chrono::Utc::now();
-    std::fs::write(&clock, start.to_rfc3339()).unwrap();
-    let gw = Gateway::start_with_clock(dir.path(), &config(&providers, dir.path()), &clock).await;
+    let gw = Rig::accepting()
+        .await
+        .start_at(&start.to_rfc3339(), config)
+        .await;
+    let clock = gw.clock();
     gw.on_whatsapp_and_telegram("ana").await;
     let body =
         json!({"contact_id": "ana", "text": "Your code is 1234", "idempotency_key": "code-1"});
