@@ -115,12 +115,15 @@ async fn idle_and_trickling_clients_neither_starve_health_checks_nor_stay_foreve
 
 #[tokio::test]
 async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_requests() {
-    let (dir, providers) = setup().await;
-    let config = with_server(
-        providers.config(dir.path(), &Settings::default()),
-        &[("shutdown_grace", "\"2s\"")],
-    );
-    let gw = Gateway::start(dir.path(), &config).await;
+    let gw = Rig::new()
+        .await
+        .start_on(|providers, dir| {
+            with_server(
+                providers.config(dir, &Settings::default()),
+                &[("shutdown_grace", "\"2s\"")],
+            )
+        })
+        .await;
     let addr = host_port(&gw);
 
     // Headers without their end.
@@ -145,7 +148,7 @@ async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_request
     assert!(healthz_answers(&gw, Duration::from_secs(3)).await);
 
     let asked = Instant::now();
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     let took = asked.elapsed();
     assert!(status.success(), "{logs}");
     assert!(

@@ -523,15 +523,6 @@ impl TestApp {
         Rig::new().await.start_default().await
     }
 
-    /// Providers that accept every message, and a gateway on the default config as `edit`
-    /// rewrites it (for keys `Settings` has no knob for).
-    pub async fn editing_config(edit: impl FnOnce(String) -> String) -> TestApp {
-        Rig::accepting()
-            .await
-            .start_on(|providers, dir| edit(providers.config(dir, &Settings::default())))
-            .await
-    }
-
     /// SIGKILL (no shutdown, no flush); the folder and providers stay for [`Rig::restart`].
     pub async fn kill9(self) -> Rig {
         self.gateway.kill9().await;

@@ -94,12 +94,10 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
 
 #[tokio::test]
 async fn a_second_instance_on_the_same_data_folder_fails_clearly() {
-    let (dir, providers) = setup().await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let _first = Gateway::start(dir.path(), &config).await;
+    let first = TestApp::bare().await;
     let output = tokio::process::Command::new(binary())
         .args(["serve", "--config"])
-        .arg(dir.path().join("lifeboat.toml"))
+        .arg(first.dir.path().join("lifeboat.toml"))
         .output()
         .await
         .unwrap();

@@ -10,9 +10,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::harness::{
-    bodies, setup, Gateway, Providers, Rig, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN,
-};
+use crate::harness::{bodies, Gateway, Providers, Rig, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN};
 
 const GET_UPDATES: &str = "/bot123456:TEST-token/GetUpdates";
 const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
@@ -326,33 +324,39 @@ async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
 
 #[tokio::test]
 async fn the_offset_is_saved_and_a_restart_asks_for_the_next_update() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let cfg = config(&providers, dir.path(), "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     let token = optin_token(&gw, "c-4", json!(["transactional"])).await;
     fake.push(text_update(500, 6000, &format!("/start {token}")));
     fake.push(text_update(501, 6000, "/status"));
-    wait_reply(&providers.telegram, 6000, "You're subscribed to Acme here").await;
+    wait_reply(
+        &gw.providers.telegram,
+        6000,
+        "You're subscribed to Acme here",
+    )
+    .await;
     // The offset is saved after the reply; the next poll asks for 502 once it is.
     until("a poll with offset 502", || async {
-        bodies(&providers.telegram, GET_UPDATES)
+        bodies(&gw.providers.telegram, GET_UPDATES)
             .await
             .iter()
             .any(|b| b["offset"] == 502)
     })
     .await;
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, rig) = gw.terminate().await;
     assert!(status.success(), "{logs}");
-    let before = bodies(&providers.telegram, GET_UPDATES).await.len();
+    let before = bodies(&rig.providers.telegram, GET_UPDATES).await.len();
 
-    let gw = Gateway::start_with(&dir.path().join("lifeboat.toml")).await;
+    let gw = rig.restart().await;
     until("a poll after the restart", || async {
-        bodies(&providers.telegram, GET_UPDATES).await.len() > before
+        bodies(&gw.providers.telegram, GET_UPDATES).await.len() > before
     })
     .await;
-    let first = &bodies(&providers.telegram, GET_UPDATES).await[before];
+    let first = &bodies(&gw.providers.telegram, GET_UPDATES).await[before];
     assert_eq!(first["offset"], 502, "{first}");
     assert_eq!(first["timeout"], 1, "{first}");
     assert_eq!(history(&gw, "c-4").await.len(), 1);
@@ -403,14 +407,17 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
 
 #[tokio::test]
 async fn webhook_mode_checks_the_secret() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let cfg = config(
-        &providers,
-        dir.path(),
-        "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            config(
+                providers,
+                dir,
+                "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
+            )
+        })
+        .await;
     let token = optin_token(&gw, "c-6", json!(["transactional"])).await;
     let update = text_update(30, 8080, &format!("/start {token}"));
 
@@ -450,7 +457,7 @@ async fn webhook_mode_checks_the_secret() {
     let c = telegram_consent(&gw, "c-6").await;
     assert_eq!(c["telegram"], "8080", "{c}");
     assert_eq!(c["consents"]["telegram"]["source"], "telegram_start", "{c}");
-    wait_reply(&providers.telegram, 8080, "Acme").await;
+    wait_reply(&gw.providers.telegram, 8080, "Acme").await;
     // Telegram retries a webhook: the same update changes nothing twice.
     let resp = gw
         .raw(reqwest::Method::POST, "/webhooks/telegram")
@@ -462,16 +469,17 @@ async fn webhook_mode_checks_the_secret() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(history(&gw, "c-6").await.len(), 1);
     // No polling in webhook mode.
-    assert!(bodies(&providers.telegram, GET_UPDATES).await.is_empty());
+    assert!(bodies(&gw.providers.telegram, GET_UPDATES).await.is_empty());
 }
 
 #[tokio::test]
 async fn optin_links_endpoint() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
     // The harness gives WhatsApp a `business_number` and LINE no `basic_id`.
-    let cfg = config(&providers, dir.path(), "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     let (status, _) = gw.put("/v1/contacts/c-7", json!({})).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -552,13 +560,15 @@ async fn optin_links_endpoint() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // With a LINE basic id, the LINE add-friend link appears too.
-    let (_, logs) = gw.terminate().await;
-    drop(logs);
-    let cfg = cfg.replace(
-        "[channels.line]\n",
-        "[channels.line]\nbasic_id = \"@acme\"\n",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let (_, _, rig) = gw.terminate().await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            config(providers, dir, "").replace(
+                "[channels.line]\n",
+                "[channels.line]\nbasic_id = \"@acme\"\n",
+            )
+        })
+        .await;
     let (status, body) = gw.post("/v1/contacts/c-7/optin-links", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["line"], "https://line.me/R/ti/p/%40acme");
