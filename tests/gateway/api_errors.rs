@@ -384,11 +384,10 @@ async fn idempotency_keys_are_per_api_key() {
 
     // App B, same key, same body: a notification of its own, not A's id.
     let (status, b_same) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{b_same}");
@@ -396,11 +395,10 @@ async fn idempotency_keys_are_per_api_key() {
 
     // App B, same key, another body: B's own conflict, which does not name A's notification.
     let (status, b_other) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "B's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "B's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{b_other}");
@@ -417,11 +415,10 @@ async fn idempotency_keys_are_per_api_key() {
     assert_eq!(status, StatusCode::OK, "{a_again}");
     assert_eq!(a_again["id"], a["id"]);
     let (status, b_again) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{b_again}");

@@ -48,12 +48,9 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
 
     // Thirty days is still fine, and the gateway keeps working.
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-1", "text": "hi", "fallback_after": "30days",
+        .notify_and_wait(
+            json!({"contact_id": "c-1", "text": "hi", "fallback_after": "30days",
                 "expires_in": "30days"}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
@@ -80,12 +77,9 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
         .put()
         .await;
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-line", "text": "hi", "subject": "Hi",
+        .notify_and_wait(
+            json!({"contact_id": "c-line", "text": "hi", "subject": "Hi",
                 "channels": ["line", "email"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
@@ -132,12 +126,9 @@ async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
         .put()
         .await;
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-mail", "text": "hi", "subject": "Hi",
+        .notify_and_wait(
+            json!({"contact_id": "c-mail", "text": "hi", "subject": "Hi",
                 "channels": ["email", "telegram"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");

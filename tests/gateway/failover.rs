@@ -92,16 +92,15 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
         ..Settings::default()
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path(WA_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(whatsapp_error(
-            368,
-            "(#368) Temporarily blocked for policies violations",
-        )))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .mount(&gw.providers.whatsapp)
-        .await;
+    whatsapp_fails(
+        &gw.providers,
+        1,
+        400,
+        368,
+        "(#368) Temporarily blocked for policies violations",
+        None,
+    )
+    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let n = gw
@@ -204,16 +203,7 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
 #[tokio::test]
 async fn a_transient_error_is_retried_on_the_same_channel() {
     let gw = TestApp::accepting().await;
-    Mock::given(method("POST"))
-        .and(path(WA_PATH))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_json(whatsapp_error(131000, "Something went wrong")),
-        )
-        .with_priority(1)
-        .up_to_n_times(1)
-        .mount(&gw.providers.whatsapp)
-        .await;
+    whatsapp_fails(&gw.providers, 1, 500, 131000, "Something went wrong", None).await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
         .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
@@ -391,12 +381,9 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         ]
     );
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "tx-only", "text": "Sale!", "category": "marketing",
+        .notify_and_wait(
+            json!({"contact_id": "tx-only", "text": "Sale!", "category": "marketing",
                 "channels": ["whatsapp", "telegram"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "failed");

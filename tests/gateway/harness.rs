@@ -724,6 +724,12 @@ impl Gateway {
             .await
     }
 
+    /// A `POST` with another app's api key (idempotency keys are per key).
+    pub async fn post_as(&self, api_key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(api_key), Some(body))
+            .await
+    }
+
     /// A `GET` without credentials (`/healthz`, `/readyz`, `/metrics`).
     pub async fn get_public(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::GET, path, None, None).await

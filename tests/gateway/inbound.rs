@@ -89,12 +89,7 @@ async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
 
 #[tokio::test]
 async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
-    let rig = Rig::new().await;
-    tg::mount_bot_api(&rig.providers).await;
-    let fake = tg::mount_updates(&rig.providers).await;
-    let gw = rig
-        .start_on(|providers, dir| tg::config(providers, dir, ""))
-        .await;
+    let (gw, fake) = tg::polling_bot().await;
     let stopping = sharing(&gw, "bo", "telegram", "777").await;
     let blocking = sharing(&gw, "cy", "telegram", "778").await;
 

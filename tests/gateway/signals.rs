@@ -249,11 +249,8 @@ async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
         "{row}"
     );
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "ana", "channels": ["whatsapp", "telegram"], "text": "Hi"}),
-            )
-            .await,
+        .notify_and_wait(
+            json!({"contact_id": "ana", "channels": ["whatsapp", "telegram"], "text": "Hi"}),
         )
         .await;
     assert_eq!(

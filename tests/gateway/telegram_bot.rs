@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::harness::{bodies, Gateway, Providers, Rig, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN};
+use crate::harness::{
+    bodies, Gateway, Providers, Rig, Settings, TestApp, API_KEY, TG_SEND_PATH, TG_TOKEN,
+};
 
 const GET_UPDATES: &str = "/bot123456:TEST-token/GetUpdates";
 const CONFLICT: &str = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
@@ -83,6 +85,17 @@ pub(crate) fn config(providers: &Providers, dir: &std::path::Path, telegram_extr
             "[channels.telegram]\n",
             &format!("[channels.telegram]\npoll_timeout = \"1s\"\n{telegram_extra}\n"),
         )
+}
+
+/// The bot API mounted, a fake `getUpdates` feed, and a gateway long-polling it.
+pub(crate) async fn polling_bot() -> (TestApp, FakeUpdates) {
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
+    (gw, fake)
 }
 
 pub(crate) fn text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
@@ -184,12 +197,7 @@ pub(crate) async fn telegram_consent(gw: &Gateway, contact_id: &str) -> Value {
 
 #[tokio::test]
 async fn start_with_a_link_token_opts_in_then_status_and_stop() {
-    let rig = Rig::new().await;
-    mount_bot_api(&rig.providers).await;
-    let fake = mount_updates(&rig.providers).await;
-    let gw = rig
-        .start_on(|providers, dir| config(providers, dir, ""))
-        .await;
+    let (gw, fake) = polling_bot().await;
     let token = optin_token(&gw, "c-1", json!(["transactional", "marketing"])).await;
 
     fake.push(text_update(812, 5551234, &format!("/start {token}")));
@@ -258,12 +266,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
 
 #[tokio::test]
 async fn blocking_the_bot_revokes_without_a_reply() {
-    let rig = Rig::new().await;
-    mount_bot_api(&rig.providers).await;
-    let fake = mount_updates(&rig.providers).await;
-    let gw = rig
-        .start_on(|providers, dir| config(providers, dir, ""))
-        .await;
+    let (gw, fake) = polling_bot().await;
     gw.contact("c-2")
         .telegram("777")
         .consents_to(&["transactional"])
@@ -292,12 +295,7 @@ async fn blocking_the_bot_revokes_without_a_reply() {
 
 #[tokio::test]
 async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
-    let rig = Rig::new().await;
-    mount_bot_api(&rig.providers).await;
-    let fake = mount_updates(&rig.providers).await;
-    let gw = rig
-        .start_on(|providers, dir| config(providers, dir, ""))
-        .await;
+    let (gw, fake) = polling_bot().await;
     let _token = optin_token(&gw, "c-3", json!(["transactional"])).await;
 
     fake.push(text_update(
@@ -324,12 +322,7 @@ async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
 
 #[tokio::test]
 async fn the_offset_is_saved_and_a_restart_asks_for_the_next_update() {
-    let rig = Rig::new().await;
-    mount_bot_api(&rig.providers).await;
-    let fake = mount_updates(&rig.providers).await;
-    let gw = rig
-        .start_on(|providers, dir| config(providers, dir, ""))
-        .await;
+    let (gw, fake) = polling_bot().await;
     let token = optin_token(&gw, "c-4", json!(["transactional"])).await;
     fake.push(text_update(500, 6000, &format!("/start {token}")));
     fake.push(text_update(501, 6000, "/status"));

@@ -424,13 +424,10 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
         .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "eve", "category": "marketing", "channels": ["email"],
+        .notify_and_wait(
+            json!({"contact_id": "eve", "category": "marketing", "channels": ["email"],
                 "subject": "Sale", "text": "Everything half price.",
                 "html": "<html><body><p>Everything half price.</p></body></html>"}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
@@ -512,11 +509,8 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
 
     // Transactional mail still goes, without List-Unsubscribe or a link.
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "eve", "channels": ["email"], "text": "Your receipt."}),
-            )
-            .await,
+        .notify_and_wait(
+            json!({"contact_id": "eve", "channels": ["email"], "text": "Your receipt."}),
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
