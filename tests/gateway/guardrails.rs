@@ -70,7 +70,12 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
     assert_eq!(capped.len(), 1, "{done:?}");
     assert_eq!(trail(capped[0]), ["telegram:skipped:cap_reached"]);
 
-    let n = gw.notify_and_wait(json!({"contact_id": "ana", "text": "Your order has shipped.", "channels": ["telegram"]})).await;
+    let n = gw
+        .notify_and_wait(
+            json!({"contact_id": "ana", "text": "Your order has shipped.",
+            "channels": ["telegram"]}),
+        )
+        .await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 4);
 }

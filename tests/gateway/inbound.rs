@@ -47,8 +47,7 @@ async fn regrant(gw: &Gateway, id: &str, channel: &str) {
 
 #[tokio::test]
 async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ana", "whatsapp", "+48600100200").await;
 
     let stop = wa_text("48600100200", "wamid.STOP-SHARED", "STOP");
@@ -71,8 +70,7 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
 
 #[tokio::test]
 async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ken", "line", LINE_USER).await;
 
     let unfollow = line_events(json!([line_event(
@@ -173,8 +171,7 @@ async fn free_text_trail(gw: &Gateway, contact: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
-    let rig = Rig::accepting().await;
-    let gw = start_at(rig, "2026-06-10T12:00:00Z").await;
+    let gw = start_at(Rig::accepting().await, "2026-06-10T12:00:00Z").await;
     gw.contact("ana")
         .whatsapp("+48600100200")
         .consents_to(&["transactional"])
@@ -267,8 +264,7 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
 
 #[tokio::test]
 async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     gw.contact("ken")
         .line(LINE_USER)
         .consents_to(&["transactional"])
@@ -294,8 +290,7 @@ async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
 
 #[tokio::test]
 async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_address() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "fay", "email", "fay@example.com").await;
     let marketing = |id: &str| {
         json!({"contact_id": id, "category": "marketing", "channels": ["email"],

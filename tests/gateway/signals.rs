@@ -132,8 +132,7 @@ async fn notification(gw: &Gateway, id: &str) -> Value {
 
 #[tokio::test]
 async fn receipts_move_a_notification_to_delivered_then_read_and_never_back() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({})).await;
 
@@ -158,8 +157,7 @@ async fn receipts_move_a_notification_to_delivered_then_read_and_never_back() {
 
 #[tokio::test]
 async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({})).await;
     assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
@@ -197,8 +195,7 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
 
 #[tokio::test]
 async fn a_failed_131050_status_revokes_whatsapp_marketing_only() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional", "marketing"]).await;
     let id = sent_on_whatsapp(&gw, json!({"category": "marketing"})).await;
 
@@ -231,8 +228,7 @@ async fn a_failed_131050_status_revokes_whatsapp_marketing_only() {
 
 #[tokio::test]
 async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
 
     post_account_update(
@@ -355,8 +351,7 @@ async fn quality_updates_show_on_the_channel_row_and_unknown_events_are_stored()
 
 #[tokio::test]
 async fn without_a_receipt_within_fallback_after_the_next_channel_is_tried() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({"fallback_after": "1s"})).await;
 
@@ -372,8 +367,7 @@ async fn without_a_receipt_within_fallback_after_the_next_channel_is_tried() {
 
 #[tokio::test]
 async fn a_receipt_within_fallback_after_cancels_the_fallback() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({"fallback_after": "2s"})).await;
 

@@ -158,8 +158,7 @@ pub(crate) async fn start(rig: Rig, settings: &Settings) -> TestApp {
 
 #[tokio::test]
 async fn whatsapp_handshake_echoes_the_challenge_only_for_the_verify_token() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
 
     let resp = gw
         .raw(
@@ -197,8 +196,7 @@ async fn whatsapp_handshake_echoes_the_challenge_only_for_the_verify_token() {
 
 #[tokio::test]
 async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     gw.contact("ana").email("ana@example.com").put().await;
     let token = optin_token(&gw, "ana", json!(["transactional", "marketing"])).await;
     let body = wa_text("16505551234", "wamid.START1", &format!("start {token}"));
@@ -270,8 +268,7 @@ async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
 
 #[tokio::test]
 async fn whatsapp_stop_words_revoke_and_confirm_once() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
     gw.contact("ana")
         .whatsapp("+48600100200")
         .consents_to(&["transactional", "marketing"])
@@ -334,8 +331,7 @@ async fn whatsapp_stop_words_revoke_and_confirm_once() {
 
 #[tokio::test]
 async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     gw.contact("ken").email("ken@example.com").put().await;
     let token = optin_token(&gw, "ken", json!(["transactional"])).await;
     let message = line_events(json!([line_event(
@@ -415,8 +411,7 @@ async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
 
 #[tokio::test]
 async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
-    let rig = Rig::new().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     gw.contact("eve")
         .email("eve@example.com")
         .consents_to(&["transactional", "marketing"])
@@ -504,7 +499,10 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(history(&gw, "eve", "email").await.len(), h.len());
 
-    let n = gw.notify_and_wait(json!({"contact_id": "eve", "category": "marketing", "channels": ["email"], "text": "More sales."})).await;
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "eve", "category": "marketing",
+            "channels": ["email"], "text": "More sales."}))
+        .await;
     assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
 
     // Transactional mail still goes, without List-Unsubscribe or a link.
@@ -543,8 +541,7 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
 
 #[tokio::test]
 async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not() {
-    let rig = Rig::accepting().await;
-    let gw = start(rig, &Settings::default()).await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
     gw.contact("tia")
         .telegram("5551234")
         .whatsapp("+48600100200")
