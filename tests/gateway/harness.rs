@@ -1,6 +1,21 @@
 //! Black-box test harness: simulated providers on 127.0.0.1 (wiremock for the HTTP APIs, a
 //! real SMTP server for email) and the real `lifeboat` binary started on a config pointing at
 //! them, with its store in a temporary folder. Tests talk to it over HTTP only.
+//!
+//! A test usually reads:
+//!
+//! ```text
+//! let gw = TestApp::accepting().await;                 // providers accept, gateway started
+//! whatsapp_fails(&gw.providers, 1, 400, 131031, "(#131031) …", None).await;
+//! gw.contact("ana").whatsapp("+48…").telegram("555…").consents_to(&["transactional"]).put().await;
+//! let n = gw.notify_and_wait(json!({"contact_id": "ana", "text": "…"})).await;
+//! assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
+//! ```
+//!
+//! `TestApp::with(settings)` / `bare()` for other settings or no accepting providers;
+//! `Rig::new()/accepting()` then `rig.start_on(|providers, dir| config)` (or `start_at` with a
+//! test clock) when mocks must be mounted before start-up or the config is custom;
+//! `gw.kill9()` / `gw.terminate()` give the `Rig` back for `rig.restart()`.
 
 use std::path::Path;
 use std::process::Stdio;

@@ -56,8 +56,7 @@ async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_
 /// guardrails' counters (marketing cap, WhatsApp tier ledger): the store on disk is scanned.
 #[tokio::test]
 async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
-    let rig = Rig::accepting().await;
-    let gw = rig.start_on(|providers, dir| config(providers, dir)).await;
+    let gw = Rig::accepting().await.start_on(config).await;
     let contact = "erase-me-42";
     gw.contact(contact)
         .whatsapp("+48600100200")
