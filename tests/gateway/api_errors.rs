@@ -297,11 +297,7 @@ async fn the_same_idempotency_key_sends_once_and_a_different_body_conflicts() {
     assert_eq!(conflict["error"]["code"], "idempotency_conflict");
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        hits(&gw.providers.telegram, TG_SEND_PATH).await,
-        1,
-        "sent once"
-    );
+    assert_eq!(gw.providers.sends("telegram").await, 1, "sent once");
     let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
 }

@@ -44,7 +44,7 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
     }
     let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     // Thirty days is still fine, and the gateway keeps working.
     let n = gw
@@ -88,7 +88,7 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
     let throttled = count(&n, "line:throttled");
     assert!((1..=3).contains(&throttled), "{n}");
     assert_eq!(trail(&n).last().map(String::as_str), Some("email:sent"));
-    assert_eq!(hits(&gw.providers.line, LINE_PUSH_PATH).await, throttled);
+    assert_eq!(gw.providers.sends("line").await, throttled);
     assert_eq!(gw.providers.smtp.received().len(), 1);
     // One notification failed on LINE, however many times LINE said 429.
     assert_eq!(counts(&gw, "line").await, (0, 1));
@@ -170,5 +170,5 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
     assert_eq!(line["until"], "9999-12-31T23:59:59Z", "{line}");
     let n = gw.wait_final(&gw.notify(body).await).await;
     assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
-    assert_eq!(hits(&gw.providers.line, LINE_PUSH_PATH).await, 1);
+    assert_eq!(gw.providers.sends("line").await, 1);
 }

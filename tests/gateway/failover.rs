@@ -32,8 +32,8 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
         "{n}"
     );
     assert_eq!(n["attempts"][1]["provider_message_id"], "812");
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
-    let sent = bodies(&gw.providers.telegram, TG_SEND_PATH).await;
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["chat_id"], 5551234);
     assert_eq!(sent[0]["text"], "Your order #1042 has shipped.");
@@ -81,8 +81,8 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         );
     }
     // The ban answer was the only request WhatsApp ever got.
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 1);
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 6);
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 6);
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
         "the probe is a real send: {n}"
     );
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 2);
+    assert_eq!(gw.providers.sends("whatsapp").await, 2);
 }
 
 #[tokio::test]
@@ -210,7 +210,7 @@ async fn a_transient_error_is_retried_on_the_same_channel() {
         .await;
     assert_eq!(trail(&n), ["whatsapp:retry", "whatsapp:sent"], "{n}");
     assert_eq!(n["channel"], "whatsapp");
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]
@@ -391,8 +391,8 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         trail(&n),
         ["whatsapp:skipped:no_consent", "telegram:skipped:no_consent"]
     );
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]

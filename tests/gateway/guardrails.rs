@@ -77,7 +77,7 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 4);
+    assert_eq!(gw.providers.sends("telegram").await, 4);
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
         .notify(json!({"contact_id": "ana", "text": "Your code is 1234", "channels": ["telegram"]}))
         .await;
     assert_eq!(gw.wait_final(&t).await["status"], "sent");
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
 
     std::fs::write(gw.clock(), "2025-06-11T06:00:01Z").unwrap();
     let n = gw.wait_final(&id).await;
@@ -129,7 +129,7 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
         trail(&n),
         ["telegram:deferred:quiet_hours", "telegram:sent"]
     );
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 2);
+    assert_eq!(gw.providers.sends("telegram").await, 2);
 }
 
 /// Answers like `accept_all` and notes when each request arrived.
@@ -215,7 +215,7 @@ async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
 }
 
 async fn bodies_of(providers: &Providers) -> Vec<Value> {
-    bodies(&providers.whatsapp, WA_PATH).await
+    providers.sent("whatsapp").await
 }
 
 /// Meta's inbound text message from `wa_id`, signed.
@@ -419,8 +419,8 @@ async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
             json!({"action": "send", "channel": "telegram"})
         );
     }
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     // The real thing agrees, and its send counts against the cap (the previews did not).
     let n = gw

@@ -96,6 +96,27 @@ impl Providers {
             .await;
     }
 
+    /// How many messages `channel` (`whatsapp`, `telegram`, `line`) was asked to send.
+    pub async fn sends(&self, channel: &str) -> usize {
+        let (server, p) = self.send_endpoint(channel);
+        hits(server, p).await
+    }
+
+    /// The bodies of the messages `channel` was asked to send, in order.
+    pub async fn sent(&self, channel: &str) -> Vec<Value> {
+        let (server, p) = self.send_endpoint(channel);
+        bodies(server, p).await
+    }
+
+    fn send_endpoint(&self, channel: &str) -> (&MockServer, &'static str) {
+        match channel {
+            "whatsapp" => (&self.whatsapp, WA_PATH),
+            "telegram" => (&self.telegram, TG_SEND_PATH),
+            "line" => (&self.line, LINE_PUSH_PATH),
+            other => panic!("no simulated send endpoint for {other}"),
+        }
+    }
+
     /// The gateway config for these providers; `extra` is appended (later keys win per table
     /// only if the test writes whole tables, so tests pass routing/channel overrides via
     /// `Settings`).

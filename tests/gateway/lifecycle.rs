@@ -79,7 +79,9 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
         let n = gw.wait_final(id).await;
         assert_eq!(n["status"], "sent", "{n}");
     }
-    let delivered: HashSet<String> = bodies(&gw.providers.telegram, TG_SEND_PATH)
+    let delivered: HashSet<String> = gw
+        .providers
+        .sent("telegram")
         .await
         .iter()
         .filter_map(|b| b["text"].as_str().map(str::to_string))

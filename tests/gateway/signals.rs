@@ -152,7 +152,7 @@ async fn receipts_move_a_notification_to_delivered_then_read_and_never_back() {
     let n = notification(&gw, &id).await;
     assert_eq!(n["status"], "read", "{n}");
     assert_eq!(trail(&n), ["whatsapp:read"]);
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]
@@ -160,7 +160,7 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
     let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({})).await;
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 
     post_status(&gw, status(WAMID, "failed", Some(131026))).await;
     let n = wait_for(&gw, &id, "sent on telegram", |n| {
@@ -177,7 +177,7 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
     );
     assert_eq!(n["attempts"][1]["provider_code"], "131026", "{n}");
     assert_eq!(n["attempts"][1]["provider_message_id"], WAMID, "{n}");
-    let sent = bodies(&gw.providers.telegram, TG_SEND_PATH).await;
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["text"], "Your order #1042 has shipped.");
 
@@ -188,7 +188,7 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
     let again = notification(&gw, &id).await;
     assert_eq!(trail(&again), trail(&n));
     assert_eq!(again["status"], "sent");
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
     // A recipient-level failure leaves the channel in rotation.
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
 }
@@ -253,7 +253,7 @@ async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
         trail(&n),
         ["whatsapp:skipped:channel_banned", "telegram:sent"]
     );
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     post_account_update(
         &gw,
@@ -361,8 +361,8 @@ async fn without_a_receipt_within_fallback_after_the_next_channel_is_tried() {
         trail(&n),
         ["whatsapp:sent", "whatsapp:no_receipt", "telegram:sent"]
     );
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 1);
-    assert_eq!(hits(&gw.providers.whatsapp, WA_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
 }
 
 #[tokio::test]
@@ -378,5 +378,5 @@ async fn a_receipt_within_fallback_after_cancels_the_fallback() {
     let n = notification(&gw, &id).await;
     assert_eq!(n["status"], "delivered", "{n}");
     assert_eq!(trail(&n), ["whatsapp:delivered"]);
-    assert_eq!(hits(&gw.providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }

@@ -137,11 +137,11 @@ pub(crate) async fn history(gw: &Gateway, id: &str, channel: &str) -> Vec<Value>
 /// Waits until the WhatsApp mock got `n` sends, then a little longer to see no more come.
 pub(crate) async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while hits(&providers.whatsapp, WA_PATH).await < n && Instant::now() < deadline {
+    while providers.sends("whatsapp").await < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = bodies(&providers.whatsapp, WA_PATH).await;
+    let sent = providers.sent("whatsapp").await;
     assert_eq!(sent.len(), n, "{sent:?}");
     sent
 }
@@ -559,11 +559,11 @@ async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not
             .await;
         assert_eq!(n["status"], "sent", "{n}");
     }
-    let sent = bodies(&gw.providers.telegram, TG_SEND_PATH).await;
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0]["text"], "Weekend sale!\n\n/stop to unsubscribe");
     assert_eq!(sent[1]["text"], "Weekend sale!");
-    let sent = bodies(&gw.providers.whatsapp, WA_PATH).await;
+    let sent = gw.providers.sent("whatsapp").await;
     assert_eq!(
         sent[0]["text"]["body"],
         "Weekend sale!\n\nReply STOP to unsubscribe."
