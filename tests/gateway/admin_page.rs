@@ -5,7 +5,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{setup, trail, whatsapp_fails, Gateway, Settings, ADMIN_TOKEN};
+use crate::harness::{trail, whatsapp_fails, Gateway, Rig, Settings, TestApp, ADMIN_TOKEN};
 
 /// A client that shows redirects instead of following them (to see the sign-in's cookie).
 fn client() -> reqwest::Client {
@@ -63,12 +63,7 @@ async fn post_form(
 
 #[tokio::test]
 async fn sign_in_with_the_token_sets_a_strict_session_cookie_and_a_wrong_token_is_401() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
 
     let (status, html) = page(&g, "").await;
     assert_eq!(status, StatusCode::OK);
@@ -120,31 +115,29 @@ async fn sign_in_with_the_token_sets_a_strict_session_cookie_and_a_wrong_token_i
     let (_, html) = page(&g, &pair).await;
     assert!(html.contains("action=\"/admin/login\""), "{html}");
 
-    let (_, logs) = g.terminate().await;
+    let (_, logs, _) = g.terminate().await;
     assert!(!logs.contains(ADMIN_TOKEN), "the token was logged");
 }
 
 #[tokio::test]
 async fn the_cookie_is_secure_when_the_public_url_is_https() {
-    let (dir, providers) = setup().await;
-    let config = providers.config(dir.path(), &Settings::default()).replacen(
-        "[server]\n",
-        "[server]\npublic_url = \"https://notify.example\"\n",
-        1,
-    );
-    let g = Gateway::start(dir.path(), &config).await;
+    let g = Rig::new()
+        .await
+        .start_on(|providers, dir| {
+            providers.config(dir, &Settings::default()).replacen(
+                "[server]\n",
+                "[server]\npublic_url = \"https://notify.example\"\n",
+                1,
+            )
+        })
+        .await;
     let (set_cookie, _) = sign_in(&g).await;
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
 }
 
 #[tokio::test]
 async fn posts_without_a_session_or_csrf_token_are_403_and_change_nothing() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
     let (_, pair) = sign_in(&g).await;
     let (_, html) = page(&g, &pair).await;
     let token = csrf(&html);
@@ -215,17 +208,9 @@ async fn posts_without_a_session_or_csrf_token_are_403_and_change_nothing() {
 
 #[tokio::test]
 async fn the_page_escapes_untrusted_reasons() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
     let (status, body) = g
-        .admin_post(
-            "/v1/admin/channels/telegram/disable",
-            json!({"reason": "<script>alert('x')</script> & \"more\""}),
-        )
+        .disable_channel("telegram", "<script>alert('x')</script> & \"more\"")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, pair) = sign_in(&g).await;
@@ -247,10 +232,9 @@ async fn history(g: &Gateway) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_across_a_restart() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let g = TestApp::accepting().await;
     whatsapp_fails(
-        &providers,
+        &g.providers,
         1,
         400,
         131031,
@@ -258,12 +242,10 @@ async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_a
         None,
     )
     .await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let g = Gateway::start(dir.path(), &config).await;
     g.on_whatsapp_and_telegram("c-1").await;
 
     let n = g
-        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
     let row = g.channel_state("whatsapp").await;
@@ -279,15 +261,13 @@ async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_a
     assert_eq!(h[0]["back_at"], json!(null));
     assert_eq!(h[0]["carried_by_others"]["telegram"], 1, "{h:?}");
 
-    let (status, row) = g
-        .admin_post("/v1/admin/channels/whatsapp/enable", json!({}))
-        .await;
+    let (status, row) = g.enable_channel("whatsapp").await;
     assert_eq!(status, StatusCode::OK, "{row}");
     let row = g.channel_state("whatsapp").await;
     assert_eq!(row["state"], "active", "{row}");
     assert_eq!(row["reason"], json!(null), "the ban's reason stayed: {row}");
     let n = g
-        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:sent"]);
 
@@ -303,17 +283,20 @@ async fn an_enabled_channel_drops_its_old_reason_and_the_history_keeps_the_ban_a
     assert_eq!(h[1]["carried_by_others"]["telegram"], 1, "{h:?}");
 
     // The history is in the store: a restart keeps it.
-    g.terminate().await;
-    let g = Gateway::start(dir.path(), &config).await;
+    let (_, _, rig) = g.terminate().await;
+    let g = rig.restart().await;
     assert_eq!(history(&g).await, h);
 }
 
 #[tokio::test]
 async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let g = TestApp::with(Settings {
+        whatsapp_cooldown: "1s",
+        ..Settings::default()
+    })
+    .await;
     whatsapp_fails(
-        &providers,
+        &g.providers,
         1,
         400,
         368,
@@ -321,22 +304,14 @@ async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
         None,
     )
     .await;
-    let settings = Settings {
-        whatsapp_cooldown: "1s",
-        ..Settings::default()
-    };
-    let g = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
     g.on_whatsapp_and_telegram("c-1").await;
     let n = g
-        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:channel_restricted", "telegram:sent"]);
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let n = g
-        .wait_final(
-            &g.notify(json!({"contact_id": "c-1", "text": "probe"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "probe"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
     let row = g.channel_state("whatsapp").await;
@@ -351,7 +326,7 @@ async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
 
     // A channel throttle of 1 s: waited out, then the row is active without the throttle's reason.
     whatsapp_fails(
-        &providers,
+        &g.providers,
         1,
         429,
         130429,
@@ -360,7 +335,7 @@ async fn a_successful_probe_and_an_ended_throttle_leave_no_old_reason() {
     )
     .await;
     let n = g
-        .wait_final(&g.notify(json!({"contact_id": "c-1", "text": "slow"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "slow"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:throttled", "whatsapp:sent"], "{n}");
     let row = g.channel_state("whatsapp").await;
@@ -384,10 +359,9 @@ fn row_html<'a>(html: &'a str, channel: &str) -> &'a str {
 #[tokio::test]
 async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_and_shows_the_timeline(
 ) {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let g = TestApp::accepting().await;
     whatsapp_fails(
-        &providers,
+        &g.providers,
         1,
         400,
         131031,
@@ -395,176 +369,159 @@ async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_a
         None,
     )
     .await;
+    g.on_whatsapp_and_telegram("c-1").await;
+    let (status, _) = g.disable_channel("line", "no LINE account yet").await;
+    assert_eq!(status, StatusCode::OK);
+    for text in ["one", "two"] {
+        g.notify_and_wait(json!({"contact_id": "c-1", "text": text}))
+            .await;
+    }
+    assert_eq!(g.channel_state("whatsapp").await["state"], "banned");
 
-    /// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
-    /// reason), and the admin API and page show every channel as not configured, not `active`.
-    #[tokio::test]
-    async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!(
+    let (_, pair) = sign_in(&g).await;
+    let (_, html) = page(&g, &pair).await;
+    let whatsapp = row_html(&html, "whatsapp");
+    assert!(whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+    assert!(whatsapp.contains("id=\"disable-whatsapp\""), "{whatsapp}");
+    assert!(
+        whatsapp
+            .contains("comes back only when you press Enable after Meta lifts the ban (appeal)"),
+        "{whatsapp}"
+    );
+    // Readable times: seconds precision, UTC, an age; since and until both.
+    assert!(whatsapp.contains("since <time datetime=\""), "{whatsapp}");
+    assert!(whatsapp.contains("until — (no end set)"), "{whatsapp}");
+    assert!(
+        whatsapp.contains(" UTC <span class=\"muted\">("),
+        "{whatsapp}"
+    );
+    let nanos = regex_free_fraction(&html);
+    assert!(nanos.is_none(), "a raw timestamp with fractions: {nanos:?}");
+    // The chart: one failed send (the ban answer) in the current minute.
+    assert!(
+        whatsapp.contains("<svg id=\"chart-whatsapp\""),
+        "{whatsapp}"
+    );
+    assert!(whatsapp.contains("class=\"failed\""), "{whatsapp}");
+    assert!(whatsapp.contains("0 sent / 1 failed"), "{whatsapp}");
+    assert!(row_html(&html, "telegram").contains("2 sent / 0 failed"));
+
+    // Active: no Enable. Disabled: no Disable, and how it comes back.
+    let telegram = row_html(&html, "telegram");
+    assert!(!telegram.contains("id=\"enable-telegram\""), "{telegram}");
+    assert!(telegram.contains("id=\"disable-telegram\""), "{telegram}");
+    let line = row_html(&html, "line");
+    assert!(line.contains("id=\"enable-line\""), "{line}");
+    assert!(!line.contains("id=\"disable-line\""), "{line}");
+    assert!(line.contains("until someone presses Enable"), "{line}");
+
+    // The timeline: the ban, newest first, with what Telegram carried since.
+    let timeline = &html[html.find("<ol id=\"timeline\"").expect("a timeline")..];
+    let ban = timeline
+        .find("class=\"change to-banned\"")
+        .expect("the ban");
+    let disable = timeline
+        .find("class=\"change to-disabled\"")
+        .expect("the disable");
+    assert!(ban < disable, "newest first: {timeline}");
+    assert!(
+        timeline.contains("Sent by other channels since then: telegram 2."),
+        "{timeline}"
+    );
+    assert!(timeline.contains("Still out of rotation."), "{timeline}");
+
+    // Enable: the reason goes, Enable goes, the timeline shows the return.
+    let token = csrf(&html);
+    let (status, _) = post_form(
+        &g,
+        "/admin/channels/whatsapp/enable",
+        Some(&pair),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page(&g, &pair).await;
+    let whatsapp = row_html(&html, "whatsapp");
+    assert!(!whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+    assert!(!whatsapp.contains("131031</td>"), "{whatsapp}");
+    assert!(
+        whatsapp.contains("id=\"reason-text-whatsapp\"></td>"),
+        "{whatsapp}"
+    );
+    let timeline = &html[html.find("<ol id=\"timeline\"").unwrap()..];
+    assert!(
+        timeline.contains("banned → <span class=\"state active\">active</span> — enabled by admin"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Sent by other channels meanwhile: telegram 2. Back in rotation"),
+        "{timeline}"
+    );
+}
+
+/// A fraction of a second in an RFC 3339 time (`:31.123`), which the page should not show.
+fn regex_free_fraction(html: &str) -> Option<String> {
+    let b = html.as_bytes();
+    (2..b.len().saturating_sub(1)).find_map(|i| {
+        (b[i] == b'.'
+            && b[i - 1].is_ascii_digit()
+            && b[i - 2].is_ascii_digit()
+            && b[i + 1].is_ascii_digit()
+            && i >= 3
+            && b[i - 3] == b':')
+            .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
+    })
+}
+
+/// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
+/// reason), and the admin API and page show every channel as not configured, not `active`.
+#[tokio::test]
+async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
          [store]\npath = \"{}\"\n",
         crate::harness::API_KEY,
         dir.path().join("lifeboat.sled").display()
     );
-        let g = Gateway::start(dir.path(), &config).await;
+    let g = Gateway::start(dir.path(), &config).await;
 
-        let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert_eq!(body["ready"], false, "{body}");
-        assert_eq!(body["reason"], "no channel is configured", "{body}");
+    let (status, body) = g.get_public("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["reason"], "no channel is configured", "{body}");
 
-        for channel in ["whatsapp", "telegram", "line", "email"] {
-            let row = g.channel_state(channel).await;
-            assert_eq!(row["configured"], false, "{row}");
-            assert_eq!(row["state"], "not_configured", "{row}");
-        }
-
-        let (_, cookie) = sign_in(&g).await;
-        let (status, html) = page(&g, &cookie).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            html.contains("id=\"state-telegram\">not configured</td>"),
-            "{html}"
-        );
-        assert!(!html.contains("data-state=\"active\""), "{html}");
+    for channel in ["whatsapp", "telegram", "line", "email"] {
+        let row = g.channel_state(channel).await;
+        assert_eq!(row["configured"], false, "{row}");
+        assert_eq!(row["state"], "not_configured", "{row}");
     }
 
-    /// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
-    /// with a warning in the body.
-    #[tokio::test]
-    async fn all_channels_disabled_is_ready_with_a_warning() {
-        let (dir, providers) = setup().await;
-        let g = Gateway::start(
-            dir.path(),
-            &providers.config(dir.path(), &Settings::default()),
-        )
-        .await;
-        g.on_whatsapp_and_telegram("c-1").await;
-        let (status, _) = g
-            .admin_post(
-                "/v1/admin/channels/line/disable",
-                json!({"reason": "no LINE account yet"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        for text in ["one", "two"] {
-            g.wait_final(&g.notify(json!({"contact_id": "c-1", "text": text})).await)
-                .await;
-        }
-        assert_eq!(g.channel_state("whatsapp").await["state"], "banned");
+    let (_, cookie) = sign_in(&g).await;
+    let (status, html) = page(&g, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"state-telegram\">not configured</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("data-state=\"active\""), "{html}");
+}
 
-        let (_, pair) = sign_in(&g).await;
-        let (_, html) = page(&g, &pair).await;
-        let whatsapp = row_html(&html, "whatsapp");
-        assert!(whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
-        assert!(whatsapp.contains("id=\"disable-whatsapp\""), "{whatsapp}");
-        assert!(
-            whatsapp.contains(
-                "comes back only when you press Enable after Meta lifts the ban (appeal)"
-            ),
-            "{whatsapp}"
-        );
-        // Readable times: seconds precision, UTC, an age; since and until both.
-        assert!(whatsapp.contains("since <time datetime=\""), "{whatsapp}");
-        assert!(whatsapp.contains("until — (no end set)"), "{whatsapp}");
-        assert!(
-            whatsapp.contains(" UTC <span class=\"muted\">("),
-            "{whatsapp}"
-        );
-        let nanos = regex_free_fraction(&html);
-        assert!(nanos.is_none(), "a raw timestamp with fractions: {nanos:?}");
-        // The chart: one failed send (the ban answer) in the current minute.
-        assert!(
-            whatsapp.contains("<svg id=\"chart-whatsapp\""),
-            "{whatsapp}"
-        );
-        assert!(whatsapp.contains("class=\"failed\""), "{whatsapp}");
-        assert!(whatsapp.contains("0 sent / 1 failed"), "{whatsapp}");
-        assert!(row_html(&html, "telegram").contains("2 sent / 0 failed"));
+/// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
+/// with a warning in the body.
+#[tokio::test]
+async fn all_channels_disabled_is_ready_with_a_warning() {
+    let g = TestApp::bare().await;
 
-        // Active: no Enable. Disabled: no Disable, and how it comes back.
-        let telegram = row_html(&html, "telegram");
-        assert!(!telegram.contains("id=\"enable-telegram\""), "{telegram}");
-        assert!(telegram.contains("id=\"disable-telegram\""), "{telegram}");
-        let line = row_html(&html, "line");
-        assert!(line.contains("id=\"enable-line\""), "{line}");
-        assert!(!line.contains("id=\"disable-line\""), "{line}");
-        assert!(line.contains("until someone presses Enable"), "{line}");
-
-        // The timeline: the ban, newest first, with what Telegram carried since.
-        let timeline = &html[html.find("<ol id=\"timeline\"").expect("a timeline")..];
-        let ban = timeline
-            .find("class=\"change to-banned\"")
-            .expect("the ban");
-        let disable = timeline
-            .find("class=\"change to-disabled\"")
-            .expect("the disable");
-        assert!(ban < disable, "newest first: {timeline}");
-        assert!(
-            timeline.contains("Sent by other channels since then: telegram 2."),
-            "{timeline}"
-        );
-        assert!(timeline.contains("Still out of rotation."), "{timeline}");
-
-        // Enable: the reason goes, Enable goes, the timeline shows the return.
-        let token = csrf(&html);
-        let (status, _) = post_form(
-            &g,
-            "/admin/channels/whatsapp/enable",
-            Some(&pair),
-            &[("csrf", &token)],
-        )
-        .await;
-        assert_eq!(status, StatusCode::SEE_OTHER);
-        let (_, html) = page(&g, &pair).await;
-        let whatsapp = row_html(&html, "whatsapp");
-        assert!(!whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
-        assert!(!whatsapp.contains("131031</td>"), "{whatsapp}");
-        assert!(
-            whatsapp.contains("id=\"reason-text-whatsapp\"></td>"),
-            "{whatsapp}"
-        );
-        let timeline = &html[html.find("<ol id=\"timeline\"").unwrap()..];
-        assert!(
-            timeline
-                .contains("banned → <span class=\"state active\">active</span> — enabled by admin"),
-            "{timeline}"
-        );
-        assert!(
-            timeline.contains("Sent by other channels meanwhile: telegram 2. Back in rotation"),
-            "{timeline}"
-        );
-    }
-
-    /// A fraction of a second in an RFC 3339 time (`:31.123`), which the page should not show.
-    fn regex_free_fraction(html: &str) -> Option<String> {
-        let b = html.as_bytes();
-        (2..b.len().saturating_sub(1)).find_map(|i| {
-            (b[i] == b'.'
-                && b[i - 1].is_ascii_digit()
-                && b[i - 2].is_ascii_digit()
-                && b[i + 1].is_ascii_digit()
-                && i >= 3
-                && b[i - 3] == b':')
-                .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
-        })
-    }
-
-    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    let (status, body) = g.get_public("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ready"], true, "{body}");
     assert!(body["warning"].is_null(), "{body}");
     for channel in ["whatsapp", "telegram", "line", "email"] {
-        let (status, _) = g
-            .admin_post(
-                &format!("/v1/admin/channels/{channel}/disable"),
-                json!({"reason": "test"}),
-            )
-            .await;
+        let (status, _) = g.disable_channel(channel, "test").await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+    let (status, body) = g.get_public("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ready"], true, "{body}");
     assert!(

@@ -6,21 +6,14 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-async fn started() -> (tempfile::TempDir, Providers, Gateway) {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
-    (dir, providers, gw)
+async fn started() -> TestApp {
+    let gw = TestApp::accepting().await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
+    gw
 }
 
 async fn error_of(resp: reqwest::Response) -> (StatusCode, Value) {
@@ -37,7 +30,7 @@ async fn nothing_stored(gw: &Gateway) {
 
 #[tokio::test]
 async fn notification_bodies_that_are_wrong_get_their_error_and_store_nothing() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let post_raw = |body: &'static str, content_type: &'static str| {
         gw.raw(Method::POST, "/v1/notifications")
             .bearer_auth(API_KEY)
@@ -158,7 +151,7 @@ async fn notification_bodies_that_are_wrong_get_their_error_and_store_nothing() 
 
 #[tokio::test]
 async fn contacts_and_consents_reject_bad_values() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let cases: Vec<(&str, Value, &str)> = vec![
         ("/v1/contacts/c-2", json!({"whatsapp": "+0123"}), "whatsapp"),
         ("/v1/contacts/c-2", json!({"email": "ana@"}), "email"),
@@ -222,7 +215,7 @@ async fn contacts_and_consents_reject_bad_values() {
 
 #[tokio::test]
 async fn auth_is_required_and_keys_are_not_interchangeable() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let (status, body) = gw.send(Method::GET, "/v1/contacts/c-1", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -246,7 +239,7 @@ async fn auth_is_required_and_keys_are_not_interchangeable() {
 
 #[tokio::test]
 async fn lookups_with_bad_or_unknown_ids() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let (status, body) = gw.get("/v1/notifications/not%20an%20id").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "id");
@@ -261,20 +254,16 @@ async fn lookups_with_bad_or_unknown_ids() {
     let (status, body) = gw.get("/v1/notifications?limit=1000").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "limit");
-    let (status, body) = gw
-        .admin_post("/v1/admin/channels/sms/disable", json!({"reason": "x"}))
-        .await;
+    let (status, body) = gw.disable_channel("sms", "x").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, body) = gw
-        .admin_post("/v1/admin/channels/email/disable", json!({"reason": ""}))
-        .await;
+    let (status, body) = gw.disable_channel("email", "").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(gw.channel_state("email").await["state"], "active");
 }
 
 #[tokio::test]
 async fn the_same_idempotency_key_sends_once_and_a_different_body_conflicts() {
-    let (_dir, providers, gw) = started().await;
+    let gw = started().await;
     let body = json!({"contact_id": "c-1", "text": "Order shipped", "idempotency_key": "order-1042-shipped"});
     let (status, first) = gw.post("/v1/notifications", body.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
@@ -308,18 +297,14 @@ async fn the_same_idempotency_key_sends_once_and_a_different_body_conflicts() {
     assert_eq!(conflict["error"]["code"], "idempotency_conflict");
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        hits(&providers.telegram, TG_SEND_PATH).await,
-        1,
-        "sent once"
-    );
+    assert_eq!(gw.providers.sends("telegram").await, 1, "sent once");
     let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
 }
 
 #[tokio::test]
 async fn contacts_consents_history_and_listing_work_together() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let (status, contact) = gw
         .put(
             "/v1/contacts/ana",
@@ -383,7 +368,7 @@ async fn contacts_consents_history_and_listing_work_together() {
 
 #[tokio::test]
 async fn idempotency_keys_are_per_api_key() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     let key = "order-7-shipped";
     let (status, a) = gw
         .post(
@@ -395,11 +380,10 @@ async fn idempotency_keys_are_per_api_key() {
 
     // App B, same key, same body: a notification of its own, not A's id.
     let (status, b_same) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{b_same}");
@@ -407,11 +391,10 @@ async fn idempotency_keys_are_per_api_key() {
 
     // App B, same key, another body: B's own conflict, which does not name A's notification.
     let (status, b_other) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "B's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "B's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{b_other}");
@@ -428,11 +411,10 @@ async fn idempotency_keys_are_per_api_key() {
     assert_eq!(status, StatusCode::OK, "{a_again}");
     assert_eq!(a_again["id"], a["id"]);
     let (status, b_again) = gw
-        .send(
-            Method::POST,
+        .post_as(
+            API_KEY_2,
             "/v1/notifications",
-            Some(API_KEY_2),
-            Some(json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key})),
+            json!({"contact_id": "c-1", "text": "A's text", "idempotency_key": key}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{b_again}");
@@ -441,7 +423,7 @@ async fn idempotency_keys_are_per_api_key() {
 
 #[tokio::test]
 async fn a_bogus_cursor_is_a_validation_error_not_page_one() {
-    let (_dir, _providers, gw) = started().await;
+    let gw = started().await;
     gw.notify(json!({"contact_id": "c-1", "text": "n0"})).await;
     for query in [
         "cursor=zzz",

@@ -1,7 +1,7 @@
 //! `lifeboat channels list|enable|disable` against a running gateway: the table shows what
 //! the server says, and usage errors exit 2 with one line on stderr.
 
-use crate::harness::{binary, setup, Gateway, Settings, ADMIN_TOKEN};
+use crate::harness::{binary, Gateway, TestApp, ADMIN_TOKEN};
 
 /// Runs `lifeboat channels ARGS --server BASE` with `token` in the environment (or none).
 async fn channels(g: &Gateway, args: &[&str], token: Option<&str>) -> (i32, String, String) {
@@ -35,12 +35,7 @@ fn row(table: &str, channel: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_table_shows_a_disable_and_errors_exit_2_with_one_line() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let g = TestApp::bare().await;
 
     let (code, table, _) = channels(&g, &["list"], Some(ADMIN_TOKEN)).await;
     assert_eq!(code, 0);

@@ -25,13 +25,7 @@ async fn counts(gw: &Gateway, channel: &str) -> (u64, u64) {
 
 #[tokio::test]
 async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.on_whatsapp_and_telegram("c-1").await;
     for (field, value) in [
         ("fallback_after", "300000y"),
@@ -50,16 +44,13 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
     }
     let (_, page) = gw.get("/v1/notifications?contact_id=c-1").await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(0), "{page}");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     // Thirty days is still fine, and the gateway keeps working.
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-1", "text": "hi", "fallback_after": "30days",
+        .notify_and_wait(
+            json!({"contact_id": "c-1", "text": "hi", "fallback_after": "30days",
                 "expires_in": "30days"}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
@@ -69,35 +60,26 @@ async fn durations_past_thirty_days_are_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(ResponseTemplate::new(429).set_body_json(
             json!({"message": "The API rate limit has been exceeded. Try again later."}),
         ))
         .with_priority(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
     // max_wait = 2 s (Settings::default()); LINE names no wait, so each try waits 1 s.
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-line",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b", "email": "ana@example.com"}),
-        &[("line", &["transactional"]), ("email", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-line")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .email("ana@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-line", "text": "hi", "subject": "Hi",
+        .notify_and_wait(
+            json!({"contact_id": "c-line", "text": "hi", "subject": "Hi",
                 "channels": ["line", "email"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
@@ -106,8 +88,8 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
     let throttled = count(&n, "line:throttled");
     assert!((1..=3).contains(&throttled), "{n}");
     assert_eq!(trail(&n).last().map(String::as_str), Some("email:sent"));
-    assert_eq!(hits(&providers.line, LINE_PUSH_PATH).await, throttled);
-    assert_eq!(providers.smtp.received().len(), 1);
+    assert_eq!(gw.providers.sends("line").await, throttled);
+    assert_eq!(gw.providers.smtp.received().len(), 1);
     // One notification failed on LINE, however many times LINE said 429.
     assert_eq!(counts(&gw, "line").await, (0, 1));
     assert_eq!(counts(&gw, "email").await, (1, 0));
@@ -132,48 +114,35 @@ async fn line_429_without_retry_after_falls_over_within_max_wait_and_counts_once
 
 #[tokio::test]
 async fn smtp_450_relay_limit_on_every_try_falls_over_and_counts_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    providers.smtp.reply_at(
+    let gw = TestApp::accepting().await;
+    gw.providers.smtp.reply_at(
         Stage::MailFrom,
         "450 4.2.1 Peak SMTP relay limit exceeded for this customer.",
     );
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-mail",
-        json!({"email": "ana@example.com", "telegram": "5551234"}),
-        &[
-            ("email", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("c-mail")
+        .email("ana@example.com")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "c-mail", "text": "hi", "subject": "Hi",
+        .notify_and_wait(
+            json!({"contact_id": "c-mail", "text": "hi", "subject": "Hi",
                 "channels": ["email", "telegram"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(n["channel"], "telegram", "{n}");
     let throttled = count(&n, "email:throttled");
     assert!((1..=3).contains(&throttled), "{n}");
-    assert!(providers.smtp.received().is_empty());
+    assert!(gw.providers.smtp.received().is_empty());
     assert_eq!(counts(&gw, "email").await, (0, 1));
     assert_eq!(counts(&gw, "telegram").await, (1, 0));
 }
 
 #[tokio::test]
 async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_working() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(
@@ -184,19 +153,14 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
                 ),
         )
         .with_priority(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-line",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b", "email": "ana@example.com"}),
-        &[("line", &["transactional"]), ("email", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-line")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .email("ana@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let body = json!({"contact_id": "c-line", "text": "hi", "subject": "Hi", "channels": ["line", "email"]});
     let n = gw.wait_final(&gw.notify(body.clone()).await).await;
     assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
@@ -206,5 +170,5 @@ async fn a_retry_after_of_u64_max_seconds_falls_over_and_the_gateway_keeps_worki
     assert_eq!(line["until"], "9999-12-31T23:59:59Z", "{line}");
     let n = gw.wait_final(&gw.notify(body).await).await;
     assert_eq!(trail(&n), ["line:throttled", "email:sent"], "{n}");
-    assert_eq!(hits(&providers.line, LINE_PUSH_PATH).await, 1);
+    assert_eq!(gw.providers.sends("line").await, 1);
 }

@@ -115,12 +115,15 @@ async fn idle_and_trickling_clients_neither_starve_health_checks_nor_stay_foreve
 
 #[tokio::test]
 async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_requests() {
-    let (dir, providers) = setup().await;
-    let config = with_server(
-        providers.config(dir.path(), &Settings::default()),
-        &[("shutdown_grace", "\"2s\"")],
-    );
-    let gw = Gateway::start(dir.path(), &config).await;
+    let gw = Rig::new()
+        .await
+        .start_on(|providers, dir| {
+            with_server(
+                providers.config(dir, &Settings::default()),
+                &[("shutdown_grace", "\"2s\"")],
+            )
+        })
+        .await;
     let addr = host_port(&gw);
 
     // Headers without their end.
@@ -145,7 +148,7 @@ async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_request
     assert!(healthz_answers(&gw, Duration::from_secs(3)).await);
 
     let asked = Instant::now();
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     let took = asked.elapsed();
     assert!(status.success(), "{logs}");
     assert!(
@@ -160,19 +163,12 @@ async fn sigterm_completes_within_the_grace_while_clients_hold_half_sent_request
 
 #[tokio::test]
 async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    let gw = TestApp::accepting().await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let raw = |method: Method, path: &str, body: &str| {
         gw.raw(method, path)
             .bearer_auth(API_KEY)
@@ -239,12 +235,7 @@ async fn bodies_that_are_not_one_json_object_are_refused_and_nothing_is_stored()
 
 #[tokio::test]
 async fn errors_made_outside_the_handlers_have_the_json_shape_and_a_code() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::bare().await;
     let shape = |resp: reqwest::Response| async move {
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -302,16 +293,12 @@ async fn errors_made_outside_the_handlers_have_the_json_shape_and_a_code() {
 
 #[tokio::test]
 async fn a_busy_port_is_one_line_naming_the_setting_to_change() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::bare().await;
     let addr = host_port(&gw);
 
     let other = tempfile::tempdir().unwrap();
-    let config = providers
+    let config = gw
+        .providers
         .config(other.path(), &Settings::default())
         .replacen(
             "listen = \"127.0.0.1:0\"",

@@ -10,32 +10,19 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::harness::*;
 
-fn wa_error(code: u64, message: &str) -> serde_json::Value {
-    json!({"error": {"message": message, "type": "OAuthException", "code": code,
-        "error_data": {"messaging_product": "whatsapp", "details": message},
-        "fbtrace_id": "AbCdEf"}})
-}
-
 #[tokio::test]
 async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
-
-    let id = gw
-        .notify(json!({"contact_id": "c-1", "text": "Your order #1042 has shipped."}))
+    let gw = TestApp::accepting().await;
+    gw.contact("c-1")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consent("telegram", &["transactional"])
+        .put()
         .await;
-    let n = gw.wait_final(&id).await;
+
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "Your order #1042 has shipped."}))
+        .await;
 
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(n["channel"], "telegram");
@@ -45,8 +32,8 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
         "{n}"
     );
     assert_eq!(n["attempts"][1]["provider_message_id"], "812");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
-    let sent = bodies(&providers.telegram, TG_SEND_PATH).await;
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["chat_id"], 5551234);
     assert_eq!(sent[0]["text"], "Your order #1042 has shipped.");
@@ -54,27 +41,22 @@ async fn goes_out_on_the_first_consented_channel_and_shows_the_attempts() {
 
 #[tokio::test]
 async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(
             ResponseTemplate::new(400)
-                .set_body_json(wa_error(131031, "(#131031) Business Account locked")),
+                .set_body_json(whatsapp_error(131031, "(#131031) Business Account locked")),
         )
         .with_priority(1)
         .expect(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
-    let first = gw.notify(json!({"contact_id": "c-1", "text": "one"})).await;
-    let n = gw.wait_final(&first).await;
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
+        .await;
     assert_eq!(n["status"], "sent");
     assert_eq!(n["channel"], "telegram");
     assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
@@ -99,33 +81,30 @@ async fn a_whatsapp_ban_moves_this_and_every_later_notification_to_telegram() {
         );
     }
     // The ban answer was the only request WhatsApp ever got.
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 6);
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 6);
 }
 
 #[tokio::test]
 async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    Mock::given(method("POST"))
-        .and(path(WA_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(wa_error(
-            368,
-            "(#368) Temporarily blocked for policies violations",
-        )))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .mount(&providers.whatsapp)
-        .await;
-    let settings = Settings {
+    let gw = TestApp::with(Settings {
         whatsapp_cooldown: "1s",
         ..Settings::default()
-    };
-    let gw = Gateway::start(dir.path(), &providers.config(dir.path(), &settings)).await;
+    })
+    .await;
+    whatsapp_fails(
+        &gw.providers,
+        1,
+        400,
+        368,
+        "(#368) Temporarily blocked for policies violations",
+        None,
+    )
+    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:channel_restricted", "telegram:sent"]);
     let row = gw.channel_state("whatsapp").await;
@@ -133,7 +112,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
     assert!(row["until"].is_string(), "{row}");
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -142,10 +121,7 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "c-1", "text": "three"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "three"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -153,13 +129,12 @@ async fn a_restriction_rests_for_its_cooldown_then_one_probe_brings_it_back() {
         "the probe is a real send: {n}"
     );
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 2);
+    assert_eq!(gw.providers.sends("whatsapp").await, 2);
 }
 
 #[tokio::test]
 async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .and(wiremock::matchers::body_partial_json(
@@ -169,34 +144,22 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
             "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
         })))
         .with_priority(1)
-        .mount(&providers.telegram)
+        .mount(&gw.providers.telegram)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "blocker",
-        json!({"telegram": "666", "email": "blocker@example.com"}),
-        &[
-            ("telegram", &["transactional"]),
-            ("email", &["transactional"]),
-        ],
-    )
-    .await;
-    gw.contact(
-        "friend",
-        json!({"telegram": "777"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    gw.contact("blocker")
+        .telegram("666")
+        .email("blocker@example.com")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
+    gw.contact("friend")
+        .telegram("777")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "blocker", "text": "hello", "subject": "Hi"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "blocker", "text": "hello", "subject": "Hi"}))
         .await;
     assert_eq!(n["channel"], "email", "{n}");
     assert_eq!(
@@ -208,17 +171,14 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
             "email:sent"
         ]
     );
-    let mail = providers.smtp.received();
+    let mail = gw.providers.smtp.received();
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].rcpt_to, ["blocker@example.com"]);
 
     // The channel stays healthy for everyone else.
     assert_eq!(gw.channel_state("telegram").await["state"], "active");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "friend", "text": "hello"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "friend", "text": "hello"}))
         .await;
     assert_eq!(n["channel"], "telegram");
 
@@ -235,59 +195,36 @@ async fn a_blocked_bot_moves_only_that_notification_and_revokes_consent() {
     assert_eq!(last["status"], "revoked", "{history}");
     assert_eq!(last["source"], "telegram_blocked");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "blocker", "text": "again"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "blocker", "text": "again"}))
         .await;
     assert_eq!(trail(&n)[1], "telegram:skipped:no_consent");
 }
 
 #[tokio::test]
 async fn a_transient_error_is_retried_on_the_same_channel() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    Mock::given(method("POST"))
-        .and(path(WA_PATH))
-        .respond_with(
-            ResponseTemplate::new(500).set_body_json(wa_error(131000, "Something went wrong")),
-        )
-        .with_priority(1)
-        .up_to_n_times(1)
-        .mount(&providers.whatsapp)
-        .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
+    whatsapp_fails(&gw.providers, 1, 500, 131000, "Something went wrong", None).await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:retry", "whatsapp:sent"], "{n}");
     assert_eq!(n["channel"], "whatsapp");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]
 async fn transient_errors_past_the_retry_budget_fall_over() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .respond_with(ResponseTemplate::new(503).set_body_string("upstream down"))
         .with_priority(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("c-1").await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(
         trail(&n),
@@ -303,8 +240,7 @@ async fn transient_errors_past_the_retry_budget_fall_over() {
 
 #[tokio::test]
 async fn a_short_throttle_waits_and_a_long_one_falls_over() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
         .and(wiremock::matchers::body_partial_json(
@@ -313,11 +249,11 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "1")
-                .set_body_json(wa_error(130429, "(#130429) Rate limit hit")),
+                .set_body_json(whatsapp_error(130429, "(#130429) Rate limit hit")),
         )
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
     Mock::given(method("POST"))
         .and(path(WA_PATH))
@@ -327,74 +263,48 @@ async fn a_short_throttle_waits_and_a_long_one_falls_over() {
         .respond_with(
             ResponseTemplate::new(429)
                 .insert_header("Retry-After", "60")
-                .set_body_json(wa_error(
+                .set_body_json(whatsapp_error(
                     131056,
                     "(#131056) (Business Account, Consumer Account) pair rate limit hit",
                 )),
         )
         .with_priority(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
     gw.on_whatsapp_and_telegram("short").await;
-    gw.contact(
-        "long",
-        json!({"whatsapp": "+48600999999", "telegram": "5559999"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    gw.contact("long")
+        .whatsapp("+48600999999")
+        .telegram("5559999")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // 1 s is within max_wait (2 s): the notification waits and goes on WhatsApp.
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "short", "text": "one"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "short", "text": "one"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:throttled", "whatsapp:sent"], "{n}");
 
     // 60 s is past max_wait: this one falls over to Telegram at once.
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "long", "text": "two"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "long", "text": "two"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:throttled", "telegram:sent"], "{n}");
     // The pair limit concerns one recipient: WhatsApp stays in rotation for others.
     assert_ne!(gw.channel_state("whatsapp").await["state"], "banned");
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "short", "text": "three"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "short", "text": "three"}))
         .await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
 
 #[tokio::test]
 async fn admin_disable_and_enable_reroute_at_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
+    let gw = TestApp::accepting().await;
     gw.on_whatsapp_and_telegram("c-1").await;
 
     let (status, row) = gw
-        .admin_post(
-            "/v1/admin/channels/whatsapp/disable",
-            json!({"reason": "ban appeal in progress"}),
-        )
+        .disable_channel("whatsapp", "ban appeal in progress")
         .await;
     assert_eq!(status, StatusCode::OK, "{row}");
     assert_eq!(row["state"], "disabled");
@@ -404,20 +314,18 @@ async fn admin_disable_and_enable_reroute_at_once() {
         .contains("ban appeal in progress"));
 
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "one"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "one"}))
         .await;
     assert_eq!(
         trail(&n),
         ["whatsapp:skipped:channel_disabled", "telegram:sent"]
     );
 
-    let (status, row) = gw
-        .admin_post("/v1/admin/channels/whatsapp/enable", json!({}))
-        .await;
+    let (status, row) = gw.enable_channel("whatsapp").await;
     assert_eq!(status, StatusCode::OK, "{row}");
     assert_eq!(row["state"], "active");
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "two"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
         .await;
     assert_eq!(trail(&n), ["whatsapp:sent"]);
 
@@ -446,34 +354,21 @@ async fn admin_disable_and_enable_reroute_at_once() {
 
 #[tokio::test]
 async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "nobody",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[],
-    )
-    .await;
-    gw.contact(
-        "tx-only",
-        json!({"whatsapp": "+48600100201", "telegram": "5551235"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    let gw = TestApp::accepting().await;
+    gw.contact("nobody")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .put()
+        .await;
+    gw.contact("tx-only")
+        .whatsapp("+48600100201")
+        .telegram("5551235")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "nobody", "text": "hi"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "nobody", "text": "hi"}))
         .await;
     assert_eq!(n["status"], "failed");
     assert_eq!(
@@ -486,12 +381,9 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         ]
     );
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "tx-only", "text": "Sale!", "category": "marketing",
+        .notify_and_wait(
+            json!({"contact_id": "tx-only", "text": "Sale!", "category": "marketing",
                 "channels": ["whatsapp", "telegram"]}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "failed");
@@ -499,14 +391,13 @@ async fn no_consent_or_no_marketing_scope_is_skipped_without_a_provider_call() {
         trail(&n),
         ["whatsapp:skipped:no_consent", "telegram:skipped:no_consent"]
     );
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]
 async fn line_retries_reuse_the_retry_key() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let gw = TestApp::accepting().await;
     Mock::given(method("POST"))
         .and(path(LINE_PUSH_PATH))
         .respond_with(
@@ -515,24 +406,18 @@ async fn line_retries_reuse_the_retry_key() {
         )
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.line)
+        .mount(&gw.providers.line)
         .await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-1",
-        json!({"line": "U4af4980629a1b2c3d4e5f60718293a4b"}),
-        &[("line", &["transactional"])],
-    )
-    .await;
+    gw.contact("c-1")
+        .line("U4af4980629a1b2c3d4e5f60718293a4b")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let n = gw
-        .wait_final(&gw.notify(json!({"contact_id": "c-1", "text": "hi"})).await)
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "hi"}))
         .await;
     assert_eq!(n["channel"], "line", "{n}");
-    let requests = providers.line.received_requests().await.unwrap();
+    let requests = gw.providers.line.received_requests().await.unwrap();
     let keys: Vec<_> = requests
         .iter()
         .map(|r| {

@@ -22,8 +22,9 @@ fn settings(policy: &str) -> Settings {
     }
 }
 
-async fn start(providers: &Providers, dir: &std::path::Path, policy: &str) -> Gateway {
-    Gateway::start(dir, &providers.config(dir, &settings(policy))).await
+async fn start(rig: Rig, policy: &str) -> TestApp {
+    rig.start_on(|providers, dir| providers.config(dir, &settings(policy)))
+        .await
 }
 
 fn marketing(contact: &str, channels: &[&str]) -> Value {
@@ -46,20 +47,17 @@ async fn all_final(gw: &Gateway, bodies: Vec<Value>) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let rig = Rig::accepting().await;
     let gw = start(
-        &providers,
-        dir.path(),
+        rig,
         "quiet_hours = \"off\"\n[policy.telegram]\nper_chat_rate = 100\n",
     )
     .await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     // All four at once: sends in flight hold their place under the cap.
     let done = all_final(
         &gw,
@@ -72,29 +70,31 @@ async fn the_fourth_marketing_message_in_a_day_is_skipped_but_transactional_goes
     assert_eq!(capped.len(), 1, "{done:?}");
     assert_eq!(trail(capped[0]), ["telegram:skipped:cap_reached"]);
 
-    let id = gw
-        .notify(json!({"contact_id": "ana", "text": "Your order has shipped.", "channels": ["telegram"]}))
+    let n = gw
+        .notify_and_wait(
+            json!({"contact_id": "ana", "text": "Your order has shipped.",
+            "channels": ["telegram"]}),
+        )
         .await;
-    let n = gw.wait_final(&id).await;
     assert_eq!(n["status"], "sent", "{n}");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 4);
+    assert_eq!(gw.providers.sends("telegram").await, 4);
 }
 
 #[tokio::test]
 async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let clock = dir.path().join("clock");
     // 23:00 in Warsaw (CEST, UTC+2).
-    std::fs::write(&clock, "2025-06-10T21:00:00Z").unwrap();
-    let config = providers.config(dir.path(), &settings(""));
-    let gw = Gateway::start_with_clock(dir.path(), &config, &clock).await;
-    gw.contact(
-        "ana",
-        json!({"telegram": "5551234", "timezone": "Europe/Warsaw"}),
-        &[("telegram", &["transactional", "marketing"])],
-    )
-    .await;
+    let gw = Rig::accepting()
+        .await
+        .start_at("2025-06-10T21:00:00Z", |providers, dir| {
+            providers.config(dir, &settings(""))
+        })
+        .await;
+    gw.contact("ana")
+        .telegram("5551234")
+        .timezone("Europe/Warsaw")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
 
     let id = gw.notify(marketing("ana", &["telegram"])).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -120,16 +120,16 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
         .notify(json!({"contact_id": "ana", "text": "Your code is 1234", "channels": ["telegram"]}))
         .await;
     assert_eq!(gw.wait_final(&t).await["status"], "sent");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
 
-    std::fs::write(&clock, "2025-06-11T06:00:01Z").unwrap();
+    std::fs::write(gw.clock(), "2025-06-11T06:00:01Z").unwrap();
     let n = gw.wait_final(&id).await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(
         trail(&n),
         ["telegram:deferred:quiet_hours", "telegram:sent"]
     );
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 2);
+    assert_eq!(gw.providers.sends("telegram").await, 2);
 }
 
 /// Answers like `accept_all` and notes when each request arrived.
@@ -148,23 +148,22 @@ impl Respond for Stamped {
 
 #[tokio::test]
 async fn pacing_spreads_a_burst_at_the_configured_rate() {
-    let (dir, providers) = setup().await;
+    let rig = Rig::new().await;
     let times = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .respond_with(Stamped(times.clone()))
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    let gw = start(&providers, dir.path(), "[policy.telegram]\nrate = 20\n").await;
+    let gw = start(rig, "[policy.telegram]\nrate = 20\n").await;
     let mut bodies = Vec::new();
     for i in 0..60 {
         let id = format!("c{i}");
-        gw.contact(
-            &id,
-            json!({"telegram": format!("{}", 5_550_000 + i)}),
-            &[("telegram", &["transactional"])],
-        )
-        .await;
+        gw.contact(&id)
+            .telegram(format!("{}", 5_550_000 + i))
+            .consents_to(&["transactional"])
+            .put()
+            .await;
         bodies.push(
             json!({"contact_id": id, "text": "Your order has shipped.", "channels": ["telegram"]}),
         );
@@ -187,23 +186,17 @@ fn template() -> Value {
 
 #[tokio::test]
 async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(
-        &providers,
-        dir.path(),
-        "quiet_hours = \"off\"\n[policy.whatsapp]\ntier = 5\n",
-    )
-    .await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\n[policy.whatsapp]\ntier = 5\n").await;
     let mut bodies = Vec::new();
     for i in 0..6 {
         let id = format!("p{i}");
-        gw.contact(
-            &id,
-            json!({"whatsapp": format!("+4860010020{i}"), "telegram": format!("{}", 5_551_000 + i)}),
-            &[("whatsapp", &["marketing"]), ("telegram", &["marketing"])],
-        )
-        .await;
+        gw.contact(&id)
+            .whatsapp(format!("+4860010020{i}"))
+            .telegram(format!("{}", 5_551_000 + i))
+            .consents_to(&["marketing"])
+            .put()
+            .await;
         let mut b = marketing(&id, &["whatsapp", "telegram"]);
         b["whatsapp_template"] = template();
         bodies.push(b);
@@ -217,12 +210,12 @@ async fn past_the_whatsapp_tier_marketing_falls_over_to_the_next_channel() {
         ["whatsapp:skipped:cap_reached", "telegram:sent"]
     );
     // Outside the service window, WhatsApp got the template.
-    let sent = bodies_of(&providers).await;
+    let sent = bodies_of(&gw.providers).await;
     assert!(sent.iter().all(|b| b["type"] == "template"), "{sent:?}");
 }
 
 async fn bodies_of(providers: &Providers) -> Vec<Value> {
-    bodies(&providers.whatsapp, WA_PATH).await
+    providers.sent("whatsapp").await
 }
 
 /// Meta's inbound text message from `wa_id`, signed.
@@ -257,18 +250,14 @@ async fn wa_inbound(gw: &Gateway, wa_id: &str) {
 
 #[tokio::test]
 async fn the_service_window_picks_free_text_the_template_or_skips() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), "quiet_hours = \"off\"\n").await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\n").await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let order = |tpl: bool| {
         let mut b = json!({"contact_id": "ana", "text": "Your order has shipped.",
             "channels": ["whatsapp", "telegram"]});
@@ -286,13 +275,13 @@ async fn the_service_window_picks_free_text_the_template_or_skips() {
     );
     let n = gw.wait_final(&gw.notify(order(true)).await).await;
     assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
-    assert_eq!(bodies_of(&providers).await[0]["type"], "template");
+    assert_eq!(bodies_of(&gw.providers).await[0]["type"], "template");
 
     // Ana writes: within 24 h free-form text goes, the template is dropped.
     wa_inbound(&gw, "48600100200").await;
     let n = gw.wait_final(&gw.notify(order(true)).await).await;
     assert_eq!(trail(&n), ["whatsapp:sent"], "{n}");
-    let sent = bodies_of(&providers).await;
+    let sent = bodies_of(&gw.providers).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[1]["type"], "text", "{sent:?}");
     assert_eq!(sent[1]["text"]["body"], "Your order has shipped.");
@@ -300,8 +289,7 @@ async fn the_service_window_picks_free_text_the_template_or_skips() {
 
 #[tokio::test]
 async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let rig = Rig::accepting().await;
     for chat in [5_552_000, 5_552_001, 5_552_002] {
         Mock::given(method("POST"))
             .and(path(TG_SEND_PATH))
@@ -310,24 +298,22 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
                 "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
             })))
             .with_priority(1)
-            .mount(&providers.telegram)
+            .mount(&rig.providers.telegram)
             .await;
     }
     let gw = start(
-        &providers,
-        dir.path(),
+        rig,
         "quiet_hours = \"off\"\n[policy.risk]\nwindow = 20\nmin_sample = 5\nthreshold = 0.4\n",
     )
     .await;
     let mut bodies = Vec::new();
     for i in 0..11 {
         let id = format!("r{i}");
-        gw.contact(
-            &id,
-            json!({"telegram": format!("{}", 5_552_000 + i)}),
-            &[("telegram", &["transactional", "marketing"])],
-        )
-        .await;
+        gw.contact(&id)
+            .telegram(format!("{}", 5_552_000 + i))
+            .consents_to(&["transactional", "marketing"])
+            .put()
+            .await;
         bodies.push(marketing(&id, &["telegram"]));
     }
     // r10 is kept for after the pause. Seven clean sends first, then three blocks: 3/7 is
@@ -381,20 +367,16 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
 
 #[tokio::test]
 async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(
-        &providers,
-        dir.path(),
-        "quiet_hours = \"off\"\nmarketing_per_day = 1\n",
-    )
-    .await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234", "email": "ana@example.com"}),
-        &[("whatsapp", &["marketing"]), ("telegram", &["marketing"])],
-    )
-    .await;
+    let rig = Rig::accepting().await;
+    let gw = start(rig, "quiet_hours = \"off\"\nmarketing_per_day = 1\n").await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .email("ana@example.com")
+        .consent("whatsapp", &["marketing"])
+        .consent("telegram", &["marketing"])
+        .put()
+        .await;
     let preview = |category: &'static str| {
         let gw = &gw;
         async move {
@@ -437,15 +419,12 @@ async fn the_preview_shows_the_plan_with_reasons_and_sends_nothing() {
             json!({"action": "send", "channel": "telegram"})
         );
     }
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     // The real thing agrees, and its send counts against the cap (the previews did not).
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "ana", "category": "marketing", "text": "Sale"}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "ana", "category": "marketing", "text": "Sale"}))
         .await;
     assert_eq!(
         trail(&n),

@@ -1,6 +1,21 @@
 //! Black-box test harness: simulated providers on 127.0.0.1 (wiremock for the HTTP APIs, a
 //! real SMTP server for email) and the real `lifeboat` binary started on a config pointing at
 //! them, with its store in a temporary folder. Tests talk to it over HTTP only.
+//!
+//! A test usually reads:
+//!
+//! ```text
+//! let gw = TestApp::accepting().await;                 // providers accept, gateway started
+//! whatsapp_fails(&gw.providers, 1, 400, 131031, "(#131031) …", None).await;
+//! gw.contact("ana").whatsapp("+48…").telegram("555…").consents_to(&["transactional"]).put().await;
+//! let n = gw.notify_and_wait(json!({"contact_id": "ana", "text": "…"})).await;
+//! assert_eq!(trail(&n), ["whatsapp:channel_banned", "telegram:sent"]);
+//! ```
+//!
+//! `TestApp::with(settings)` / `bare()` for other settings or no accepting providers;
+//! `Rig::new()/accepting()` then `rig.start_on(|providers, dir| config)` (or `start_at` with a
+//! test clock) when mocks must be mounted before start-up or the config is custom;
+//! `gw.kill9()` / `gw.terminate()` give the `Rig` back for `rig.restart()`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -79,6 +94,27 @@ impl Providers {
             .with_priority(10)
             .mount(&self.line)
             .await;
+    }
+
+    /// How many messages `channel` (`whatsapp`, `telegram`, `line`) was asked to send.
+    pub async fn sends(&self, channel: &str) -> usize {
+        let (server, p) = self.send_endpoint(channel);
+        hits(server, p).await
+    }
+
+    /// The bodies of the messages `channel` was asked to send, in order.
+    pub async fn sent(&self, channel: &str) -> Vec<Value> {
+        let (server, p) = self.send_endpoint(channel);
+        bodies(server, p).await
+    }
+
+    fn send_endpoint(&self, channel: &str) -> (&MockServer, &'static str) {
+        match channel {
+            "whatsapp" => (&self.whatsapp, WA_PATH),
+            "telegram" => (&self.telegram, TG_SEND_PATH),
+            "line" => (&self.line, LINE_PUSH_PATH),
+            other => panic!("no simulated send endpoint for {other}"),
+        }
     }
 
     /// The gateway config for these providers; `extra` is appended (later keys win per table
@@ -349,33 +385,15 @@ impl Gateway {
         self.client.request(method, self.url(path))
     }
 
-    /// Creates a contact with addresses and grants consent on `channels` with `scopes`.
-    pub async fn contact(&self, id: &str, addresses: Value, consents: &[(&str, &[&str])]) {
-        let (status, body) = self.put(&format!("/v1/contacts/{id}"), addresses).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        for (channel, scopes) in consents {
-            let (status, body) = self
-                .put(
-                    &format!("/v1/contacts/{id}/consents/{channel}"),
-                    json!({"status": "granted", "scopes": scopes, "source": "web_form", "evidence": "test"}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    }
-
     /// A contact with a WhatsApp number and a Telegram chat, consenting to transactional
     /// messages on both: the usual subject of the failover tests.
     pub async fn on_whatsapp_and_telegram(&self, id: &str) {
-        self.contact(
-            id,
-            json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-            &[
-                ("whatsapp", &["transactional"]),
-                ("telegram", &["transactional"]),
-            ],
-        )
-        .await;
+        self.contact(id)
+            .whatsapp("+48600100200")
+            .telegram("5551234")
+            .consents_to(&["transactional"])
+            .put()
+            .await;
     }
 
     /// Posts a notification and returns its id (asserting 202).
@@ -501,4 +519,255 @@ pub async fn whatsapp_fails(
         .up_to_n_times(times)
         .mount(&providers.whatsapp)
         .await;
+}
+
+/// A started gateway with its own data folder and simulated providers: what most tests begin
+/// with (zero-to-production's `TestApp`). Derefs to its [`Gateway`], so requests read
+/// `gw.notify(..)`; the providers are `gw.providers`, the data folder `gw.dir`.
+/// Fields drop in order: the process first, then the providers, then the folder.
+pub struct TestApp {
+    pub gateway: Gateway,
+    pub providers: Providers,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
+impl TestApp {
+    /// Providers that accept every message, and a gateway on the default [`Settings`].
+    /// Tests mount failures on `gw.providers` afterwards (they take precedence).
+    pub async fn accepting() -> TestApp {
+        Self::with(Settings::default()).await
+    }
+
+    /// Providers that accept every message, and a gateway on `settings`.
+    pub async fn with(settings: Settings) -> TestApp {
+        Rig::accepting()
+            .await
+            .start_on(|providers, dir| providers.config(dir, &settings))
+            .await
+    }
+
+    /// A gateway on the default settings whose providers have nothing mounted (wiremock answers
+    /// 404): for tests that send nothing or mount every answer themselves.
+    pub async fn bare() -> TestApp {
+        Rig::new().await.start_default().await
+    }
+
+    /// SIGKILL (no shutdown, no flush); the folder and providers stay for [`Rig::restart`].
+    pub async fn kill9(self) -> Rig {
+        self.gateway.kill9().await;
+        Rig {
+            dir: self.dir,
+            providers: self.providers,
+        }
+    }
+
+    /// SIGTERM: the exit status, everything logged, and the folder and providers (for
+    /// [`Rig::restart`] or for looking at what the providers got).
+    pub async fn terminate(self) -> (std::process::ExitStatus, String, Rig) {
+        let (status, logs) = self.gateway.terminate().await;
+        let rig = Rig {
+            dir: self.dir,
+            providers: self.providers,
+        };
+        (status, logs, rig)
+    }
+}
+
+/// A data folder and the simulated providers before the gateway starts: for tests that mount
+/// answers the gateway needs at start-up, or write their own config. `rig.start_on(..)` turns it
+/// into a [`TestApp`].
+pub struct Rig {
+    pub providers: Providers,
+    pub dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Providers with nothing mounted.
+    pub async fn new() -> Rig {
+        let (dir, providers) = setup().await;
+        Rig { providers, dir }
+    }
+
+    /// Providers that accept every message.
+    pub async fn accepting() -> Rig {
+        let rig = Self::new().await;
+        rig.providers.accept_all().await;
+        rig
+    }
+
+    /// Starts the gateway on the default config.
+    pub async fn start_default(self) -> TestApp {
+        self.start_on(|providers, dir| providers.config(dir, &Settings::default()))
+            .await
+    }
+
+    /// Starts the gateway on the config `config` writes for these providers and this folder.
+    pub async fn start_on(self, config: impl FnOnce(&Providers, &Path) -> String) -> TestApp {
+        let config = config(&self.providers, self.dir.path());
+        let gateway = Gateway::start(self.dir.path(), &config).await;
+        self.into_app(gateway)
+    }
+
+    /// Like [`Rig::start_on`], with the gateway's clock read from `dir/clock`, first set to `at`
+    /// (see [`Gateway::start_with_clock`]); tests move it by writing `gw.clock()`.
+    pub async fn start_at(
+        self,
+        at: &str,
+        config: impl FnOnce(&Providers, &Path) -> String,
+    ) -> TestApp {
+        let clock = self.dir.path().join("clock");
+        std::fs::write(&clock, at).expect("write clock");
+        let config = config(&self.providers, self.dir.path());
+        let gateway = Gateway::start_with_clock(self.dir.path(), &config, &clock).await;
+        self.into_app(gateway)
+    }
+
+    /// Starts the gateway again on the config the last one ran on (same folder, same store).
+    pub async fn restart(self) -> TestApp {
+        let gateway = Gateway::start_with(&self.dir.path().join("lifeboat.toml")).await;
+        self.into_app(gateway)
+    }
+
+    fn into_app(self, gateway: Gateway) -> TestApp {
+        TestApp {
+            gateway,
+            providers: self.providers,
+            dir: self.dir,
+        }
+    }
+}
+
+impl TestApp {
+    /// The file the gateway's test clock is read from (after [`Rig::start_at`]).
+    pub fn clock(&self) -> std::path::PathBuf {
+        self.dir.path().join("clock")
+    }
+}
+
+/// A contact to create: `gw.contact("ana").telegram("5551234").consents_to(&["transactional"])
+/// .put().await` (addresses first, then consents; `put` asserts each answer is 200).
+#[must_use = "a contact is created by .put().await"]
+pub struct NewContact<'a> {
+    gw: &'a Gateway,
+    id: String,
+    body: serde_json::Map<String, Value>,
+    consents: Vec<(String, Vec<String>)>,
+}
+
+impl<'a> NewContact<'a> {
+    /// The contact's address on `channel` (or any other contact field).
+    pub fn address(mut self, channel: &str, value: impl Into<String>) -> Self {
+        self.body
+            .insert(channel.to_string(), Value::String(value.into()));
+        self
+    }
+    pub fn whatsapp(self, number: impl Into<String>) -> Self {
+        self.address("whatsapp", number)
+    }
+    pub fn telegram(self, chat_id: impl Into<String>) -> Self {
+        self.address("telegram", chat_id)
+    }
+    pub fn line(self, user_id: impl Into<String>) -> Self {
+        self.address("line", user_id)
+    }
+    pub fn email(self, address: impl Into<String>) -> Self {
+        self.address("email", address)
+    }
+    pub fn timezone(self, zone: &str) -> Self {
+        self.address("timezone", zone)
+    }
+    /// Consent granted on `channel` for `scopes` (`web_form`, evidence `test`).
+    pub fn consent(mut self, channel: &str, scopes: &[&str]) -> Self {
+        self.consents.push((
+            channel.to_string(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
+    }
+    /// Consent for `scopes` on every channel given an address so far.
+    pub fn consents_to(mut self, scopes: &[&str]) -> Self {
+        let channels: Vec<String> = self
+            .body
+            .keys()
+            .filter(|k| matches!(k.as_str(), "whatsapp" | "telegram" | "line" | "email"))
+            .cloned()
+            .collect();
+        for channel in channels {
+            self = self.consent(&channel, scopes);
+        }
+        self
+    }
+    /// `PUT /v1/contacts/{id}`, then one consent `PUT` per channel, each asserted 200.
+    pub async fn put(self) {
+        let (status, body) = self
+            .gw
+            .put(
+                &format!("/v1/contacts/{}", self.id),
+                Value::Object(self.body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (channel, scopes) in &self.consents {
+            let (status, body) = self
+                .gw
+                .put(
+                    &format!("/v1/contacts/{}/consents/{channel}", self.id),
+                    json!({"status": "granted", "scopes": scopes, "source": "web_form", "evidence": "test"}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+}
+
+/// Typed helpers for the calls tests make again and again.
+impl Gateway {
+    /// Starts describing a contact to create; see [`NewContact`].
+    pub fn contact(&self, id: impl Into<String>) -> NewContact<'_> {
+        NewContact {
+            gw: self,
+            id: id.into(),
+            body: serde_json::Map::new(),
+            consents: Vec::new(),
+        }
+    }
+
+    /// Posts a notification and waits for its final state.
+    pub async fn notify_and_wait(&self, body: Value) -> Value {
+        let id = self.notify(body).await;
+        self.wait_final(&id).await
+    }
+
+    /// `POST /v1/admin/channels/{channel}/disable` with `reason`.
+    pub async fn disable_channel(&self, channel: &str, reason: &str) -> (StatusCode, Value) {
+        self.admin_post(
+            &format!("/v1/admin/channels/{channel}/disable"),
+            json!({ "reason": reason }),
+        )
+        .await
+    }
+
+    /// `POST /v1/admin/channels/{channel}/enable`.
+    pub async fn enable_channel(&self, channel: &str) -> (StatusCode, Value) {
+        self.admin_post(&format!("/v1/admin/channels/{channel}/enable"), json!({}))
+            .await
+    }
+
+    /// A `POST` with another app's api key (idempotency keys are per key).
+    pub async fn post_as(&self, api_key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(api_key), Some(body))
+            .await
+    }
+
+    /// A `GET` without credentials (`/healthz`, `/readyz`, `/metrics`).
+    pub async fn get_public(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
 }

@@ -18,12 +18,11 @@ use crate::webhooks::*;
 async fn sharing(gw: &Gateway, prefix: &str, channel: &str, address: &str) -> [String; 2] {
     let ids = [format!("{prefix}-home"), format!("{prefix}-work")];
     for id in &ids {
-        gw.contact(
-            id,
-            json!({ channel: address }),
-            &[(channel, &["transactional", "marketing"])],
-        )
-        .await;
+        gw.contact(id)
+            .address(channel, address)
+            .consents_to(&["transactional", "marketing"])
+            .put()
+            .await;
     }
     ids
 }
@@ -48,9 +47,7 @@ async fn regrant(gw: &Gateway, id: &str, channel: &str) {
 
 #[tokio::test]
 async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ana", "whatsapp", "+48600100200").await;
 
     let stop = wa_text("48600100200", "wamid.STOP-SHARED", "STOP");
@@ -60,7 +57,7 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
         assert_revoked(&gw, id, "whatsapp", "whatsapp_stop").await;
     }
     // One confirmation to the number, and nothing more reaches it on WhatsApp.
-    wa_sends_settle_at(&providers, 1).await;
+    wa_sends_settle_at(&gw.providers, 1).await;
     let id = gw
         .notify(
             json!({"contact_id": work, "channels": ["whatsapp"], "text": "Your order shipped."}),
@@ -68,13 +65,12 @@ async fn a_whatsapp_stop_revokes_every_contact_holding_the_number() {
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["whatsapp:skipped:no_consent"], "{n}");
-    wa_sends_settle_at(&providers, 1).await;
+    wa_sends_settle_at(&gw.providers, 1).await;
 }
 
 #[tokio::test]
 async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "ken", "line", LINE_USER).await;
 
     let unfollow = line_events(json!([line_event(
@@ -91,10 +87,7 @@ async fn a_line_unfollow_revokes_every_contact_holding_the_user() {
 
 #[tokio::test]
 async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
-    let (dir, providers) = setup().await;
-    tg::mount_bot_api(&providers).await;
-    let fake = tg::mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &tg::config(&providers, dir.path(), "")).await;
+    let (gw, fake) = tg::polling_bot().await;
     let stopping = sharing(&gw, "bo", "telegram", "777").await;
     let blocking = sharing(&gw, "cy", "telegram", "778").await;
 
@@ -102,7 +95,7 @@ async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
     fake.push(tg::blocked_update(951, 778, "kicked"));
     // Updates are handled in order: once this one is answered, the two before it are done.
     fake.push(tg::text_update(952, 4242, "/status"));
-    tg::wait_reply(&providers.telegram, 4242, "aren't subscribed").await;
+    tg::wait_reply(&gw.providers.telegram, 4242, "aren't subscribed").await;
     for id in &stopping {
         assert_revoked(&gw, id, "telegram", "telegram_stop").await;
     }
@@ -110,23 +103,23 @@ async fn telegram_stop_and_blocking_revoke_every_contact_holding_the_chat() {
         assert_revoked(&gw, id, "telegram", "telegram_blocked").await;
     }
     // One answer to the /stop, none to the block.
-    assert_eq!(tg::replies_to(&providers.telegram, 777).await.len(), 1);
-    assert!(tg::replies_to(&providers.telegram, 778).await.is_empty());
+    assert_eq!(tg::replies_to(&gw.providers.telegram, 777).await.len(), 1);
+    assert!(tg::replies_to(&gw.providers.telegram, 778).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
-    let (dir, providers) = setup().await;
+    let rig = Rig::new().await;
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({
             "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"
         })))
         .with_priority(1)
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    rig.providers.accept_all().await;
+    let gw = start(rig, &Settings::default()).await;
     let [home, work] = sharing(&gw, "di", "telegram", "5551234").await;
 
     let id = gw
@@ -147,18 +140,17 @@ async fn a_bot_blocked_answer_revokes_every_contact_holding_the_chat() {
         .await;
     let n = gw.wait_final(&id).await;
     assert_eq!(trail(&n), ["telegram:skipped:no_consent"], "{n}");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
 }
 
 /// The gateway with the service window on and its clock read from `dir/clock`, set to `at`.
-async fn start_at(providers: &Providers, dir: &std::path::Path, at: &str) -> Gateway {
-    let clock = dir.join("clock");
-    std::fs::write(&clock, at).unwrap();
+async fn start_at(rig: Rig, at: &str) -> TestApp {
     let settings = Settings {
         policy: "[policy]\nquiet_hours = \"off\"\n".into(),
         ..Settings::default()
     };
-    Gateway::start_with_clock(dir, &providers.config(dir, &settings), &clock).await
+    rig.start_at(at, |providers, dir| providers.config(dir, &settings))
+        .await
 }
 
 fn unix(at: &str) -> i64 {
@@ -179,15 +171,12 @@ async fn free_text_trail(gw: &Gateway, contact: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start_at(&providers, dir.path(), "2026-06-10T12:00:00Z").await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional"])],
-    )
-    .await;
+    let gw = start_at(Rig::accepting().await, "2026-06-10T12:00:00Z").await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // Ana wrote at 11:00; Meta delivers it at 12:00: the window runs from 11:00.
     let hello = wa_text_at(
@@ -204,7 +193,7 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
 
     // A day later the window is closed, and the same signed message posted again (a replay)
     // does not open it.
-    std::fs::write(dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
+    std::fs::write(gw.dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
     assert_eq!(
         free_text_trail(&gw, "ana").await,
         ["whatsapp:skipped:outside_window"]
@@ -231,25 +220,27 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
         free_text_trail(&gw, "ana").await,
         ["whatsapp:skipped:outside_window"]
     );
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
 }
 
 #[tokio::test]
 async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
-    let (dir, providers) = setup().await;
-    tg::mount_bot_api(&providers).await;
-    let cfg = tg::config(
-        &providers,
-        dir.path(),
-        "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    gw.contact(
-        "eve",
-        json!({"telegram": "8080"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    let rig = Rig::new().await;
+    tg::mount_bot_api(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            tg::config(
+                providers,
+                dir,
+                "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
+            )
+        })
+        .await;
+    gw.contact("eve")
+        .telegram("8080")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let post = |update: Value| {
         gw.raw(reqwest::Method::POST, "/webhooks/telegram")
             .header("X-Telegram-Bot-Api-Secret-Token", "hook-secret-1")
@@ -267,20 +258,18 @@ async fn a_replayed_telegram_stop_after_a_regrant_does_not_revoke() {
     assert_eq!(c["consents"]["telegram"]["status"], "granted", "{c}");
     assert_eq!(history(&gw, "eve", "telegram").await.len(), 3);
     // The replay got no second answer either.
-    tg::wait_reply(&providers.telegram, 8080, "won't send you").await;
-    assert_eq!(tg::replies_to(&providers.telegram, 8080).await.len(), 1);
+    tg::wait_reply(&gw.providers.telegram, 8080, "won't send you").await;
+    assert_eq!(tg::replies_to(&gw.providers.telegram, 8080).await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "ken",
-        json!({"line": LINE_USER}),
-        &[("line", &["transactional"])],
-    )
-    .await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
+    gw.contact("ken")
+        .line(LINE_USER)
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let unfollow = line_events(json!([line_event(
         "unfollow",
@@ -301,8 +290,7 @@ async fn a_replayed_line_unfollow_after_a_regrant_does_not_revoke() {
 
 #[tokio::test]
 async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_address() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
     let [home, work] = sharing(&gw, "fay", "email", "fay@example.com").await;
     let marketing = |id: &str| {
         json!({"contact_id": id, "category": "marketing", "channels": ["email"],
@@ -310,7 +298,7 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     };
     let n = gw.wait_final(&gw.notify(marketing(&home)).await).await;
     assert_eq!(n["status"], "sent", "{n}");
-    let header = providers.smtp.received()[0]
+    let header = gw.providers.smtp.received()[0]
         .header("List-Unsubscribe")
         .expect("List-Unsubscribe");
     let url = header
@@ -349,5 +337,5 @@ async fn an_email_unsubscribe_removes_marketing_for_every_contact_with_the_addre
     // Marketing to the other contact no longer goes to that address.
     let n = gw.wait_final(&gw.notify(marketing(&work)).await).await;
     assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
-    assert_eq!(providers.smtp.received().len(), 1);
+    assert_eq!(gw.providers.smtp.received().len(), 1);
 }

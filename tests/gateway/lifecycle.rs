@@ -14,7 +14,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_restart() {
-    let (dir, providers) = setup().await;
+    let rig = Rig::new().await;
     // Telegram answers slowly, so that sends are in flight when the process dies.
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
@@ -24,16 +24,14 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
                 .set_body_json(json!({"ok": true, "result": {"message_id": 1, "date": 0,
                     "chat": {"id": 5551234, "type": "private", "first_name": "Ana"}, "text": "x"}})),
         )
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let gw = Gateway::start(dir.path(), &config).await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    let gw = rig.start_default().await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let client = reqwest::Client::new();
@@ -65,7 +63,7 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
         }));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    gw.kill9().await;
+    let rig = gw.kill9().await;
     for s in senders {
         let _ = s.await;
     }
@@ -76,12 +74,14 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
         accepted.len()
     );
 
-    let gw = Gateway::start_with(&dir.path().join("lifeboat.toml")).await;
+    let gw = rig.restart().await;
     for (id, _) in &accepted {
         let n = gw.wait_final(id).await;
         assert_eq!(n["status"], "sent", "{n}");
     }
-    let delivered: HashSet<String> = bodies(&providers.telegram, TG_SEND_PATH)
+    let delivered: HashSet<String> = gw
+        .providers
+        .sent("telegram")
         .await
         .iter()
         .filter_map(|b| b["text"].as_str().map(str::to_string))
@@ -96,12 +96,10 @@ async fn a_gateway_killed_under_load_sends_every_accepted_notification_after_res
 
 #[tokio::test]
 async fn a_second_instance_on_the_same_data_folder_fails_clearly() {
-    let (dir, providers) = setup().await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let _first = Gateway::start(dir.path(), &config).await;
+    let first = TestApp::bare().await;
     let output = tokio::process::Command::new(binary())
         .args(["serve", "--config"])
-        .arg(dir.path().join("lifeboat.toml"))
+        .arg(first.dir.path().join("lifeboat.toml"))
         .output()
         .await
         .unwrap();
@@ -141,26 +139,22 @@ async fn a_second_sandbox_on_the_same_data_folder_fails_before_its_banner() {
 
 #[tokio::test]
 async fn sigterm_stops_taking_requests_flushes_and_exits_zero() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let gw = Gateway::start(dir.path(), &config).await;
-    gw.contact(
-        "c-1",
-        json!({"telegram": "5551234"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    let gw = TestApp::accepting().await;
+    gw.contact("c-1")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": "c-1", "text": "before stop"}))
         .await;
     gw.wait_final(&id).await;
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, rig) = gw.terminate().await;
     assert!(status.success(), "exit status {status:?}\n{logs}");
     assert!(logs.contains("store flushed"), "{logs}");
 
     // Everything is still there after a restart.
-    let gw = Gateway::start_with(&dir.path().join("lifeboat.toml")).await;
+    let gw = rig.restart().await;
     let (status, n) = gw.get(&format!("/v1/notifications/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(n["status"], "sent");
@@ -168,19 +162,10 @@ async fn sigterm_stops_taking_requests_flushes_and_exits_zero() {
 
 #[tokio::test]
 async fn a_channel_state_survives_a_restart() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let config = providers.config(dir.path(), &Settings::default());
-    let gw = Gateway::start(dir.path(), &config).await;
-    let (status, _) = gw
-        .admin_post(
-            "/v1/admin/channels/line/disable",
-            json!({"reason": "quota dispute"}),
-        )
-        .await;
+    let gw = TestApp::accepting().await;
+    let (status, _) = gw.disable_channel("line", "quota dispute").await;
     assert_eq!(status, StatusCode::OK);
-    gw.kill9().await;
-    let gw = Gateway::start_with(&dir.path().join("lifeboat.toml")).await;
+    let gw = gw.kill9().await.restart().await;
     let row = gw.channel_state("line").await;
     assert_eq!(row["state"], "disabled", "{row}");
     assert!(row["reason"].as_str().unwrap().contains("quota dispute"));
@@ -188,16 +173,11 @@ async fn a_channel_state_survives_a_restart() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let (dir, providers) = setup().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    let (status, body) = gw.send(reqwest::Method::GET, "/healthz", None, None).await;
+    let gw = TestApp::bare().await;
+    let (status, body) = gw.get_public("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
-    let (status, body) = gw.send(reqwest::Method::GET, "/readyz", None, None).await;
+    let (status, body) = gw.get_public("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready");
 }

@@ -152,22 +152,13 @@ fn the_parser_reads_labels_escapes_and_special_values() {
 
 #[tokio::test]
 async fn metrics_move_with_sends_failovers_state_changes_and_webhooks() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    gw.contact(
-        "c-1",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    let gw = TestApp::accepting().await;
+    gw.contact("c-1")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     let before = scrape(&gw).await;
     assert_eq!(
@@ -191,10 +182,11 @@ async fn metrics_move_with_sends_failovers_state_changes_and_webhooks() {
             "code": 131031, "fbtrace_id": "AbCdEf"}})))
         .with_priority(1)
         .up_to_n_times(1)
-        .mount(&providers.whatsapp)
+        .mount(&gw.providers.whatsapp)
         .await;
-    let second = gw.notify(json!({"contact_id": "c-1", "text": "two"})).await;
-    let n = gw.wait_final(&second).await;
+    let n = gw
+        .notify_and_wait(json!({"contact_id": "c-1", "text": "two"}))
+        .await;
     assert_eq!(
         trail(&n),
         ["whatsapp:channel_banned", "telegram:sent"],

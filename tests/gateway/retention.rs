@@ -15,12 +15,12 @@ fn config(providers: &Providers, dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_used_again() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let clock = dir.path().join("clock");
     let start = chrono::Utc::now();
-    std::fs::write(&clock, start.to_rfc3339()).unwrap();
-    let gw = Gateway::start_with_clock(dir.path(), &config(&providers, dir.path()), &clock).await;
+    let gw = Rig::accepting()
+        .await
+        .start_at(&start.to_rfc3339(), config)
+        .await;
+    let clock = gw.clock();
     gw.on_whatsapp_and_telegram("ana").await;
     let body =
         json!({"contact_id": "ana", "text": "Your code is 1234", "idempotency_key": "code-1"});
@@ -56,16 +56,13 @@ async fn a_finished_notification_is_gone_after_its_retention_and_its_key_can_be_
 /// guardrails' counters (marketing cap, WhatsApp tier ledger): the store on disk is scanned.
 #[tokio::test]
 async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path())).await;
+    let gw = Rig::accepting().await.start_on(config).await;
     let contact = "erase-me-42";
-    gw.contact(
-        contact,
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional", "marketing"])],
-    )
-    .await;
+    gw.contact(contact)
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": contact, "text": "Sale today", "category": "marketing"}))
         .await;
@@ -89,9 +86,9 @@ async fn an_erasure_leaves_no_record_naming_the_contact_in_the_store() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, n) = gw.get(&format!("/v1/notifications/{id}")).await;
     assert_eq!(status, StatusCode::OK, "the id stays resolvable: {n}");
-    gw.terminate().await;
+    let (_, _, rig) = gw.terminate().await;
 
-    let db = sled::open(dir.path().join("lifeboat.sled")).unwrap();
+    let db = sled::open(rig.dir.path().join("lifeboat.sled")).unwrap();
     let tree = db.open_tree("lifeboat").unwrap();
     let mut naming = Vec::new();
     for item in tree.iter() {

@@ -90,22 +90,24 @@ async fn wait_for(gw: &Gateway, id: &str, what: &str, done: impl Fn(&Value) -> b
     }
 }
 
-async fn start(providers: &Providers, dir: &std::path::Path) -> Gateway {
-    let config = providers.config(dir, &Settings::default()).replace(
-        "[server]\n",
-        "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Acme\"\n",
-    );
-    Gateway::start(dir, &config).await
+async fn start(rig: Rig) -> TestApp {
+    rig.start_on(|providers, dir| {
+        providers.config(dir, &Settings::default()).replace(
+            "[server]\n",
+            "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Acme\"\n",
+        )
+    })
+    .await
 }
 
 /// Ana, reachable on WhatsApp and Telegram, consenting to `scopes` on both.
 async fn ana(gw: &Gateway, scopes: &[&str]) {
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
-        &[("whatsapp", scopes), ("telegram", scopes)],
-    )
-    .await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .telegram("5551234")
+        .consents_to(scopes)
+        .put()
+        .await;
 }
 
 /// A notification to Ana over WhatsApp then Telegram, waited for until WhatsApp took it.
@@ -130,9 +132,7 @@ async fn notification(gw: &Gateway, id: &str) -> Value {
 
 #[tokio::test]
 async fn receipts_move_a_notification_to_delivered_then_read_and_never_back() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({})).await;
 
@@ -152,17 +152,15 @@ async fn receipts_move_a_notification_to_delivered_then_read_and_never_back() {
     let n = notification(&gw, &id).await;
     assert_eq!(n["status"], "read", "{n}");
     assert_eq!(trail(&n), ["whatsapp:read"]);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }
 
 #[tokio::test]
 async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({})).await;
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 
     post_status(&gw, status(WAMID, "failed", Some(131026))).await;
     let n = wait_for(&gw, &id, "sent on telegram", |n| {
@@ -179,7 +177,7 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
     );
     assert_eq!(n["attempts"][1]["provider_code"], "131026", "{n}");
     assert_eq!(n["attempts"][1]["provider_message_id"], WAMID, "{n}");
-    let sent = bodies(&providers.telegram, TG_SEND_PATH).await;
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["text"], "Your order #1042 has shipped.");
 
@@ -190,16 +188,14 @@ async fn a_failed_status_after_a_200_send_falls_over_to_the_next_channel() {
     let again = notification(&gw, &id).await;
     assert_eq!(trail(&again), trail(&n));
     assert_eq!(again["status"], "sent");
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
     // A recipient-level failure leaves the channel in rotation.
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
 }
 
 #[tokio::test]
 async fn a_failed_131050_status_revokes_whatsapp_marketing_only() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional", "marketing"]).await;
     let id = sent_on_whatsapp(&gw, json!({"category": "marketing"})).await;
 
@@ -232,9 +228,7 @@ async fn a_failed_131050_status_revokes_whatsapp_marketing_only() {
 
 #[tokio::test]
 async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
 
     post_account_update(
@@ -251,18 +245,15 @@ async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
         "{row}"
     );
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "ana", "channels": ["whatsapp", "telegram"], "text": "Hi"}),
-            )
-            .await,
+        .notify_and_wait(
+            json!({"contact_id": "ana", "channels": ["whatsapp", "telegram"], "text": "Hi"}),
         )
         .await;
     assert_eq!(
         trail(&n),
         ["whatsapp:skipped:channel_banned", "telegram:sent"]
     );
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 0);
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
 
     post_account_update(
         &gw,
@@ -307,8 +298,8 @@ async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
 
 #[tokio::test]
 async fn quality_updates_show_on_the_channel_row_and_unknown_events_are_stored() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path()).await;
+    let rig = Rig::new().await;
+    let gw = start(rig).await;
     assert_eq!(gw.channel_state("whatsapp").await["quality"], Value::Null);
 
     post_changes(
@@ -335,10 +326,10 @@ async fn quality_updates_show_on_the_channel_row_and_unknown_events_are_stored()
     .await;
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
 
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, rig) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     // The quality survives a restart; the unknown events are in the store with their values.
-    let db = sled::open(dir.path().join("lifeboat.sled")).unwrap();
+    let db = sled::open(rig.dir.path().join("lifeboat.sled")).unwrap();
     let tree = db.open_tree("lifeboat").unwrap();
     let events: Vec<Value> = tree
         .scan_prefix(b"v/webhook_events\0")
@@ -351,7 +342,7 @@ async fn quality_updates_show_on_the_channel_row_and_unknown_events_are_stored()
     assert_eq!(events[1]["value"]["event"], "VERIFIED_ACCOUNT");
     drop(tree);
     drop(db);
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(rig).await;
     assert_eq!(
         gw.channel_state("whatsapp").await["quality"]["event"],
         "FLAGGED"
@@ -360,9 +351,7 @@ async fn quality_updates_show_on_the_channel_row_and_unknown_events_are_stored()
 
 #[tokio::test]
 async fn without_a_receipt_within_fallback_after_the_next_channel_is_tried() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({"fallback_after": "1s"})).await;
 
@@ -372,15 +361,13 @@ async fn without_a_receipt_within_fallback_after_the_next_channel_is_tried() {
         trail(&n),
         ["whatsapp:sent", "whatsapp:no_receipt", "telegram:sent"]
     );
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 1);
-    assert_eq!(hits(&providers.whatsapp, WA_PATH).await, 1);
+    assert_eq!(gw.providers.sends("telegram").await, 1);
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
 }
 
 #[tokio::test]
 async fn a_receipt_within_fallback_after_cancels_the_fallback() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path()).await;
+    let gw = start(Rig::accepting().await).await;
     ana(&gw, &["transactional"]).await;
     let id = sent_on_whatsapp(&gw, json!({"fallback_after": "2s"})).await;
 
@@ -391,5 +378,5 @@ async fn a_receipt_within_fallback_after_cancels_the_fallback() {
     let n = notification(&gw, &id).await;
     assert_eq!(n["status"], "delivered", "{n}");
     assert_eq!(trail(&n), ["whatsapp:delivered"]);
-    assert_eq!(hits(&providers.telegram, TG_SEND_PATH).await, 0);
+    assert_eq!(gw.providers.sends("telegram").await, 0);
 }

@@ -11,7 +11,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::harness::{
-    bodies, setup, Gateway, Providers, Settings, API_KEY, TG_SEND_PATH, TG_TOKEN,
+    bodies, Gateway, Providers, Rig, Settings, TestApp, API_KEY, TG_SEND_PATH, TG_TOKEN,
 };
 
 const GET_UPDATES: &str = "/bot123456:TEST-token/GetUpdates";
@@ -85,6 +85,17 @@ pub(crate) fn config(providers: &Providers, dir: &std::path::Path, telegram_extr
             "[channels.telegram]\n",
             &format!("[channels.telegram]\npoll_timeout = \"1s\"\n{telegram_extra}\n"),
         )
+}
+
+/// The bot API mounted, a fake `getUpdates` feed, and a gateway long-polling it.
+pub(crate) async fn polling_bot() -> (TestApp, FakeUpdates) {
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
+    (gw, fake)
 }
 
 pub(crate) fn text_update(update_id: i64, chat_id: i64, text: &str) -> Value {
@@ -186,10 +197,7 @@ pub(crate) async fn telegram_consent(gw: &Gateway, contact_id: &str) -> Value {
 
 #[tokio::test]
 async fn start_with_a_link_token_opts_in_then_status_and_stop() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let (gw, fake) = polling_bot().await;
     let token = optin_token(&gw, "c-1", json!(["transactional", "marketing"])).await;
 
     fake.push(text_update(812, 5551234, &format!("/start {token}")));
@@ -207,7 +215,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(h[0]["source"], "telegram_start");
     assert_eq!(h[0]["evidence"], "update 812 from @ana");
-    let reply = wait_reply(&providers.telegram, 5551234, "Acme").await;
+    let reply = wait_reply(&gw.providers.telegram, 5551234, "Acme").await;
     assert!(
         reply.contains("/stop") && reply.contains("marketing"),
         "{reply}"
@@ -215,7 +223,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
 
     fake.push(text_update(813, 5551234, "/status"));
     let reply = wait_reply(
-        &providers.telegram,
+        &gw.providers.telegram,
         5551234,
         "You're subscribed to Acme here",
     )
@@ -232,11 +240,11 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
     assert_eq!(h[1]["source"], "telegram_stop");
     assert_eq!(h[1]["scopes"], json!([]));
     assert_eq!(h[1]["evidence"], "update 814");
-    wait_reply(&providers.telegram, 5551234, "won't send you messages").await;
+    wait_reply(&gw.providers.telegram, 5551234, "won't send you messages").await;
 
     // The commands were registered at start.
     let commands = bodies(
-        &providers.telegram,
+        &gw.providers.telegram,
         &format!("/bot{TG_TOKEN}/SetMyCommands"),
     )
     .await;
@@ -248,7 +256,7 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
         .collect();
     assert_eq!(names, ["start", "stop", "status"]);
 
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     assert!(
         !logs.contains("TEST-token"),
@@ -258,16 +266,12 @@ async fn start_with_a_link_token_opts_in_then_status_and_stop() {
 
 #[tokio::test]
 async fn blocking_the_bot_revokes_without_a_reply() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
-    gw.contact(
-        "c-2",
-        json!({"telegram": "777"}),
-        &[("telegram", &["transactional"])],
-    )
-    .await;
+    let (gw, fake) = polling_bot().await;
+    gw.contact("c-2")
+        .telegram("777")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     fake.push(blocked_update(900, 777, "kicked"));
     until("the revocation", || async {
@@ -280,8 +284,8 @@ async fn blocking_the_bot_revokes_without_a_reply() {
     fake.push(blocked_update(901, 777, "member"));
     // Updates are handled in order: once this one is answered, the two before it are done.
     fake.push(text_update(902, 4242, "/status"));
-    wait_reply(&providers.telegram, 4242, "aren't subscribed").await;
-    assert!(replies_to(&providers.telegram, 777).await.is_empty());
+    wait_reply(&gw.providers.telegram, 4242, "aren't subscribed").await;
+    assert!(replies_to(&gw.providers.telegram, 777).await.is_empty());
     assert_eq!(history(&gw, "c-2").await.len(), 2);
     assert_eq!(
         telegram_consent(&gw, "c-2").await["consents"]["telegram"]["status"],
@@ -291,10 +295,7 @@ async fn blocking_the_bot_revokes_without_a_reply() {
 
 #[tokio::test]
 async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let (gw, fake) = polling_bot().await;
     let _token = optin_token(&gw, "c-3", json!(["transactional"])).await;
 
     fake.push(text_update(
@@ -305,8 +306,8 @@ async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
     fake.push(text_update(11, 4343, "/start not-a-token!"));
     fake.push(text_update(12, 4343, "/start"));
     fake.push(text_update(13, 4343, "/stop"));
-    wait_reply(&providers.telegram, 4343, "nothing to stop").await;
-    let replies = replies_to(&providers.telegram, 4343).await;
+    wait_reply(&gw.providers.telegram, 4343, "nothing to stop").await;
+    let replies = replies_to(&gw.providers.telegram, 4343).await;
     assert_eq!(replies.len(), 4, "{replies:?}");
     assert!(
         replies[0].contains("isn't valid") && replies[0].contains("Acme"),
@@ -321,33 +322,34 @@ async fn unknown_or_missing_tokens_get_help_and_change_nothing() {
 
 #[tokio::test]
 async fn the_offset_is_saved_and_a_restart_asks_for_the_next_update() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
-    let cfg = config(&providers, dir.path(), "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let (gw, fake) = polling_bot().await;
     let token = optin_token(&gw, "c-4", json!(["transactional"])).await;
     fake.push(text_update(500, 6000, &format!("/start {token}")));
     fake.push(text_update(501, 6000, "/status"));
-    wait_reply(&providers.telegram, 6000, "You're subscribed to Acme here").await;
+    wait_reply(
+        &gw.providers.telegram,
+        6000,
+        "You're subscribed to Acme here",
+    )
+    .await;
     // The offset is saved after the reply; the next poll asks for 502 once it is.
     until("a poll with offset 502", || async {
-        bodies(&providers.telegram, GET_UPDATES)
+        bodies(&gw.providers.telegram, GET_UPDATES)
             .await
             .iter()
             .any(|b| b["offset"] == 502)
     })
     .await;
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, rig) = gw.terminate().await;
     assert!(status.success(), "{logs}");
-    let before = bodies(&providers.telegram, GET_UPDATES).await.len();
+    let before = bodies(&rig.providers.telegram, GET_UPDATES).await.len();
 
-    let gw = Gateway::start_with(&dir.path().join("lifeboat.toml")).await;
+    let gw = rig.restart().await;
     until("a poll after the restart", || async {
-        bodies(&providers.telegram, GET_UPDATES).await.len() > before
+        bodies(&gw.providers.telegram, GET_UPDATES).await.len() > before
     })
     .await;
-    let first = &bodies(&providers.telegram, GET_UPDATES).await[before];
+    let first = &bodies(&gw.providers.telegram, GET_UPDATES).await[before];
     assert_eq!(first["offset"], 502, "{first}");
     assert_eq!(first["timeout"], 1, "{first}");
     assert_eq!(history(&gw, "c-4").await.len(), 1);
@@ -355,9 +357,9 @@ async fn the_offset_is_saved_and_a_restart_asks_for_the_next_update() {
 
 #[tokio::test]
 async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let fake = mount_updates(&providers).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
     Mock::given(method("POST"))
         .and(path(GET_UPDATES))
         .respond_with(
@@ -366,22 +368,24 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
         )
         .with_priority(1)
         .up_to_n_times(2)
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
-    let gw = Gateway::start(dir.path(), &config(&providers, dir.path(), "")).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     until("two conflicts and a retry", || async {
-        bodies(&providers.telegram, GET_UPDATES).await.len() >= 3
+        bodies(&gw.providers.telegram, GET_UPDATES).await.len() >= 3
     })
     .await;
-    let (status, _) = gw.send(reqwest::Method::GET, "/healthz", None, None).await;
+    let (status, _) = gw.get_public("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 
     // Polling works again once the other poller is gone.
     let token = optin_token(&gw, "c-5", json!(["transactional"])).await;
     fake.push(text_update(70, 7070, &format!("/start {token}")));
-    wait_reply(&providers.telegram, 7070, "You're subscribed").await;
+    wait_reply(&gw.providers.telegram, 7070, "You're subscribed").await;
 
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     assert_eq!(
         logs.matches("another process polls").count(),
@@ -396,14 +400,17 @@ async fn a_conflict_is_retried_and_the_gateway_keeps_serving() {
 
 #[tokio::test]
 async fn webhook_mode_checks_the_secret() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
-    let cfg = config(
-        &providers,
-        dir.path(),
-        "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            config(
+                providers,
+                dir,
+                "mode = \"webhook\"\nsecret_token = \"hook-secret-1\"",
+            )
+        })
+        .await;
     let token = optin_token(&gw, "c-6", json!(["transactional"])).await;
     let update = text_update(30, 8080, &format!("/start {token}"));
 
@@ -443,7 +450,7 @@ async fn webhook_mode_checks_the_secret() {
     let c = telegram_consent(&gw, "c-6").await;
     assert_eq!(c["telegram"], "8080", "{c}");
     assert_eq!(c["consents"]["telegram"]["source"], "telegram_start", "{c}");
-    wait_reply(&providers.telegram, 8080, "Acme").await;
+    wait_reply(&gw.providers.telegram, 8080, "Acme").await;
     // Telegram retries a webhook: the same update changes nothing twice.
     let resp = gw
         .raw(reqwest::Method::POST, "/webhooks/telegram")
@@ -455,16 +462,17 @@ async fn webhook_mode_checks_the_secret() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(history(&gw, "c-6").await.len(), 1);
     // No polling in webhook mode.
-    assert!(bodies(&providers.telegram, GET_UPDATES).await.is_empty());
+    assert!(bodies(&gw.providers.telegram, GET_UPDATES).await.is_empty());
 }
 
 #[tokio::test]
 async fn optin_links_endpoint() {
-    let (dir, providers) = setup().await;
-    mount_bot_api(&providers).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
     // The harness gives WhatsApp a `business_number` and LINE no `basic_id`.
-    let cfg = config(&providers, dir.path(), "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let gw = rig
+        .start_on(|providers, dir| config(providers, dir, ""))
+        .await;
     let (status, _) = gw.put("/v1/contacts/c-7", json!({})).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -545,13 +553,15 @@ async fn optin_links_endpoint() {
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // With a LINE basic id, the LINE add-friend link appears too.
-    let (_, logs) = gw.terminate().await;
-    drop(logs);
-    let cfg = cfg.replace(
-        "[channels.line]\n",
-        "[channels.line]\nbasic_id = \"@acme\"\n",
-    );
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let (_, _, rig) = gw.terminate().await;
+    let gw = rig
+        .start_on(|providers, dir| {
+            config(providers, dir, "").replace(
+                "[channels.line]\n",
+                "[channels.line]\nbasic_id = \"@acme\"\n",
+            )
+        })
+        .await;
     let (status, body) = gw.post("/v1/contacts/c-7/optin-links", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["line"], "https://line.me/R/ti/p/%40acme");

@@ -137,31 +137,28 @@ pub(crate) async fn history(gw: &Gateway, id: &str, channel: &str) -> Vec<Value>
 /// Waits until the WhatsApp mock got `n` sends, then a little longer to see no more come.
 pub(crate) async fn wa_sends_settle_at(providers: &Providers, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while hits(&providers.whatsapp, WA_PATH).await < n && Instant::now() < deadline {
+    while providers.sends("whatsapp").await < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = bodies(&providers.whatsapp, WA_PATH).await;
+    let sent = providers.sent("whatsapp").await;
     assert_eq!(sent.len(), n, "{sent:?}");
     sent
 }
 
-pub(crate) async fn start(
-    providers: &Providers,
-    dir: &std::path::Path,
-    settings: &Settings,
-) -> Gateway {
-    let config = providers.config(dir, settings).replace(
-        "[server]\n",
-        "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Tom & Jerry <Shop>\"\n",
-    );
-    Gateway::start(dir, &config).await
+pub(crate) async fn start(rig: Rig, settings: &Settings) -> TestApp {
+    rig.start_on(|providers, dir| {
+        providers.config(dir, settings).replace(
+            "[server]\n",
+            "[server]\npublic_url = \"https://lifeboat.test/\"\nbusiness_name = \"Tom & Jerry <Shop>\"\n",
+        )
+    })
+    .await
 }
 
 #[tokio::test]
 async fn whatsapp_handshake_echoes_the_challenge_only_for_the_verify_token() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
 
     let resp = gw
         .raw(
@@ -199,10 +196,8 @@ async fn whatsapp_handshake_echoes_the_challenge_only_for_the_verify_token() {
 
 #[tokio::test]
 async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact("ana", json!({"email": "ana@example.com"}), &[])
-        .await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
+    gw.contact("ana").email("ana@example.com").put().await;
     let token = optin_token(&gw, "ana", json!(["transactional", "marketing"])).await;
     let body = wa_text("16505551234", "wamid.START1", &format!("start {token}"));
 
@@ -266,28 +261,24 @@ async fn whatsapp_start_binds_the_number_and_grants_consent_only_when_signed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(gw.channel_state("whatsapp").await["state"], "active");
 
-    let (_, logs) = gw.terminate().await;
+    let (_, logs, _) = gw.terminate().await;
     assert!(!logs.contains("private words"), "{logs}");
     assert!(!logs.contains(WA_APP_SECRET), "{logs}");
 }
 
 #[tokio::test]
 async fn whatsapp_stop_words_revoke_and_confirm_once() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "ana",
-        json!({"whatsapp": "+48600100200"}),
-        &[("whatsapp", &["transactional", "marketing"])],
-    )
-    .await;
-    gw.contact(
-        "budi",
-        json!({"whatsapp": "+6281234567890"}),
-        &[("whatsapp", &["transactional"])],
-    )
-    .await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
+    gw.contact("ana")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
+    gw.contact("budi")
+        .whatsapp("+6281234567890")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
 
     // An ordinary message only records the time.
     let hello = wa_text(
@@ -314,7 +305,7 @@ async fn whatsapp_stop_words_revoke_and_confirm_once() {
     // Exactly one confirmation, also when Meta redelivers the same message.
     let (status, _) = post_wa(&gw, &stop, Some(wa_signature(&stop))).await;
     assert_eq!(status, StatusCode::OK);
-    let sent = wa_sends_settle_at(&providers, 1).await;
+    let sent = wa_sends_settle_at(&gw.providers, 1).await;
     assert_eq!(sent[0]["to"], "+48600100200", "{}", sent[0]);
     assert_eq!(sent[0]["type"], "text");
     let reply = sent[0]["text"]["body"].as_str().unwrap();
@@ -328,22 +319,20 @@ async fn whatsapp_stop_words_revoke_and_confirm_once() {
     let c = contact(&gw, "budi").await;
     assert_eq!(c["consents"]["whatsapp"]["status"], "revoked", "{c}");
     assert!(c["last_inbound"]["whatsapp"].is_string(), "{c}");
-    let sent = wa_sends_settle_at(&providers, 2).await;
+    let sent = wa_sends_settle_at(&gw.providers, 2).await;
     assert_eq!(sent[1]["to"], "+6281234567890");
 
     // A STOP from a number nobody has changes nothing and gets no reply.
     let stranger = wa_text("15550009999", "wamid.STOP3", "stop");
     let (status, _) = post_wa(&gw, &stranger, Some(wa_signature(&stranger))).await;
     assert_eq!(status, StatusCode::OK);
-    wa_sends_settle_at(&providers, 2).await;
+    wa_sends_settle_at(&gw.providers, 2).await;
 }
 
 #[tokio::test]
 async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact("ken", json!({"email": "ken@example.com"}), &[])
-        .await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
+    gw.contact("ken").email("ken@example.com").put().await;
     let token = optin_token(&gw, "ken", json!(["transactional"])).await;
     let message = line_events(json!([line_event(
         "message",
@@ -416,33 +405,28 @@ async fn line_token_grants_unfollow_revokes_and_signatures_are_checked() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_json");
 
-    let (_, logs) = gw.terminate().await;
+    let (_, logs, _) = gw.terminate().await;
     assert!(!logs.contains(LINE_CHANNEL_SECRET), "{logs}");
 }
 
 #[tokio::test]
 async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
-    let (dir, providers) = setup().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "eve",
-        json!({"email": "eve@example.com"}),
-        &[("email", &["transactional", "marketing"])],
-    )
-    .await;
+    let gw = start(Rig::new().await, &Settings::default()).await;
+    gw.contact("eve")
+        .email("eve@example.com")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
 
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "eve", "category": "marketing", "channels": ["email"],
+        .notify_and_wait(
+            json!({"contact_id": "eve", "category": "marketing", "channels": ["email"],
                 "subject": "Sale", "text": "Everything half price.",
                 "html": "<html><body><p>Everything half price.</p></body></html>"}),
-            )
-            .await,
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
-    let mails = providers.smtp.received();
+    let mails = gw.providers.smtp.received();
     assert_eq!(mails.len(), 1);
     let header = mails[0]
         .header("List-Unsubscribe")
@@ -516,24 +500,19 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
     assert_eq!(history(&gw, "eve", "email").await.len(), h.len());
 
     let n = gw
-        .wait_final(
-            &gw.notify(json!({"contact_id": "eve", "category": "marketing", "channels": ["email"], "text": "More sales."}))
-                .await,
-        )
+        .notify_and_wait(json!({"contact_id": "eve", "category": "marketing",
+            "channels": ["email"], "text": "More sales."}))
         .await;
     assert_eq!(trail(&n), ["email:skipped:no_consent"], "{n}");
 
     // Transactional mail still goes, without List-Unsubscribe or a link.
     let n = gw
-        .wait_final(
-            &gw.notify(
-                json!({"contact_id": "eve", "channels": ["email"], "text": "Your receipt."}),
-            )
-            .await,
+        .notify_and_wait(
+            json!({"contact_id": "eve", "channels": ["email"], "text": "Your receipt."}),
         )
         .await;
     assert_eq!(n["status"], "sent", "{n}");
-    let mails = providers.smtp.received();
+    let mails = gw.providers.smtp.received();
     assert_eq!(mails.len(), 2);
     assert_eq!(mails[1].header("List-Unsubscribe"), None);
     assert!(!mails[1].data.contains("/unsubscribe/"));
@@ -562,37 +541,29 @@ async fn one_click_unsubscribe_removes_marketing_and_keeps_transactional() {
 
 #[tokio::test]
 async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
-    let gw = start(&providers, dir.path(), &Settings::default()).await;
-    gw.contact(
-        "tia",
-        json!({"telegram": "5551234", "whatsapp": "+48600100200"}),
-        &[
-            ("telegram", &["transactional", "marketing"]),
-            ("whatsapp", &["transactional", "marketing"]),
-        ],
-    )
-    .await;
+    let gw = start(Rig::accepting().await, &Settings::default()).await;
+    gw.contact("tia")
+        .telegram("5551234")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
     for (channel, category) in [
         ("telegram", "marketing"),
         ("telegram", "transactional"),
         ("whatsapp", "marketing"),
     ] {
         let n = gw
-            .wait_final(
-                &gw.notify(json!({"contact_id": "tia", "category": category,
+            .notify_and_wait(json!({"contact_id": "tia", "category": category,
                     "channels": [channel], "text": "Weekend sale!"}))
-                    .await,
-            )
             .await;
         assert_eq!(n["status"], "sent", "{n}");
     }
-    let sent = bodies(&providers.telegram, TG_SEND_PATH).await;
+    let sent = gw.providers.sent("telegram").await;
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0]["text"], "Weekend sale!\n\n/stop to unsubscribe");
     assert_eq!(sent[1]["text"], "Weekend sale!");
-    let sent = bodies(&providers.whatsapp, WA_PATH).await;
+    let sent = gw.providers.sent("whatsapp").await;
     assert_eq!(
         sent[0]["text"]["body"],
         "Weekend sale!\n\nReply STOP to unsubscribe."
@@ -601,8 +572,7 @@ async fn marketing_chat_messages_carry_the_opt_out_line_and_transactional_do_not
 
 #[tokio::test]
 async fn erasing_a_contact_forgets_it_its_history_its_queue_and_its_number() {
-    let (dir, providers) = setup().await;
-    providers.accept_all().await;
+    let rig = Rig::accepting().await;
     // Telegram asks to wait 5 minutes: the notification stays queued.
     Mock::given(method("POST"))
         .and(path(TG_SEND_PATH))
@@ -612,22 +582,19 @@ async fn erasing_a_contact_forgets_it_its_history_its_queue_and_its_number() {
             "parameters": {"retry_after": 300}
         })))
         .with_priority(1)
-        .mount(&providers.telegram)
+        .mount(&rig.providers.telegram)
         .await;
     let settings = Settings {
         max_wait: "1h",
         ..Settings::default()
     };
-    let gw = start(&providers, dir.path(), &settings).await;
-    gw.contact(
-        "del",
-        json!({"whatsapp": "+48600100999", "telegram": "5550999"}),
-        &[
-            ("whatsapp", &["transactional"]),
-            ("telegram", &["transactional"]),
-        ],
-    )
-    .await;
+    let gw = start(rig, &settings).await;
+    gw.contact("del")
+        .whatsapp("+48600100999")
+        .telegram("5550999")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
     let id = gw
         .notify(json!({"contact_id": "del", "channels": ["telegram"], "text": "Your code is 1234"}))
         .await;
@@ -657,11 +624,11 @@ async fn erasing_a_contact_forgets_it_its_history_its_queue_and_its_number() {
     let stop = wa_text("48600100999", "wamid.ERASED", "STOP");
     let (status, _) = post_wa(&gw, &stop, Some(wa_signature(&stop))).await;
     assert_eq!(status, StatusCode::OK);
-    wa_sends_settle_at(&providers, 0).await;
+    wa_sends_settle_at(&gw.providers, 0).await;
     let (status, _) = gw.get("/v1/contacts/del").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A new contact under the same id starts with no history.
-    gw.contact("del", json!({}), &[]).await;
+    gw.contact("del").put().await;
     assert!(history(&gw, "del", "whatsapp").await.is_empty());
     assert!(contact(&gw, "del").await.get("last_inbound").is_none());
 }
