@@ -18,13 +18,16 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Serialises read-modify-writes of the lists (one process owns the embedded store).
 static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-/// The sends of the last 24 h out of `times` (epoch ms).
+/// The sends of the last 24 h out of `times` (epoch ms). A send stamped after `now` counts
+/// too: a worker reads the clock before it waits for the caps' lock, and a send another
+/// worker recorded meanwhile is stamped later than that reading. Leaving it out let two
+/// marketing messages through where the cap allowed one.
 pub fn recent(times: &[i64], now: Timestamp) -> Vec<i64> {
     let now = now.timestamp_millis();
     times
         .iter()
         .copied()
-        .filter(|t| *t > now - DAY_MS && *t <= now)
+        .filter(|t| *t > now - DAY_MS)
         .collect()
 }
 
@@ -78,6 +81,13 @@ mod tests {
         assert!(!allows(3, 3, 0));
         assert!(!allows(3, 2, 1), "a send in flight holds its place");
         assert!(allows(0, 100, 100), "0 turns the cap off");
+    }
+
+    #[test]
+    fn a_send_recorded_after_the_checkers_clock_reading_still_counts() {
+        let now = at("2025-06-10T20:00:00Z");
+        let later = now.timestamp_millis() + 3;
+        assert_eq!(recent(&[later], now), [later]);
     }
 
     #[tokio::test]
