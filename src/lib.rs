@@ -5,7 +5,8 @@
 //! The pieces, each in its own module:
 //! - [`api`]: the HTTP API (accepting, contacts and consents, admin);
 //! - [`store`]: the durable store behind a trait (embedded sled by default);
-//! - [`dispatch`]: the scheduler, the workers and the channel states (docs/failover.md);
+//! - [`dispatch`]: the scheduler and the workers (docs/failover.md);
+//! - [`states`]: the channel states and their history, below dispatch, policy and api;
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`config_env`]: `LIFEBOAT_LISTEN`, `LIFEBOAT_PUBLIC_URL`, `LIFEBOAT_STORE_PATH` override it;
@@ -37,6 +38,7 @@ pub mod optout;
 pub mod policy;
 pub mod sandbox;
 pub mod server;
+pub mod states;
 pub mod store;
 pub mod telegram_bot;
 pub mod unsubscribe;

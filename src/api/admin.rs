@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::contacts::parse_channel;
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
-use crate::dispatch::history;
+use crate::states::history;
 use crate::model::ChannelState;
 
 /// One row of the channel table, as `GET /v1/admin/channels` and the CLI show it.

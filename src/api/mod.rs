@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::states::ChannelStates;
+use crate::states::ChannelStates;
 use crate::metrics::Metrics;
 use crate::store::Store;
 

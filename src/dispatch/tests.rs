@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use lifeboat_channel::{Answer, Category, Channel, ChannelKind, Health, OutboundMessage};
 
-use super::states::ChannelStates;
+use crate::states::ChannelStates;
 use super::worker::WorkerContext;
 use super::Dispatcher;
 use crate::channels::Registry;

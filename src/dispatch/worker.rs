@@ -32,7 +32,7 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMes
 use uuid::Uuid;
 
 use super::backoff;
-use super::states::ChannelStates;
+use crate::states::ChannelStates;
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;

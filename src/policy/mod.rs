@@ -32,7 +32,7 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 
 use crate::channels::Registry;
 use crate::config::unknown_key;
-use crate::dispatch::states::{Availability, ChannelStates};
+use crate::states::{Availability, ChannelStates};
 use crate::model::{Contact, Timestamp};
 use crate::store::{Store, StoreResult};
 use pacing::{Pace, Pacer, Rate};

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::AppState;
-use crate::dispatch::states::Signal;
+use crate::states::Signal;
 use crate::model::{ChannelQuality, Timestamp};
 use crate::store::StoreResult;
 

@@ -22,7 +22,9 @@ use std::time::Duration;
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
-use super::history::{self, StateChange};
+pub mod history;
+
+use history::StateChange;
 use crate::metrics::Metrics;
 use crate::model::{later, ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
