@@ -34,8 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::ApiError;
 use crate::config::ServerConfig;
+use crate::web::ApiError;
 
 /// The most `server.max_header_bytes` may be set to.
 pub const MAX_HEADER_BYTES_CEILING: usize = 256 * 1024;

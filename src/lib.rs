@@ -20,6 +20,7 @@
 //! - [`policy`]: the guardrails (docs/guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
+//! - [`web`]: what the HTTP handlers share (state, error shape, extractors, auth, HTML escaping);
 //! - [`cli`]: the `lifeboat` command line.
 
 pub mod api;
@@ -43,4 +44,5 @@ pub mod store;
 pub mod telegram_bot;
 pub mod unsubscribe;
 pub mod validate;
+pub mod web;
 pub mod webhooks;

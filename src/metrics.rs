@@ -353,7 +353,11 @@ impl Metrics {
 
     /// The exposition: sets the channel states (a snapshot the caller took, one entry per
     /// channel) and the queue depth, then encodes everything ([`CONTENT_TYPE`]).
-    pub fn render(&self, channel_states: &[(ChannelKind, ChannelState)], queue_depth: u64) -> String {
+    pub fn render(
+        &self,
+        channel_states: &[(ChannelKind, ChannelState)],
+        queue_depth: u64,
+    ) -> String {
         for &(kind, current) in channel_states {
             for state in STATES {
                 self.channel_state

@@ -79,7 +79,7 @@ impl MarketingOptOut {
                 if let Some(html) = message.html.as_mut() {
                     let link = format!(
                         "<p><a href=\"{0}\">Unsubscribe from these emails</a></p>",
-                        unsubscribe::escape(&url)
+                        crate::web::html::escape(&url)
                     );
                     match html.to_ascii_lowercase().rfind("</body>") {
                         Some(at) => html.insert_str(at, &link),

@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use super::admin::{channel_row, history_rows};
 use super::AppState;
 use crate::model::Timestamp;
-use crate::unsubscribe::escape;
+use crate::web::html::escape;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How long a sign-in lasts.

@@ -32,8 +32,8 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 
 use crate::channels::Registry;
 use crate::config::unknown_key;
-use crate::states::{Availability, ChannelStates};
 use crate::model::{Contact, Timestamp};
+use crate::states::{Availability, ChannelStates};
 use crate::store::{Store, StoreResult};
 use pacing::{Pace, Pacer, Rate};
 use quiet_hours::QuietHours;

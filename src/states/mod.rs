@@ -24,10 +24,10 @@ use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
 pub mod history;
 
-use history::StateChange;
 use crate::metrics::Metrics;
 use crate::model::{later, ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
+use history::StateChange;
 
 /// What a provider's signal about the account (not a send's answer) does to a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

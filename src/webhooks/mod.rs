@@ -32,10 +32,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use lifeboat_channel::ChannelKind;
 
-use crate::api::AppState;
 use crate::config::{ChannelSection, Config};
 use crate::model::{Consent, ConsentStatus, Timestamp};
 use crate::store::{Store, StoreError, StoreResult};
+use crate::web::AppState;
 
 /// Webhook bodies may batch many events: larger than the API's 64 KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;

@@ -24,9 +24,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{signature, Hooks};
-use crate::api::{ApiError, AppState};
 use crate::model::Timestamp;
 use crate::optin::{self, RedeemError};
+use crate::web::{ApiError, AppState};
 
 /// STOP words understood by default (compared trimmed and case-insensitively, whole message):
 /// English, Scandinavian/German "stopp", Indonesian "berhenti", Polish "wypisz" (and Polish
