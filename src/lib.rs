@@ -32,6 +32,7 @@ pub mod config;
 pub mod config_env;
 pub mod dispatch;
 pub mod edge;
+pub mod exit;
 pub mod metrics;
 pub mod model;
 pub mod optin;
