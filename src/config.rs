@@ -16,7 +16,9 @@ use lifeboat_channel::ChannelKind;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+pub mod channel_keys;
 pub mod retention;
+pub use channel_keys::{channel_table, extra_stop_words, unsubscribe_mailto};
 pub use retention::RetentionConfig;
 
 /// The largest `server.max_header_bytes` accepted (the HTTP edge's ceiling, docs/http-edge.md).
@@ -661,7 +663,7 @@ impl Config {
         }
         self.policy_config()
             .map_err(|e| self.source.keyed_error("policy", &e))?;
-        crate::optout::check_config(self).map_err(|e| self.source.keyed_error("channels", &e))?;
+        channel_keys::check(self).map_err(|e| self.source.keyed_error("channels", &e))?;
         Ok(())
     }
 

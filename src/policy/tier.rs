@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::model::{Contact, Timestamp};
 use crate::store::{Store, StoreResult};
 
-pub(crate) const NAMESPACE: &str = "policy_tier";
+pub(crate) const NAMESPACE: &str = crate::store::namespaces::POLICY_TIER;
 const BUCKETS: &str = "whatsapp/";
 const FIRST_SEND: &str = "whatsapp/first_send";
 const HOURS: i64 = 24;

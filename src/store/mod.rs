@@ -8,6 +8,7 @@
 
 mod group_commit;
 mod journal;
+pub mod namespaces;
 mod retention;
 mod sled_store;
 

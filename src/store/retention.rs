@@ -68,7 +68,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "webhook_events",
-            prefix: namespace(crate::webhooks::EVENTS_NAMESPACE),
+            prefix: namespace(super::namespaces::WEBHOOK_EVENTS),
             keep: cfg.webhook_events,
             kind: Kind::Records(|_, v| {
                 let record: serde_json::Value = serde_json::from_slice(v).ok()?;
@@ -77,7 +77,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "webhook_seen",
-            prefix: namespace(crate::webhooks::SEEN_NAMESPACE),
+            prefix: namespace(super::namespaces::WEBHOOK_SEEN),
             keep: cfg.webhook_events,
             kind: Kind::Records(|_, v| {
                 let text = std::str::from_utf8(v).ok()?;
@@ -88,10 +88,10 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "optin_tokens",
-            prefix: namespace(crate::optin::NAMESPACE),
+            prefix: namespace(super::namespaces::OPTIN),
             keep: cfg.optin_tokens,
             kind: Kind::Records(|_, v| {
-                serde_json::from_slice::<crate::optin::OptinToken>(v)
+                serde_json::from_slice::<crate::model::OptinToken>(v)
                     .ok()
                     .map(|t| t.expires_at)
             }),
@@ -100,7 +100,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         // off, but not those of a process that stopped, nor those an erasure anonymised.
         Rule {
             what: "tier_ledger",
-            prefix: namespace(crate::policy::tier::NAMESPACE),
+            prefix: namespace(super::namespaces::POLICY_TIER),
             keep: day,
             kind: Kind::Records(|k, _| {
                 // `whatsapp/<hour>/<contact>` or `whatsapp/<hour>`: its age starts when the
@@ -112,7 +112,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "marketing_caps",
-            prefix: namespace(crate::policy::caps::NAMESPACE),
+            prefix: namespace(super::namespaces::POLICY_MARKETING_SENDS),
             keep: day,
             kind: Kind::Records(|_, v| {
                 let times: Vec<i64> = serde_json::from_slice(v).ok()?;
