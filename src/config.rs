@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 pub mod channel_keys;
+pub mod policy;
 pub mod retention;
 pub use channel_keys::{channel_table, extra_stop_words, unsubscribe_mailto};
 pub use retention::RetentionConfig;
@@ -668,8 +669,8 @@ impl Config {
     }
 
     /// The typed `[policy]` section (docs/guardrails.md); an error names the key at fault.
-    pub fn policy_config(&self) -> Result<crate::policy::PolicyConfig, String> {
-        crate::policy::PolicyConfig::from_table(&self.policy)
+    pub fn policy_config(&self) -> Result<policy::PolicyConfig, String> {
+        policy::PolicyConfig::from_table(&self.policy)
     }
 
     /// Whether marketing messages get an opt-out line / `List-Unsubscribe` (on by default).
