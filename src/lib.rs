@@ -21,7 +21,10 @@
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
 //! - [`web`]: what the HTTP handlers share (state, error shape, extractors, auth, HTML escaping);
-//! - [`cli`]: the `lifeboat` command line.
+//! - [`cli`]: the `lifeboat` command line; [`exit`]: how its commands fail.
+//!
+//! The modules form layers, each using only the ones below it (docs/architecture.md,
+//! checked by `tests/architecture.rs`).
 
 pub mod api;
 pub mod bench;
