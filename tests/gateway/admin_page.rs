@@ -396,158 +396,160 @@ async fn during_a_ban_the_page_offers_the_right_buttons_says_how_it_comes_back_a
     )
     .await;
 
-/// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
-/// reason), and the admin API and page show every channel as not configured, not `active`.
-#[tokio::test]
-async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!(
+    /// A gateway with no channel table at all can't send anything: `/readyz` says so (503, with the
+    /// reason), and the admin API and page show every channel as not configured, not `active`.
+    #[tokio::test]
+    async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
          [store]\npath = \"{}\"\n",
         crate::harness::API_KEY,
         dir.path().join("lifeboat.sled").display()
     );
-    let g = Gateway::start(dir.path(), &config).await;
+        let g = Gateway::start(dir.path(), &config).await;
 
-    let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["ready"], false, "{body}");
-    assert_eq!(body["reason"], "no channel is configured", "{body}");
+        let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["ready"], false, "{body}");
+        assert_eq!(body["reason"], "no channel is configured", "{body}");
 
-    for channel in ["whatsapp", "telegram", "line", "email"] {
-        let row = g.channel_state(channel).await;
-        assert_eq!(row["configured"], false, "{row}");
-        assert_eq!(row["state"], "not_configured", "{row}");
+        for channel in ["whatsapp", "telegram", "line", "email"] {
+            let row = g.channel_state(channel).await;
+            assert_eq!(row["configured"], false, "{row}");
+            assert_eq!(row["state"], "not_configured", "{row}");
+        }
+
+        let (_, cookie) = sign_in(&g).await;
+        let (status, html) = page(&g, &cookie).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("id=\"state-telegram\">not configured</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("data-state=\"active\""), "{html}");
     }
 
-    let (_, cookie) = sign_in(&g).await;
-    let (status, html) = page(&g, &cookie).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains("id=\"state-telegram\">not configured</td>"),
-        "{html}"
-    );
-    assert!(!html.contains("data-state=\"active\""), "{html}");
-}
-
-/// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
-/// with a warning in the body.
-#[tokio::test]
-async fn all_channels_disabled_is_ready_with_a_warning() {
-    let (dir, providers) = setup().await;
-    let g = Gateway::start(
-        dir.path(),
-        &providers.config(dir.path(), &Settings::default()),
-    )
-    .await;
-    g.on_whatsapp_and_telegram("c-1").await;
-    let (status, _) = g
-        .admin_post(
-            "/v1/admin/channels/line/disable",
-            json!({"reason": "no LINE account yet"}),
+    /// Every configured channel disabled: still ready (the queue accepts and keeps notifications),
+    /// with a warning in the body.
+    #[tokio::test]
+    async fn all_channels_disabled_is_ready_with_a_warning() {
+        let (dir, providers) = setup().await;
+        let g = Gateway::start(
+            dir.path(),
+            &providers.config(dir.path(), &Settings::default()),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
-    for text in ["one", "two"] {
-        g.wait_final(&g.notify(json!({"contact_id": "c-1", "text": text})).await)
+        g.on_whatsapp_and_telegram("c-1").await;
+        let (status, _) = g
+            .admin_post(
+                "/v1/admin/channels/line/disable",
+                json!({"reason": "no LINE account yet"}),
+            )
             .await;
+        assert_eq!(status, StatusCode::OK);
+        for text in ["one", "two"] {
+            g.wait_final(&g.notify(json!({"contact_id": "c-1", "text": text})).await)
+                .await;
+        }
+        assert_eq!(g.channel_state("whatsapp").await["state"], "banned");
+
+        let (_, pair) = sign_in(&g).await;
+        let (_, html) = page(&g, &pair).await;
+        let whatsapp = row_html(&html, "whatsapp");
+        assert!(whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+        assert!(whatsapp.contains("id=\"disable-whatsapp\""), "{whatsapp}");
+        assert!(
+            whatsapp.contains(
+                "comes back only when you press Enable after Meta lifts the ban (appeal)"
+            ),
+            "{whatsapp}"
+        );
+        // Readable times: seconds precision, UTC, an age; since and until both.
+        assert!(whatsapp.contains("since <time datetime=\""), "{whatsapp}");
+        assert!(whatsapp.contains("until — (no end set)"), "{whatsapp}");
+        assert!(
+            whatsapp.contains(" UTC <span class=\"muted\">("),
+            "{whatsapp}"
+        );
+        let nanos = regex_free_fraction(&html);
+        assert!(nanos.is_none(), "a raw timestamp with fractions: {nanos:?}");
+        // The chart: one failed send (the ban answer) in the current minute.
+        assert!(
+            whatsapp.contains("<svg id=\"chart-whatsapp\""),
+            "{whatsapp}"
+        );
+        assert!(whatsapp.contains("class=\"failed\""), "{whatsapp}");
+        assert!(whatsapp.contains("0 sent / 1 failed"), "{whatsapp}");
+        assert!(row_html(&html, "telegram").contains("2 sent / 0 failed"));
+
+        // Active: no Enable. Disabled: no Disable, and how it comes back.
+        let telegram = row_html(&html, "telegram");
+        assert!(!telegram.contains("id=\"enable-telegram\""), "{telegram}");
+        assert!(telegram.contains("id=\"disable-telegram\""), "{telegram}");
+        let line = row_html(&html, "line");
+        assert!(line.contains("id=\"enable-line\""), "{line}");
+        assert!(!line.contains("id=\"disable-line\""), "{line}");
+        assert!(line.contains("until someone presses Enable"), "{line}");
+
+        // The timeline: the ban, newest first, with what Telegram carried since.
+        let timeline = &html[html.find("<ol id=\"timeline\"").expect("a timeline")..];
+        let ban = timeline
+            .find("class=\"change to-banned\"")
+            .expect("the ban");
+        let disable = timeline
+            .find("class=\"change to-disabled\"")
+            .expect("the disable");
+        assert!(ban < disable, "newest first: {timeline}");
+        assert!(
+            timeline.contains("Sent by other channels since then: telegram 2."),
+            "{timeline}"
+        );
+        assert!(timeline.contains("Still out of rotation."), "{timeline}");
+
+        // Enable: the reason goes, Enable goes, the timeline shows the return.
+        let token = csrf(&html);
+        let (status, _) = post_form(
+            &g,
+            "/admin/channels/whatsapp/enable",
+            Some(&pair),
+            &[("csrf", &token)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, html) = page(&g, &pair).await;
+        let whatsapp = row_html(&html, "whatsapp");
+        assert!(!whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
+        assert!(!whatsapp.contains("131031</td>"), "{whatsapp}");
+        assert!(
+            whatsapp.contains("id=\"reason-text-whatsapp\"></td>"),
+            "{whatsapp}"
+        );
+        let timeline = &html[html.find("<ol id=\"timeline\"").unwrap()..];
+        assert!(
+            timeline
+                .contains("banned → <span class=\"state active\">active</span> — enabled by admin"),
+            "{timeline}"
+        );
+        assert!(
+            timeline.contains("Sent by other channels meanwhile: telegram 2. Back in rotation"),
+            "{timeline}"
+        );
     }
-    assert_eq!(g.channel_state("whatsapp").await["state"], "banned");
 
-    let (_, pair) = sign_in(&g).await;
-    let (_, html) = page(&g, &pair).await;
-    let whatsapp = row_html(&html, "whatsapp");
-    assert!(whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
-    assert!(whatsapp.contains("id=\"disable-whatsapp\""), "{whatsapp}");
-    assert!(
-        whatsapp
-            .contains("comes back only when you press Enable after Meta lifts the ban (appeal)"),
-        "{whatsapp}"
-    );
-    // Readable times: seconds precision, UTC, an age; since and until both.
-    assert!(whatsapp.contains("since <time datetime=\""), "{whatsapp}");
-    assert!(whatsapp.contains("until — (no end set)"), "{whatsapp}");
-    assert!(
-        whatsapp.contains(" UTC <span class=\"muted\">("),
-        "{whatsapp}"
-    );
-    let nanos = regex_free_fraction(&html);
-    assert!(nanos.is_none(), "a raw timestamp with fractions: {nanos:?}");
-    // The chart: one failed send (the ban answer) in the current minute.
-    assert!(
-        whatsapp.contains("<svg id=\"chart-whatsapp\""),
-        "{whatsapp}"
-    );
-    assert!(whatsapp.contains("class=\"failed\""), "{whatsapp}");
-    assert!(whatsapp.contains("0 sent / 1 failed"), "{whatsapp}");
-    assert!(row_html(&html, "telegram").contains("2 sent / 0 failed"));
-
-    // Active: no Enable. Disabled: no Disable, and how it comes back.
-    let telegram = row_html(&html, "telegram");
-    assert!(!telegram.contains("id=\"enable-telegram\""), "{telegram}");
-    assert!(telegram.contains("id=\"disable-telegram\""), "{telegram}");
-    let line = row_html(&html, "line");
-    assert!(line.contains("id=\"enable-line\""), "{line}");
-    assert!(!line.contains("id=\"disable-line\""), "{line}");
-    assert!(line.contains("until someone presses Enable"), "{line}");
-
-    // The timeline: the ban, newest first, with what Telegram carried since.
-    let timeline = &html[html.find("<ol id=\"timeline\"").expect("a timeline")..];
-    let ban = timeline
-        .find("class=\"change to-banned\"")
-        .expect("the ban");
-    let disable = timeline
-        .find("class=\"change to-disabled\"")
-        .expect("the disable");
-    assert!(ban < disable, "newest first: {timeline}");
-    assert!(
-        timeline.contains("Sent by other channels since then: telegram 2."),
-        "{timeline}"
-    );
-    assert!(timeline.contains("Still out of rotation."), "{timeline}");
-
-    // Enable: the reason goes, Enable goes, the timeline shows the return.
-    let token = csrf(&html);
-    let (status, _) = post_form(
-        &g,
-        "/admin/channels/whatsapp/enable",
-        Some(&pair),
-        &[("csrf", &token)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    let (_, html) = page(&g, &pair).await;
-    let whatsapp = row_html(&html, "whatsapp");
-    assert!(!whatsapp.contains("id=\"enable-whatsapp\""), "{whatsapp}");
-    assert!(!whatsapp.contains("131031</td>"), "{whatsapp}");
-    assert!(
-        whatsapp.contains("id=\"reason-text-whatsapp\"></td>"),
-        "{whatsapp}"
-    );
-    let timeline = &html[html.find("<ol id=\"timeline\"").unwrap()..];
-    assert!(
-        timeline.contains("banned → <span class=\"state active\">active</span> — enabled by admin"),
-        "{timeline}"
-    );
-    assert!(
-        timeline.contains("Sent by other channels meanwhile: telegram 2. Back in rotation"),
-        "{timeline}"
-    );
-}
-
-/// A fraction of a second in an RFC 3339 time (`:31.123`), which the page should not show.
-fn regex_free_fraction(html: &str) -> Option<String> {
-    let b = html.as_bytes();
-    (2..b.len().saturating_sub(1)).find_map(|i| {
-        (b[i] == b'.'
-            && b[i - 1].is_ascii_digit()
-            && b[i - 2].is_ascii_digit()
-            && b[i + 1].is_ascii_digit()
-            && i >= 3
-            && b[i - 3] == b':')
-            .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
-    })
-}
+    /// A fraction of a second in an RFC 3339 time (`:31.123`), which the page should not show.
+    fn regex_free_fraction(html: &str) -> Option<String> {
+        let b = html.as_bytes();
+        (2..b.len().saturating_sub(1)).find_map(|i| {
+            (b[i] == b'.'
+                && b[i - 1].is_ascii_digit()
+                && b[i - 2].is_ascii_digit()
+                && b[i + 1].is_ascii_digit()
+                && i >= 3
+                && b[i - 3] == b':')
+                .then(|| html[i - 8..(i + 10).min(html.len())].to_string())
+        })
+    }
 
     let (status, body) = g.send(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
