@@ -287,6 +287,11 @@ fn top_level_modules_depend_on_each_other_in_one_direction() {
         graph.contains_key("api") && graph.contains_key("store"),
         "{graph:?}"
     );
+    // The map, for `cargo test --test architecture -- --nocapture` (docs/architecture.md).
+    for (from, to) in &graph {
+        let to: Vec<_> = to.keys().map(String::as_str).collect();
+        println!("{from} -> {}", to.join(" "));
+    }
     if let Some(cycle) = find_cycle(&graph) {
         panic!(
             "{}\nEach layer may use the ones below it only (docs/architecture.md): move the \
