@@ -155,3 +155,31 @@ impl Registry {
         self.channels.iter().map(|(k, c)| (*k, c))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The example config stays valid: with every variable set, all four channels build.
+    #[test]
+    fn the_example_config_is_valid_and_configures_every_channel() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/lifeboat.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let env = |name: &str| -> Option<String> {
+            Some(match name {
+                "WHATSAPP_PHONE_NUMBER_ID" => "1234567890".into(),
+                "TELEGRAM_BOT_TOKEN" => "123456:ABC-example".into(),
+                other => format!("{}-value", other.to_lowercase().replace('_', "-")),
+            })
+        };
+        let cfg = Config::from_toml(&text, path, &env).unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let registry = Registry::from_config(&cfg).unwrap();
+        for kind in ChannelKind::ALL {
+            assert!(registry.get(kind).is_some(), "{kind} should be configured");
+        }
+    }
+}

@@ -34,11 +34,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::ApiError;
 use crate::config::ServerConfig;
+use crate::web::ApiError;
 
-/// The most `server.max_header_bytes` may be set to.
-pub const MAX_HEADER_BYTES_CEILING: usize = 256 * 1024;
+/// The most `server.max_header_bytes` may be set to (checked by the config).
+pub use crate::config::MAX_HEADER_BYTES_CEILING;
 /// The most headers a request may carry (a 431 `headers_too_large` past it).
 pub const MAX_HEADERS: usize = 100;
 /// Past this many headers hyper answers 431 itself (empty body).

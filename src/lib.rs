@@ -5,7 +5,8 @@
 //! The pieces, each in its own module:
 //! - [`api`]: the HTTP API (accepting, contacts and consents, admin);
 //! - [`store`]: the durable store behind a trait (embedded sled by default);
-//! - [`dispatch`]: the scheduler, the workers and the channel states (docs/failover.md);
+//! - [`dispatch`]: the scheduler and the workers (docs/failover.md);
+//! - [`states`]: the channel states and their history, below dispatch, policy and api;
 //! - [`channels`]: builds the channel crates from config;
 //! - [`config`]: the TOML config with `${ENV}` references;
 //! - [`config_env`]: `LIFEBOAT_LISTEN`, `LIFEBOAT_PUBLIC_URL`, `LIFEBOAT_STORE_PATH` override it;
@@ -19,7 +20,11 @@
 //! - [`policy`]: the guardrails (docs/guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
-//! - [`cli`]: the `lifeboat` command line.
+//! - [`web`]: what the HTTP handlers share (state, error shape, extractors, auth, HTML escaping);
+//! - [`cli`]: the `lifeboat` command line; [`exit`]: how its commands fail.
+//!
+//! The modules form layers, each using only the ones below it (docs/architecture.md,
+//! checked by `tests/architecture.rs`).
 
 pub mod api;
 pub mod bench;
@@ -30,6 +35,7 @@ pub mod config;
 pub mod config_env;
 pub mod dispatch;
 pub mod edge;
+pub mod exit;
 pub mod metrics;
 pub mod model;
 pub mod optin;
@@ -37,8 +43,10 @@ pub mod optout;
 pub mod policy;
 pub mod sandbox;
 pub mod server;
+pub mod states;
 pub mod store;
 pub mod telegram_bot;
 pub mod unsubscribe;
 pub mod validate;
+pub mod web;
 pub mod webhooks;

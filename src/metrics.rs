@@ -36,7 +36,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use teloxide::types::{Update, UpdateKind};
 
-use crate::dispatch::states::ChannelStates;
 use crate::model::{Attempt, ChannelState, Notification};
 
 /// The content type of [`Metrics::render`]'s text.
@@ -352,11 +351,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition: reads the channel states and the queue depth now, then encodes
-    /// everything ([`CONTENT_TYPE`]).
-    pub fn render(&self, states: &ChannelStates, queue_depth: u64) -> String {
-        for kind in ChannelKind::ALL {
-            let current = states.current(kind).state;
+    /// The exposition: sets the channel states (a snapshot the caller took, one entry per
+    /// channel) and the queue depth, then encodes everything ([`CONTENT_TYPE`]).
+    pub fn render(
+        &self,
+        channel_states: &[(ChannelKind, ChannelState)],
+        queue_depth: u64,
+    ) -> String {
+        for &(kind, current) in channel_states {
             for state in STATES {
                 self.channel_state
                     .get_or_create(&vec![

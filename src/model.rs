@@ -131,6 +131,15 @@ pub enum ConsentStatus {
     Revoked,
 }
 
+/// A stored opt-in token (`optin`; the store's purge reads its expiry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OptinToken {
+    pub contact_id: String,
+    pub scopes: Vec<Category>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// One consent state (the current one on the contact, or one entry of the history).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Consent {

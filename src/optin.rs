@@ -9,23 +9,15 @@
 use base64::Engine;
 use lifeboat_channel::{Category, ChannelKind};
 use rand::TryRngCore;
-use serde::{Deserialize, Serialize};
 
 use crate::model::{Consent, ConsentStatus, Contact, Timestamp};
 use crate::store::{Store, StoreError};
 
 /// How long an opt-in link stays valid.
 pub const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(7);
-pub(crate) const NAMESPACE: &str = "optin";
+pub(crate) const NAMESPACE: &str = crate::store::namespaces::OPTIN;
 
-/// A stored opt-in token.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OptinToken {
-    pub contact_id: String,
-    pub scopes: Vec<Category>,
-    pub created_at: Timestamp,
-    pub expires_at: Timestamp,
-}
+pub use crate::model::OptinToken;
 
 /// Why a token could not be redeemed.
 #[derive(Debug, thiserror::Error)]

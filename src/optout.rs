@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use lifeboat_channel::{Category, ChannelKind, OutboundMessage};
 
+pub use crate::config::unsubscribe_mailto;
 use crate::config::Config;
 use crate::store::{Store, StoreResult};
 use crate::unsubscribe::{self, Keys};
@@ -79,7 +80,7 @@ impl MarketingOptOut {
                 if let Some(html) = message.html.as_mut() {
                     let link = format!(
                         "<p><a href=\"{0}\">Unsubscribe from these emails</a></p>",
-                        unsubscribe::escape(&url)
+                        crate::web::html::escape(&url)
                     );
                     match html.to_ascii_lowercase().rfind("</body>") {
                         Some(at) => html.insert_str(at, &link),
@@ -90,42 +91,6 @@ impl MarketingOptOut {
         }
         Ok(())
     }
-}
-
-/// `[channels.email] unsubscribe_mailto`: an optional address for the `mailto:` part of
-/// `List-Unsubscribe`, checked so it can't break the header.
-pub fn unsubscribe_mailto(config: &Config) -> Result<Option<String>, String> {
-    let Some(table) = crate::webhooks::channel_table(config, ChannelKind::Email) else {
-        return Ok(None);
-    };
-    match table.get("unsubscribe_mailto") {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => {
-            let s = s.trim();
-            let ok = s.len() <= 254
-                && s.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
-                && s.chars()
-                    .all(|c| c.is_ascii_graphic() && !"<>,?\"".contains(c));
-            if ok {
-                Ok(Some(s.to_string()))
-            } else {
-                Err(format!(
-                    "channels.email.unsubscribe_mailto `{s}` is not a plain email address"
-                ))
-            }
-        }
-        Some(_) => Err("channels.email.unsubscribe_mailto must be a string".into()),
-    }
-}
-
-/// The config checks of the keys read here and by the webhooks.
-pub fn check_config(config: &Config) -> Result<(), String> {
-    unsubscribe_mailto(config)?;
-    if let Some(table) = crate::webhooks::channel_table(config, ChannelKind::Whatsapp) {
-        crate::webhooks::whatsapp::extra_stop_words(table)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

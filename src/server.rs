@@ -15,9 +15,9 @@ use crate::api::{self, AppState};
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::states::ChannelStates;
 use crate::dispatch::worker::WorkerContext;
 use crate::dispatch::Dispatcher;
+use crate::states::ChannelStates;
 use crate::store::{Purger, SledStore, Store, StoreError};
 
 /// Why the gateway could not start or stopped with an error.

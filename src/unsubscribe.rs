@@ -29,9 +29,10 @@ use rand::TryRngCore;
 use sha2::Sha256;
 use tokio::sync::OnceCell;
 
-use crate::api::{ApiError, AppState};
 use crate::model::{Consent, ConsentStatus};
 use crate::store::{Store, StoreError, StoreResult};
+use crate::web::html::escape;
+use crate::web::{ApiError, AppState};
 
 const META_NAMESPACE: &str = "meta";
 const SECRET_KEY: &str = "unsubscribe_secret";
@@ -291,22 +292,6 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,13 +343,5 @@ mod tests {
             &m,
             b"--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n"
         ));
-    }
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(
-            escape("<b>\"Tom & Jerry's\"</b>"),
-            "&lt;b&gt;&quot;Tom &amp; Jerry&#39;s&quot;&lt;/b&gt;"
-        );
     }
 }

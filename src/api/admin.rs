@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use super::contacts::parse_channel;
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
-use crate::dispatch::history;
 use crate::model::ChannelState;
+use crate::states::history;
 
 /// One row of the channel table, as `GET /v1/admin/channels` and the CLI show it.
 pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {

@@ -8,7 +8,7 @@
 //! only through Enable), a per-minute chart of the last hour drawn as SVG on the server, and
 //! below the table the recent state changes from the stored history. The table is built from
 //! [`channel_row`], the same rows `GET /v1/admin/channels` answers, so the page and the API
-//! never disagree; enable and disable go through [`ChannelStates`](crate::dispatch::states)
+//! never disagree; enable and disable go through [`ChannelStates`](crate::states)
 //! exactly as the API's do.
 //!
 //! Sign-in: the admin token is posted once through a form (`POST /admin/login`), never put in
@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use super::admin::{channel_row, history_rows};
 use super::AppState;
 use crate::model::Timestamp;
-use crate::unsubscribe::escape;
+use crate::web::html::escape;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// How long a sign-in lasts.
@@ -520,7 +520,7 @@ fn dashboard(state: &AppState, csrf: &str, status: StatusCode, message: Option<&
          <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
         updated = when(now, now),
         timeline = timeline(state, now),
-        limit = crate::dispatch::history::HISTORY_LIMIT,
+        limit = crate::states::history::HISTORY_LIMIT,
     );
     html(status, "Channels", &body)
 }

@@ -5,102 +5,19 @@
 
 mod admin;
 mod admin_page;
-mod auth;
 mod contacts;
-pub mod error;
-pub mod extract;
 mod notifications;
 pub mod openapi;
 mod ops;
 mod optin_links;
 mod policy_preview;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
-use tokio::sync::Notify;
 
-use crate::channels::Registry;
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::dispatch::states::ChannelStates;
-use crate::metrics::Metrics;
-use crate::store::Store;
-
-pub use error::ApiError;
-
-/// What every handler can reach. One `Arc`: axum clones the state for every extractor of
-/// every request, and one reference count is cheaper than a dozen (measured on the accept path).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The state's members.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub states: Arc<ChannelStates>,
-    pub registry: Registry,
-    pub config: Arc<Config>,
-    pub clock: Arc<dyn Clock>,
-    /// Wakes the dispatcher when a notification is accepted.
-    pub wake: Arc<Notify>,
-    pub keys: Arc<auth::Keys>,
-    /// False once shutdown has begun, or if the dispatcher stopped.
-    pub ready: Arc<AtomicBool>,
-    /// This gateway's metrics (`GET /metrics`), shared with the workers and channel states.
-    pub metrics: Arc<Metrics>,
-    /// The guardrails, shared with the workers (the policy preview, marketing pauses).
-    pub policy: Arc<crate::policy::Policy>,
-}
-
-impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Store>,
-        states: Arc<ChannelStates>,
-        registry: Registry,
-        config: Arc<Config>,
-        clock: Arc<dyn Clock>,
-        wake: Arc<Notify>,
-        ready: Arc<AtomicBool>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let keys = Arc::new(auth::Keys::from_config(&config));
-        let policy = Arc::new(crate::policy::Policy::new(
-            config.policy_config().unwrap_or_default(),
-            store.clone(),
-        ));
-        AppState(Arc::new(Shared {
-            store,
-            states,
-            registry,
-            config,
-            clock,
-            wake,
-            keys,
-            ready,
-            metrics,
-            policy,
-        }))
-    }
-
-    /// Shares the workers' [`crate::policy::Policy`] (its pacing and holds) with the API.
-    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Self {
-        Arc::get_mut(&mut self.0)
-            .expect("the policy is set before the state is shared")
-            .policy = policy;
-        self
-    }
-}
+use crate::web::auth;
+pub use crate::web::{error, extract, ApiError, AppState, Shared};
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {

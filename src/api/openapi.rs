@@ -720,7 +720,7 @@ mod tests {
     use crate::channels::Registry;
     use crate::clock::SystemClock;
     use crate::config::Config;
-    use crate::dispatch::states::ChannelStates;
+    use crate::states::ChannelStates;
     use crate::store::{SledStore, Store};
 
     /// Served only when the config asks for it, so absent from the router built here.

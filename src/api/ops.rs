@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use lifeboat_channel::ChannelKind;
 use serde_json::{json, Value};
 
 use super::AppState;
@@ -93,8 +94,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             body = String, content_type = "application/openmetrics-text"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let channel_states: Vec<_> = ChannelKind::ALL
+        .iter()
+        .map(|&kind| (kind, state.states.current(kind).state))
+        .collect();
     let text = state
         .metrics
-        .render(&state.states, state.store.queue_depth());
+        .render(&channel_states, state.store.queue_depth());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

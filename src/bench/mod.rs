@@ -43,8 +43,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::cli::fail;
 use crate::config::parse_duration;
+use crate::exit::fail;
 use crate::sandbox::{ADMIN_TOKEN, API_KEY};
 use load::{Conn, LoadResult, Until};
 

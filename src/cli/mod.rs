@@ -94,11 +94,7 @@ pub enum Command {
     },
 }
 
-/// One line on stderr and the exit code.
-pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("lifeboat: {message}");
-    ExitCode::from(code)
-}
+pub use crate::exit::fail;
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {

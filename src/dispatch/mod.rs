@@ -6,8 +6,6 @@
 //! queue, or at the latest every 250 ms (retries and throttles that come due).
 
 pub mod backoff;
-pub mod history;
-pub mod states;
 #[cfg(test)]
 mod tests;
 pub mod worker;

@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 use lifeboat_channel::{Answer, Category, Channel, ChannelKind, Health, OutboundMessage};
 
-use super::states::ChannelStates;
 use super::worker::WorkerContext;
 use super::Dispatcher;
 use crate::channels::Registry;
 use crate::config::Config;
 use crate::model::{Consent, ConsentStatus, ContactPatch, Cursor, Notification, Status, Timestamp};
+use crate::states::ChannelStates;
 use crate::store::{NewNotification, SledStore, Store, StoreError};
 
 /// Where a fake channel panics.

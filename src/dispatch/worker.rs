@@ -32,7 +32,6 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMes
 use uuid::Uuid;
 
 use super::backoff;
-use super::states::ChannelStates;
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;
@@ -41,6 +40,7 @@ use crate::model::{
 };
 use crate::policy::window::Form;
 use crate::policy::{Candidate, Decision, Mode};
+use crate::states::ChannelStates;
 use crate::store::{Store, StoreResult};
 
 /// Everything a worker needs; shared by all workers.

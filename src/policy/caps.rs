@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use crate::model::Timestamp;
 use crate::store::{Store, StoreResult};
 
-pub(crate) const NAMESPACE: &str = "policy_marketing_sends";
+pub(crate) const NAMESPACE: &str = crate::store::namespaces::POLICY_MARKETING_SENDS;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// Serialises read-modify-writes of the lists (one process owns the embedded store).

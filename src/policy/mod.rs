@@ -25,252 +25,25 @@ pub mod risk;
 pub mod tier;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 
 use crate::channels::Registry;
-use crate::config::unknown_key;
-use crate::dispatch::states::{Availability, ChannelStates};
 use crate::model::{Contact, Timestamp};
+use crate::states::{Availability, ChannelStates};
 use crate::store::{Store, StoreResult};
 use pacing::{Pace, Pacer, Rate};
-use quiet_hours::QuietHours;
-use risk::RiskConfig;
-use tier::{TierLedger, Warmup};
+use tier::TierLedger;
 use window::Form;
 
-/// `[policy.<channel>]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChannelPolicy {
-    /// Messages per second on the channel.
-    pub rate: f64,
-    /// Messages per second to one chat (Telegram: 1).
-    pub per_chat_rate: Option<f64>,
-    /// WhatsApp: unique business-initiated recipients per rolling 24 h.
-    pub tier: Option<u32>,
-    /// WhatsApp: a new number's growing daily cap.
-    pub warmup: Option<Warmup>,
-    /// WhatsApp: enforce the 24 h service window (on; off only for tests against fakes).
-    pub service_window: bool,
-}
-
-impl ChannelPolicy {
-    fn default_for(kind: ChannelKind) -> ChannelPolicy {
-        let (rate, per_chat_rate, tier) = match kind {
-            ChannelKind::Whatsapp => (80.0, None, Some(1000)),
-            ChannelKind::Telegram => (30.0, Some(1.0), None),
-            ChannelKind::Line => (2000.0, None, None),
-            ChannelKind::Email => (20.0, None, None),
-        };
-        ChannelPolicy {
-            rate,
-            per_chat_rate,
-            tier,
-            warmup: None,
-            service_window: kind == ChannelKind::Whatsapp,
-        }
-    }
-}
-
-/// The typed `[policy]` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    /// Marketing messages per contact per rolling 24 h over all channels; 0 = no cap.
-    pub marketing_per_day: u32,
-    /// `None` when `quiet_hours = "off"`.
-    pub quiet_hours: Option<QuietHours>,
-    pub opt_out_footer: bool,
-    pub channels: BTreeMap<ChannelKind, ChannelPolicy>,
-    pub risk: RiskConfig,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig::from_table(&toml::Table::new()).expect("the defaults are valid")
-    }
-}
-
-fn number(v: &toml::Value) -> Option<f64> {
-    match v {
-        toml::Value::Integer(i) => Some(*i as f64),
-        toml::Value::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
-fn positive(v: &toml::Value, key: &str) -> Result<f64, String> {
-    number(v)
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .ok_or_else(|| format!("{key} must be a number above 0"))
-}
-
-fn count(v: &toml::Value, key: &str, min: i64) -> Result<u32, String> {
-    v.as_integer()
-        .filter(|n| *n >= min && *n <= u32::MAX as i64)
-        .map(|n| n as u32)
-        .ok_or_else(|| format!("{key} must be a whole number of at least {min}"))
-}
-
-fn table<'a>(v: &'a toml::Value, key: &str) -> Result<&'a toml::Table, String> {
-    v.as_table().ok_or_else(|| format!("{key} must be a table"))
-}
-
-fn boolean(v: &toml::Value, key: &str) -> Result<bool, String> {
-    v.as_bool()
-        .ok_or_else(|| format!("{key} must be true or false"))
-}
+pub use crate::config::policy::{ChannelPolicy, PolicyConfig};
 
 impl PolicyConfig {
-    /// Reads the raw `[policy]` table; errors name the key (`policy.telegram.rate ...`).
-    pub fn from_table(t: &toml::Table) -> Result<PolicyConfig, String> {
-        let mut config = PolicyConfig {
-            marketing_per_day: 3,
-            quiet_hours: Some(QuietHours::parse("21:00-08:00").expect("static window")),
-            opt_out_footer: true,
-            channels: ChannelKind::ALL
-                .iter()
-                .map(|k| (*k, ChannelPolicy::default_for(*k)))
-                .collect(),
-            risk: RiskConfig::default(),
-        };
-        for (key, value) in t {
-            let name = format!("policy.{key}");
-            match key.as_str() {
-                "marketing_per_day" => config.marketing_per_day = count(value, &name, 0)?,
-                "quiet_hours" => {
-                    let text = value
-                        .as_str()
-                        .ok_or_else(|| format!("{name} must be a string like \"21:00-08:00\""))?;
-                    config.quiet_hours = if text.trim() == "off" {
-                        None
-                    } else {
-                        Some(QuietHours::parse(text).map_err(|e| format!("{name}: {e}"))?)
-                    };
-                }
-                "opt_out_footer" => config.opt_out_footer = boolean(value, &name)?,
-                "risk" => config.risk = risk_config(table(value, &name)?)?,
-                other => {
-                    let Ok(kind) = other.parse::<ChannelKind>() else {
-                        return Err(format!(
-                            "{name}: {}",
-                            unknown_key(
-                                other,
-                                &[
-                                    "marketing_per_day",
-                                    "quiet_hours",
-                                    "opt_out_footer",
-                                    "risk",
-                                    "whatsapp",
-                                    "telegram",
-                                    "line",
-                                    "email",
-                                ]
-                            )
-                        ));
-                    };
-                    let entry = config.channels.get_mut(&kind).expect("every channel");
-                    channel_policy(kind, table(value, &name)?, entry)?;
-                }
-            }
-        }
-        Ok(config)
-    }
-
     fn channel(&self, kind: ChannelKind) -> &ChannelPolicy {
         &self.channels[&kind]
     }
-}
-
-fn channel_policy(
-    kind: ChannelKind,
-    t: &toml::Table,
-    out: &mut ChannelPolicy,
-) -> Result<(), String> {
-    for (key, value) in t {
-        let name = format!("policy.{kind}.{key}");
-        let whatsapp_only = || format!("{name}: only [policy.whatsapp] has this key");
-        match key.as_str() {
-            "rate" => out.rate = positive(value, &name)?,
-            "per_chat_rate" => out.per_chat_rate = Some(positive(value, &name)?),
-            "tier" if kind == ChannelKind::Whatsapp => out.tier = Some(count(value, &name, 1)?),
-            "service_window" if kind == ChannelKind::Whatsapp => {
-                out.service_window = boolean(value, &name)?
-            }
-            "warmup" if kind == ChannelKind::Whatsapp => {
-                let w = table(value, &name)?;
-                let mut warmup = Warmup {
-                    start: 50,
-                    growth: 1.5,
-                    per: std::time::Duration::from_secs(86_400),
-                };
-                for (k, v) in w {
-                    let name = format!("{name}.{k}");
-                    match k.as_str() {
-                        "start" => warmup.start = count(v, &name, 1)?,
-                        "growth" => {
-                            warmup.growth = number(v)
-                                .filter(|g| g.is_finite() && *g >= 1.0)
-                                .ok_or_else(|| format!("{name} must be a number of at least 1"))?
-                        }
-                        "per" => {
-                            let text = v
-                                .as_str()
-                                .ok_or_else(|| format!("{name} must be a duration like \"1d\""))?;
-                            warmup.per = crate::config::parse_duration(text)
-                                .map_err(|e| format!("{name}: {e}"))?;
-                            if warmup.per.is_zero() {
-                                return Err(format!("{name} must be longer than 0"));
-                            }
-                        }
-                        _ => {
-                            return Err(format!(
-                                "{name}: {}",
-                                unknown_key(k, &["start", "growth", "per"])
-                            ))
-                        }
-                    }
-                }
-                out.warmup = Some(warmup);
-            }
-            "tier" | "warmup" | "service_window" => return Err(whatsapp_only()),
-            _ => {
-                let known: &[&str] = if kind == ChannelKind::Whatsapp {
-                    &["rate", "per_chat_rate", "tier", "warmup", "service_window"]
-                } else {
-                    &["rate", "per_chat_rate"]
-                };
-                return Err(format!("{name}: {}", unknown_key(key, known)));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn risk_config(t: &toml::Table) -> Result<RiskConfig, String> {
-    let mut out = RiskConfig::default();
-    for (key, value) in t {
-        let name = format!("policy.risk.{key}");
-        match key.as_str() {
-            "window" => out.window = count(value, &name, 1)? as usize,
-            "min_sample" => out.min_sample = count(value, &name, 1)? as usize,
-            "threshold" => {
-                out.threshold = number(value)
-                    .filter(|n| (0.0..1.0).contains(n))
-                    .ok_or_else(|| {
-                        format!("{name} must be a fraction from 0 up to 1 (0.02 = 2 %)")
-                    })?
-            }
-            _ => {
-                return Err(format!(
-                    "{name}: {}",
-                    unknown_key(key, &["window", "threshold", "min_sample"])
-                ))
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Whether a decision books (the worker) or only looks (the preview).
@@ -607,6 +380,9 @@ pub(crate) async fn reopen(path: &std::path::Path) -> crate::store::SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiet_hours::QuietHours;
+    use risk::RiskConfig;
+    use tier::Warmup;
 
     fn parse(text: &str) -> Result<PolicyConfig, String> {
         let t: toml::Table = toml::from_str(text).unwrap();

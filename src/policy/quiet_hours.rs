@@ -9,26 +9,9 @@ use chrono_tz::Tz;
 
 use crate::model::{Contact, Timestamp};
 
-/// A daily window `start`–`end` in local time; `start > end` wraps past midnight
-/// (`21:00-08:00`). `start == end` never matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuietHours {
-    pub start: NaiveTime,
-    pub end: NaiveTime,
-}
+pub use crate::config::policy::QuietHours;
 
 impl QuietHours {
-    /// Parses `"21:00-08:00"`.
-    pub fn parse(text: &str) -> Result<QuietHours, String> {
-        let bad = || format!("`{text}` is not a window like \"21:00-08:00\" (or \"off\")");
-        let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
-        let time = |s: &str| NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| bad());
-        Ok(QuietHours {
-            start: time(a)?,
-            end: time(b)?,
-        })
-    }
-
     fn contains(&self, t: NaiveTime) -> bool {
         if self.start < self.end {
             t >= self.start && t < self.end

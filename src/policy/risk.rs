@@ -25,31 +25,12 @@ use crate::store::{Store, StoreResult};
 
 const NAMESPACE: &str = "policy_risk";
 /// Signals kept at most (when no sends come to roll them out).
+pub use crate::config::policy::RiskConfig;
+
 const MAX_SIGNALS: usize = 100_000;
 
 /// Serialises read-modify-writes of the records.
 static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
-
-/// `[policy.risk]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RiskConfig {
-    /// The last N marketing sends per channel.
-    pub window: usize,
-    /// Signals over sends above which marketing pauses.
-    pub threshold: f64,
-    /// No pause on fewer sends than this.
-    pub min_sample: usize,
-}
-
-impl Default for RiskConfig {
-    fn default() -> Self {
-        RiskConfig {
-            window: 500,
-            threshold: 0.02,
-            min_sample: 50,
-        }
-    }
-}
 
 /// Whether a consent change with this history `source` is a risk signal.
 pub fn is_signal(source: &str) -> bool {

@@ -19,23 +19,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::model::{Contact, Timestamp};
 use crate::store::{Store, StoreResult};
 
-pub(crate) const NAMESPACE: &str = "policy_tier";
+pub(crate) const NAMESPACE: &str = crate::store::namespaces::POLICY_TIER;
 const BUCKETS: &str = "whatsapp/";
 const FIRST_SEND: &str = "whatsapp/first_send";
 const HOURS: i64 = 24;
 
-/// `warmup = { start, growth, per }`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Warmup {
-    pub start: u32,
-    pub growth: f64,
-    pub per: Duration,
-}
+pub use crate::config::policy::Warmup;
 
 /// The warm-up cap at `now`: `start * growth^(whole periods since the first send)`.
 pub fn warmup_cap(w: &Warmup, first_send: Option<Timestamp>, now: Timestamp) -> u32 {
@@ -238,6 +231,7 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
     use lifeboat_channel::ChannelKind;
+    use std::time::Duration;
 
     fn at(text: &str) -> Timestamp {
         chrono::DateTime::parse_from_rfc3339(text)

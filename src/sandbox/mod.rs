@@ -27,9 +27,9 @@ use lifeboat_channel::ChannelKind;
 use tokio::net::TcpListener;
 
 use crate::channels::Registry;
-use crate::cli::fail;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::exit::fail;
 use crate::server::{self, RunOptions};
 
 /// The sandbox's api key (for `/v1`). Fixed and printed: the sandbox guards nothing real.

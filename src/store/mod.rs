@@ -8,6 +8,7 @@
 
 mod group_commit;
 mod journal;
+pub mod namespaces;
 mod retention;
 mod sled_store;
 
@@ -20,7 +21,8 @@ use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
 };
 
-pub use retention::{Purged, Purger, RetentionConfig};
+pub use crate::config::RetentionConfig;
+pub use retention::{Purged, Purger};
 pub use sled_store::SledStore;
 
 /// A failure of the store itself (not of the caller's input).
@@ -91,8 +93,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// How long an idempotency key holds.
-pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+pub use crate::config::retention::IDEMPOTENCY_WINDOW_SECS;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

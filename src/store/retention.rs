@@ -18,87 +18,12 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
 use crate::clock::Clock;
+use crate::config::retention::DAY;
 use crate::model::Timestamp;
 
 use super::sled_store::{key, IdemRecord};
-use super::{SledStore, StoreError, IDEMPOTENCY_WINDOW_SECS};
-
-/// `[store.retention]`: how long records are kept after they stop being needed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Finished notifications (sent, delivered, read, failed, expired, cancelled), counted from
-    /// their last change. Queued ones are never purged.
-    #[serde(default = "default_notifications", deserialize_with = "duration")]
-    pub notifications: Duration,
-    /// Idempotency keys, counted from their first use; at least the 24 h the API promises.
-    #[serde(default = "default_idempotency", deserialize_with = "duration")]
-    pub idempotency: Duration,
-    /// Stored provider webhook events (not understood) and the ids of applied ones.
-    #[serde(default = "default_webhook_events", deserialize_with = "duration")]
-    pub webhook_events: Duration,
-    /// Expired opt-in tokens, counted from their expiry.
-    #[serde(default = "default_optin_tokens", deserialize_with = "duration")]
-    pub optin_tokens: Duration,
-    /// The pause between two purge passes.
-    #[serde(default = "default_every", deserialize_with = "duration")]
-    pub every: Duration,
-}
-
-const DAY: u64 = 24 * 3600;
-
-fn default_notifications() -> Duration {
-    Duration::from_secs(30 * DAY)
-}
-fn default_idempotency() -> Duration {
-    Duration::from_secs(DAY)
-}
-fn default_webhook_events() -> Duration {
-    Duration::from_secs(7 * DAY)
-}
-fn default_optin_tokens() -> Duration {
-    Duration::from_secs(30 * DAY)
-}
-fn default_every() -> Duration {
-    Duration::from_secs(600)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    crate::config::parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig {
-            notifications: default_notifications(),
-            idempotency: default_idempotency(),
-            webhook_events: default_webhook_events(),
-            optin_tokens: default_optin_tokens(),
-            every: default_every(),
-        }
-    }
-}
-
-impl RetentionConfig {
-    /// Checks the values: a key kept less than the idempotency window would let a retry
-    /// create a second notification.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.idempotency.as_secs() < IDEMPOTENCY_WINDOW_SECS as u64 {
-            return Err(format!(
-                "store.retention.idempotency must be at least 24h (the idempotency window), not {}",
-                humantime::format_duration(self.idempotency)
-            ));
-        }
-        if self.every.is_zero() {
-            return Err("store.retention.every must be more than 0s".into());
-        }
-        Ok(())
-    }
-}
+use super::{RetentionConfig, SledStore, StoreError};
 
 /// When a record's age starts, read from its key (after the rule's prefix) and value; `None`
 /// keeps it (a record this version cannot read is never deleted).
@@ -143,7 +68,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "webhook_events",
-            prefix: namespace(crate::webhooks::EVENTS_NAMESPACE),
+            prefix: namespace(super::namespaces::WEBHOOK_EVENTS),
             keep: cfg.webhook_events,
             kind: Kind::Records(|_, v| {
                 let record: serde_json::Value = serde_json::from_slice(v).ok()?;
@@ -152,7 +77,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "webhook_seen",
-            prefix: namespace(crate::webhooks::SEEN_NAMESPACE),
+            prefix: namespace(super::namespaces::WEBHOOK_SEEN),
             keep: cfg.webhook_events,
             kind: Kind::Records(|_, v| {
                 let text = std::str::from_utf8(v).ok()?;
@@ -163,10 +88,10 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "optin_tokens",
-            prefix: namespace(crate::optin::NAMESPACE),
+            prefix: namespace(super::namespaces::OPTIN),
             keep: cfg.optin_tokens,
             kind: Kind::Records(|_, v| {
-                serde_json::from_slice::<crate::optin::OptinToken>(v)
+                serde_json::from_slice::<crate::model::OptinToken>(v)
                     .ok()
                     .map(|t| t.expires_at)
             }),
@@ -175,7 +100,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         // off, but not those of a process that stopped, nor those an erasure anonymised.
         Rule {
             what: "tier_ledger",
-            prefix: namespace(crate::policy::tier::NAMESPACE),
+            prefix: namespace(super::namespaces::POLICY_TIER),
             keep: day,
             kind: Kind::Records(|k, _| {
                 // `whatsapp/<hour>/<contact>` or `whatsapp/<hour>`: its age starts when the
@@ -187,7 +112,7 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
         },
         Rule {
             what: "marketing_caps",
-            prefix: namespace(crate::policy::caps::NAMESPACE),
+            prefix: namespace(super::namespaces::POLICY_MARKETING_SENDS),
             keep: day,
             kind: Kind::Records(|_, v| {
                 let times: Vec<i64> = serde_json::from_slice(v).ok()?;

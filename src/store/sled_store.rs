@@ -966,21 +966,21 @@ impl SledStore {
     /// were reached). Returns how many records it changed.
     fn erase_mentions(&self, id: &str, batch: &mut sled::Batch) -> StoreResult<usize> {
         let mut changed = 0;
-        let caps = kv_key(crate::policy::caps::NAMESPACE, id);
+        let caps = kv_key(super::namespaces::POLICY_MARKETING_SENDS, id);
         if self.tree.contains_key(&caps).map_err(io)? {
             batch.remove(caps);
             changed += 1;
         }
-        let optin = kv_key(crate::optin::NAMESPACE, "");
+        let optin = kv_key(super::namespaces::OPTIN, "");
         for item in self.tree.scan_prefix(&optin) {
             let (k, v) = item.map_err(io)?;
-            let token: Option<crate::optin::OptinToken> = serde_json::from_slice(&v).ok();
+            let token: Option<crate::model::OptinToken> = serde_json::from_slice(&v).ok();
             if token.is_some_and(|t| t.contact_id == id) {
                 batch.remove(k);
                 changed += 1;
             }
         }
-        let tier = kv_key(crate::policy::tier::NAMESPACE, "whatsapp/");
+        let tier = kv_key(super::namespaces::POLICY_TIER, "whatsapp/");
         for item in self.tree.scan_prefix(&tier) {
             let (k, v) = item.map_err(io)?;
             let rest = String::from_utf8_lossy(&k[tier.len()..]).into_owned();
@@ -992,7 +992,7 @@ impl SledStore {
                 Some((hour, contact)) if contact == id => {
                     let renamed = format!("whatsapp/{hour}/{}", anonymous()?);
                     batch.remove(k);
-                    batch.insert(kv_key(crate::policy::tier::NAMESPACE, &renamed), v);
+                    batch.insert(kv_key(super::namespaces::POLICY_TIER, &renamed), v);
                     changed += 1;
                 }
                 Some(_) => {}

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use teloxide::types::Update;
 
 use super::handler::BotContext;
-use crate::api::ApiError;
+use crate::web::ApiError;
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 

@@ -19,9 +19,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{signature, Hooks};
-use crate::api::{ApiError, AppState};
 use crate::model::Timestamp;
 use crate::optin::{self, RedeemError};
+use crate::web::{ApiError, AppState};
 
 /// What the LINE webhook needs from `[channels.line]`.
 pub struct Settings {

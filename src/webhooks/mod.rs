@@ -32,10 +32,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use lifeboat_channel::ChannelKind;
 
-use crate::api::AppState;
-use crate::config::{ChannelSection, Config};
+use crate::config::Config;
 use crate::model::{Consent, ConsentStatus, Timestamp};
 use crate::store::{Store, StoreError, StoreResult};
+use crate::web::AppState;
 
 /// Webhook bodies may batch many events: larger than the API's 64 KiB.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
@@ -45,11 +45,11 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// (inbound messages), `whatsapp/status/<wamid>/<status>`, `whatsapp/failed/<wamid>`,
 /// `line/<webhookEventId>`, `telegram/update/<update_id>`; value: when it came (RFC 3339),
 /// for the retention work to prune old ones by.
-pub const SEEN_NAMESPACE: &str = "webhook_seen";
+pub const SEEN_NAMESPACE: &str = crate::store::namespaces::WEBHOOK_SEEN;
 
 /// Where provider events that were not understood are kept (keyed by a UUIDv7, so in the
 /// order they came), for an operator to look at and for later work to use.
-pub const EVENTS_NAMESPACE: &str = "webhook_events";
+pub const EVENTS_NAMESPACE: &str = crate::store::namespaces::WEBHOOK_EVENTS;
 
 /// Stores an event that was not understood (an unknown field or event type, a shape we could
 /// not read) with its raw value. Never an error for the provider: the caller answers 200.
@@ -89,13 +89,7 @@ impl Hooks {
     }
 }
 
-/// The raw table of a configured channel.
-pub(crate) fn channel_table(config: &Config, kind: ChannelKind) -> Option<&toml::Table> {
-    match config.channels.get(&kind) {
-        Some(ChannelSection::Configured { table, .. }) => Some(table),
-        _ => None,
-    }
-}
+pub(crate) use crate::config::channel_table;
 
 /// The webhook and unsubscribe routes, to merge into the API router (no api-key auth: each
 /// is authenticated by its provider's signature or by its token).

@@ -28,7 +28,7 @@ pub fn require(
     secret: Option<&secrecy::SecretString>,
     headers: &axum::http::HeaderMap,
     body: &[u8],
-) -> Result<(), crate::api::ApiError> {
+) -> Result<(), crate::web::ApiError> {
     use secrecy::ExposeSecret;
     let Some(secret) = secret else {
         tracing::warn!(
@@ -36,7 +36,7 @@ pub fn require(
             "webhook refused: no {} is configured to check its signature",
             scheme.secret_key
         );
-        return Err(crate::api::ApiError::unauthorized(format!(
+        return Err(crate::web::ApiError::unauthorized(format!(
             "no {} is configured, so no signature can be checked",
             scheme.secret_key
         )));
@@ -49,7 +49,7 @@ pub fn require(
             "webhook refused: missing or wrong {}",
             scheme.header
         );
-        return Err(crate::api::ApiError::unauthorized(format!(
+        return Err(crate::web::ApiError::unauthorized(format!(
             "missing or wrong {}",
             scheme.header
         )));

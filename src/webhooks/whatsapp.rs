@@ -24,9 +24,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{signature, Hooks};
-use crate::api::{ApiError, AppState};
+pub use crate::config::extra_stop_words;
 use crate::model::Timestamp;
 use crate::optin::{self, RedeemError};
+use crate::web::{ApiError, AppState};
 
 /// STOP words understood by default (compared trimmed and case-insensitively, whole message):
 /// English, Scandinavian/German "stopp", Indonesian "berhenti", Polish "wypisz" (and Polish
@@ -80,22 +81,6 @@ impl Settings {
     fn is_stop(&self, text: &str) -> bool {
         let text = normalise(text.trim_end_matches(['.', '!']));
         self.stop_words.contains(&text)
-    }
-}
-
-/// `[channels.whatsapp] stop_words`: an array of strings, or an error naming the key.
-pub fn extra_stop_words(table: &toml::Table) -> Result<Vec<String>, String> {
-    match table.get("stop_words") {
-        None => Ok(Vec::new()),
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    "channels.whatsapp.stop_words must be an array of strings".to_string()
-                })
-            })
-            .collect(),
-        Some(_) => Err("channels.whatsapp.stop_words must be an array of strings".into()),
     }
 }
 

@@ -22,10 +22,10 @@ use lifeboat_channel::ChannelKind;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::AppState;
-use crate::dispatch::states::Signal;
 use crate::model::{ChannelQuality, Timestamp};
+use crate::states::Signal;
 use crate::store::StoreResult;
+use crate::web::AppState;
 
 const WA: ChannelKind = ChannelKind::Whatsapp;
 

@@ -25,10 +25,10 @@ use lifeboat_whatsapp::classify::class_for_code;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::AppState;
 use crate::dispatch::{backoff, worker};
 use crate::model::{Attempt, Cursor, Notification, Status, Timestamp};
 use crate::store::{Edited, Store, StoreResult};
+use crate::web::AppState;
 
 const WA: ChannelKind = ChannelKind::Whatsapp;
 

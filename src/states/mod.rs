@@ -22,10 +22,12 @@ use std::time::Duration;
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
-use super::history::{self, StateChange};
+pub mod history;
+
 use crate::metrics::Metrics;
 use crate::model::{later, ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
 use crate::store::{Store, StoreResult};
+use history::StateChange;
 
 /// What a provider's signal about the account (not a send's answer) does to a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
