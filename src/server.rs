@@ -97,7 +97,10 @@ pub async fn run(
         config.store.retention.clone(),
         options.clock.clone(),
     )
-    .map_err(|e| StoreError::Io(format!("cannot start the retention purge: {e}")))?;
+    .map_err(|source| StoreError::Start {
+        what: "the retention purge",
+        source,
+    })?;
     let store: Arc<dyn Store> = sled;
     // One registry per gateway: several gateways in one process keep their own counts.
     let metrics = Arc::new(crate::metrics::Metrics::new());
