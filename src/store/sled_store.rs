@@ -2183,6 +2183,27 @@ mod tests {
         }
     }
 
+    /// The store's threads (journal committer and checkpoint, saver, group committer) end
+    /// with it: once it is dropped, nothing holds the data folder and it opens again at once.
+    #[tokio::test]
+    async fn a_dropped_store_has_stopped_its_threads_and_opens_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        for round in 0..20 {
+            let store = match SledStore::open(&path, 8) {
+                Ok(store) => store,
+                Err(e) => panic!("round {round}: {e}"),
+            };
+            let id = format!("n{round}");
+            accept_all(&store, &[id.as_str()], now).await;
+            store.flush().await.unwrap();
+            drop(store);
+        }
+        let store = SledStore::open(&path, 8).unwrap();
+        assert_eq!(store.queue_depth(), 20);
+    }
+
     async fn reopen(path: &Path) -> SledStore {
         loop {
             match SledStore::open(path, 8) {
