@@ -38,6 +38,7 @@ pub mod policy;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod telegram_bot;
 pub mod unsubscribe;
 pub mod validate;

@@ -60,6 +60,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The guardrails, shared with the workers (the policy preview, marketing pauses).
     pub policy: Arc<crate::policy::Policy>,
+    /// Work started by a request that goes on after its answer; stopped at shutdown.
+    pub background: crate::tasks::Background,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             ready,
             metrics,
             policy,
+            background: crate::tasks::Background::default(),
         }))
     }
 
