@@ -41,11 +41,7 @@ impl Background {
     /// Stops every task still running (they are best-effort: a retry or a courtesy reply) and
     /// waits until they are gone. Later [`Background::spawn`]s run nothing.
     pub async fn stop(&self) {
-        let tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(mut set) = tasks else {
             return;
         };

@@ -56,8 +56,8 @@ use tokio::sync::oneshot;
 
 use super::group_commit::GroupCommit;
 use super::journal::{self, Journal, JournalError, Stage};
-use super::threads::Joined;
 use super::retention::{Kind, Rule};
+use super::threads::Joined;
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
@@ -161,13 +161,11 @@ fn erased_save(writes: Vec<Write>) -> StoreResult<Vec<Write>> {
         .into_iter()
         .filter_map(|(k, v)| match v {
             None => Some(Ok((k, None))),
-            Some(v) if k.starts_with(b"n/") => Some(
-                decode::<Notification>(&k, &v).map(|mut n| {
-                    let at = n.updated_at;
-                    erase_content(&mut n, at);
-                    (k, Some(encode(&n)))
-                }),
-            ),
+            Some(v) if k.starts_with(b"n/") => Some(decode::<Notification>(&k, &v).map(|mut n| {
+                let at = n.updated_at;
+                erase_content(&mut n, at);
+                (k, Some(encode(&n)))
+            })),
             Some(_) => None,
         })
         .collect()
@@ -196,46 +194,46 @@ impl Saver {
     fn start(tree: sled::Tree, erasing: Erasing) -> StoreResult<Saver> {
         let (tx, rx) = std::sync::mpsc::channel::<SaveRequest>();
         let thread = Joined::spawn("lifeboat-saver", move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < Self::MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(more) => group.push(more),
-                            Err(_) => break,
-                        }
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                while group.len() < Self::MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(more) => group.push(more),
+                        Err(_) => break,
                     }
-                    let mut failed: Option<sled::Error> = None;
-                    let mut erasing = erasing.lock().unwrap_or_else(|e| e.into_inner());
-                    for (id, writes, ack) in group {
-                        // After a failed write sled is unusable: every later save fails too.
-                        let answer = match &failed {
-                            Some(e) => Err(StoreError::Io(e.clone())),
-                            None => {
-                                let erased = erasing.remove(&id);
-                                let writes = if erased {
-                                    erased_save(writes)
-                                } else {
-                                    Ok(writes)
-                                };
-                                writes.and_then(|writes| {
-                                    writes
-                                        .into_iter()
-                                        .try_for_each(|(k, v)| match v {
-                                            Some(v) => tree.insert(k, v).map(drop),
-                                            None => tree.remove(k).map(drop),
-                                        })
-                                        .map_err(|e| {
-                                            failed = Some(e.clone());
-                                            StoreError::Io(e)
-                                        })
-                                        .map(|()| erased)
-                                })
-                            }
-                        };
-                        let _ = ack.send(answer);
-                    }
-                    drop(erasing);
                 }
+                let mut failed: Option<sled::Error> = None;
+                let mut erasing = erasing.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, writes, ack) in group {
+                    // After a failed write sled is unusable: every later save fails too.
+                    let answer = match &failed {
+                        Some(e) => Err(StoreError::Io(e.clone())),
+                        None => {
+                            let erased = erasing.remove(&id);
+                            let writes = if erased {
+                                erased_save(writes)
+                            } else {
+                                Ok(writes)
+                            };
+                            writes.and_then(|writes| {
+                                writes
+                                    .into_iter()
+                                    .try_for_each(|(k, v)| match v {
+                                        Some(v) => tree.insert(k, v).map(drop),
+                                        None => tree.remove(k).map(drop),
+                                    })
+                                    .map_err(|e| {
+                                        failed = Some(e.clone());
+                                        StoreError::Io(e)
+                                    })
+                                    .map(|()| erased)
+                            })
+                        }
+                    };
+                    let _ = ack.send(answer);
+                }
+                drop(erasing);
+            }
         })
         .map_err(|source| StoreError::Start {
             what: "the store's saver",
@@ -279,6 +277,25 @@ struct JournalRecord {
 struct Tombstone {
     erased_at: Timestamp,
     consent_changes: usize,
+}
+
+/// Runs `scan`, a walk over sled whose length no caller bounds (every notification for a
+/// status filter, everything a contact left behind for an erasure), without stalling the other
+/// tasks of the async runtime: on a multi-threaded runtime (the gateway's) the worker hands
+/// its other tasks to the rest while the scan runs (`block_in_place`); on a current-thread
+/// runtime (unit tests) it runs inline. Not `spawn_blocking`: that needs `'static` work, so an
+/// `Arc` of the store's state cloned into every call, for the same effect.
+///
+/// Reads of one record, `claim_due` (at most `limit` entries past the claimed head of the
+/// queue, see [`ScanFrom`]), `consent_history` and `find_contacts_by_address` (one contact's
+/// changes, the few contacts sharing one address) are short and stay inline.
+fn blocking<T>(scan: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(scan)
+        }
+        _ => scan(),
+    }
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -594,6 +611,65 @@ impl SledStore {
             n.status = Status::Sending;
         }
         Ok(Some(n))
+    }
+
+    /// [`Store::list_notifications`], run by [`blocking`].
+    fn list_notifications_now(
+        &self,
+        query: &ListQuery,
+    ) -> StoreResult<(Vec<Notification>, Option<String>)> {
+        let limit = query.limit.max(1);
+        let mut out = Vec::with_capacity(limit);
+        let mut more = false;
+        let matches = |n: &Notification| query.status.is_none_or(|s| n.status == s);
+
+        let ids: Box<dyn Iterator<Item = StoreResult<String>>> = match &query.contact_id {
+            Some(contact) => {
+                let mut prefix = key("x/", &[contact.as_bytes()]);
+                prefix.push(0);
+                let plen = prefix.len();
+                let mut end = prefix.clone();
+                match &query.cursor {
+                    Some(c) => end.extend_from_slice(c.as_bytes()),
+                    None => end.push(0xff),
+                }
+                Box::new(self.tree.range(prefix..end).rev().map(move |item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[plen..]).into_owned())
+                }))
+            }
+            None => {
+                let start = b"n/".to_vec();
+                let end = match &query.cursor {
+                    Some(c) => key("n/", &[c.as_bytes()]),
+                    None => b"n0".to_vec(),
+                };
+                Box::new(self.tree.range(start..end).rev().map(|item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
+                }))
+            }
+        };
+        for id in ids {
+            let id = id?;
+            let Some(n) = self.notification_as_seen(&id)? else {
+                continue;
+            };
+            if !matches(&n) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(n);
+        }
+        let next = if more {
+            out.last().map(|n| n.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
     }
 
     fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
@@ -1077,7 +1153,8 @@ impl Store for SledStore {
     }
 
     async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
-        {
+        // Scans the contact's notifications, consent history and mentions.
+        let erased = blocking(|| -> StoreResult<bool> {
             let _guard = self.stripe(id);
             let ckey = key("c/", &[id.as_bytes()]);
             let old = self.get::<Contact>(&ckey)?;
@@ -1150,6 +1227,10 @@ impl Store for SledStore {
             }
             self.queue_depth
                 .fetch_sub(dequeued as i64, Ordering::Relaxed);
+            Ok(true)
+        })?;
+        if !erased {
+            return Ok(false);
         }
         self.durable().await?;
         Ok(true)
@@ -1215,58 +1296,8 @@ impl Store for SledStore {
         &self,
         query: &ListQuery,
     ) -> StoreResult<(Vec<Notification>, Option<String>)> {
-        let limit = query.limit.max(1);
-        let mut out = Vec::with_capacity(limit);
-        let mut more = false;
-        let matches = |n: &Notification| query.status.is_none_or(|s| n.status == s);
-
-        let ids: Box<dyn Iterator<Item = StoreResult<String>>> = match &query.contact_id {
-            Some(contact) => {
-                let mut prefix = key("x/", &[contact.as_bytes()]);
-                prefix.push(0);
-                let plen = prefix.len();
-                let mut end = prefix.clone();
-                match &query.cursor {
-                    Some(c) => end.extend_from_slice(c.as_bytes()),
-                    None => end.push(0xff),
-                }
-                Box::new(self.tree.range(prefix..end).rev().map(move |item| {
-                    let (k, _) = item.map_err(io)?;
-                    Ok(String::from_utf8_lossy(&k[plen..]).into_owned())
-                }))
-            }
-            None => {
-                let start = b"n/".to_vec();
-                let end = match &query.cursor {
-                    Some(c) => key("n/", &[c.as_bytes()]),
-                    None => b"n0".to_vec(),
-                };
-                Box::new(self.tree.range(start..end).rev().map(|item| {
-                    let (k, _) = item.map_err(io)?;
-                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
-                }))
-            }
-        };
-        for id in ids {
-            let id = id?;
-            let Some(n) = self.notification_as_seen(&id)? else {
-                continue;
-            };
-            if !matches(&n) {
-                continue;
-            }
-            if out.len() == limit {
-                more = true;
-                break;
-            }
-            out.push(n);
-        }
-        let next = if more {
-            out.last().map(|n| n.id.clone())
-        } else {
-            None
-        };
-        Ok((out, next))
+        // A status filter may walk every notification.
+        blocking(|| self.list_notifications_now(query))
     }
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
@@ -1524,13 +1555,16 @@ impl Store for SledStore {
     async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let start = kv_key(namespace, prefix);
         let skip = kv_key(namespace, "").len();
-        self.tree
-            .scan_prefix(&start)
-            .map(|item| {
-                let (k, v) = item.map_err(io)?;
-                Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
-            })
-            .collect()
+        // A namespace may hold many records (provider events seen, opt-in tokens).
+        blocking(|| {
+            self.tree
+                .scan_prefix(&start)
+                .map(|item| {
+                    let (k, v) = item.map_err(io)?;
+                    Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     async fn flush(&self) -> StoreResult<()> {
