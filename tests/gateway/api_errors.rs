@@ -491,3 +491,35 @@ async fn a_corrupt_stored_record_is_a_500_with_an_opaque_body_and_the_cause_in_t
         .unwrap_or_else(|| panic!("reference {reference} not in the log:\n{logs}"));
     assert!(line.contains(&format!("n/{id}")), "{line}");
 }
+
+/// Real overload is the one 503: a gateway serving all the connections it may answers the next
+/// request `overloaded` with `Retry-After`, and serves again once a connection frees up.
+#[tokio::test]
+async fn a_gateway_at_its_connection_cap_answers_503_overloaded_with_retry_after() {
+    let (dir, providers) = setup().await;
+    let config = providers
+        .config(dir.path(), &Settings::default())
+        .replacen("[server]\n", "[server]\nmax_connections = 1\n", 1);
+    let gw = Gateway::start(dir.path(), &config).await;
+    // One idle connection takes the only slot.
+    let holder = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let response = gw
+        .raw(Method::GET, "/v1/notifications?limit=1")
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let (status, body) = error_of(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(retry_after.unwrap(), "1");
+
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = gw.get("/v1/notifications?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
