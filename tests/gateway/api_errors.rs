@@ -477,7 +477,10 @@ async fn a_corrupt_stored_record_is_a_500_with_an_opaque_body_and_the_cause_in_t
     assert_eq!(body["error"]["code"], "internal_error");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("see the gateway's log"), "{message}");
-    assert!(!message.contains(id) && !message.contains("line 1"), "{message}");
+    assert!(
+        !message.contains(id) && !message.contains("line 1"),
+        "{message}"
+    );
     let reference = message
         .split("reference ")
         .nth(1)
@@ -497,9 +500,11 @@ async fn a_corrupt_stored_record_is_a_500_with_an_opaque_body_and_the_cause_in_t
 #[tokio::test]
 async fn a_gateway_at_its_connection_cap_answers_503_overloaded_with_retry_after() {
     let (dir, providers) = setup().await;
-    let config = providers
-        .config(dir.path(), &Settings::default())
-        .replacen("[server]\n", "[server]\nmax_connections = 1\n", 1);
+    let config = providers.config(dir.path(), &Settings::default()).replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 1\n",
+        1,
+    );
     let gw = Gateway::start(dir.path(), &config).await;
     // One idle connection takes the only slot.
     let holder = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
