@@ -45,6 +45,7 @@ pub mod sandbox;
 pub mod server;
 pub mod states;
 pub mod store;
+pub mod tasks;
 pub mod telegram_bot;
 pub mod unsubscribe;
 pub mod validate;

@@ -97,7 +97,10 @@ pub async fn run(
         config.store.retention.clone(),
         options.clock.clone(),
     )
-    .map_err(|e| StoreError::Io(format!("cannot start the retention purge: {e}")))?;
+    .map_err(|source| StoreError::Start {
+        what: "the retention purge",
+        source,
+    })?;
     let store: Arc<dyn Store> = sled;
     // One registry per gateway: several gateways in one process keep their own counts.
     let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -140,6 +143,7 @@ pub async fn run(
     .with_policy(policy);
     let clock = options.clock.clone();
     let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
+    let background = state.background.clone();
     let mut app = api::router(state);
     if let Some(routes) = telegram.take_routes() {
         app = app.merge(routes);
@@ -176,6 +180,9 @@ pub async fn run(
             "some sends were still in flight at shutdown; they are retried after the next start"
         );
     }
+    // Best-effort work requests left running (receipt retries, STOP replies) ends here, so
+    // that nothing outlives the gateway or keeps its store open.
+    background.stop().await;
     drop(purger);
     store.flush().await?;
     tracing::info!("store flushed; bye");

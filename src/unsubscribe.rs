@@ -84,7 +84,7 @@ impl Keys {
             None => Ok(None),
             Some(bytes) => bytes.try_into().map(Some).map_err(|_| StoreError::Corrupt {
                 key: format!("{META_NAMESPACE}/{SECRET_KEY}"),
-                message: "the unsubscribe secret is not 32 bytes".into(),
+                source: "the unsubscribe secret is not 32 bytes".into(),
             }),
         }
     }

@@ -25,13 +25,26 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::threads::Joined;
+
 /// How often the committer starts a new segment so old ones can be checkpointed away.
 const ROTATE_EVERY: Duration = Duration::from_secs(2);
 /// Most records written in one batch.
 const MAX_BATCH: usize = 8192;
 
 /// One staged request: the record to append (none if nothing is to be written) and its answer.
-pub type Staged<A> = (Option<Vec<u8>>, Result<A, String>);
+pub type Staged<A, E> = (Option<Vec<u8>>, Result<A, E>);
+
+/// What the journal itself can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The records could not be written or synced: every request of the group gets it.
+    #[error("writing the accept journal failed: {0}")]
+    Write(#[source] std::sync::Arc<io::Error>),
+    /// The committer thread is gone (the store is shutting down).
+    #[error("the accept journal has stopped")]
+    Stopped,
+}
 
 /// What the committer does with a group of requests before writing them: apply them (to the
 /// store, in memory) and say, per request, which record to append (if any) and its answer.
@@ -39,7 +52,9 @@ pub type Staged<A> = (Option<Vec<u8>>, Result<A, String>);
 pub trait Stage: Send + 'static {
     type Item: Send + 'static;
     type Answer: Send + 'static;
-    fn stage(&mut self, items: Vec<Self::Item>) -> Vec<Staged<Self::Answer>>;
+    /// What a request fails with: a staging failure, or the journal's own.
+    type Error: From<JournalError> + Send + 'static;
+    fn stage(&mut self, items: Vec<Self::Item>) -> Vec<Staged<Self::Answer, Self::Error>>;
 }
 
 /// Appends raw records as they come (no staging): for tests.
@@ -50,27 +65,25 @@ pub struct Raw;
 impl Stage for Raw {
     type Item = Vec<u8>;
     type Answer = ();
-    fn stage(&mut self, items: Vec<Vec<u8>>) -> Vec<Staged<()>> {
+    type Error = JournalError;
+    fn stage(&mut self, items: Vec<Vec<u8>>) -> Vec<Staged<(), JournalError>> {
         items.into_iter().map(|r| (Some(r), Ok(()))).collect()
     }
 }
 
 type Request<S> = (
     <S as Stage>::Item,
-    oneshot::Sender<Result<<S as Stage>::Answer, String>>,
+    oneshot::Sender<Result<<S as Stage>::Answer, <S as Stage>::Error>>,
 );
 
-/// Handle to the committer thread; cheap to clone.
+/// Handle to the committer thread. Dropping it stops the committer (once it has answered
+/// what it holds) and the checkpoint thread, and waits for both (fields drop in order: the
+/// sender first).
 pub struct Journal<S: Stage> {
     requests: mpsc::Sender<Request<S>>,
-}
-
-impl<S: Stage> Clone for Journal<S> {
-    fn clone(&self) -> Self {
-        Journal {
-            requests: self.requests.clone(),
-        }
-    }
+    _committer: Joined,
+    /// Ends when the committer does (it holds the checkpoint's channel).
+    _checkpoint: Joined,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -142,24 +155,27 @@ impl<S: Stage> Journal<S> {
         let (tx, rx) = mpsc::channel::<Request<S>>();
         let (done_tx, done_rx) = mpsc::channel::<u64>();
         let checkpoint_dir = dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("lifeboat-checkpoint".into())
-            .spawn(move || checkpoint(checkpoint_dir, db, done_rx))?;
+        let checkpointer = Joined::spawn("lifeboat-checkpoint", move || {
+            checkpoint(checkpoint_dir, db, done_rx)
+        })?;
         let dir = dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("lifeboat-journal".into())
-            .spawn(move || commit(dir, file, next, rx, done_tx, stage))?;
-        Ok(Journal { requests: tx })
+        let committer = Joined::spawn("lifeboat-journal", move || {
+            commit(dir, file, next, rx, done_tx, stage)
+        })?;
+        Ok(Journal {
+            requests: tx,
+            _committer: committer,
+            _checkpoint: checkpointer,
+        })
     }
 
     /// Hands `item` to the committer and waits until its record is on disk.
-    pub async fn append(&self, item: S::Item) -> Result<S::Answer, String> {
+    pub async fn append(&self, item: S::Item) -> Result<S::Answer, S::Error> {
         let (ack, done) = oneshot::channel();
         self.requests
             .send((item, ack))
-            .map_err(|_| "the accept journal has stopped".to_string())?;
-        done.await
-            .map_err(|_| "the accept journal has stopped".to_string())?
+            .map_err(|_| JournalError::Stopped)?;
+        done.await.map_err(|_| JournalError::Stopped)?
     }
 }
 
@@ -286,17 +302,15 @@ fn commit<S: Stage>(
         let written = if buf.is_empty() {
             Ok(())
         } else {
-            segment
-                .write(&buf)
-                .map_err(|e| format!("writing the accept journal failed: {e}"))
+            segment.write(&buf).map_err(std::sync::Arc::new)
         };
         if let Err(e) = &written {
-            tracing::error!("{e}");
+            tracing::error!(error = %e, "writing the accept journal failed");
         }
         buf.clear();
         for ((record, answer), ack) in staged.into_iter().zip(acks) {
             let answer = match (&written, record) {
-                (Err(e), Some(_)) => Err(e.clone()),
+                (Err(e), Some(_)) => Err(JournalError::Write(e.clone()).into()),
                 _ => answer,
             };
             let _ = ack.send(answer);
@@ -314,6 +328,10 @@ fn commit<S: Stage>(
         {
             written_since_rotation = false;
         }
+    }
+    // Stopping: a segment still being prepared is waited for, not left to the process exit.
+    if let Some(prepared) = spare.take() {
+        let _ = prepared.join();
     }
 }
 

@@ -11,6 +11,7 @@ mod journal;
 pub mod namespaces;
 mod retention;
 mod sled_store;
+mod threads;
 
 use std::collections::BTreeMap;
 
@@ -25,17 +26,83 @@ pub use crate::config::RetentionConfig;
 pub use retention::{Purged, Purger};
 pub use sled_store::SledStore;
 
-/// A failure of the store itself (not of the caller's input).
+/// A failure of the store itself (not of the caller's input). Each variant keeps its cause as
+/// its `source`; the message repeats it too, because operators read errors at start-up and in
+/// the CLI by their message alone (see [`error_chain`] for logs).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the data folder {path} is already in use by another Lifeboat process (only one process can open an embedded store)")]
-    Locked { path: String },
-    #[error("cannot open the store at {path}: {message}")]
-    Open { path: String, message: String },
+    Locked {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: OpenCause,
+    },
+    /// sled failed to read or write (the disk, or sled's own files).
     #[error("store I/O failed: {0}")]
-    Io(String),
-    #[error("stored record {key} cannot be read: {message}")]
-    Corrupt { key: String, message: String },
+    Io(#[from] sled::Error),
+    /// A file the store keeps beside sled (the accept journal) could not be written.
+    #[error("{what} failed: {source}")]
+    File {
+        what: &'static str,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    #[error("stored record {key} cannot be read: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A thread of the store (committer, saver) is gone: the store is shutting down. The only
+    /// store error worth retrying.
+    #[error("{what} has stopped")]
+    Stopped { what: &'static str },
+    /// A thread of the store could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenCause {
+    #[error(transparent)]
+    File(#[from] std::io::Error),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+}
+
+impl StoreError {
+    /// Whether the store is unavailable for a moment (shutting down) rather than broken: a
+    /// request may be retried.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Stopped { .. })
+    }
+}
+
+/// `e` and its causes, one after another, skipping a cause whose words its error already
+/// repeats: for logging an error once, whole.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let words = c.to_string();
+        if !out.contains(&words) {
+            out.push_str(": ");
+            out.push_str(&words);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

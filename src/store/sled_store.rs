@@ -55,8 +55,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::group_commit::GroupCommit;
-use super::journal::{self, Journal, Stage};
+use super::journal::{self, Journal, JournalError, Stage};
 use super::retention::{Kind, Rule};
+use super::threads::Joined;
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
@@ -128,7 +129,7 @@ struct Claim {
 type Write = (Vec<u8>, Option<Vec<u8>>);
 /// A save: the notification's id, its writes, and where to answer whether the notification
 /// was saved as erased (see [`Erasing`]).
-type SaveRequest = (String, Vec<Write>, oneshot::Sender<Result<bool, String>>);
+type SaveRequest = (String, Vec<Write>, oneshot::Sender<StoreResult<bool>>);
 
 /// Notifications whose contact was erased while they were claimed (being sent). The erasure
 /// empties their record at once, but the worker's save comes later and carries the content
@@ -155,20 +156,16 @@ fn erase_content(n: &mut Notification, now: Timestamp) {
 
 /// A save of a notification erased while it was claimed: its record without content, no
 /// message-id index and no new queue entry; removals (the entry it was claimed from) stay.
-fn erased_save(writes: Vec<Write>) -> Result<Vec<Write>, String> {
+fn erased_save(writes: Vec<Write>) -> StoreResult<Vec<Write>> {
     writes
         .into_iter()
         .filter_map(|(k, v)| match v {
             None => Some(Ok((k, None))),
-            Some(v) if k.starts_with(b"n/") => Some(
-                decode::<Notification>(&k, &v)
-                    .map(|mut n| {
-                        let at = n.updated_at;
-                        erase_content(&mut n, at);
-                        (k, Some(encode(&n)))
-                    })
-                    .map_err(|e| e.to_string()),
-            ),
+            Some(v) if k.starts_with(b"n/") => Some(decode::<Notification>(&k, &v).map(|mut n| {
+                let at = n.updated_at;
+                erase_content(&mut n, at);
+                (k, Some(encode(&n)))
+            })),
             Some(_) => None,
         })
         .collect()
@@ -183,8 +180,11 @@ fn erased_save(writes: Vec<Write>) -> Result<Vec<Write>, String> {
 /// entry, and the entry it was claimed from last, so a crash leaves the notification queued
 /// (sent again, or finished by its next turn if its record says it is done), never unqueued.
 /// A claim is held until its save is applied, so the dispatcher never sees a save half done.
+/// Dropping it stops the thread once it has applied every save it holds, and waits for it.
 struct Saver {
     requests: std::sync::mpsc::Sender<SaveRequest>,
+    /// After `requests`: the channel closes before the join.
+    _thread: Joined,
 }
 
 impl Saver {
@@ -193,63 +193,69 @@ impl Saver {
 
     fn start(tree: sled::Tree, erasing: Erasing) -> StoreResult<Saver> {
         let (tx, rx) = std::sync::mpsc::channel::<SaveRequest>();
-        std::thread::Builder::new()
-            .name("lifeboat-saver".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < Self::MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(more) => group.push(more),
-                            Err(_) => break,
-                        }
+        let thread = Joined::spawn("lifeboat-saver", move || {
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                while group.len() < Self::MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(more) => group.push(more),
+                        Err(_) => break,
                     }
-                    let mut failed: Option<String> = None;
-                    let mut erasing = erasing.lock().unwrap_or_else(|e| e.into_inner());
-                    for (id, writes, ack) in group {
-                        // After a failed write sled is unusable: every later save fails too.
-                        let answer = match &failed {
-                            Some(e) => Err(e.clone()),
-                            None => {
-                                let erased = erasing.remove(&id);
-                                let writes = if erased {
-                                    erased_save(writes)
-                                } else {
-                                    Ok(writes)
-                                };
-                                let applied = writes.and_then(|writes| {
-                                    writes
-                                        .into_iter()
-                                        .try_for_each(|(k, v)| match v {
-                                            Some(v) => tree.insert(k, v).map(drop),
-                                            None => tree.remove(k).map(drop),
-                                        })
-                                        .map_err(|e| format!("store I/O failed: {e}"))
-                                });
-                                if let Err(e) = &applied {
-                                    failed = Some(e.clone());
-                                }
-                                applied.map(|()| erased)
-                            }
-                        };
-                        let _ = ack.send(answer);
-                    }
-                    drop(erasing);
                 }
-            })
-            .map_err(io)?;
-        Ok(Saver { requests: tx })
+                let mut failed: Option<sled::Error> = None;
+                let mut erasing = erasing.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, writes, ack) in group {
+                    // After a failed write sled is unusable: every later save fails too.
+                    let answer = match &failed {
+                        Some(e) => Err(StoreError::Io(e.clone())),
+                        None => {
+                            let erased = erasing.remove(&id);
+                            let writes = if erased {
+                                erased_save(writes)
+                            } else {
+                                Ok(writes)
+                            };
+                            writes.and_then(|writes| {
+                                writes
+                                    .into_iter()
+                                    .try_for_each(|(k, v)| match v {
+                                        Some(v) => tree.insert(k, v).map(drop),
+                                        None => tree.remove(k).map(drop),
+                                    })
+                                    .map_err(|e| {
+                                        failed = Some(e.clone());
+                                        StoreError::Io(e)
+                                    })
+                                    .map(|()| erased)
+                            })
+                        }
+                    };
+                    let _ = ack.send(answer);
+                }
+                drop(erasing);
+            }
+        })
+        .map_err(|source| StoreError::Start {
+            what: "the store's saver",
+            source,
+        })?;
+        Ok(Saver {
+            requests: tx,
+            _thread: thread,
+        })
     }
 
     /// Applies `writes`, the save of notification `id`, in order. Says whether the notification
     /// was saved as erased instead (see [`Erasing`]).
     async fn apply(&self, id: &str, writes: Vec<Write>) -> StoreResult<bool> {
         let (ack, done) = oneshot::channel();
-        let stopped = || StoreError::Io("the store's saver has stopped".into());
+        let stopped = || StoreError::Stopped {
+            what: "the store's saver",
+        };
         self.requests
             .send((id.to_string(), writes, ack))
             .map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?.map_err(StoreError::Io)
+        done.await.map_err(|_| stopped())?
     }
 }
 
@@ -273,8 +279,41 @@ struct Tombstone {
     consent_changes: usize,
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+/// Runs `scan`, a walk over sled whose length no caller bounds (every notification for a
+/// status filter, everything a contact left behind for an erasure), without stalling the other
+/// tasks of the async runtime: on a multi-threaded runtime (the gateway's) the worker hands
+/// its other tasks to the rest while the scan runs (`block_in_place`); on a current-thread
+/// runtime (unit tests) it runs inline. Not `spawn_blocking`: that needs `'static` work, so an
+/// `Arc` of the store's state cloned into every call, for the same effect.
+///
+/// Reads of one record, `claim_due` (at most `limit` entries past the claimed head of the
+/// queue, see [`ScanFrom`]), `consent_history` and `find_contacts_by_address` (one contact's
+/// changes, the few contacts sharing one address) are short and stay inline.
+fn blocking<T>(scan: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(scan)
+        }
+        _ => scan(),
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e)
+}
+
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Write(source) => StoreError::File {
+                what: "writing the accept journal",
+                source,
+            },
+            JournalError::Stopped => StoreError::Stopped {
+                what: "the accept journal",
+            },
+        }
+    }
 }
 
 pub(super) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
@@ -381,7 +420,7 @@ fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(k).into_owned(),
-        message: e.to_string(),
+        source: Box::new(e),
     })
 }
 
@@ -397,7 +436,7 @@ impl SledStore {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
                     path: path.display().to_string(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
             }
         }
@@ -406,26 +445,27 @@ impl SledStore {
             .cache_capacity(cache_mb * 1024 * 1024)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io_err)
-                    if io_err.kind() == std::io::ErrorKind::WouldBlock
-                        || io_err.to_string().contains("lock") =>
-                {
-                    StoreError::Locked {
-                        path: path.display().to_string(),
+            .map_err(|e| {
+                let path = path.display().to_string();
+                match &e {
+                    sled::Error::Io(io_err)
+                        if io_err.kind() == std::io::ErrorKind::WouldBlock
+                            || io_err.to_string().contains("lock") =>
+                    {
+                        StoreError::Locked { path, source: e }
                     }
+                    _ => StoreError::Open {
+                        path,
+                        source: e.into(),
+                    },
                 }
-                other => StoreError::Open {
-                    path: path.display().to_string(),
-                    message: other.to_string(),
-                },
             })?;
         let tree = db.open_tree("lifeboat").map_err(io)?;
         let erasing = Erasing::default();
         let saver = Saver::start(tree.clone(), erasing.clone())?;
         let scan_from = Arc::new(ScanFrom::new());
         let store = SledStore {
-            commit: GroupCommit::start(db.clone()),
+            commit: GroupCommit::start(db.clone())?,
             journal: std::sync::OnceLock::new(),
             db,
             tree,
@@ -492,7 +532,7 @@ impl SledStore {
     fn replay_journal(&self, dir: &Path) -> StoreResult<()> {
         let open_err = |e: std::io::Error| StoreError::Open {
             path: dir.display().to_string(),
-            message: e.to_string(),
+            source: e.into(),
         };
         let (mut replayed, mut completed) = (0usize, 0usize);
         for bytes in journal::recover(dir).map_err(open_err)? {
@@ -573,6 +613,65 @@ impl SledStore {
         Ok(Some(n))
     }
 
+    /// [`Store::list_notifications`], run by [`blocking`].
+    fn list_notifications_now(
+        &self,
+        query: &ListQuery,
+    ) -> StoreResult<(Vec<Notification>, Option<String>)> {
+        let limit = query.limit.max(1);
+        let mut out = Vec::with_capacity(limit);
+        let mut more = false;
+        let matches = |n: &Notification| query.status.is_none_or(|s| n.status == s);
+
+        let ids: Box<dyn Iterator<Item = StoreResult<String>>> = match &query.contact_id {
+            Some(contact) => {
+                let mut prefix = key("x/", &[contact.as_bytes()]);
+                prefix.push(0);
+                let plen = prefix.len();
+                let mut end = prefix.clone();
+                match &query.cursor {
+                    Some(c) => end.extend_from_slice(c.as_bytes()),
+                    None => end.push(0xff),
+                }
+                Box::new(self.tree.range(prefix..end).rev().map(move |item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[plen..]).into_owned())
+                }))
+            }
+            None => {
+                let start = b"n/".to_vec();
+                let end = match &query.cursor {
+                    Some(c) => key("n/", &[c.as_bytes()]),
+                    None => b"n0".to_vec(),
+                };
+                Box::new(self.tree.range(start..end).rev().map(|item| {
+                    let (k, _) = item.map_err(io)?;
+                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
+                }))
+            }
+        };
+        for id in ids {
+            let id = id?;
+            let Some(n) = self.notification_as_seen(&id)? else {
+                continue;
+            };
+            if !matches(&n) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(n);
+        }
+        let next = if more {
+            out.last().map(|n| n.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
     fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
         self.claimed.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -590,7 +689,7 @@ impl SledStore {
     }
 
     async fn durable(&self) -> StoreResult<()> {
-        self.commit.durable().await.map_err(StoreError::Io)
+        self.commit.durable().await
     }
 
     fn get<T: DeserializeOwned>(&self, k: &[u8]) -> StoreResult<Option<T>> {
@@ -699,11 +798,12 @@ pub(super) struct AcceptStage {
 impl Stage for AcceptStage {
     type Item = (NewNotification, Timestamp);
     type Answer = AcceptOutcome;
+    type Error = StoreError;
 
     fn stage(
         &mut self,
         items: Vec<(NewNotification, Timestamp)>,
-    ) -> Vec<journal::Staged<AcceptOutcome>> {
+    ) -> Vec<journal::Staged<AcceptOutcome, StoreError>> {
         let mut writes = Vec::with_capacity(items.len() * 4);
         let mut keys = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
@@ -729,7 +829,7 @@ impl Stage for AcceptStage {
                     ))
                 }
                 Ok(Some(earlier)) => out.push((None, Ok(earlier))),
-                Err(e) => out.push((None, Err(e.to_string()))),
+                Err(e) => out.push((None, Err(e))),
             }
         }
         match writes
@@ -747,10 +847,9 @@ impl Stage for AcceptStage {
                 // they reach its disk, those notifications are sent although their clients
                 // got an error (a retry with the same idempotency key gets the id of one whose
                 // writes all got in: the key is written last).
-                let message = format!("store I/O failed: {e}");
                 for (record, answer) in &mut out {
                     if record.take().is_some() {
-                        *answer = Err(message.clone());
+                        *answer = Err(StoreError::Io(e.clone()));
                     }
                 }
             }
@@ -1054,7 +1153,8 @@ impl Store for SledStore {
     }
 
     async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
-        {
+        // Scans the contact's notifications, consent history and mentions.
+        let erased = blocking(|| -> StoreResult<bool> {
             let _guard = self.stripe(id);
             let ckey = key("c/", &[id.as_bytes()]);
             let old = self.get::<Contact>(&ckey)?;
@@ -1127,6 +1227,10 @@ impl Store for SledStore {
             }
             self.queue_depth
                 .fetch_sub(dequeued as i64, Ordering::Relaxed);
+            Ok(true)
+        })?;
+        if !erased {
+            return Ok(false);
         }
         self.durable().await?;
         Ok(true)
@@ -1177,7 +1281,7 @@ impl Store for SledStore {
             .journal
             .get()
             .expect("the journal starts when the store opens");
-        let outcome = journal.append((new, now)).await.map_err(StoreError::Io)?;
+        let outcome = journal.append((new, now)).await?;
         if outcome == AcceptOutcome::Created {
             self.queue_depth.fetch_add(1, Ordering::Relaxed);
         }
@@ -1192,58 +1296,8 @@ impl Store for SledStore {
         &self,
         query: &ListQuery,
     ) -> StoreResult<(Vec<Notification>, Option<String>)> {
-        let limit = query.limit.max(1);
-        let mut out = Vec::with_capacity(limit);
-        let mut more = false;
-        let matches = |n: &Notification| query.status.is_none_or(|s| n.status == s);
-
-        let ids: Box<dyn Iterator<Item = StoreResult<String>>> = match &query.contact_id {
-            Some(contact) => {
-                let mut prefix = key("x/", &[contact.as_bytes()]);
-                prefix.push(0);
-                let plen = prefix.len();
-                let mut end = prefix.clone();
-                match &query.cursor {
-                    Some(c) => end.extend_from_slice(c.as_bytes()),
-                    None => end.push(0xff),
-                }
-                Box::new(self.tree.range(prefix..end).rev().map(move |item| {
-                    let (k, _) = item.map_err(io)?;
-                    Ok(String::from_utf8_lossy(&k[plen..]).into_owned())
-                }))
-            }
-            None => {
-                let start = b"n/".to_vec();
-                let end = match &query.cursor {
-                    Some(c) => key("n/", &[c.as_bytes()]),
-                    None => b"n0".to_vec(),
-                };
-                Box::new(self.tree.range(start..end).rev().map(|item| {
-                    let (k, _) = item.map_err(io)?;
-                    Ok(String::from_utf8_lossy(&k[2..]).into_owned())
-                }))
-            }
-        };
-        for id in ids {
-            let id = id?;
-            let Some(n) = self.notification_as_seen(&id)? else {
-                continue;
-            };
-            if !matches(&n) {
-                continue;
-            }
-            if out.len() == limit {
-                more = true;
-                break;
-            }
-            out.push(n);
-        }
-        let next = if more {
-            out.last().map(|n| n.id.clone())
-        } else {
-            None
-        };
-        Ok((out, next))
+        // A status filter may walk every notification.
+        blocking(|| self.list_notifications_now(query))
     }
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
@@ -1501,13 +1555,16 @@ impl Store for SledStore {
     async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let start = kv_key(namespace, prefix);
         let skip = kv_key(namespace, "").len();
-        self.tree
-            .scan_prefix(&start)
-            .map(|item| {
-                let (k, v) = item.map_err(io)?;
-                Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
-            })
-            .collect()
+        // A namespace may hold many records (provider events seen, opt-in tokens).
+        blocking(|| {
+            self.tree
+                .scan_prefix(&start)
+                .map(|item| {
+                    let (k, v) = item.map_err(io)?;
+                    Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     async fn flush(&self) -> StoreResult<()> {
@@ -2158,6 +2215,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The store's threads (journal committer and checkpoint, saver, group committer) end
+    /// with it: once it is dropped, nothing holds the data folder and it opens again at once.
+    #[tokio::test]
+    async fn a_dropped_store_has_stopped_its_threads_and_opens_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let now = Utc::now();
+        for round in 0..20 {
+            let store = match SledStore::open(&path, 8) {
+                Ok(store) => store,
+                Err(e) => panic!("round {round}: {e}"),
+            };
+            let id = format!("n{round}");
+            accept_all(&store, &[id.as_str()], now).await;
+            store.flush().await.unwrap();
+            drop(store);
+        }
+        let store = SledStore::open(&path, 8).unwrap();
+        assert_eq!(store.queue_depth(), 20);
     }
 
     async fn reopen(path: &Path) -> SledStore {

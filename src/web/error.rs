@@ -75,10 +75,23 @@ impl ApiError {
     }
 }
 
+/// A store failure as the client sees it. Only a store that is stopping (a moment away from
+/// answering again elsewhere, or after a restart) is `overloaded` with `Retry-After`: a retry
+/// may succeed. Broken I/O or a corrupt record is a 500 whose body says nothing of the cause
+/// (paths, keys, sled's words stay in the log, logged here once with the whole chain) but
+/// carries a reference that the log line repeats.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure while serving a request");
-        ApiError::overloaded(1, format!("the store could not complete the request: {e}"))
+        let chain = crate::store::error_chain(&e);
+        if e.is_unavailable() {
+            tracing::warn!(error = %chain, "the store is unavailable while serving a request");
+            return ApiError::overloaded(1, "the store is not available right now; retry shortly");
+        }
+        let reference = uuid::Uuid::now_v7();
+        tracing::error!(error = %chain, %reference, "store failure while serving a request");
+        ApiError::internal(format!(
+            "internal error (reference {reference}); see the gateway's log"
+        ))
     }
 }
 
@@ -111,5 +124,82 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: StoreError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = ApiError::from(e).into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_store_io_failure_is_a_500_that_keeps_its_cause_out_of_the_body() {
+        let cause = std::io::Error::other("disk on fire at /var/lib/lifeboat/db");
+        let (status, retry_after, body) = answer(StoreError::Io(sled::Error::Io(cause))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("see the gateway's log"), "{message}");
+        assert!(!message.contains("disk on fire"), "{message}");
+        assert!(!message.contains("/var/lib"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_a_500_that_names_neither_key_nor_cause() {
+        let e = StoreError::Corrupt {
+            key: "n/0190-secret-id".into(),
+            source: "expected value at line 1 column 1".into(),
+        };
+        let (status, retry_after, body) = answer(e).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("0190-secret-id"), "{message}");
+        assert!(!message.contains("expected value"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_stopping_store_is_a_503_with_retry_after() {
+        let e = StoreError::Stopped {
+            what: "the accept journal",
+        };
+        let (status, retry_after, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["error"]["code"], "overloaded");
+    }
+
+    #[test]
+    fn the_logged_chain_keeps_the_cause_once() {
+        let e = StoreError::Corrupt {
+            key: "n/1".into(),
+            source: "bad json".into(),
+        };
+        assert_eq!(
+            crate::store::error_chain(&e),
+            "stored record n/1 cannot be read: bad json"
+        );
+        let e = StoreError::Start {
+            what: "the saver",
+            source: std::io::Error::other("no threads left"),
+        };
+        assert_eq!(
+            crate::store::error_chain(&e),
+            "cannot start the saver: no threads left"
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The guardrails, shared with the workers (the policy preview, marketing pauses).
     pub policy: Arc<crate::policy::Policy>,
+    /// Work started by a request that goes on after its answer; stopped at shutdown.
+    pub background: crate::tasks::Background,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             ready,
             metrics,
             policy,
+            background: crate::tasks::Background::default(),
         }))
     }
 

@@ -428,14 +428,16 @@ fn confirm_stop(state: &AppState, settings: &Settings, address: &str, message_id
             .to_string(),
         headers: Vec::new(),
     };
-    tokio::spawn(async move {
-        let answer = channel.send(&reply).await;
-        tracing::info!(
-            outcome = answer.class.as_str(),
-            code = ?answer.code,
-            "WhatsApp STOP confirmation sent"
-        );
-    });
+    state
+        .background
+        .spawn("WhatsApp STOP confirmation", async move {
+            let answer = channel.send(&reply).await;
+            tracing::info!(
+                outcome = answer.class.as_str(),
+                code = ?answer.code,
+                "WhatsApp STOP confirmation sent"
+            );
+        });
 }
 
 #[cfg(test)]

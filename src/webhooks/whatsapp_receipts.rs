@@ -128,7 +128,8 @@ async fn status_step(
 }
 
 fn retry_later(state: AppState, mut pending: Vec<Pending>) {
-    tokio::spawn(async move {
+    let background = state.background.clone();
+    background.spawn("WhatsApp status retry", async move {
         for delay in RETRY_DELAYS {
             tokio::time::sleep(delay).await;
             let mut still = Vec::new();

@@ -436,3 +436,77 @@ async fn a_bogus_cursor_is_a_validation_error_not_page_one() {
         assert_eq!(body["error"]["field"], "cursor", "{body}");
     }
 }
+
+/// A record the store cannot read is the gateway's failure, not the client's, and nothing a
+/// retry fixes: 500 `internal_error`, not 503. The body says nothing of the cause (the key,
+/// the parser's words) but carries a reference that the log repeats next to the cause.
+#[tokio::test]
+async fn a_corrupt_stored_record_is_a_500_with_an_opaque_body_and_the_cause_in_the_log() {
+    let (dir, providers) = setup().await;
+    let id = "0190a2b4-0000-7000-8000-00000000dead";
+    {
+        // What a damaged disk could leave: a notification record that is not JSON.
+        let db = sled::open(dir.path().join("lifeboat.sled")).unwrap();
+        let tree = db.open_tree("lifeboat").unwrap();
+        tree.insert(format!("n/{id}"), &b"{not json"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let config = providers.config(dir.path(), &Settings::default());
+    let gw = Gateway::start(dir.path(), &config).await;
+
+    let (status, body) = gw.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "internal_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("see the gateway's log"), "{message}");
+    assert!(
+        !message.contains(id) && !message.contains("line 1"),
+        "{message}"
+    );
+    let reference = message
+        .split("reference ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("a reference in the message");
+
+    let (_, logs) = gw.terminate().await;
+    let line = logs
+        .lines()
+        .find(|l| l.contains(reference))
+        .unwrap_or_else(|| panic!("reference {reference} not in the log:\n{logs}"));
+    assert!(line.contains(&format!("n/{id}")), "{line}");
+}
+
+/// Real overload is the one 503: a gateway serving all the connections it may answers the next
+/// request `overloaded` with `Retry-After`, and serves again once a connection frees up.
+#[tokio::test]
+async fn a_gateway_at_its_connection_cap_answers_503_overloaded_with_retry_after() {
+    let (dir, providers) = setup().await;
+    let config = providers.config(dir.path(), &Settings::default()).replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 1\n",
+        1,
+    );
+    let gw = Gateway::start(dir.path(), &config).await;
+    // One idle connection takes the only slot.
+    let holder = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let response = gw
+        .raw(Method::GET, "/v1/notifications?limit=1")
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let (status, body) = error_of(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(retry_after.unwrap(), "1");
+
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = gw.get("/v1/notifications?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
