@@ -10,6 +10,7 @@ pub mod history;
 pub mod states;
 #[cfg(test)]
 mod tests;
+pub mod transitions;
 pub mod worker;
 
 use std::sync::Arc;

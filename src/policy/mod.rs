@@ -33,7 +33,7 @@ use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 use crate::channels::Registry;
 use crate::config::unknown_key;
 use crate::dispatch::states::{Availability, ChannelStates};
-use crate::model::{Contact, Timestamp};
+use crate::model::{Contact, SkipReason, Timestamp};
 use crate::store::{Store, StoreResult};
 use pacing::{Pace, Pacer, Rate};
 use quiet_hours::QuietHours;
@@ -294,14 +294,14 @@ pub struct Candidate<'a> {
 pub enum Decision {
     /// Pass the channel over (go on with the next one).
     Skip {
-        reason: &'static str,
+        reason: SkipReason,
         detail: Option<String>,
     },
     /// Come back to this channel then: `throttled` (the channel's state; the worker applies
     /// `routing.max_wait`), `quiet_hours` or `paced`.
     Wait {
         until: Timestamp,
-        reason: &'static str,
+        reason: WaitReason,
         detail: Option<String>,
     },
     /// Send (after `sleep`, a few ms at most). `probe`: this send is the restricted channel's
@@ -313,7 +313,20 @@ pub enum Decision {
     },
 }
 
-fn skip(reason: &'static str) -> Decision {
+/// Why a channel is waited for rather than tried now (`reason` of a `wait` in the policy
+/// preview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// The channel's state (the worker applies `routing.max_wait`).
+    Throttled,
+    /// Marketing outside the contact's daytime.
+    QuietHours,
+    /// The channel's or the chat's send rate.
+    Paced,
+}
+
+fn skip(reason: SkipReason) -> Decision {
     Decision::Skip {
         reason,
         detail: None,
@@ -363,14 +376,14 @@ impl Policy {
     ) -> StoreResult<Decision> {
         let kind = c.kind;
         if registry.get(kind).is_none() {
-            return Ok(skip("not_configured"));
+            return Ok(skip(SkipReason::NotConfigured));
         }
         let Some((contact, address)) = c.contact.and_then(|ct| Some((ct, ct.address(kind)?)))
         else {
-            return Ok(skip("no_address"));
+            return Ok(skip(SkipReason::NoAddress));
         };
         if !contact.consents_to(kind, c.category) {
-            return Ok(skip("no_consent"));
+            return Ok(skip(SkipReason::NoConsent));
         }
         let availability = match mode {
             Mode::Live => states.availability(kind, address, now),
@@ -383,7 +396,7 @@ impl Policy {
             Availability::WaitUntil(until) => {
                 return Ok(Decision::Wait {
                     until,
-                    reason: "throttled",
+                    reason: WaitReason::Throttled,
                     detail: None,
                 })
             }
@@ -417,7 +430,7 @@ impl Policy {
             let status = self.marketing_status(states, kind).await?;
             if status.paused {
                 return Ok(Decision::Skip {
-                    reason: "channel_restricted",
+                    reason: SkipReason::ChannelRestricted,
                     detail: Some(format!(
                         "{kind} marketing is paused by the risk monitor: {}",
                         status.reason.unwrap_or_default()
@@ -429,7 +442,7 @@ impl Policy {
                 if let Some(until) = q.opens_at(tz, now) {
                     return Ok(Decision::Wait {
                         until,
-                        reason: "quiet_hours",
+                        reason: WaitReason::QuietHours,
                         detail: Some(format!(
                             "marketing waits for {} in {tz}",
                             q.end.format("%H:%M")
@@ -449,7 +462,7 @@ impl Policy {
                 .count();
             if !caps::allows(self.config.marketing_per_day, sent, in_flight) {
                 return Ok(Decision::Skip {
-                    reason: "cap_reached",
+                    reason: SkipReason::CapReached,
                     detail: Some(format!(
                         "{sent} marketing messages in the last 24 h (policy.marketing_per_day = {})",
                         self.config.marketing_per_day
@@ -488,7 +501,7 @@ impl Policy {
                         || snap.count + pending.len() < cap as usize;
                     if !admitted {
                         return Ok(Decision::Skip {
-                            reason: "cap_reached",
+                            reason: SkipReason::CapReached,
                             detail: Some(format!(
                                 "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
                                 snap.count + pending.len()
@@ -522,7 +535,7 @@ impl Policy {
             },
             Pace::WaitUntil(until) => Decision::Wait {
                 until,
-                reason: "paced",
+                reason: WaitReason::Paced,
                 detail: None,
             },
         })
