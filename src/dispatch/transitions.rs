@@ -82,6 +82,21 @@ impl Notification {
         })
     }
 
+    /// Whether it may wait on its throttled channel until `until`: only while all its waiting
+    /// on that channel, counted from the first time it had to wait there, stays within
+    /// `max_wait` (`routing.max_wait`, failover.md) — whatever the provider says or doesn't
+    /// say. The first call on a channel starts that count.
+    pub fn may_wait_throttled(
+        &mut self,
+        max_wait: Duration,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> bool {
+        let since = *self.cursor.throttled_since.get_or_insert(now);
+        let max_wait = chrono::Duration::from_std(max_wait).unwrap_or(chrono::Duration::MAX);
+        until.signed_duration_since(since) <= max_wait
+    }
+
     /// Its time ran out before anything carried it.
     pub fn expire(&mut self) {
         self.status = Status::Expired;
@@ -328,6 +343,19 @@ mod tests {
         assert!(n.receipt_failed(WA, "wamid.B", &answer, &retry, now));
         assert_eq!((n.cursor.index, n.cursor.tries), (1, 0));
         assert_eq!(n.queue_due(), Some(now));
+    }
+
+    #[test]
+    fn throttled_waits_on_one_channel_end_at_max_wait_counted_from_the_first() {
+        let now = chrono::Utc::now();
+        let max_wait = Duration::from_secs(60);
+        let secs = chrono::Duration::seconds;
+        let mut n = sent_on_whatsapp("wamid.A");
+        assert!(n.may_wait_throttled(max_wait, now, now + secs(40)));
+        assert!(n.may_wait_throttled(max_wait, now + secs(40), now + secs(60)));
+        assert!(!n.may_wait_throttled(max_wait, now + secs(60), now + secs(61)));
+        n.fall_over();
+        assert!(n.may_wait_throttled(max_wait, now + secs(60), now + secs(100)));
     }
 
     #[test]

@@ -36,8 +36,7 @@ use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;
 use crate::model::{
-    later, Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Outcome, SkipReason,
-    Timestamp,
+    later, Attempt, Consent, ConsentStatus, Contact, Notification, Outcome, SkipReason, Timestamp,
 };
 use crate::policy::window::Form;
 use crate::policy::{Candidate, Decision, Mode, WaitReason};
@@ -245,7 +244,7 @@ async fn step(
             reason: WaitReason::Throttled,
             ..
         } => {
-            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
+            if n.may_wait_throttled(ctx.routing.max_wait, now, until) {
                 return Ok(Step::WaitUntil(until));
             }
             let detail = match n.cursor.throttled_since.filter(|since| *since < now) {
@@ -330,9 +329,9 @@ async fn step(
             .map_or(Step::Next, Step::WaitUntil),
         Class::Throttled { retry_after, .. } => {
             // No Retry-After (LINE's 429, SMTP `450 4.2.1`): a second, again and again, but
-            // never longer in all than routing.max_wait (`wait_is_acceptable`).
+            // never longer in all than routing.max_wait (`Notification::may_wait_throttled`).
             let until = later(now, retry_after.unwrap_or(Duration::from_secs(1)));
-            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
+            if n.may_wait_throttled(ctx.routing.max_wait, now, until) {
                 Step::WaitUntil(until)
             } else {
                 Step::Next
@@ -365,23 +364,6 @@ fn receipt_check_at(ctx: &WorkerContext, n: &Notification, kind: ChannelKind) ->
     let next_left = n.cursor.index + 1 < n.channels.len();
     let at = later(ctx.clock.now(), Duration::from_secs(secs));
     (has_receipts && next_left && at < n.expires_at).then_some(at)
-}
-
-/// Whether this notification may wait on its throttled channel until `until`: only while all
-/// its waiting on that channel, counted from the first time it had to wait there, stays within
-/// `routing.max_wait` (failover.md) — whatever the provider says or doesn't say.
-fn wait_is_acceptable(
-    routing: &RoutingConfig,
-    cursor: &mut Cursor,
-    now: Timestamp,
-    until: Timestamp,
-) -> bool {
-    let since = *cursor.throttled_since.get_or_insert(now);
-    until.signed_duration_since(since) <= to_chrono(routing.max_wait)
-}
-
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// The person told the provider they don't want our messages: record it as consent history,
