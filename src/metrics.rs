@@ -36,7 +36,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use teloxide::types::{Update, UpdateKind};
 
-use crate::model::{Attempt, ChannelState, Notification};
+use crate::model::{Attempt, ChannelState, Notification, Outcome, SkipReason};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -221,10 +221,11 @@ impl Metrics {
         for a in attempts.get(from..).unwrap_or_default() {
             let mut labels: Labels = vec![
                 ("channel", a.channel.as_str().to_string()),
-                ("outcome", a.outcome.clone()),
+                ("outcome", a.outcome.as_str().to_string()),
             ];
-            if a.outcome == "skipped" {
-                labels.push(("reason", a.reason.clone().unwrap_or_default()));
+            if a.outcome == Outcome::Skipped {
+                let reason = a.reason.map(SkipReason::as_str).unwrap_or_default();
+                labels.push(("reason", reason.to_string()));
             }
             self.attempts.get_or_create(&labels).inc();
         }
@@ -426,12 +427,8 @@ mod tests {
         let m = Metrics::new();
         let now = chrono::Utc::now();
         let attempts = vec![
-            Attempt::skipped(ChannelKind::Line, now, "no_address"),
-            Attempt {
-                outcome: "sent".into(),
-                reason: None,
-                ..Attempt::skipped(ChannelKind::Email, now, "x")
-            },
+            Attempt::skipped(ChannelKind::Line, now, SkipReason::NoAddress),
+            Attempt::new(ChannelKind::Email, now, Outcome::Sent),
         ];
         m.attempts_since(&attempts, 0);
         m.attempts_since(&attempts, 5);

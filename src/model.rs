@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use lifeboat_channel::{Category, ChannelKind, WhatsappTemplate};
+use lifeboat_channel::{Answer, Category, ChannelKind, Class, WhatsappTemplate};
 use serde::{Deserialize, Serialize};
 
 pub type Timestamp = DateTime<Utc>;
@@ -200,19 +200,152 @@ impl Status {
     }
 }
 
+/// What one attempt on a channel came to, as stored and shown (`outcome`, snake_case).
+///
+/// The answer classes of a send (`sent` … `config_error`, see [`Class`]); `skipped` (the
+/// channel was passed over, `reason` says why); `deferred` (a wait shown once, `reason`
+/// `quiet_hours`); a receipt moves a `sent` one to `delivered` and `read`; `no_receipt` says
+/// `fallback_after` passed without one; `internal_error`: processing the notification hit a
+/// bug (a panic, logged); it ended there, `sent` if a send went out in that turn, else
+/// `failed`, and is not retried.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Sent,
+    Retry,
+    Throttled,
+    RecipientUnreachable,
+    ChannelRestricted,
+    ChannelBanned,
+    Rejected,
+    ConfigError,
+    Skipped,
+    Deferred,
+    Delivered,
+    Read,
+    NoReceipt,
+    InternalError,
+}
+
+impl Outcome {
+    /// Every outcome, in the order the API documents them.
+    pub const ALL: [Outcome; 14] = [
+        Outcome::Sent,
+        Outcome::Retry,
+        Outcome::Throttled,
+        Outcome::RecipientUnreachable,
+        Outcome::ChannelRestricted,
+        Outcome::ChannelBanned,
+        Outcome::Rejected,
+        Outcome::ConfigError,
+        Outcome::Skipped,
+        Outcome::Deferred,
+        Outcome::Delivered,
+        Outcome::Read,
+        Outcome::NoReceipt,
+        Outcome::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Retry => "retry",
+            Outcome::Throttled => "throttled",
+            Outcome::RecipientUnreachable => "recipient_unreachable",
+            Outcome::ChannelRestricted => "channel_restricted",
+            Outcome::ChannelBanned => "channel_banned",
+            Outcome::Rejected => "rejected",
+            Outcome::ConfigError => "config_error",
+            Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
+            Outcome::Delivered => "delivered",
+            Outcome::Read => "read",
+            Outcome::NoReceipt => "no_receipt",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+}
+
+impl From<&Class> for Outcome {
+    fn from(class: &Class) -> Outcome {
+        match class {
+            Class::Sent => Outcome::Sent,
+            Class::Transient { .. } => Outcome::Retry,
+            Class::Throttled { .. } => Outcome::Throttled,
+            Class::RecipientUnreachable { .. } => Outcome::RecipientUnreachable,
+            Class::Rejected => Outcome::Rejected,
+            Class::ChannelRestricted { .. } => Outcome::ChannelRestricted,
+            Class::ChannelBanned => Outcome::ChannelBanned,
+            Class::ConfigError => Outcome::ConfigError,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a channel was passed over (`reason` of a `skipped` attempt), or, for `quiet_hours`
+/// with `deferred`, waited for. Only these were ever written, so stored records read back.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    NoAddress,
+    NoConsent,
+    NotConfigured,
+    ChannelDisabled,
+    ChannelRestricted,
+    ChannelBanned,
+    QuietHours,
+    CapReached,
+    OutsideWindow,
+}
+
+impl SkipReason {
+    /// Every reason, in the order the API documents them.
+    pub const ALL: [SkipReason; 9] = [
+        SkipReason::NoAddress,
+        SkipReason::NoConsent,
+        SkipReason::NotConfigured,
+        SkipReason::ChannelDisabled,
+        SkipReason::ChannelRestricted,
+        SkipReason::ChannelBanned,
+        SkipReason::QuietHours,
+        SkipReason::CapReached,
+        SkipReason::OutsideWindow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NoAddress => "no_address",
+            SkipReason::NoConsent => "no_consent",
+            SkipReason::NotConfigured => "not_configured",
+            SkipReason::ChannelDisabled => "channel_disabled",
+            SkipReason::ChannelRestricted => "channel_restricted",
+            SkipReason::ChannelBanned => "channel_banned",
+            SkipReason::QuietHours => "quiet_hours",
+            SkipReason::CapReached => "cap_reached",
+            SkipReason::OutsideWindow => "outside_window",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One step of a notification's plan: a send, or a channel passed over and why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Attempt {
     pub channel: ChannelKind,
     pub at: Timestamp,
-    /// `sent`, `retry`, `throttled`, `recipient_unreachable`, `channel_restricted`,
-    /// `channel_banned`, `rejected`, `config_error` or `skipped`; a receipt moves a `sent` one
-    /// to `delivered` and `read`, and `no_receipt` says `fallback_after` passed without one.
-    /// `internal_error`: processing the notification hit a bug (a panic, logged); it ended
-    /// there, `sent` if a send went out in that turn, else `failed`, and is not retried.
-    pub outcome: String,
+    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<SkipReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,15 +355,33 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn skipped(channel: ChannelKind, at: Timestamp, reason: &str) -> Self {
+    /// An attempt with `outcome` and nothing else.
+    pub fn new(channel: ChannelKind, at: Timestamp, outcome: Outcome) -> Self {
         Attempt {
             channel,
             at,
-            outcome: "skipped".into(),
-            reason: Some(reason.into()),
+            outcome,
+            reason: None,
             provider_code: None,
             provider_message_id: None,
             detail: None,
+        }
+    }
+
+    pub fn skipped(channel: ChannelKind, at: Timestamp, reason: SkipReason) -> Self {
+        Attempt {
+            reason: Some(reason),
+            ..Attempt::new(channel, at, Outcome::Skipped)
+        }
+    }
+
+    /// What a provider's answer to a send (or a later failure report of it) records.
+    pub fn answered(channel: ChannelKind, at: Timestamp, answer: &Answer) -> Self {
+        Attempt {
+            provider_code: answer.code.clone(),
+            provider_message_id: answer.message_id.clone(),
+            detail: answer.detail.clone(),
+            ..Attempt::new(channel, at, Outcome::from(&answer.class))
         }
     }
 }
@@ -390,6 +541,84 @@ impl ChannelQuality {
     /// Whether the provider says quality is low: the number is flagged or its tier was cut.
     pub fn is_flagged(&self) -> bool {
         matches!(self.event.as_str(), "FLAGGED" | "DOWNGRADE")
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    /// Records written while `outcome` and `reason` were plain strings read back as the
+    /// enums, and are written again the same.
+    #[test]
+    fn stored_attempts_keep_their_strings() {
+        let outcomes = [
+            "sent",
+            "retry",
+            "throttled",
+            "recipient_unreachable",
+            "channel_restricted",
+            "channel_banned",
+            "rejected",
+            "config_error",
+            "skipped",
+            "deferred",
+            "delivered",
+            "read",
+            "no_receipt",
+            "internal_error",
+        ];
+        let reasons = [
+            "no_address",
+            "no_consent",
+            "not_configured",
+            "channel_disabled",
+            "channel_restricted",
+            "channel_banned",
+            "quiet_hours",
+            "cap_reached",
+            "outside_window",
+        ];
+        for (text, outcome) in outcomes.iter().zip(Outcome::ALL) {
+            assert_eq!(outcome.as_str(), *text);
+            let stored = format!(
+                r#"{{"channel":"whatsapp","at":"2026-01-02T03:04:05Z","outcome":"{text}"}}"#
+            );
+            let a: Attempt = serde_json::from_str(&stored).unwrap();
+            assert_eq!(a.outcome, outcome);
+            assert_eq!(serde_json::to_string(&a).unwrap(), stored);
+        }
+        for (text, reason) in reasons.iter().zip(SkipReason::ALL) {
+            assert_eq!(reason.as_str(), *text);
+            let stored = format!(
+                r#"{{"channel":"line","at":"2026-01-02T03:04:05Z","outcome":"skipped","reason":"{text}"}}"#
+            );
+            let a: Attempt = serde_json::from_str(&stored).unwrap();
+            assert_eq!(a.reason, Some(reason));
+            assert_eq!(serde_json::to_string(&a).unwrap(), stored);
+        }
+        assert_eq!(outcomes.len(), Outcome::ALL.len());
+        assert_eq!(reasons.len(), SkipReason::ALL.len());
+    }
+
+    #[test]
+    fn answer_classes_are_recorded_under_their_own_names() {
+        let classes = [
+            Class::Sent,
+            Class::Transient { retry_after: None },
+            Class::Rejected,
+            Class::ChannelBanned,
+            Class::ConfigError,
+            Class::RecipientUnreachable { opt_out: None },
+            Class::ChannelRestricted { retry_after: None },
+            Class::Throttled {
+                retry_after: None,
+                scope: lifeboat_channel::ThrottleScope::Channel,
+            },
+        ];
+        for class in classes {
+            assert_eq!(Outcome::from(&class).as_str(), class.as_str());
+        }
     }
 }
 

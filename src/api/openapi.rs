@@ -98,6 +98,7 @@ pub enum ConsentStatus {
 
 /// What one attempt on a channel came to. `deferred` (with `reason` `quiet_hours`) records a
 /// wait; `no_receipt` a failover after `fallback_after` passed without a delivery receipt.
+/// The same values as [`crate::model::Outcome`] (a test checks it).
 #[derive(ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
@@ -112,12 +113,17 @@ pub enum Outcome {
     ConfigError,
     Skipped,
     Deferred,
+    /// A delivery receipt moved a `sent` attempt forward (WhatsApp).
+    Delivered,
+    /// A read receipt moved a `sent` or `delivered` attempt forward (WhatsApp).
+    Read,
     NoReceipt,
     /// Processing the notification hit a bug (logged); it ended there and is never re-sent.
     InternalError,
 }
 
-/// Why a channel was skipped (or, with `deferred`, waited for).
+/// Why a channel was skipped (or, with `deferred`, waited for). The same values as
+/// [`crate::model::SkipReason`] (a test checks it).
 #[derive(ToSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
@@ -990,7 +996,7 @@ mod tests {
         for (name, values) in [
             ("Category", 2),
             ("ConsentStatus", 2),
-            ("Outcome", 12),
+            ("Outcome", 14),
             ("SkipReason", 9),
             ("ChannelState", 6),
         ] {
@@ -1004,6 +1010,21 @@ mod tests {
         let request = &schemas["NotificationRequest"]["properties"];
         assert_eq!(request["contact_id"]["pattern"], ID_PATTERN);
         assert!(json().contains("#/components/schemas/Category"));
+    }
+
+    #[test]
+    fn attempt_enums_list_exactly_what_the_records_hold() {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (name, values) in [
+            ("Outcome", serde_json::to_value(crate::model::Outcome::ALL)),
+            (
+                "SkipReason",
+                serde_json::to_value(crate::model::SkipReason::ALL),
+            ),
+        ] {
+            assert_eq!(schemas[name]["enum"], values.unwrap(), "{name}");
+        }
     }
 
     #[test]

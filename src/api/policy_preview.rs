@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::extract::Query;
 use super::{ApiError, AppState};
 use crate::policy::window::Form;
-use crate::policy::{Candidate, Decision, Mode};
+use crate::policy::{Candidate, Decision, Mode, WaitReason};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +100,7 @@ pub async fn preview(
                 reason,
                 detail,
             } => {
-                let too_long = reason == "throttled"
+                let too_long = reason == WaitReason::Throttled
                     && (until - now).to_std().unwrap_or_default() > state.config.routing.max_wait;
                 if !decided && !too_long {
                     outcome = json!({"action": "wait", "channel": kind, "until": until, "reason": reason});

@@ -23,7 +23,7 @@ use lifeboat_channel::{Category, ChannelKind};
 use serde_json::{json, Value};
 
 use super::{cpu_time_of, cpu_us_per_request};
-use crate::model::{Attempt, ContactPatch, Notification, Status};
+use crate::model::{Attempt, ContactPatch, Notification, Outcome, Status};
 use crate::store::{NewNotification, SledStore, Store};
 
 const CONTACT: &str = "bench";
@@ -120,7 +120,7 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
                     n.attempts.push(Attempt {
                         channel: ChannelKind::Whatsapp,
                         at: now,
-                        outcome: "sent".into(),
+                        outcome: Outcome::Sent,
                         reason: None,
                         provider_code: None,
                         provider_message_id: Some(format!("wamid.{}", n.id)),

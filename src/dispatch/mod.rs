@@ -8,6 +8,7 @@
 pub mod backoff;
 #[cfg(test)]
 mod tests;
+pub mod transitions;
 pub mod worker;
 
 use std::sync::Arc;

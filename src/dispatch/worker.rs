@@ -31,15 +31,14 @@ use std::time::Duration;
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, OptOut, OutboundMessage};
 use uuid::Uuid;
 
-use super::backoff;
 use crate::channels::Registry;
 use crate::clock::Clock;
 use crate::config::RoutingConfig;
 use crate::model::{
-    later, Attempt, Consent, ConsentStatus, Contact, Cursor, Notification, Status, Timestamp,
+    later, Attempt, Consent, ConsentStatus, Contact, Notification, Outcome, SkipReason, Timestamp,
 };
 use crate::policy::window::Form;
-use crate::policy::{Candidate, Decision, Mode};
+use crate::policy::{Candidate, Decision, Mode, WaitReason};
 use crate::states::ChannelStates;
 use crate::store::{Store, StoreResult};
 
@@ -88,15 +87,8 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
         Ok(result) => result?,
         Err(panic) => internal_error(ctx, &mut n, recorded, panic.as_ref()),
     }
-    if matches!(n.status, Status::Failed | Status::Expired) {
-        // Nothing after a receipt-less send could carry it: it did go out there, so it is
-        // `sent` on that channel.
-        if let Some(a) = n.attempts.iter().rev().find(|a| a.outcome == "no_receipt") {
-            n.status = Status::Sent;
-            n.channel = Some(a.channel);
-            n.next_attempt_at = None;
-        }
-    }
+    // Nothing after a receipt-less send could carry it: it did go out there.
+    n.settle_after_no_receipt();
     n.updated_at = ctx.clock.now();
     ctx.policy.release(&n.id).await;
     ctx.metrics.attempts_since(&n.attempts, recorded);
@@ -107,7 +99,7 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
 /// One turn's work on `n`, without the save.
 async fn advance(ctx: &WorkerContext, n: &mut Notification) -> StoreResult<()> {
     let now = ctx.clock.now();
-    receipt_check(n, now);
+    n.receipt_overdue(now);
     if !n.status.is_final() {
         if now >= n.expires_at {
             if n.cursor.called {
@@ -115,8 +107,7 @@ async fn advance(ctx: &WorkerContext, n: &mut Notification) -> StoreResult<()> {
                     ctx.states.count_result(kind, false, now);
                 }
             }
-            n.status = Status::Expired;
-            n.next_attempt_at = None;
+            n.expire();
         } else {
             let contact = ctx.store.get_contact(&n.contact_id).await?;
             run_plan(ctx, n, contact.as_ref()).await?;
@@ -166,7 +157,7 @@ fn internal_error(
         .unwrap_or_default()
         .iter()
         .rev()
-        .find(|a| a.outcome == "sent")
+        .find(|a| a.outcome == Outcome::Sent)
         .map(|a| a.channel);
     tracing::error!(notification = %n.id, panic = %message, sent_on = ?sent_on, "processing a notification panicked; it is saved as {} and not retried", if sent_on.is_some() { "sent" } else { "failed" });
     let kind = sent_on.or_else(|| {
@@ -178,7 +169,7 @@ fn internal_error(
     if let Some(kind) = kind {
         n.attempts.push(Attempt {
             detail: Some(INTERNAL_ERROR_DETAIL.into()),
-            ..attempt(kind, now, "internal_error")
+            ..Attempt::new(kind, now, Outcome::InternalError)
         });
         // If this turn held the probe of a restricted channel, the probe ended without a
         // verdict: give the slot back, or the channel would never be probed again. (Should
@@ -187,14 +178,7 @@ fn internal_error(
             ctx.states.release_probe(kind);
         }
     }
-    match sent_on {
-        Some(kind) => {
-            n.status = Status::Sent;
-            n.channel = Some(kind);
-        }
-        None => n.status = Status::Failed,
-    }
-    n.next_attempt_at = None;
+    n.end_after_internal_error(sent_on);
 }
 
 async fn run_plan(
@@ -204,23 +188,18 @@ async fn run_plan(
 ) -> StoreResult<()> {
     loop {
         let Some(&kind) = n.channels.get(n.cursor.index) else {
-            n.status = Status::Failed;
-            n.next_attempt_at = None;
+            n.fail();
             return Ok(());
         };
         match step(ctx, n, kind, contact).await? {
             Step::Sent => {
-                n.status = Status::Sent;
-                n.channel = Some(kind);
-                n.next_attempt_at = receipt_check_at(ctx, n, kind);
+                let check_at = receipt_check_at(ctx, n, kind);
+                n.record_sent(kind, check_at);
                 return Ok(());
             }
-            Step::Next => {
-                n.cursor = Cursor::at(n.cursor.index + 1);
-            }
+            Step::Next => n.fall_over(),
             Step::WaitUntil(until) => {
-                n.status = Status::Queued;
-                n.next_attempt_at = Some(until.min(n.expires_at));
+                n.wait_until(until);
                 return Ok(());
             }
         }
@@ -262,10 +241,10 @@ async fn step(
         }
         Decision::Wait {
             until,
-            reason: "throttled",
+            reason: WaitReason::Throttled,
             ..
         } => {
-            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
+            if n.may_wait_throttled(ctx.routing.max_wait, now, until) {
                 return Ok(Step::WaitUntil(until));
             }
             let detail = match n.cursor.throttled_since.filter(|since| *since < now) {
@@ -281,7 +260,7 @@ async fn step(
             };
             n.attempts.push(Attempt {
                 detail: Some(detail),
-                ..attempt(kind, now, "throttled")
+                ..Attempt::new(kind, now, Outcome::Throttled)
             });
             if n.cursor.called {
                 ctx.states.count_result(kind, false, now);
@@ -294,11 +273,11 @@ async fn step(
             detail,
         } => {
             // Quiet hours are shown once per wait; pacing waits (milliseconds) are not.
-            if reason == "quiet_hours" {
+            if reason == WaitReason::QuietHours {
                 n.attempts.push(Attempt {
-                    reason: Some(reason.into()),
+                    reason: Some(SkipReason::QuietHours),
                     detail,
-                    ..attempt(kind, now, "deferred")
+                    ..Attempt::new(kind, now, Outcome::Deferred)
                 });
             }
             return Ok(Step::WaitUntil(until));
@@ -332,12 +311,7 @@ async fn step(
     let now = ctx.clock.now();
     n.cursor.called = true;
     tracing::debug!(notification = %n.id, channel = %kind, outcome = answer.class.as_str(), code = ?answer.code, "provider answered");
-    n.attempts.push(Attempt {
-        provider_code: answer.code.clone(),
-        provider_message_id: answer.message_id.clone(),
-        detail: answer.detail.clone(),
-        ..attempt(kind, now, answer.class.as_str())
-    });
+    n.attempts.push(Attempt::answered(kind, now, &answer));
     let cooldown = ctx
         .cooldowns
         .get(&kind)
@@ -350,20 +324,14 @@ async fn step(
 
     let next = match &answer.class {
         Class::Sent => Step::Sent,
-        Class::Transient { retry_after } => {
-            n.cursor.tries += 1;
-            if n.cursor.tries < ctx.routing.retry.attempts {
-                let wait = backoff::delay(&ctx.routing.retry, n.cursor.tries, *retry_after);
-                Step::WaitUntil(later(now, wait))
-            } else {
-                Step::Next
-            }
-        }
+        Class::Transient { retry_after } => n
+            .schedule_retry(&ctx.routing.retry, *retry_after, now)
+            .map_or(Step::Next, Step::WaitUntil),
         Class::Throttled { retry_after, .. } => {
             // No Retry-After (LINE's 429, SMTP `450 4.2.1`): a second, again and again, but
-            // never longer in all than routing.max_wait (`wait_is_acceptable`).
+            // never longer in all than routing.max_wait (`Notification::may_wait_throttled`).
             let until = later(now, retry_after.unwrap_or(Duration::from_secs(1)));
-            if wait_is_acceptable(&ctx.routing, &mut n.cursor, now, until) {
+            if n.may_wait_throttled(ctx.routing.max_wait, now, until) {
                 Step::WaitUntil(until)
             } else {
                 Step::Next
@@ -396,58 +364,6 @@ fn receipt_check_at(ctx: &WorkerContext, n: &Notification, kind: ChannelKind) ->
     let next_left = n.cursor.index + 1 < n.channels.len();
     let at = later(ctx.clock.now(), Duration::from_secs(secs));
     (has_receipts && next_left && at < n.expires_at).then_some(at)
-}
-
-/// A `sent` notification whose receipt check came due (no `delivered`/`read` took it off the
-/// queue in time): records `no_receipt` on the carrying channel and queues it at the next one.
-fn receipt_check(n: &mut Notification, now: Timestamp) {
-    if n.status != Status::Sent || n.next_attempt_at.is_none() {
-        return;
-    }
-    n.next_attempt_at = None;
-    let Some(kind) = n.channel else { return };
-    if now >= n.expires_at {
-        return;
-    }
-    n.attempts.push(Attempt {
-        detail: Some(format!(
-            "no delivery receipt within fallback_after ({}s); trying the next channel",
-            n.fallback_after_secs.unwrap_or_default()
-        )),
-        ..attempt(kind, now, "no_receipt")
-    });
-    n.status = Status::Queued;
-    n.channel = None;
-    n.cursor = Cursor::at(n.cursor.index + 1);
-}
-
-fn attempt(kind: ChannelKind, at: Timestamp, outcome: &str) -> Attempt {
-    Attempt {
-        channel: kind,
-        at,
-        outcome: outcome.to_string(),
-        reason: None,
-        provider_code: None,
-        provider_message_id: None,
-        detail: None,
-    }
-}
-
-/// Whether this notification may wait on its throttled channel until `until`: only while all
-/// its waiting on that channel, counted from the first time it had to wait there, stays within
-/// `routing.max_wait` (failover.md) — whatever the provider says or doesn't say.
-fn wait_is_acceptable(
-    routing: &RoutingConfig,
-    cursor: &mut Cursor,
-    now: Timestamp,
-    until: Timestamp,
-) -> bool {
-    let since = *cursor.throttled_since.get_or_insert(now);
-    until.signed_duration_since(since) <= to_chrono(routing.max_wait)
-}
-
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// The person told the provider they don't want our messages: record it as consent history,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
 
 use crate::channels::Registry;
-use crate::model::{Contact, Timestamp};
+use crate::model::{Contact, SkipReason, Timestamp};
 use crate::states::{Availability, ChannelStates};
 use crate::store::{Store, StoreResult};
 use pacing::{Pace, Pacer, Rate};
@@ -67,14 +67,14 @@ pub struct Candidate<'a> {
 pub enum Decision {
     /// Pass the channel over (go on with the next one).
     Skip {
-        reason: &'static str,
+        reason: SkipReason,
         detail: Option<String>,
     },
     /// Come back to this channel then: `throttled` (the channel's state; the worker applies
     /// `routing.max_wait`), `quiet_hours` or `paced`.
     Wait {
         until: Timestamp,
-        reason: &'static str,
+        reason: WaitReason,
         detail: Option<String>,
     },
     /// Send (after `sleep`, a few ms at most). `probe`: this send is the restricted channel's
@@ -86,7 +86,20 @@ pub enum Decision {
     },
 }
 
-fn skip(reason: &'static str) -> Decision {
+/// Why a channel is waited for rather than tried now (`reason` of a `wait` in the policy
+/// preview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// The channel's state (the worker applies `routing.max_wait`).
+    Throttled,
+    /// Marketing outside the contact's daytime.
+    QuietHours,
+    /// The channel's or the chat's send rate.
+    Paced,
+}
+
+fn skip(reason: SkipReason) -> Decision {
     Decision::Skip {
         reason,
         detail: None,
@@ -136,14 +149,14 @@ impl Policy {
     ) -> StoreResult<Decision> {
         let kind = c.kind;
         if registry.get(kind).is_none() {
-            return Ok(skip("not_configured"));
+            return Ok(skip(SkipReason::NotConfigured));
         }
         let Some((contact, address)) = c.contact.and_then(|ct| Some((ct, ct.address(kind)?)))
         else {
-            return Ok(skip("no_address"));
+            return Ok(skip(SkipReason::NoAddress));
         };
         if !contact.consents_to(kind, c.category) {
-            return Ok(skip("no_consent"));
+            return Ok(skip(SkipReason::NoConsent));
         }
         let availability = match mode {
             Mode::Live => states.availability(kind, address, now),
@@ -156,7 +169,7 @@ impl Policy {
             Availability::WaitUntil(until) => {
                 return Ok(Decision::Wait {
                     until,
-                    reason: "throttled",
+                    reason: WaitReason::Throttled,
                     detail: None,
                 })
             }
@@ -190,7 +203,7 @@ impl Policy {
             let status = self.marketing_status(states, kind).await?;
             if status.paused {
                 return Ok(Decision::Skip {
-                    reason: "channel_restricted",
+                    reason: SkipReason::ChannelRestricted,
                     detail: Some(format!(
                         "{kind} marketing is paused by the risk monitor: {}",
                         status.reason.unwrap_or_default()
@@ -202,7 +215,7 @@ impl Policy {
                 if let Some(until) = q.opens_at(tz, now) {
                     return Ok(Decision::Wait {
                         until,
-                        reason: "quiet_hours",
+                        reason: WaitReason::QuietHours,
                         detail: Some(format!(
                             "marketing waits for {} in {tz}",
                             q.end.format("%H:%M")
@@ -222,7 +235,7 @@ impl Policy {
                 .count();
             if !caps::allows(self.config.marketing_per_day, sent, in_flight) {
                 return Ok(Decision::Skip {
-                    reason: "cap_reached",
+                    reason: SkipReason::CapReached,
                     detail: Some(format!(
                         "{sent} marketing messages in the last 24 h (policy.marketing_per_day = {})",
                         self.config.marketing_per_day
@@ -261,7 +274,7 @@ impl Policy {
                         || snap.count + pending.len() < cap as usize;
                     if !admitted {
                         return Ok(Decision::Skip {
-                            reason: "cap_reached",
+                            reason: SkipReason::CapReached,
                             detail: Some(format!(
                                 "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
                                 snap.count + pending.len()
@@ -295,7 +308,7 @@ impl Policy {
             },
             Pace::WaitUntil(until) => Decision::Wait {
                 until,
-                reason: "paced",
+                reason: WaitReason::Paced,
                 detail: None,
             },
         })

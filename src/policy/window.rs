@@ -7,7 +7,7 @@
 
 use lifeboat_channel::ChannelKind;
 
-use crate::model::{Contact, Timestamp};
+use crate::model::{Contact, SkipReason, Timestamp};
 
 /// How long the service window stays open after the person's last message.
 pub const SERVICE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
@@ -29,14 +29,14 @@ pub fn within_window(contact: &Contact, now: Timestamp) -> bool {
         .is_some_and(|at| *at <= now && now - *at < SERVICE_WINDOW)
 }
 
-/// Free-form text, the template, or `Err("outside_window")`.
-pub fn choose(contact: &Contact, has_template: bool, now: Timestamp) -> Result<Form, &'static str> {
+/// Free-form text, the template, or `Err(SkipReason::OutsideWindow)`.
+pub fn choose(contact: &Contact, has_template: bool, now: Timestamp) -> Result<Form, SkipReason> {
     if within_window(contact, now) {
         Ok(Form::FreeText)
     } else if has_template {
         Ok(Form::Template)
     } else {
-        Err("outside_window")
+        Err(SkipReason::OutsideWindow)
     }
 }
 
@@ -54,7 +54,7 @@ mod tests {
     fn free_text_only_within_24_hours_of_the_last_inbound_message() {
         let now = at("2025-06-10T12:00:00Z");
         let mut c = Contact::new("c", now);
-        assert_eq!(choose(&c, false, now), Err("outside_window"));
+        assert_eq!(choose(&c, false, now), Err(SkipReason::OutsideWindow));
         assert_eq!(choose(&c, true, now), Ok(Form::Template));
 
         c.last_inbound
@@ -66,7 +66,7 @@ mod tests {
             .insert(ChannelKind::Whatsapp, at("2025-06-09T12:00:00Z"));
         assert_eq!(
             choose(&c, false, now),
-            Err("outside_window"),
+            Err(SkipReason::OutsideWindow),
             "24 h sharp is over"
         );
         assert_eq!(choose(&c, true, now), Ok(Form::Template));

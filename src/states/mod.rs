@@ -25,7 +25,9 @@ use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 pub mod history;
 
 use crate::metrics::Metrics;
-use crate::model::{later, ChannelQuality, ChannelState, ChannelStatus, LastError, Timestamp};
+use crate::model::{
+    later, ChannelQuality, ChannelState, ChannelStatus, LastError, SkipReason, Timestamp,
+};
 use crate::store::{Store, StoreResult};
 use history::StateChange;
 
@@ -72,7 +74,7 @@ pub enum Availability {
     WaitUntil(Timestamp),
     /// Out of rotation: skip with this reason (`channel_disabled`, `channel_restricted`,
     /// `channel_banned`).
-    Skip(&'static str),
+    Skip(SkipReason),
 }
 
 struct Entry {
@@ -180,8 +182,8 @@ impl ChannelStates {
             let entry = &entries[&kind];
             match entry.status.state {
                 ChannelState::Active => {}
-                ChannelState::Disabled => return Availability::Skip("channel_disabled"),
-                ChannelState::Banned => return Availability::Skip("channel_banned"),
+                ChannelState::Disabled => return Availability::Skip(SkipReason::ChannelDisabled),
+                ChannelState::Banned => return Availability::Skip(SkipReason::ChannelBanned),
                 ChannelState::Throttled => {
                     if let Some(until) = entry.status.until.filter(|u| *u > now) {
                         return Availability::WaitUntil(until);
@@ -190,7 +192,7 @@ impl ChannelStates {
                 ChannelState::Restricted => {
                     let rested = entry.status.until.is_none_or(|u| u <= now);
                     if !rested || entry.probing {
-                        return Availability::Skip("channel_restricted");
+                        return Availability::Skip(SkipReason::ChannelRestricted);
                     }
                     if !take_probe {
                         return Availability::Probe;
@@ -199,7 +201,7 @@ impl ChannelStates {
                     let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
                     let entry = entries.get_mut(&kind).expect("every channel has an entry");
                     if entry.probing || entry.status.state != ChannelState::Restricted {
-                        return Availability::Skip("channel_restricted");
+                        return Availability::Skip(SkipReason::ChannelRestricted);
                     }
                     entry.probing = true;
                     return Availability::Probe;

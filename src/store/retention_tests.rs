@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use lifeboat_channel::{Category, ChannelKind};
 
 use super::*;
-use crate::model::{Attempt, Consent, ConsentStatus};
+use crate::model::{Attempt, Consent, ConsentStatus, Outcome};
 use crate::store::{IdempotencyKey, Purged, RetentionConfig};
 
 const CONTACT: &str = "contact-7c1f";
@@ -72,8 +72,7 @@ async fn sent_at(store: &SledStore, at: Timestamp) -> String {
     assert_eq!(n.id, id);
     n.attempts.push(Attempt {
         provider_message_id: Some(format!("wamid.{id}")),
-        outcome: "sent".into(),
-        ..Attempt::skipped(ChannelKind::Whatsapp, at, "x")
+        ..Attempt::new(ChannelKind::Whatsapp, at, Outcome::Sent)
     });
     n.status = Status::Sent;
     n.channel = Some(ChannelKind::Whatsapp);

@@ -1619,7 +1619,7 @@ mod tests {
         sent.next_attempt_at = None;
         sent.attempts.push(crate::model::Attempt {
             provider_message_id: Some("wamid.1".into()),
-            ..crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x")
+            ..crate::model::Attempt::new(ChannelKind::Whatsapp, now, crate::model::Outcome::Sent)
         });
         let mut retry = claimed[1].clone();
         retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
@@ -1681,7 +1681,8 @@ mod tests {
         };
         for (i, mut n) in claimed.into_iter().enumerate() {
             saving.store(i, Ordering::Relaxed);
-            let tried = crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x");
+            let tried =
+                crate::model::Attempt::new(ChannelKind::Whatsapp, now, crate::model::Outcome::Sent);
             n.attempts.push(tried);
             n.next_attempt_at = Some(now + chrono::Duration::seconds(30));
             store.save_progress(&n).await.unwrap();
@@ -1975,7 +1976,7 @@ mod tests {
         n.channel = Some(ChannelKind::Whatsapp);
         n.attempts.push(crate::model::Attempt {
             provider_message_id: Some("wamid.A".into()),
-            ..crate::model::Attempt::skipped(ChannelKind::Whatsapp, now, "x")
+            ..crate::model::Attempt::new(ChannelKind::Whatsapp, now, crate::model::Outcome::Sent)
         });
         n.next_attempt_at = Some(now + chrono::Duration::seconds(60));
         store.save_progress(&n).await.unwrap();
@@ -2127,10 +2128,10 @@ mod tests {
             tree.insert(key("n/", &[b"n1"]), encode(&sample_notification("n1", now)))
                 .unwrap();
             let mut tried = sample_notification("n2", now);
-            tried.attempts.push(crate::model::Attempt::skipped(
+            tried.attempts.push(crate::model::Attempt::new(
                 ChannelKind::Whatsapp,
                 now,
-                "x",
+                crate::model::Outcome::Retry,
             ));
             tried.next_attempt_at = Some(now + chrono::Duration::hours(1));
             tree.insert(key("n/", &[b"n2"]), encode(&tried)).unwrap();

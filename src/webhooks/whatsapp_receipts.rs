@@ -25,8 +25,9 @@ use lifeboat_whatsapp::classify::class_for_code;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::dispatch::{backoff, worker};
-use crate::model::{Attempt, Cursor, Notification, Status, Timestamp};
+use crate::dispatch::transitions::Receipt;
+use crate::dispatch::worker;
+use crate::model::{Notification, Timestamp};
 use crate::store::{Edited, Store, StoreResult};
 use crate::web::AppState;
 
@@ -57,7 +58,7 @@ pub struct StatusEvent {
 #[derive(Debug, Clone)]
 enum Change {
     /// Move forward to `delivered` or `read`.
-    Receipt(Status),
+    Receipt(Receipt),
     /// The message did not go: record it and queue the notification again.
     Failed(Answer),
 }
@@ -108,8 +109,8 @@ async fn status_step(
     now: Timestamp,
 ) -> StoreResult<Option<Pending>> {
     let change = match event.status.as_str() {
-        "delivered" => Change::Receipt(Status::Delivered),
-        "read" => Change::Receipt(Status::Read),
+        "delivered" => Change::Receipt(Receipt::Delivered),
+        "read" => Change::Receipt(Receipt::Read),
         "failed" => {
             let answer = failure_answer(event);
             report_to_channel(state, event, &answer, now).await?;
@@ -234,8 +235,8 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
         let retry = state.config.routing.retry.clone();
         Box::new(move |n: &mut Notification| {
             let done = match &change {
-                Change::Receipt(to) => receipt(n, &wamid, *to, now),
-                Change::Failed(answer) => fall_over(n, &wamid, answer, &retry, now),
+                Change::Receipt(to) => n.record_receipt(WA, &wamid, *to, now),
+                Change::Failed(answer) => n.receipt_failed(WA, &wamid, answer, &retry, now),
             };
             applied.store(done, Ordering::Relaxed);
         })
@@ -250,7 +251,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
     }
     match &pending.change {
         Change::Receipt(to) => {
-            tracing::debug!(notification = %n.id, status = to.as_str(), "WhatsApp receipt applied")
+            tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied")
         }
         Change::Failed(answer) => {
             tracing::info!(
@@ -290,121 +291,10 @@ async fn revoke(
     super::mark_applied(store, WA, &seen, now).await
 }
 
-/// Index of the attempt that carries `n` on WhatsApp with this `wamid`, if it still does (a
-/// notification that fell over since is no longer moved by that message's statuses).
-fn carrying_attempt(n: &Notification, wamid: &str) -> Option<usize> {
-    if n.channel != Some(WA) || !matches!(n.status, Status::Sent | Status::Delivered | Status::Read)
-    {
-        return None;
-    }
-    let i = n
-        .attempts
-        .iter()
-        .rposition(|a| matches!(a.outcome.as_str(), "sent" | "delivered" | "read"))?;
-    let a = &n.attempts[i];
-    (a.channel == WA && a.provider_message_id.as_deref() == Some(wamid)).then_some(i)
-}
-
-fn rank(status: Status) -> u8 {
-    match status {
-        Status::Delivered => 2,
-        Status::Read => 3,
-        _ => 1,
-    }
-}
-
-/// `sent` → `delivered` → `read`, never back. Takes it off the queue (a pending receipt check).
-fn receipt(n: &mut Notification, wamid: &str, to: Status, now: Timestamp) -> bool {
-    let Some(i) = carrying_attempt(n, wamid) else {
-        return false;
-    };
-    if rank(to) <= rank(n.status) {
-        return false;
-    }
-    n.status = to;
-    n.attempts[i].outcome = to.as_str().to_string();
-    n.next_attempt_at = None;
-    n.updated_at = now;
-    true
-}
-
-/// A `failed` status for the send that carries `n`: record it and queue `n` again, at the next
-/// channel (the same one for a transient or throttled code, while retries are left).
-fn fall_over(
-    n: &mut Notification,
-    wamid: &str,
-    answer: &Answer,
-    retry: &crate::config::RetryConfig,
-    now: Timestamp,
-) -> bool {
-    if carrying_attempt(n, wamid).is_none() || n.status != Status::Sent {
-        // Delivered or read already: it got there, whatever Meta says late.
-        return false;
-    }
-    n.attempts.push(Attempt {
-        channel: WA,
-        at: now,
-        outcome: answer.class.as_str().to_string(),
-        reason: None,
-        provider_code: answer.code.clone(),
-        provider_message_id: Some(wamid.to_string()),
-        detail: answer.detail.clone(),
-    });
-    let same_channel = matches!(
-        answer.class,
-        Class::Transient { .. } | Class::Throttled { .. }
-    ) && n.cursor.tries + 1 < retry.attempts;
-    let mut due = now;
-    if same_channel {
-        n.cursor.tries += 1;
-        let wait = backoff::delay(retry, n.cursor.tries, None);
-        due = crate::model::later(now, wait);
-    } else {
-        n.cursor = Cursor::at(n.cursor.index + 1);
-    }
-    n.status = Status::Queued;
-    n.channel = None;
-    n.next_attempt_at = Some(due.min(n.expires_at));
-    n.updated_at = now;
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifeboat_channel::{Category, OptOut};
-
-    fn sent_on_whatsapp(wamid: &str) -> Notification {
-        let now = chrono::Utc::now();
-        Notification {
-            id: "n1".into(),
-            contact_id: "ana".into(),
-            category: Category::Marketing,
-            text: "hi".into(),
-            subject: None,
-            html: None,
-            whatsapp_template: None,
-            channels: vec![WA, ChannelKind::Telegram],
-            status: Status::Sent,
-            channel: Some(WA),
-            attempts: vec![Attempt {
-                channel: WA,
-                at: now,
-                outcome: "sent".into(),
-                reason: None,
-                provider_code: None,
-                provider_message_id: Some(wamid.into()),
-                detail: None,
-            }],
-            created_at: now,
-            updated_at: now,
-            expires_at: now + chrono::Duration::hours(1),
-            fallback_after_secs: None,
-            idempotency_key: None,
-            cursor: Cursor::default(),
-            next_attempt_at: None,
-        }
-    }
+    use lifeboat_channel::OptOut;
 
     fn failed(code: i64) -> StatusEvent {
         serde_json::from_value(serde_json::json!({
@@ -413,24 +303,6 @@ mod tests {
                         "error_data": {"details": "The recipient stopped marketing"}, "href": "https://x"}]
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn receipts_only_move_forward_and_only_for_the_carrying_message() {
-        let now = chrono::Utc::now();
-        let mut n = sent_on_whatsapp("wamid.A");
-        n.next_attempt_at = Some(now);
-        assert!(!receipt(&mut n, "wamid.OTHER", Status::Delivered, now));
-        assert!(receipt(&mut n, "wamid.A", Status::Delivered, now));
-        assert_eq!(n.status, Status::Delivered);
-        assert_eq!(
-            n.next_attempt_at, None,
-            "a receipt cancels the receipt check"
-        );
-        assert!(receipt(&mut n, "wamid.A", Status::Read, now));
-        assert!(!receipt(&mut n, "wamid.A", Status::Delivered, now));
-        assert_eq!(n.status, Status::Read);
-        assert_eq!(n.attempts[0].outcome, "read");
     }
 
     #[test]
@@ -448,22 +320,5 @@ mod tests {
         let mut no_errors = failed(1);
         no_errors.errors.clear();
         assert_eq!(failure_answer(&no_errors).class, Class::Rejected);
-    }
-
-    #[test]
-    fn a_late_failure_queues_the_next_channel_once() {
-        let now = chrono::Utc::now();
-        let retry = crate::config::RetryConfig::default();
-        let mut n = sent_on_whatsapp("wamid.A");
-        let answer = failure_answer(&failed(131026));
-        assert!(fall_over(&mut n, "wamid.A", &answer, &retry, now));
-        assert_eq!(n.status, Status::Queued);
-        assert_eq!(n.cursor.index, 1);
-        assert_eq!(n.channel, None);
-        assert_eq!(n.queue_due(), Some(now));
-        assert_eq!(n.attempts[1].outcome, "recipient_unreachable");
-        // Redelivered: the notification no longer rides on that message.
-        assert!(!fall_over(&mut n, "wamid.A", &answer, &retry, now));
-        assert_eq!(n.attempts.len(), 2);
     }
 }
