@@ -41,3 +41,11 @@ pub(crate) async fn reopen(path: &std::path::Path) -> crate::store::SledStore {
         }
     }
 }
+
+/// A test's time from RFC 3339 text.
+#[cfg(test)]
+pub(crate) fn at(text: &str) -> crate::model::Timestamp {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
