@@ -136,6 +136,21 @@ pub async fn logout(
     response
 }
 
+/// Checks a channel post: the session and CSRF token (else 403), then the channel name (else
+/// 404). Answers the session's CSRF token and the channel.
+fn channel_post(
+    sessions: &Sessions,
+    headers: &HeaderMap,
+    fields: &HashMap<String, String>,
+    channel: &str,
+) -> Result<(String, ChannelKind), Response> {
+    let csrf = authorised(sessions, headers, fields).map_err(forbidden)?;
+    let kind = channel
+        .parse::<ChannelKind>()
+        .map_err(|_| no_such_channel(channel))?;
+    Ok((csrf, kind))
+}
+
 /// `POST /admin/channels/{channel}/enable` with `csrf`.
 #[utoipa::path(post, path = "/admin/channels/{channel}/enable", tag = "admin page", operation_id = "admin_page_enable_channel",
     params(("channel" = String, Path, description = "whatsapp, telegram, email or line")),
@@ -154,12 +169,9 @@ pub async fn enable(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let csrf = match authorised(&sessions, &headers, &form(&body)) {
-        Ok(csrf) => csrf,
-        Err(why) => return forbidden(why),
-    };
-    let Ok(kind) = channel.parse::<ChannelKind>() else {
-        return no_such_channel(&channel);
+    let (csrf, kind) = match channel_post(&sessions, &headers, &form(&body), &channel) {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     if let Err(e) = state.states.enable(kind).await {
         return store_failed(&state, &csrf, e);
@@ -191,12 +203,9 @@ pub async fn disable(
     body: Bytes,
 ) -> Response {
     let fields = form(&body);
-    let csrf = match authorised(&sessions, &headers, &fields) {
-        Ok(csrf) => csrf,
-        Err(why) => return forbidden(why),
-    };
-    let Ok(kind) = channel.parse::<ChannelKind>() else {
-        return no_such_channel(&channel);
+    let (csrf, kind) = match channel_post(&sessions, &headers, &fields, &channel) {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     let reason = fields.get("reason").map(|r| r.trim()).unwrap_or("");
     if reason.is_empty() || reason.chars().count() > 500 {
