@@ -143,11 +143,11 @@ fn channel_post(
     headers: &HeaderMap,
     fields: &HashMap<String, String>,
     channel: &str,
-) -> Result<(String, ChannelKind), Response> {
-    let csrf = authorised(sessions, headers, fields).map_err(forbidden)?;
+) -> Result<(String, ChannelKind), Box<Response>> {
+    let csrf = authorised(sessions, headers, fields).map_err(|why| Box::new(forbidden(why)))?;
     let kind = channel
         .parse::<ChannelKind>()
-        .map_err(|_| no_such_channel(channel))?;
+        .map_err(|_| Box::new(no_such_channel(channel)))?;
     Ok((csrf, kind))
 }
 
@@ -171,7 +171,7 @@ pub async fn enable(
 ) -> Response {
     let (csrf, kind) = match channel_post(&sessions, &headers, &form(&body), &channel) {
         Ok(checked) => checked,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Err(e) = state.states.enable(kind).await {
         return store_failed(&state, &csrf, e);
@@ -205,7 +205,7 @@ pub async fn disable(
     let fields = form(&body);
     let (csrf, kind) = match channel_post(&sessions, &headers, &fields, &channel) {
         Ok(checked) => checked,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let reason = fields.get("reason").map(|r| r.trim()).unwrap_or("");
     if reason.is_empty() || reason.chars().count() > 500 {
