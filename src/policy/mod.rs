@@ -17,6 +17,9 @@
 //!
 //! Config: `[policy]`, every key optional (defaults in docs/guardrails.md and
 //! `config/lifeboat.toml`); a bad value is a config error naming the key.
+//!
+//! Here: the submodules and re-exports. `config.rs` reads `[policy]` into [`PolicyConfig`];
+//! `decide.rs` is the decision engine ([`Policy`]).
 
 pub mod caps;
 mod config;

@@ -20,7 +20,8 @@
 //! | `reject_recipient` | 400, code `131026` "Message Undeliverable" for that number | 403 `Forbidden: bot was blocked by the user` for that chat | 400 `Failed to send messages` for that user id |
 //!
 //! The HTTP status of the WhatsApp refusals is a choice (Meta documents the `code`, which is what
-//! the channel classifies on); the rest is each provider's documented answer.//!
+//! the channel classifies on); the rest is each provider's documented answer.
+//!
 //! This module holds what the three share (the [`Mode`], the [`Simulated`] record of what was
 //! accepted and refused, the fake credentials); [`whatsapp`], [`telegram`] and [`line`] are one
 //! simulator each. The mail server is [`super::smtp`].
