@@ -17,7 +17,7 @@ use chrono::Utc;
 use lifeboat_channel::ChannelKind;
 use serde_json::{json, Value};
 
-use super::bytes_on_disk;
+use super::probe::bytes_on_disk;
 use crate::clock::SystemClock;
 use crate::model::{Attempt, Outcome, Status};
 use crate::store::{IdempotencyKey, NewNotification, Purger, RetentionConfig, SledStore, Store};

@@ -22,7 +22,7 @@ use chrono::Utc;
 use lifeboat_channel::{Category, ChannelKind};
 use serde_json::{json, Value};
 
-use super::{cpu_time_of, cpu_us_per_request};
+use super::probe::{cpu_time_of, cpu_us_per_request};
 use crate::model::{Attempt, ContactPatch, Notification, Outcome, Status};
 use crate::store::{NewNotification, SledStore, Store};
 

@@ -67,13 +67,8 @@ pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::at;
     use crate::store::SledStore;
-
-    fn at(text: &str) -> Timestamp {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
 
     #[test]
     fn the_fourth_in_a_day_is_over_a_cap_of_three() {

@@ -379,6 +379,14 @@ impl Policy {
 }
 
 /// Opens a store again after a test dropped it (the committer task lets go of it shortly).
+/// A test's time from RFC 3339 text.
+#[cfg(test)]
+pub(crate) fn at(text: &str) -> crate::model::Timestamp {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
 #[cfg(test)]
 pub(crate) async fn reopen(path: &std::path::Path) -> crate::store::SledStore {
     loop {

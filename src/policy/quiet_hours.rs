@@ -59,12 +59,7 @@ pub fn contact_tz(contact: &Contact) -> Tz {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(text: &str) -> Timestamp {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
+    use crate::policy::at;
 
     fn night() -> QuietHours {
         QuietHours::parse("21:00-08:00").unwrap()

@@ -229,15 +229,10 @@ impl TierLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::at;
     use crate::store::SledStore;
     use lifeboat_channel::ChannelKind;
     use std::time::Duration;
-
-    fn at(text: &str) -> Timestamp {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
 
     #[test]
     fn warmup_starts_low_and_grows_per_period() {

@@ -43,12 +43,7 @@ pub fn choose(contact: &Contact, has_template: bool, now: Timestamp) -> Result<F
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(text: &str) -> Timestamp {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
+    use crate::policy::at;
 
     #[test]
     fn free_text_only_within_24_hours_of_the_last_inbound_message() {

@@ -1,0 +1,127 @@
+//! The benchmark's figures as the table `lifeboat bench` prints (without `--json`): one line
+//! per phase with its target, and for a `--smoke` run the same lines without targets.
+
+use serde_json::Value;
+
+use super::retention;
+
+pub(super) fn table(f: &Value) -> String {
+    if f.get("retention").is_some() {
+        return retention::table(&f["retention"]);
+    }
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Lifeboat benchmark ({} cores, {} clients)\n\n",
+        f["machine"]["cores"], f["clients"]
+    ));
+    out.push_str(&format!(
+        "no-op     {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   GET /healthz, the HTTP ceiling\n",
+        num(&f["noop"]["per_sec"]),
+        num(&f["noop"]["p50_ms"]),
+        num(&f["noop"]["p99_ms"])
+    ));
+    out.push_str(&format!(
+        "accept    {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   {:.2} x no-op, {} errors   (target >= 20000/s and >= 0.5 x no-op)\n",
+        num(&f["accept"]["per_sec"]), num(&f["accept"]["p50_ms"]), num(&f["accept"]["p99_ms"]), num(&f["accept"]["ratio_to_noop"]), f["accept"]["errors"]
+    ));
+    out.push_str(&format!(
+        "cpu       per request, gateway: no-op {:.1} us, accept {:.1} us; load generator: {:.1} us, {:.1} us\n",
+        num(&f["noop"]["gateway_cpu_us"]), num(&f["accept"]["gateway_cpu_us"]), num(&f["noop"]["generator_cpu_us"]), num(&f["accept"]["generator_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "delivery  {:>9.0}/s   202->provider p50 {:.2} ms  p99 {:.2} ms   {} notifications, gateway CPU {:.1} us each (accept, send, simulated provider)   (target >= 10000/s)\n",
+        num(&f["delivery"]["per_sec"]), num(&f["delivery"]["accept_to_provider_p50_ms"]), num(&f["delivery"]["accept_to_provider_p99_ms"]), f["delivery"]["notifications"], num(&f["delivery"]["gateway_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
+        num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
+    ));
+    out.push_str(&format!(
+        "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   (the sled store alone, no HTTP, all cores)\n",
+        num(&f["store"]["accept"]["per_sec"]), num(&f["store"]["accept"]["cpu_us"]),
+        num(&f["store"]["delivery"]["per_sec"]), num(&f["store"]["delivery"]["cpu_us"])
+    ));
+    let threads = |phase: &str| -> String {
+        f[phase]["gateway_threads_us"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {:.1}", num(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    for phase in ["accept", "delivery", "backlog"] {
+        out.push_str(&format!(
+            "threads   {phase}: gateway CPU us per notification by thread: {}\n",
+            threads(phase)
+        ));
+    }
+    out.push_str(&format!(
+        "failover  {} WhatsApp requests after the ban answer ({} after the ban was recorded), first fallback {:.2} ms after it, {} of {} not sent   (target 0)\n",
+        f["failover"]["whatsapp_requests_after_ban_answer"], f["failover"]["whatsapp_requests_after_ban_recorded"],
+        num(&f["failover"]["first_fallback_after_ban_ms"]), f["failover"]["not_sent"], f["failover"]["notifications"]
+    ));
+    out.push_str(&format!(
+        "memory    {} queued: peak RSS {:.0} MB, {} bytes on disk per queued notification   (target <= 200 MB for 1,000,000)\n",
+        f["memory"]["queued"], num(&f["memory"]["peak_rss_mb"]), f["memory"]["disk_bytes_per_queued"]
+    ));
+    out.push_str(&format!(
+        "restart   ready in {:.0} ms, first send after {:.0} ms (shutdown took {:.0} ms)   (target <= 2000 ms)\n",
+        num(&f["restart"]["ready_ms"]), num(&f["restart"]["first_send_ms"]), num(&f["memory"]["shutdown_ms"])
+    ));
+    if f["smoke"] == true {
+        smoke_table(&out)
+    } else {
+        out
+    }
+}
+
+/// A `--smoke` run's table: its tiny sizes say nothing about speed, so the targets (which
+/// apply to full runs) are left off and a note says so.
+fn smoke_table(full: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in full.lines().enumerate() {
+        let line = line.find("   (target").map_or(line, |at| &line[..at]);
+        out.push_str(line);
+        out.push('\n');
+        if i == 0 {
+            out.push_str(
+                "smoke run: tiny sizes, to check the command works; these figures are not \
+                 comparable and the targets apply to full runs only (cargo run --release -- bench)\n",
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn figures(smoke: bool) -> Value {
+        json!({"machine": {"cores": 2}, "clients": 16, "smoke": smoke})
+    }
+
+    #[test]
+    fn a_smoke_table_shows_no_targets_and_says_why() {
+        let text = table(&figures(true));
+        assert!(!text.contains("target >="), "{text}");
+        assert!(!text.contains("(target"), "{text}");
+        assert!(text.contains("targets apply to full runs only"), "{text}");
+        // Every figure line is still there.
+        for name in ["accept", "delivery", "failover", "memory", "restart"] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_targets() {
+        let text = table(&figures(false));
+        assert!(text.contains("(target >= 10000/s)"), "{text}");
+        assert!(!text.contains("smoke run"), "{text}");
+    }
+}
