@@ -48,6 +48,5 @@ pub mod store;
 pub mod tasks;
 pub mod telegram_bot;
 pub mod unsubscribe;
-pub mod validate;
 pub mod web;
 pub mod webhooks;

@@ -7,6 +7,12 @@ use chrono::{DateTime, Utc};
 use lifeboat_channel::{Answer, Category, ChannelKind, Class, WhatsappTemplate};
 use serde::{Deserialize, Serialize};
 
+mod ids;
+pub use ids::{
+    ContactId, EmailAddress, InvalidValue, LineUserId, Locale, NotificationId, TelegramChat,
+    TimeZoneName, E164,
+};
+
 pub type Timestamp = DateTime<Utc>;
 
 /// `t + d`, or [`far_future`] when that is later or overflows. Every time computed from a

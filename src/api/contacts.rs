@@ -10,65 +10,47 @@ use serde_json::json;
 
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
-use crate::model::{Consent, ConsentStatus, ContactPatch};
-use crate::validate;
+use crate::model::{
+    Consent, ConsentStatus, ContactId, ContactPatch, EmailAddress, InvalidValue, LineUserId,
+    Locale, TelegramChat, TimeZoneName, E164,
+};
 
-/// Body of `PUT /v1/contacts/{id}` and the `to` member of a notification.
+/// Body of `PUT /v1/contacts/{id}` and the `to` member of a notification. Every member is
+/// parsed while the JSON is read, so a bad one is a 422 naming it (`whatsapp`, `to.email`).
 #[derive(Debug, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactBody {
-    pub whatsapp: Option<String>,
-    pub telegram: Option<String>,
-    pub email: Option<String>,
-    pub line: Option<String>,
-    pub timezone: Option<String>,
-    pub locale: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub whatsapp: Option<E164>,
+    #[schema(value_type = Option<String>)]
+    pub telegram: Option<TelegramChat>,
+    #[schema(value_type = Option<String>)]
+    pub email: Option<EmailAddress>,
+    #[schema(value_type = Option<String>)]
+    pub line: Option<LineUserId>,
+    #[schema(value_type = Option<String>)]
+    pub timezone: Option<TimeZoneName>,
+    #[schema(value_type = Option<String>)]
+    pub locale: Option<Locale>,
 }
 
-impl ContactBody {
-    /// Checks every member; `prefix` is put before field names (`to.` in notifications).
-    pub fn validate(&self, prefix: &str) -> Result<ContactPatch, ApiError> {
-        let check = |kind: ChannelKind, value: &Option<String>| -> Result<(), ApiError> {
-            if let Some(v) = value {
-                validate::address(kind, v)
-                    .map_err(|m| ApiError::validation(format!("{prefix}{kind}"), m))?;
-            }
-            Ok(())
-        };
-        check(ChannelKind::Whatsapp, &self.whatsapp)?;
-        check(ChannelKind::Telegram, &self.telegram)?;
-        check(ChannelKind::Email, &self.email)?;
-        check(ChannelKind::Line, &self.line)?;
-        if let Some(tz) = &self.timezone {
-            validate::timezone(tz)
-                .map_err(|m| ApiError::validation(format!("{prefix}timezone"), m))?;
+impl From<ContactBody> for ContactPatch {
+    fn from(body: ContactBody) -> ContactPatch {
+        ContactPatch {
+            whatsapp: body.whatsapp.map(String::from),
+            telegram: body.telegram.map(String::from),
+            email: body.email.map(String::from),
+            line: body.line.map(String::from),
+            timezone: body.timezone.map(String::from),
+            locale: body.locale.map(String::from),
         }
-        if let Some(locale) = &self.locale {
-            let ok = !locale.is_empty()
-                && locale.len() <= 35
-                && locale
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
-                return Err(ApiError::validation(
-                    format!("{prefix}locale"),
-                    format!("`{locale}` is not a locale tag like en-US"),
-                ));
-            }
-        }
-        Ok(ContactPatch {
-            whatsapp: self.whatsapp.clone(),
-            telegram: self.telegram.clone(),
-            email: self.email.clone(),
-            line: self.line.clone(),
-            timezone: self.timezone.clone(),
-            locale: self.locale.clone(),
-        })
     }
 }
 
-pub fn check_contact_id(id: &str) -> Result<(), ApiError> {
-    validate::id(id).map_err(|m| ApiError::validation("contact_id", format!("contact id {m}")))
+/// A contact id from a path or query parameter; a bad one is a 422 on `contact_id`.
+pub fn check_contact_id(id: &str) -> Result<ContactId, ApiError> {
+    id.parse()
+        .map_err(|e: InvalidValue| ApiError::validation("contact_id", e.to_string()))
 }
 
 pub fn parse_channel(name: &str) -> Result<ChannelKind, ApiError> {
@@ -97,11 +79,10 @@ pub async fn put_contact(
     Path(contact_id): Path<String>,
     JsonBody(body): JsonBody<ContactBody>,
 ) -> Result<Response, ApiError> {
-    check_contact_id(&contact_id)?;
-    let patch = body.validate("")?;
+    let contact_id = check_contact_id(&contact_id)?;
     let contact = state
         .store
-        .upsert_contact(&contact_id, &patch, state.clock.now())
+        .upsert_contact(contact_id.as_str(), &body.into(), state.clock.now())
         .await?;
     Ok(Json(contact).into_response())
 }

@@ -17,10 +17,12 @@ use sha2::{Digest, Sha256};
 use super::contacts::{check_contact_id, ContactBody};
 use super::extract::{JsonBody, Query};
 use super::{ApiError, AppState};
-use crate::config::parse_duration;
-use crate::model::{Attempt, Cursor, Notification, Status, Timestamp};
+use crate::config::{parse_duration, RoutingConfig};
+use crate::model::{
+    Attempt, ContactId, ContactPatch, Cursor, InvalidValue, Notification, NotificationId, Status,
+    Timestamp,
+};
 use crate::store::{AcceptOutcome, IdempotencyKey, ListQuery, NewNotification};
-use crate::validate;
 
 /// The longest text any channel takes in one message (Telegram and WhatsApp: 4096).
 const MAX_TEXT_CHARS: usize = 4096;
@@ -29,8 +31,8 @@ const MAX_EXPIRES_IN: Duration = Duration::from_secs(30 * 24 * 3600);
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationRequest {
-    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
-    contact_id: String,
+    #[schema(value_type = String, pattern = r"^[A-Za-z0-9._:@-]{1,128}$")]
+    contact_id: ContactId,
     /// Addresses to set on the contact (created if missing). Addresses it already has change
     /// nothing, not even its `updated_at`; consent is never granted this way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +115,209 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
     }
 }
 
+/// A [`NotificationRequest`] that passed every check that needs nothing but the request;
+/// what still depends on the config (`routing.order`, `routing.expires_in`) and on the store
+/// (does the contact exist) is settled by [`ValidatedRequest::into_new`] and `create`.
+pub struct ValidatedRequest {
+    contact_id: ContactId,
+    patch: Option<ContactPatch>,
+    category: Category,
+    text: String,
+    subject: Option<String>,
+    html: Option<String>,
+    whatsapp_template: Option<WhatsappTemplate>,
+    channels: Option<Vec<ChannelKind>>,
+    expires_in: Option<Duration>,
+    fallback_after: Option<Duration>,
+    idempotency_key: Option<String>,
+    /// SHA-256 of the request without its idempotency key: a repeat must match it.
+    fingerprint: String,
+}
+
+impl TryFrom<NotificationRequest> for ValidatedRequest {
+    type Error = ApiError;
+
+    fn try_from(mut req: NotificationRequest) -> Result<Self, ApiError> {
+        let idempotency_key = req.idempotency_key.take();
+        if let Some(k) = &idempotency_key {
+            if k.is_empty() || k.len() > 255 || k.chars().any(char::is_control) {
+                return Err(ApiError::validation(
+                    "idempotency_key",
+                    "must be 1–255 printable characters",
+                ));
+            }
+        }
+        let fingerprint = hex::encode(Sha256::digest(
+            serde_json::to_vec(&req).expect("request serializes"),
+        ));
+        if req
+            .to
+            .as_ref()
+            .is_some_and(|to| to.timezone.is_some() || to.locale.is_some())
+        {
+            return Err(ApiError::validation(
+                "to",
+                "`to` holds addresses only; set timezone and locale with PUT /v1/contacts/{id}",
+            ));
+        }
+        if req
+            .text
+            .chars()
+            .all(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::validation(
+                "text",
+                "must hold some visible text (it is empty, or only spaces and control characters)",
+            ));
+        }
+        if req.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::validation(
+                "text",
+                format!("must be at most {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+        if let Some(subject) = &req.subject {
+            if subject.chars().count() > 998 || subject.contains(['\r', '\n']) {
+                return Err(ApiError::validation(
+                    "subject",
+                    "must be one line of at most 998 characters",
+                ));
+            }
+        }
+        if let Some(t) = &req.whatsapp_template {
+            if t.name.is_empty() || t.name.len() > 512 {
+                return Err(ApiError::validation(
+                    "whatsapp_template.name",
+                    "must be 1–512 characters",
+                ));
+            }
+            if t.language.is_empty() || t.language.len() > 15 {
+                return Err(ApiError::validation(
+                    "whatsapp_template.language",
+                    "must be a language code like en_US",
+                ));
+            }
+        }
+        if let Some(list) = &req.channels {
+            if list.is_empty() {
+                return Err(ApiError::validation(
+                    "channels",
+                    "must name at least one channel",
+                ));
+            }
+            for (i, c) in list.iter().enumerate() {
+                if list[..i].contains(c) {
+                    return Err(ApiError::validation("channels", format!("names {c} twice")));
+                }
+            }
+        }
+        let expires_in = duration_field("expires_in", &req.expires_in)?;
+        if expires_in.is_some_and(|d| d > MAX_EXPIRES_IN) {
+            return Err(ApiError::validation(
+                "expires_in",
+                "must be at most 30 days",
+            ));
+        }
+        let fallback_after = duration_field("fallback_after", &req.fallback_after)?;
+        // A receipt check later than the notification's life never comes due; past the longest
+        // life it is a mistake (and `"300000y"` would not even fit in a timestamp).
+        if fallback_after.is_some_and(|d| d > MAX_EXPIRES_IN) {
+            return Err(ApiError::validation(
+                "fallback_after",
+                "must be at most 30 days",
+            ));
+        }
+        Ok(ValidatedRequest {
+            contact_id: req.contact_id,
+            patch: req.to.map(ContactPatch::from),
+            category: req.category.unwrap_or_default(),
+            text: req.text,
+            subject: req.subject,
+            html: req.html,
+            whatsapp_template: req.whatsapp_template,
+            channels: req.channels,
+            expires_in,
+            fallback_after,
+            idempotency_key,
+            fingerprint,
+        })
+    }
+}
+
+impl ValidatedRequest {
+    /// The queued notification (with the contact's new addresses and the idempotency record),
+    /// the config's routing filling what the request left out.
+    fn into_new(
+        self,
+        routing: &RoutingConfig,
+        app: &super::auth::ApiKeyScope,
+        now: Timestamp,
+    ) -> Result<NewNotification, ApiError> {
+        let expires_in = self.expires_in.unwrap_or(routing.expires_in);
+        // The default is checked too: a `routing.expires_in` past the longest life fails
+        // every request that does not set its own.
+        if expires_in > MAX_EXPIRES_IN {
+            return Err(ApiError::validation(
+                "expires_in",
+                "must be at most 30 days",
+            ));
+        }
+        let idempotency = self.idempotency_key.as_ref().map(|k| IdempotencyKey {
+            // Scoped to the api key that sent it (auth.rs): another app's key is another key.
+            key: app.idempotency_key(k),
+            fingerprint: self.fingerprint,
+        });
+        let notification = Notification {
+            id: uuid::Uuid::now_v7().to_string(),
+            contact_id: self.contact_id.into_string(),
+            category: self.category,
+            text: self.text,
+            subject: self.subject,
+            html: self.html,
+            whatsapp_template: self.whatsapp_template,
+            channels: self.channels.unwrap_or_else(|| routing.order.clone()),
+            status: Status::Queued,
+            channel: None,
+            attempts: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            expires_at: crate::model::later(now, expires_in),
+            fallback_after_secs: self.fallback_after.map(|d| d.as_secs().max(1)),
+            idempotency_key: self.idempotency_key,
+            cursor: Cursor::default(),
+            next_attempt_at: Some(now),
+        };
+        Ok(NewNotification {
+            notification,
+            contact_patch: self.patch,
+            idempotency,
+        })
+    }
+}
+
+/// The idempotency key may come as the body member or the header; both must agree.
+fn merge_header_key(req: &mut NotificationRequest, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(());
+    };
+    let header = value.to_str().map_err(|_| {
+        ApiError::validation(
+            "idempotency_key",
+            "the Idempotency-Key header is not valid text",
+        )
+    })?;
+    match &req.idempotency_key {
+        Some(body) if body != header => Err(ApiError::validation(
+            "idempotency_key",
+            "the body's idempotency_key and the Idempotency-Key header differ",
+        )),
+        _ => {
+            req.idempotency_key = Some(header.to_string());
+            Ok(())
+        }
+    }
+}
+
 #[utoipa::path(
     post, path = "/v1/notifications", tag = "notifications", operation_id = "create_notification",
     params(("Idempotency-Key" = Option<String>, Header, description = "Same as the `idempotency_key` member")),
@@ -136,179 +341,24 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(mut req): JsonBody<NotificationRequest>,
 ) -> Result<Response, ApiError> {
-    // Idempotency key: body member or header, and they must agree.
-    let header_key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    ApiError::validation(
-                        "idempotency_key",
-                        "the Idempotency-Key header is not valid text",
-                    )
-                })?
-                .to_string(),
-        ),
-        None => None,
-    };
-    let key = match (req.idempotency_key.take(), header_key) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::validation(
-                "idempotency_key",
-                "the body's idempotency_key and the Idempotency-Key header differ",
-            ))
-        }
-        (a, b) => a.or(b),
-    };
-    if let Some(k) = &key {
-        if k.is_empty() || k.len() > 255 || k.chars().any(char::is_control) {
-            return Err(ApiError::validation(
-                "idempotency_key",
-                "must be 1–255 printable characters",
-            ));
-        }
-    }
-
-    check_contact_id(&req.contact_id)?;
-    let patch = match &req.to {
-        Some(to) => {
-            if to.timezone.is_some() || to.locale.is_some() {
-                return Err(ApiError::validation(
-                    "to",
-                    "`to` holds addresses only; set timezone and locale with PUT /v1/contacts/{id}",
-                ));
-            }
-            Some(to.validate("to.")?)
-        }
-        None => None,
-    };
-    if req
-        .text
-        .chars()
-        .all(|c| c.is_whitespace() || c.is_control())
+    merge_header_key(&mut req, &headers)?;
+    let valid = ValidatedRequest::try_from(req)?;
+    let contact_id = &valid.contact_id;
+    if valid.patch.as_ref().is_none_or(|p| p.is_empty())
+        && !state.store.contact_exists(contact_id.as_str()).await?
     {
-        return Err(ApiError::validation(
-            "text",
-            "must hold some visible text (it is empty, or only spaces and control characters)",
-        ));
-    }
-    if req.text.chars().count() > MAX_TEXT_CHARS {
-        return Err(ApiError::validation(
-            "text",
-            format!("must be at most {MAX_TEXT_CHARS} characters"),
-        ));
-    }
-    if let Some(subject) = &req.subject {
-        if subject.chars().count() > 998 || subject.contains(['\r', '\n']) {
-            return Err(ApiError::validation(
-                "subject",
-                "must be one line of at most 998 characters",
-            ));
-        }
-    }
-    if let Some(t) = &req.whatsapp_template {
-        if t.name.is_empty() || t.name.len() > 512 {
-            return Err(ApiError::validation(
-                "whatsapp_template.name",
-                "must be 1–512 characters",
-            ));
-        }
-        if t.language.is_empty() || t.language.len() > 15 {
-            return Err(ApiError::validation(
-                "whatsapp_template.language",
-                "must be a language code like en_US",
-            ));
-        }
-    }
-    let channels = match &req.channels {
-        Some(list) => {
-            if list.is_empty() {
-                return Err(ApiError::validation(
-                    "channels",
-                    "must name at least one channel",
-                ));
-            }
-            let mut seen = Vec::new();
-            for c in list {
-                if seen.contains(c) {
-                    return Err(ApiError::validation("channels", format!("names {c} twice")));
-                }
-                seen.push(*c);
-            }
-            seen
-        }
-        None => state.config.routing.order.clone(),
-    };
-    let expires_in =
-        duration_field("expires_in", &req.expires_in)?.unwrap_or(state.config.routing.expires_in);
-    if expires_in > MAX_EXPIRES_IN {
-        return Err(ApiError::validation(
-            "expires_in",
-            "must be at most 30 days",
-        ));
-    }
-    let fallback_after = duration_field("fallback_after", &req.fallback_after)?;
-    // A receipt check later than the notification's life never comes due; past the longest
-    // life it is a mistake (and `"300000y"` would not even fit in a timestamp).
-    if fallback_after.is_some_and(|d| d > MAX_EXPIRES_IN) {
-        return Err(ApiError::validation(
-            "fallback_after",
-            "must be at most 30 days",
-        ));
-    }
-
-    let exists = state.store.contact_exists(&req.contact_id).await?;
-    if !exists && patch.as_ref().is_none_or(|p| p.is_empty()) {
         return Err(ApiError::validation(
             "contact_id",
             format!(
-                "no contact `{}`: create it with PUT /v1/contacts/{} or pass its addresses in `to`",
-                req.contact_id, req.contact_id
+                "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} or pass its addresses in `to`"
             ),
         ));
     }
-
     let now = state.clock.now();
-    let idempotency = key.as_ref().map(|k| IdempotencyKey {
-        // Scoped to the api key that sent it (auth.rs): another app's key is another key.
-        key: app.idempotency_key(k),
-        fingerprint: hex::encode(Sha256::digest(
-            serde_json::to_vec(&req).expect("request serializes"),
-        )),
-    });
-    let notification = Notification {
-        id: uuid::Uuid::now_v7().to_string(),
-        contact_id: req.contact_id,
-        category: req.category.unwrap_or_default(),
-        text: req.text,
-        subject: req.subject,
-        html: req.html,
-        whatsapp_template: req.whatsapp_template,
-        channels,
-        status: Status::Queued,
-        channel: None,
-        attempts: Vec::new(),
-        created_at: now,
-        updated_at: now,
-        expires_at: crate::model::later(now, expires_in),
-        fallback_after_secs: fallback_after.map(|d| d.as_secs().max(1)),
-        idempotency_key: key,
-        cursor: Cursor::default(),
-        next_attempt_at: Some(now),
-    };
-    let id = notification.id.clone();
-    let category = notification.category;
-    let outcome = state
-        .store
-        .accept(
-            NewNotification {
-                notification,
-                contact_patch: patch,
-                idempotency,
-            },
-            now,
-        )
-        .await?;
-    match outcome {
+    let new = valid.into_new(&state.config.routing, &app, now)?;
+    let id = new.notification.id.clone();
+    let category = new.notification.category;
+    match state.store.accept(new, now).await? {
         AcceptOutcome::Created => {
             state.wake.notify_one();
             state.metrics.accepted(category);
@@ -349,8 +399,10 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    validate::id(&id).map_err(|m| ApiError::validation("id", format!("notification id {m}")))?;
-    match state.store.get_notification(&id).await? {
+    let id: NotificationId = id
+        .parse()
+        .map_err(|e: InvalidValue| ApiError::validation("id", e.to_string()))?;
+    match state.store.get_notification(id.as_str()).await? {
         Some(n) => Ok(Json(NotificationView::from(&n)).into_response()),
         None => Err(ApiError::not_found(format!("no notification `{id}`"))),
     }

@@ -112,7 +112,20 @@ async fn notification_bodies_that_are_wrong_get_their_error_and_store_nothing() 
             "to.line",
         ),
         (
+            json!({"contact_id": "c-1", "text": "hi", "to": {"telegram": "ana"}}),
+            "to.telegram",
+        ),
+        (
+            json!({"contact_id": "c-1", "text": "hi", "to": {"timezone": "Europe/Warsaw"}}),
+            "to",
+        ),
+        (json!({"contact_id": "bad id", "text": "hi"}), "contact_id"),
+        (
             json!({"contact_id": "c-1", "text": "hi", "expires_in": "soon"}),
+            "expires_in",
+        ),
+        (
+            json!({"contact_id": "unknown-contact", "text": "hi", "expires_in": "31d"}),
             "expires_in",
         ),
         (
@@ -161,6 +174,8 @@ async fn contacts_and_consents_reject_bad_values() {
             "timezone",
         ),
         ("/v1/contacts/c-2", json!({"telegram": "ana"}), "telegram"),
+        ("/v1/contacts/c-2", json!({"line": "U4AF"}), "line"),
+        ("/v1/contacts/c-2", json!({"locale": "pl PL"}), "locale"),
         ("/v1/contacts/bad%20id", json!({}), "contact_id"),
         (
             "/v1/contacts/c-1/consents/telegram",
