@@ -12,7 +12,7 @@ use super::extract::JsonBody;
 use super::{ApiError, AppState};
 use crate::model::{
     Consent, ConsentStatus, ContactId, ContactPatch, EmailAddress, InvalidValue, LineUserId,
-    Locale, TelegramChat, TimeZoneName, E164,
+    Locale, TelegramChat, TimeZoneName, Timestamp, E164,
 };
 
 /// Body of `PUT /v1/contacts/{id}` and the `to` member of a notification. Every member is
@@ -103,8 +103,8 @@ pub async fn get_contact(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_contact_id(&contact_id)?;
-    match state.store.get_contact(&contact_id).await? {
+    let contact_id = check_contact_id(&contact_id)?;
+    match state.store.get_contact(contact_id.as_str()).await? {
         Some(contact) => Ok(Json(contact).into_response()),
         None => Err(ApiError::not_found(format!("no contact `{contact_id}`"))),
     }
@@ -126,10 +126,10 @@ pub async fn delete_contact(
     State(state): State<AppState>,
     Path(contact_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    check_contact_id(&contact_id)?;
+    let contact_id = check_contact_id(&contact_id)?;
     if state
         .store
-        .erase_contact(&contact_id, state.clock.now())
+        .erase_contact(contact_id.as_str(), state.clock.now())
         .await?
     {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -154,6 +154,38 @@ pub struct ConsentBody {
     evidence: Option<String>,
 }
 
+impl ConsentBody {
+    /// The consent record this body asks for (defaults filled in), stamped `at`.
+    fn into_consent(self, at: Timestamp) -> Result<Consent, ApiError> {
+        let mut scopes = self.scopes.unwrap_or_else(|| vec![Category::Transactional]);
+        scopes.sort_by_key(|c| c.as_str());
+        scopes.dedup();
+        if self.status == ConsentStatus::Granted && scopes.is_empty() {
+            return Err(ApiError::validation(
+                "scopes",
+                "a granted consent needs at least one scope (transactional, marketing)",
+            ));
+        }
+        let source = self.source.unwrap_or_else(|| "api".to_string());
+        if source.is_empty() || source.len() > 64 {
+            return Err(ApiError::validation("source", "must be 1–64 characters"));
+        }
+        if self.evidence.as_ref().is_some_and(|e| e.len() > 4096) {
+            return Err(ApiError::validation(
+                "evidence",
+                "must be at most 4096 characters",
+            ));
+        }
+        Ok(Consent {
+            status: self.status,
+            scopes,
+            source,
+            evidence: self.evidence,
+            at,
+        })
+    }
+}
+
 #[utoipa::path(
     put, path = "/v1/contacts/{contact_id}/consents/{channel}", tag = "contacts", operation_id = "put_consent",
     params(("contact_id" = String, Path, description = "1–128 of A-Za-z0-9._:@-", pattern = r"^[A-Za-z0-9._:@-]{1,128}$"), ("channel" = crate::api::openapi::Channel, Path, description = "whatsapp, telegram, email or line (another name is a 404)")),
@@ -175,35 +207,14 @@ pub async fn put_consent(
     Path((contact_id, channel)): Path<(String, String)>,
     JsonBody(body): JsonBody<ConsentBody>,
 ) -> Result<Response, ApiError> {
-    check_contact_id(&contact_id)?;
+    let contact_id = check_contact_id(&contact_id)?;
     let kind = parse_channel(&channel)?;
-    let mut scopes = body.scopes.unwrap_or_else(|| vec![Category::Transactional]);
-    scopes.sort_by_key(|c| c.as_str());
-    scopes.dedup();
-    if body.status == ConsentStatus::Granted && scopes.is_empty() {
-        return Err(ApiError::validation(
-            "scopes",
-            "a granted consent needs at least one scope (transactional, marketing)",
-        ));
-    }
-    let source = body.source.unwrap_or_else(|| "api".to_string());
-    if source.is_empty() || source.len() > 64 {
-        return Err(ApiError::validation("source", "must be 1–64 characters"));
-    }
-    if body.evidence.as_ref().is_some_and(|e| e.len() > 4096) {
-        return Err(ApiError::validation(
-            "evidence",
-            "must be at most 4096 characters",
-        ));
-    }
-    let consent = Consent {
-        status: body.status,
-        scopes,
-        source,
-        evidence: body.evidence,
-        at: state.clock.now(),
-    };
-    match state.store.set_consent(&contact_id, kind, consent).await? {
+    let consent = body.into_consent(state.clock.now())?;
+    match state
+        .store
+        .set_consent(contact_id.as_str(), kind, consent)
+        .await?
+    {
         Some(record) => Ok(Json(json!({
             "contact_id": contact_id,
             "channel": kind,
@@ -236,12 +247,20 @@ pub async fn consent_history(
     State(state): State<AppState>,
     Path((contact_id, channel)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    check_contact_id(&contact_id)?;
+    let contact_id = check_contact_id(&contact_id)?;
     let kind = parse_channel(&channel)?;
-    if state.store.get_contact(&contact_id).await?.is_none() {
+    if state
+        .store
+        .get_contact(contact_id.as_str())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found(format!("no contact `{contact_id}`")));
     }
-    let history = state.store.consent_history(&contact_id, kind).await?;
+    let history = state
+        .store
+        .consent_history(contact_id.as_str(), kind)
+        .await?;
     Ok(
         Json(json!({ "contact_id": contact_id, "channel": kind, "history": history }))
             .into_response(),
