@@ -98,11 +98,11 @@ impl Contact {
 
     /// Applies the members present in `patch`.
     pub fn apply(&mut self, patch: &ContactPatch, now: Timestamp) {
-        let set = |field: &mut Option<String>, value: &Option<String>| {
+        fn set<T: AsRef<str>>(field: &mut Option<String>, value: &Option<T>) {
             if let Some(v) = value {
-                *field = Some(v.clone());
+                *field = Some(v.as_ref().to_string());
             }
-        };
+        }
         set(&mut self.whatsapp, &patch.whatsapp);
         set(&mut self.telegram, &patch.telegram);
         set(&mut self.email, &patch.email);
@@ -113,15 +113,16 @@ impl Contact {
     }
 }
 
-/// Members to set on a contact (absent members are left as they are). Already validated.
+/// Members to set on a contact (absent members are left as they are), each one parsed:
+/// the request body's members are these types, so a patch is valid by construction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ContactPatch {
-    pub whatsapp: Option<String>,
-    pub telegram: Option<String>,
-    pub email: Option<String>,
-    pub line: Option<String>,
-    pub timezone: Option<String>,
-    pub locale: Option<String>,
+    pub whatsapp: Option<E164>,
+    pub telegram: Option<TelegramChat>,
+    pub email: Option<EmailAddress>,
+    pub line: Option<LineUserId>,
+    pub timezone: Option<TimeZoneName>,
+    pub locale: Option<Locale>,
 }
 
 impl ContactPatch {

@@ -37,12 +37,12 @@ pub struct ContactBody {
 impl From<ContactBody> for ContactPatch {
     fn from(body: ContactBody) -> ContactPatch {
         ContactPatch {
-            whatsapp: body.whatsapp.map(String::from),
-            telegram: body.telegram.map(String::from),
-            email: body.email.map(String::from),
-            line: body.line.map(String::from),
-            timezone: body.timezone.map(String::from),
-            locale: body.locale.map(String::from),
+            whatsapp: body.whatsapp,
+            telegram: body.telegram,
+            email: body.email,
+            line: body.line,
+            timezone: body.timezone,
+            locale: body.locale,
         }
     }
 }

@@ -63,7 +63,7 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
         .map_err(|e| e.to_string())?,
     );
     let patch = ContactPatch {
-        whatsapp: Some("+15550001111".into()),
+        whatsapp: Some("+15550001111".parse().unwrap()),
         ..ContactPatch::default()
     };
     store

@@ -173,9 +173,9 @@ async fn a_panicking_turn_is_saved_with_an_internal_error_and_never_sent_again()
     {
         let store = open(&path).await;
         let patch = ContactPatch {
-            telegram: Some("5551234".into()),
-            line: Some("U4af4980629a1b2c3d4e5f60718293a4b".into()),
-            email: Some("ana@example.com".into()),
+            telegram: Some("5551234".parse().unwrap()),
+            line: Some("U4af4980629a1b2c3d4e5f60718293a4b".parse().unwrap()),
+            email: Some("ana@example.com".parse().unwrap()),
             ..ContactPatch::default()
         };
         store.upsert_contact("ana", &patch, now).await.unwrap();

@@ -15,7 +15,7 @@ const NUMBER: &str = "+48600100200";
 async fn store_with_contact(dir: &Path, at: Timestamp) -> Arc<SledStore> {
     let store = SledStore::open(&dir.join("db"), 8).unwrap();
     let patch = ContactPatch {
-        whatsapp: Some(NUMBER.into()),
+        whatsapp: Some(NUMBER.parse().unwrap()),
         ..ContactPatch::default()
     };
     store.upsert_contact(CONTACT, &patch, at).await.unwrap();

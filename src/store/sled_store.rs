@@ -1596,7 +1596,7 @@ mod tests {
 
     fn patch_whatsapp(number: &str) -> ContactPatch {
         ContactPatch {
-            whatsapp: Some(number.into()),
+            whatsapp: Some(number.parse().expect("an E.164 number")),
             ..ContactPatch::default()
         }
     }
