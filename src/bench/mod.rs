@@ -43,8 +43,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::exit::fail;
 use crate::config::parse_duration;
+use crate::exit::fail;
 use gateway::Gateway;
 use table::table;
 
