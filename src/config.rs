@@ -71,8 +71,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub routing: RoutingConfig,
     pub channels: BTreeMap<ChannelKind, ChannelSection>,
-    /// The raw `[policy]` table (docs/guardrails.md); typed accessors below read what is used.
-    pub policy: toml::Table,
+    /// The guardrails (`[policy]`, docs/guardrails.md), read and checked with the rest.
+    pub policy: policy::PolicyConfig,
     /// Warnings found while loading (e.g. a channel left unconfigured by a missing variable).
     pub warnings: Vec<String>,
     /// Where the config came from, to give later errors (channel tables) a file and line.
@@ -496,9 +496,9 @@ struct RawConfig {
     routing: RoutingConfig,
     #[serde(default)]
     channels: BTreeMap<String, toml::Table>,
-    /// Guardrail settings (docs/guardrails.md), kept raw on [`Config::policy`].
+    /// Guardrail settings (docs/guardrails.md): every key optional, each checked as read.
     #[serde(default)]
-    policy: Option<toml::Table>,
+    policy: policy::PolicyConfig,
 }
 
 impl Config {
@@ -595,7 +595,7 @@ impl Config {
             store: raw.store,
             routing: raw.routing,
             channels,
-            policy: raw.policy.unwrap_or_default(),
+            policy: raw.policy,
             warnings,
             source,
         };
@@ -662,23 +662,13 @@ impl Config {
         if self.routing.retry.attempts == 0 {
             return err("routing.retry.attempts", "must be at least 1");
         }
-        self.policy_config()
-            .map_err(|e| self.source.keyed_error("policy", &e))?;
         channel_keys::check(self).map_err(|e| self.source.keyed_error("channels", &e))?;
         Ok(())
     }
 
-    /// The typed `[policy]` section (docs/guardrails.md); an error names the key at fault.
-    pub fn policy_config(&self) -> Result<policy::PolicyConfig, String> {
-        policy::PolicyConfig::from_table(&self.policy)
-    }
-
     /// Whether marketing messages get an opt-out line / `List-Unsubscribe` (on by default).
     pub fn opt_out_footer(&self) -> bool {
-        self.policy
-            .get("opt_out_footer")
-            .and_then(toml::Value::as_bool)
-            .unwrap_or(true)
+        self.policy.opt_out_footer
     }
 
     /// The cooldown of a restricted channel before its probe.

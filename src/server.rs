@@ -35,8 +35,6 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
-    #[error("invalid config: {0}")]
-    Policy(String),
 }
 
 /// Options for [`run`] beyond the config.
@@ -114,7 +112,7 @@ pub async fn run(
         .map(|k| (*k, config.cooldown(*k)))
         .collect();
     let policy = Arc::new(crate::policy::Policy::new(
-        config.policy_config().map_err(ServeError::Policy)?,
+        config.policy.clone(),
         store.clone(),
     ));
     let ctx = Arc::new(WorkerContext {
@@ -139,8 +137,8 @@ pub async fn run(
         dispatcher.waker(),
         ready.clone(),
         metrics.clone(),
-    )
-    .with_policy(policy);
+        policy,
+    );
     let clock = options.clock.clone();
     let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
     let background = state.background.clone();

@@ -745,6 +745,10 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&config.store.path, 8).expect("store"));
         let states = Arc::new(ChannelStates::load(store.clone()).await.expect("states"));
+        let policy = Arc::new(crate::policy::Policy::new(
+            config.policy.clone(),
+            store.clone(),
+        ));
         router(AppState::new(
             store,
             states,
@@ -754,6 +758,7 @@ mod tests {
             Arc::new(Notify::new()),
             Arc::new(AtomicBool::new(true)),
             Arc::default(),
+            policy,
         ))
     }
 

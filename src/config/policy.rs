@@ -1,5 +1,5 @@
-//! `[policy]` (docs/guardrails.md): parsed here, with the rest of the config; `crate::policy`
-//! applies it. The policy's value types that the section names (quiet hours, warm-up, risk
+//! `[policy]` (docs/guardrails.md): parsed here by serde, once, with the rest of the config in
+//! `Config::load`; `crate::policy` applies it. The policy's value types that the section names (quiet hours, warm-up, risk
 //! monitor) are defined here too, and their behaviour lives with the guardrail that uses them.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use chrono::NaiveTime;
 use lifeboat_channel::ChannelKind;
-
-use super::{parse_duration, unknown_key};
+use serde::Deserialize;
 
 /// A daily window `start`–`end` in local time; `start > end` wraps past midnight
 /// (`21:00-08:00`). `start == end` never matches.
@@ -32,13 +31,17 @@ impl QuietHours {
 }
 
 /// `[policy.risk]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
 pub struct RiskConfig {
     /// The last N marketing sends per channel.
+    #[serde(deserialize_with = "keys::size_from_1")]
     pub window: usize,
     /// Signals over sends above which marketing pauses.
+    #[serde(deserialize_with = "keys::fraction")]
     pub threshold: f64,
     /// No pause on fewer sends than this.
+    #[serde(deserialize_with = "keys::size_from_1")]
     pub min_sample: usize,
 }
 
@@ -52,12 +55,31 @@ impl Default for RiskConfig {
     }
 }
 
-/// `warmup = { start, growth, per }`.
-#[derive(Debug, Clone, PartialEq)]
+/// `warmup = { start, growth, per }`; every key optional (50, 1.5, 1d).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct Warmup {
+    #[serde(
+        default = "Warmup::default_start",
+        deserialize_with = "keys::count_from_1"
+    )]
     pub start: u32,
+    #[serde(default = "Warmup::default_growth", deserialize_with = "keys::growth")]
     pub growth: f64,
+    #[serde(default = "Warmup::default_per", deserialize_with = "keys::period")]
     pub per: Duration,
+}
+
+impl Warmup {
+    fn default_start() -> u32 {
+        50
+    }
+    fn default_growth() -> f64 {
+        1.5
+    }
+    fn default_per() -> Duration {
+        Duration::from_secs(86_400)
+    }
 }
 
 /// `[policy.<channel>]`.
@@ -93,8 +115,10 @@ impl ChannelPolicy {
     }
 }
 
-/// The typed `[policy]` section.
-#[derive(Debug, Clone, PartialEq)]
+/// The typed `[policy]` section, read by serde (through [`PolicyKeys`]) with the rest of the
+/// config in `Config::load`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "PolicyKeys")]
 pub struct PolicyConfig {
     /// Marketing messages per contact per rolling 24 h over all channels; 0 = no cap.
     pub marketing_per_day: u32,
@@ -107,183 +131,210 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig::from_table(&toml::Table::new()).expect("the defaults are valid")
+        PolicyConfig::from(PolicyKeys::default())
     }
 }
 
-fn number(v: &toml::Value) -> Option<f64> {
-    match v {
-        toml::Value::Integer(i) => Some(*i as f64),
-        toml::Value::Float(f) => Some(*f),
-        _ => None,
+/// `[policy]` as written: every key optional and checked as it is read, so a bad value is a
+/// config error at its key (`policy.telegram.rate`); [`PolicyConfig`] fills in the defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct PolicyKeys {
+    #[serde(default, deserialize_with = "keys::opt_count_from_0")]
+    marketing_per_day: Option<u32>,
+    /// `Some(None)`: `quiet_hours = "off"`.
+    #[serde(default, deserialize_with = "keys::opt_quiet_hours")]
+    quiet_hours: Option<Option<QuietHours>>,
+    #[serde(default, deserialize_with = "keys::opt_boolean")]
+    opt_out_footer: Option<bool>,
+    #[serde(default)]
+    risk: RiskConfig,
+    #[serde(default)]
+    whatsapp: WhatsappKeys,
+    #[serde(default)]
+    telegram: ChannelKeys,
+    #[serde(default)]
+    line: ChannelKeys,
+    #[serde(default)]
+    email: ChannelKeys,
+}
+
+/// `[policy.telegram]`, `[policy.line]`, `[policy.email]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct ChannelKeys {
+    #[serde(default, deserialize_with = "keys::opt_positive")]
+    rate: Option<f64>,
+    #[serde(default, deserialize_with = "keys::opt_positive")]
+    per_chat_rate: Option<f64>,
+}
+
+/// `[policy.whatsapp]`: the common keys and WhatsApp's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct WhatsappKeys {
+    #[serde(default, deserialize_with = "keys::opt_positive")]
+    rate: Option<f64>,
+    #[serde(default, deserialize_with = "keys::opt_positive")]
+    per_chat_rate: Option<f64>,
+    #[serde(default, deserialize_with = "keys::opt_count_from_1")]
+    tier: Option<u32>,
+    #[serde(default)]
+    warmup: Option<Warmup>,
+    #[serde(default, deserialize_with = "keys::opt_boolean")]
+    service_window: Option<bool>,
+}
+
+impl ChannelKeys {
+    /// These keys over `out` (the channel's defaults).
+    fn over(self, mut out: ChannelPolicy) -> ChannelPolicy {
+        out.rate = self.rate.unwrap_or(out.rate);
+        out.per_chat_rate = self.per_chat_rate.or(out.per_chat_rate);
+        out
     }
 }
 
-fn positive(v: &toml::Value, key: &str) -> Result<f64, String> {
-    number(v)
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .ok_or_else(|| format!("{key} must be a number above 0"))
-}
-
-fn count(v: &toml::Value, key: &str, min: i64) -> Result<u32, String> {
-    v.as_integer()
-        .filter(|n| *n >= min && *n <= u32::MAX as i64)
-        .map(|n| n as u32)
-        .ok_or_else(|| format!("{key} must be a whole number of at least {min}"))
-}
-
-fn table<'a>(v: &'a toml::Value, key: &str) -> Result<&'a toml::Table, String> {
-    v.as_table().ok_or_else(|| format!("{key} must be a table"))
-}
-
-fn boolean(v: &toml::Value, key: &str) -> Result<bool, String> {
-    v.as_bool()
-        .ok_or_else(|| format!("{key} must be true or false"))
-}
-
-impl PolicyConfig {
-    /// Reads the raw `[policy]` table; errors name the key (`policy.telegram.rate ...`).
-    pub fn from_table(t: &toml::Table) -> Result<PolicyConfig, String> {
-        let mut config = PolicyConfig {
-            marketing_per_day: 3,
-            quiet_hours: Some(QuietHours::parse("21:00-08:00").expect("static window")),
-            opt_out_footer: true,
-            channels: ChannelKind::ALL
-                .iter()
-                .map(|k| (*k, ChannelPolicy::default_for(*k)))
-                .collect(),
-            risk: RiskConfig::default(),
-        };
-        for (key, value) in t {
-            let name = format!("policy.{key}");
-            match key.as_str() {
-                "marketing_per_day" => config.marketing_per_day = count(value, &name, 0)?,
-                "quiet_hours" => {
-                    let text = value
-                        .as_str()
-                        .ok_or_else(|| format!("{name} must be a string like \"21:00-08:00\""))?;
-                    config.quiet_hours = if text.trim() == "off" {
-                        None
-                    } else {
-                        Some(QuietHours::parse(text).map_err(|e| format!("{name}: {e}"))?)
-                    };
-                }
-                "opt_out_footer" => config.opt_out_footer = boolean(value, &name)?,
-                "risk" => config.risk = risk_config(table(value, &name)?)?,
-                other => {
-                    let Ok(kind) = other.parse::<ChannelKind>() else {
-                        return Err(format!(
-                            "{name}: {}",
-                            unknown_key(
-                                other,
-                                &[
-                                    "marketing_per_day",
-                                    "quiet_hours",
-                                    "opt_out_footer",
-                                    "risk",
-                                    "whatsapp",
-                                    "telegram",
-                                    "line",
-                                    "email",
-                                ]
-                            )
-                        ));
-                    };
-                    let entry = config.channels.get_mut(&kind).expect("every channel");
-                    channel_policy(kind, table(value, &name)?, entry)?;
-                }
-            }
+impl From<PolicyKeys> for PolicyConfig {
+    fn from(keys: PolicyKeys) -> PolicyConfig {
+        let default = ChannelPolicy::default_for;
+        let wa = keys.whatsapp;
+        let mut whatsapp = ChannelKeys {
+            rate: wa.rate,
+            per_chat_rate: wa.per_chat_rate,
         }
-        Ok(config)
-    }
-}
-
-fn channel_policy(
-    kind: ChannelKind,
-    t: &toml::Table,
-    out: &mut ChannelPolicy,
-) -> Result<(), String> {
-    for (key, value) in t {
-        let name = format!("policy.{kind}.{key}");
-        let whatsapp_only = || format!("{name}: only [policy.whatsapp] has this key");
-        match key.as_str() {
-            "rate" => out.rate = positive(value, &name)?,
-            "per_chat_rate" => out.per_chat_rate = Some(positive(value, &name)?),
-            "tier" if kind == ChannelKind::Whatsapp => out.tier = Some(count(value, &name, 1)?),
-            "service_window" if kind == ChannelKind::Whatsapp => {
-                out.service_window = boolean(value, &name)?
-            }
-            "warmup" if kind == ChannelKind::Whatsapp => {
-                let w = table(value, &name)?;
-                let mut warmup = Warmup {
-                    start: 50,
-                    growth: 1.5,
-                    per: std::time::Duration::from_secs(86_400),
-                };
-                for (k, v) in w {
-                    let name = format!("{name}.{k}");
-                    match k.as_str() {
-                        "start" => warmup.start = count(v, &name, 1)?,
-                        "growth" => {
-                            warmup.growth = number(v)
-                                .filter(|g| g.is_finite() && *g >= 1.0)
-                                .ok_or_else(|| format!("{name} must be a number of at least 1"))?
-                        }
-                        "per" => {
-                            let text = v
-                                .as_str()
-                                .ok_or_else(|| format!("{name} must be a duration like \"1d\""))?;
-                            warmup.per =
-                                parse_duration(text).map_err(|e| format!("{name}: {e}"))?;
-                            if warmup.per.is_zero() {
-                                return Err(format!("{name} must be longer than 0"));
-                            }
-                        }
-                        _ => {
-                            return Err(format!(
-                                "{name}: {}",
-                                unknown_key(k, &["start", "growth", "per"])
-                            ))
-                        }
-                    }
-                }
-                out.warmup = Some(warmup);
-            }
-            "tier" | "warmup" | "service_window" => return Err(whatsapp_only()),
-            _ => {
-                let known: &[&str] = if kind == ChannelKind::Whatsapp {
-                    &["rate", "per_chat_rate", "tier", "warmup", "service_window"]
-                } else {
-                    &["rate", "per_chat_rate"]
-                };
-                return Err(format!("{name}: {}", unknown_key(key, known)));
-            }
+        .over(default(ChannelKind::Whatsapp));
+        whatsapp.tier = wa.tier.or(whatsapp.tier);
+        whatsapp.warmup = wa.warmup;
+        whatsapp.service_window = wa.service_window.unwrap_or(whatsapp.service_window);
+        let channels = [
+            (ChannelKind::Whatsapp, whatsapp),
+            (
+                ChannelKind::Telegram,
+                keys.telegram.over(default(ChannelKind::Telegram)),
+            ),
+            (
+                ChannelKind::Line,
+                keys.line.over(default(ChannelKind::Line)),
+            ),
+            (
+                ChannelKind::Email,
+                keys.email.over(default(ChannelKind::Email)),
+            ),
+        ];
+        PolicyConfig {
+            marketing_per_day: keys.marketing_per_day.unwrap_or(3),
+            quiet_hours: keys
+                .quiet_hours
+                .unwrap_or_else(|| Some(QuietHours::parse("21:00-08:00").expect("static window"))),
+            opt_out_footer: keys.opt_out_footer.unwrap_or(true),
+            channels: channels.into_iter().collect(),
+            risk: keys.risk,
         }
     }
-    Ok(())
 }
 
-fn risk_config(t: &toml::Table) -> Result<RiskConfig, String> {
-    let mut out = RiskConfig::default();
-    for (key, value) in t {
-        let name = format!("policy.risk.{key}");
-        match key.as_str() {
-            "window" => out.window = count(value, &name, 1)? as usize,
-            "min_sample" => out.min_sample = count(value, &name, 1)? as usize,
-            "threshold" => {
-                out.threshold = number(value)
-                    .filter(|n| (0.0..1.0).contains(n))
-                    .ok_or_else(|| {
-                        format!("{name} must be a fraction from 0 up to 1 (0.02 = 2 %)")
-                    })?
-            }
-            _ => {
-                return Err(format!(
-                    "{name}: {}",
-                    unknown_key(key, &["window", "threshold", "min_sample"])
-                ))
-            }
+/// Readers of one `[policy]` value for `deserialize_with`: each takes what TOML holds and
+/// answers with the message the config error shows after the key.
+mod keys {
+    use std::time::Duration;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    use super::QuietHours;
+
+    fn value<'de, D: Deserializer<'de>>(d: D) -> Result<toml::Value, D::Error> {
+        toml::Value::deserialize(d)
+    }
+
+    fn number(v: &toml::Value) -> Option<f64> {
+        match v {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
+            _ => None,
         }
     }
-    Ok(out)
+
+    fn count<E: Error>(v: &toml::Value, min: i64) -> Result<u32, E> {
+        v.as_integer()
+            .filter(|n| *n >= min && *n <= u32::MAX as i64)
+            .map(|n| n as u32)
+            .ok_or_else(|| E::custom(format!("must be a whole number of at least {min}")))
+    }
+
+    pub(super) fn opt_count_from_0<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<u32>, D::Error> {
+        count(&value(d)?, 0).map(Some)
+    }
+
+    pub(super) fn opt_count_from_1<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<u32>, D::Error> {
+        count(&value(d)?, 1).map(Some)
+    }
+
+    pub(super) fn count_from_1<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        count(&value(d)?, 1)
+    }
+
+    pub(super) fn size_from_1<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        count(&value(d)?, 1).map(|n| n as usize)
+    }
+
+    pub(super) fn opt_positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        number(&value(d)?)
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("must be a number above 0"))
+    }
+
+    pub(super) fn opt_boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        value(d)?
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("must be true or false"))
+    }
+
+    pub(super) fn opt_quiet_hours<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<QuietHours>>, D::Error> {
+        let v = value(d)?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| D::Error::custom("must be a string like \"21:00-08:00\""))?;
+        if text.trim() == "off" {
+            return Ok(Some(None));
+        }
+        QuietHours::parse(text)
+            .map(|q| Some(Some(q)))
+            .map_err(D::Error::custom)
+    }
+
+    /// The warm-up's growth factor: at least 1.
+    pub(super) fn growth<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(&value(d)?)
+            .filter(|g| g.is_finite() && *g >= 1.0)
+            .ok_or_else(|| D::Error::custom("must be a number of at least 1"))
+    }
+
+    /// A duration like `"1d"`, longer than zero.
+    pub(super) fn period<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = value(d)?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| D::Error::custom("must be a duration like \"1d\""))?;
+        let per = crate::config::parse_duration(text).map_err(D::Error::custom)?;
+        if per.is_zero() {
+            return Err(D::Error::custom("must be longer than 0"));
+        }
+        Ok(per)
+    }
+
+    /// A fraction from 0 up to (not including) 1.
+    pub(super) fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        number(&value(d)?)
+            .filter(|n| (0.0..1.0).contains(n))
+            .ok_or_else(|| D::Error::custom("must be a fraction from 0 up to 1 (0.02 = 2 %)"))
+    }
 }

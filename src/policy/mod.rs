@@ -405,9 +405,17 @@ mod tests {
     use risk::RiskConfig;
     use tier::Warmup;
 
+    /// Reads `[policy]` the way `Config::load` does: an error names the key, then says why.
     fn parse(text: &str) -> Result<PolicyConfig, String> {
-        let t: toml::Table = toml::from_str(text).unwrap();
-        PolicyConfig::from_table(&t)
+        let t: toml::Value = toml::from_str(text).unwrap();
+        serde_path_to_error::deserialize::<_, PolicyConfig>(t).map_err(|e| {
+            let (key, message) = crate::config::explain_unknown_field(
+                &format!("policy.{}", e.path()),
+                e.inner().message(),
+                &[],
+            );
+            format!("{key}: {message}")
+        })
     }
 
     #[test]
@@ -483,6 +491,30 @@ min_sample = 5
             }
         );
         assert_eq!(parse("quiet_hours = \"off\"").unwrap().quiet_hours, None);
+    }
+
+    #[test]
+    fn config_load_reads_policy_once_with_the_channel_defaults_under_what_is_set() {
+        let text =
+            "[server]\napi_keys = [\"key-0123456789\"]\nadmin_token = \"admin-0123456789\"\n\
+                    [policy]\nmarketing_per_day = 1\n[policy.telegram]\nrate = 5\n";
+        let path = std::path::Path::new("t.toml");
+        let config = crate::config::Config::from_toml(text, path, &|_| None).unwrap();
+        assert_eq!(config.policy.marketing_per_day, 1);
+        let tg = &config.policy.channels[&ChannelKind::Telegram];
+        assert_eq!((tg.rate, tg.per_chat_rate), (5.0, Some(1.0)));
+        assert_eq!(
+            config.policy.channels[&ChannelKind::Whatsapp].tier,
+            Some(1000)
+        );
+        let bad = text.replace("rate = 5", "rate = 0");
+        let err = crate::config::Config::from_toml(&bad, path, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "t.toml:7: policy.telegram.rate: must be a number above 0"
+        );
     }
 
     #[test]

@@ -65,12 +65,10 @@ impl AppState {
         wake: Arc<Notify>,
         ready: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
+        // Shared with the workers: one pacing and one set of holds for both.
+        policy: Arc<crate::policy::Policy>,
     ) -> Self {
         let keys = Arc::new(auth::Keys::from_config(&config));
-        let policy = Arc::new(crate::policy::Policy::new(
-            config.policy_config().unwrap_or_default(),
-            store.clone(),
-        ));
         AppState(Arc::new(Shared {
             store,
             states,
@@ -84,13 +82,5 @@ impl AppState {
             policy,
             background: crate::tasks::Background::default(),
         }))
-    }
-
-    /// Shares the workers' [`crate::policy::Policy`] (its pacing and holds) with the API.
-    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Self {
-        Arc::get_mut(&mut self.0)
-            .expect("the policy is set before the state is shared")
-            .policy = policy;
-        self
     }
 }

@@ -170,6 +170,25 @@ fn policy_errors_name_the_key_and_line() {
         "policy.marketing_per_dya",
         "did you mean `marketing_per_day`?",
     );
+    // Keys of the nested tables too, at their own line.
+    assert_config_error(
+        "quiet_hours = \"off\"",
+        "quiet_hours = \"off\"\n[policy.telegram]\nrate = 0",
+        "policy.telegram.rate",
+        "must be a number above 0",
+    );
+    assert_config_error(
+        "quiet_hours = \"off\"",
+        "quiet_hours = \"off\"\n[policy.whatsapp.warmup]\ngrowth = 0.5",
+        "policy.whatsapp.warmup.growth",
+        "at least 1",
+    );
+    assert_config_error(
+        "quiet_hours = \"off\"",
+        "quiet_hours = \"off\"\n[policy.risk]\nwindw = 5",
+        "policy.risk.windw",
+        "did you mean `window`?",
+    );
 }
 
 #[test]
