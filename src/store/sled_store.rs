@@ -134,9 +134,10 @@ type SaveRequest = (String, Vec<Write>, oneshot::Sender<StoreResult<bool>>);
 /// Notifications whose contact was erased while they were claimed (being sent). The erasure
 /// empties their record at once, but the worker's save comes later and carries the content
 /// and contact id the erasure removed; the saver empties such a save instead of applying it
-/// as it is. The saver holds the lock while it applies a group, and an erasure while it adds
-/// ids and applies its own writes, so a save is either applied before the erasure's writes
-/// (which then win) or sees the id here.
+/// as it is. The saver holds the lock while it applies a group, and an erasure from reading
+/// the contact's notifications to applying its writes, so a save is either applied before the
+/// erasure reads the record (whose index entries and queue entry it then removes) or sees the
+/// id here.
 type Erasing = Arc<Mutex<std::collections::HashSet<String>>>;
 
 /// What an erasure leaves of a notification: the bare record, so that ids handed out stay
@@ -676,10 +677,6 @@ impl SledStore {
         self.claimed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_claimed(&self, id: &str) -> bool {
-        self.claims().contains_key(id)
-    }
-
     fn write_contact(&self, batch: &mut sled::Batch, old: Option<&Contact>, new: &Contact) {
         write_contact(batch, old, new)
     }
@@ -1178,26 +1175,36 @@ impl Store for SledStore {
                 changes += 1;
             }
 
+            // From here to the batch being applied no save is applied (the saver waits for
+            // `erasing`) and nothing is claimed: each record read below is the one the batch
+            // replaces, so a save racing the erasure is either read here (its message-id
+            // index and queue entry removed with it) or emptied by the saver afterwards.
+            let mut erasing = self.erasing.lock().unwrap_or_else(|e| e.into_inner());
+            let claims = self.claims();
             let mut xprefix = key("x/", &[id.as_bytes()]);
             xprefix.push(0);
-            let mut dequeued = 0u64;
+            let mut dequeued = 0i64;
             let mut claimed_ids = Vec::new();
             for item in self.tree.scan_prefix(&xprefix) {
                 let (k, _) = item.map_err(io)?;
                 let nid = &k[xprefix.len()..];
                 let nkey = key("n/", &[nid]);
                 if let Some(mut n) = self.get::<Notification>(&nkey)? {
-                    // A claimed one's queue entry goes with its worker's save, which the saver
-                    // empties as this does (see `Erasing`).
-                    let claimed = self.is_claimed(&n.id);
-                    if claimed {
+                    // A claimed one's save, if still to come, is emptied by the saver as this
+                    // does (see `Erasing`).
+                    let claim = claims.get(&n.id);
+                    if claim.is_some() {
                         claimed_ids.push(n.id.clone());
                     }
-                    if let Some(due) = n.queue_due().filter(|_| !claimed) {
+                    if let Some(due) = n.queue_due() {
                         let qk = queue_key(due, &n.id);
                         if self.tree.get(&qk).map_err(io)?.is_some() {
+                            // The entry a claim was taken from is not counted in the depth;
+                            // one a save already applied wrote is (or is about to be).
+                            if claim.is_none_or(|c| c.queue_key != qk) {
+                                dequeued += 1;
+                            }
                             batch.remove(qk);
-                            dequeued += 1;
                         }
                     }
                     for k in message_index_keys(&n) {
@@ -1220,13 +1227,10 @@ impl Store for SledStore {
                     consent_changes: changes,
                 }),
             );
-            {
-                let mut erasing = self.erasing.lock().unwrap_or_else(|e| e.into_inner());
-                erasing.extend(claimed_ids);
-                self.tree.apply_batch(batch).map_err(io)?;
-            }
-            self.queue_depth
-                .fetch_sub(dequeued as i64, Ordering::Relaxed);
+            erasing.extend(claimed_ids);
+            self.tree.apply_batch(batch).map_err(io)?;
+            drop((claims, erasing));
+            self.queue_depth.fetch_sub(dequeued, Ordering::Relaxed);
             Ok(true)
         })?;
         if !erased {
