@@ -11,6 +11,8 @@ mod journal;
 pub mod namespaces;
 mod retention;
 mod sled_store;
+#[cfg(test)]
+mod suite;
 mod threads;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,711 @@
+//! The contract of [`Store`], as tests every backend runs: each test is a generic function
+//! over `S: Store`, and [`store_suite!`] instantiates all of them for one backend. The
+//! embedded store runs them below (`sled::*`); another backend adds one line:
+//!
+//! ```ignore
+//! store_suite!(postgres, open_postgres());
+//! ```
+//!
+//! where `open_postgres()` is a future giving `(Arc<S>, guard)`: a fresh, empty store and
+//! whatever must live as long as it (a temporary folder, a throw-away database).
+//!
+//! Tests of one backend's internals (sled's key codec, journal replay, crash prefixes, the
+//! saver thread, reopening a data folder) stay beside that backend.
+//!
+//! Not here yet: a claim's lease expiring (the trait has no leases yet, issue 15).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use lifeboat_channel::{Category, ChannelKind};
+
+use super::{
+    AcceptOutcome, Edited, IdempotencyKey, ListQuery, NewNotification, NotificationEdit, Store,
+};
+use crate::model::{Attempt, Contact, ContactPatch, Notification, Outcome, Status, Timestamp};
+
+/// Instantiates every test of the suite for one backend, as `#[tokio::test]`s in a module
+/// named `$backend`. `$open` is an expression giving a future of `(Arc<S>, guard)`, evaluated
+/// once per test.
+macro_rules! store_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            store_suite!(@tests $open;
+                an_erasure_during_a_send_is_not_undone_by_the_sends_save,
+                a_saved_record_is_never_shown_as_still_claimed,
+                an_accept_repeating_the_contacts_addresses_leaves_the_contact_as_it_was,
+                the_address_index_follows_address_changes_and_erasure,
+                every_contact_holding_an_address_is_found_and_kept_apart_on_erasure,
+                insert_if_absent_says_whether_it_inserted,
+                signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry,
+                entries_queued_before_where_claims_scan_from_are_still_claimed,
+                a_claim_is_never_handed_out_twice,
+                kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix,
+                two_claimers_at_once_never_get_the_same_notification,
+                one_idempotency_key_from_many_tasks_at_once_creates_one_notification,
+                an_erasure_racing_saves_leaves_nothing_of_the_contact,
+                insert_if_absent_from_many_tasks_at_once_inserts_once,
+            );
+        }
+    };
+    (@tests $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $open.await;
+                $crate::store::suite::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// A fresh embedded store in a temporary folder (dropped after the store).
+async fn open_sled() -> (Arc<super::SledStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::SledStore::open(&dir.path().join("db"), 8).unwrap();
+    (Arc::new(store), dir)
+}
+
+store_suite!(sled, super::open_sled());
+
+const ANA_NUMBER: &str = "+48600100200";
+
+fn patch_whatsapp(number: &str) -> ContactPatch {
+    ContactPatch {
+        whatsapp: Some(number.parse().expect("an E.164 number")),
+        ..ContactPatch::default()
+    }
+}
+
+/// Adds the contact "ana" (WhatsApp [`ANA_NUMBER`]), made at `at`.
+async fn add_ana<S: Store>(store: &S, at: Timestamp) {
+    store
+        .upsert_contact("ana", &patch_whatsapp(ANA_NUMBER), at)
+        .await
+        .unwrap();
+}
+
+fn sample_notification(id: &str, now: Timestamp) -> Notification {
+    Notification {
+        id: id.into(),
+        contact_id: "ana".into(),
+        category: Category::Transactional,
+        text: "hello".into(),
+        subject: None,
+        html: None,
+        whatsapp_template: None,
+        channels: vec![ChannelKind::Whatsapp],
+        status: Status::Queued,
+        channel: None,
+        attempts: vec![],
+        created_at: now,
+        updated_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        fallback_after_secs: None,
+        idempotency_key: None,
+        cursor: Default::default(),
+        next_attempt_at: Some(now),
+    }
+}
+
+fn plain(n: Notification) -> NewNotification {
+    NewNotification {
+        notification: n,
+        contact_patch: None,
+        idempotency: None,
+    }
+}
+
+/// `n` accepted with the idempotency key `key` (fingerprint "f1").
+fn keyed(mut n: Notification, key: &str) -> NewNotification {
+    n.idempotency_key = Some(key.into());
+    NewNotification {
+        notification: n,
+        contact_patch: None,
+        idempotency: Some(IdempotencyKey {
+            key: key.into(),
+            fingerprint: "f1".into(),
+        }),
+    }
+}
+
+/// Accepts sample notifications with these ids (no key, no contact patch).
+async fn accept_all<S: Store>(store: &S, ids: &[&str], now: Timestamp) {
+    for id in ids {
+        let outcome = store
+            .accept(plain(sample_notification(id, now)), now)
+            .await
+            .unwrap();
+        assert_eq!(outcome, AcceptOutcome::Created, "{id}");
+    }
+}
+
+fn ids(list: &[Notification]) -> Vec<String> {
+    list.iter().map(|n| n.id.clone()).collect()
+}
+
+fn contact_ids(list: Vec<Contact>) -> Vec<String> {
+    list.into_iter().map(|c| c.id).collect()
+}
+
+/// A notification being sent while its contact is erased: the worker's save comes after
+/// the erasure and carries the text and the contact id the erasure removed. They must not
+/// come back.
+pub(super) async fn an_erasure_during_a_send_is_not_undone_by_the_sends_save<S: Store>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    accept_all(&*store, &["n1", "n2"], now).await;
+    let claimed = store.claim_due(now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(store.erase_contact("ana", now).await.unwrap());
+    // n1 went out; n2 got a transient answer and would be retried.
+    let mut sent = claimed[0].clone();
+    sent.status = Status::Sent;
+    sent.next_attempt_at = None;
+    sent.attempts.push(Attempt {
+        provider_message_id: Some("wamid.1".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, now, Outcome::Sent)
+    });
+    let mut retry = claimed[1].clone();
+    retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+    store.save_progress(&sent).await.unwrap();
+    store.save_progress(&retry).await.unwrap();
+
+    let n1 = store.get_notification("n1").await.unwrap().unwrap();
+    assert_eq!((n1.text.as_str(), n1.contact_id.as_str()), ("", ""));
+    assert_eq!(n1.status, Status::Sent, "it did go out");
+    assert_eq!(
+        store
+            .find_by_message_id(ChannelKind::Whatsapp, "wamid.1")
+            .await
+            .unwrap(),
+        None
+    );
+    let n2 = store.get_notification("n2").await.unwrap().unwrap();
+    assert_eq!((n2.text.as_str(), n2.contact_id.as_str()), ("", ""));
+    assert_eq!(
+        n2.status,
+        Status::Cancelled,
+        "not retried for an erased contact"
+    );
+    assert_eq!(store.queue_depth(), 0);
+    let later = now + chrono::Duration::minutes(5);
+    assert!(store.claim_due(later, 10).await.unwrap().is_empty());
+}
+
+/// The API shows a claimed notification as `sending`. Once its save is in, it must show
+/// what was saved: a reader never sees the new attempts still marked `sending`.
+pub(super) async fn a_saved_record_is_never_shown_as_still_claimed<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    let ids: Vec<String> = (0..2000).map(|i| format!("n{i:05}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    accept_all(&*store, &id_refs, now).await;
+    let claimed = store.claim_due(now, ids.len()).await.unwrap();
+    assert_eq!(claimed.len(), ids.len());
+    // The reader watches the notification being saved right now.
+    let saving = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (store, saving, ids) = (store.clone(), saving.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut seen = 0u64;
+            loop {
+                let Some(id) = ids.get(saving.load(Ordering::Relaxed)) else {
+                    return seen;
+                };
+                let n = store.get_notification(id).await.unwrap().unwrap();
+                if !n.attempts.is_empty() {
+                    let shown = n.status;
+                    assert_eq!(shown, Status::Queued, "{id} saved, shown {shown:?}");
+                    seen += 1;
+                }
+            }
+        })
+    };
+    for (i, mut n) in claimed.into_iter().enumerate() {
+        saving.store(i, Ordering::Relaxed);
+        n.attempts
+            .push(Attempt::new(ChannelKind::Whatsapp, now, Outcome::Sent));
+        n.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+        store.save_progress(&n).await.unwrap();
+    }
+    saving.store(usize::MAX, Ordering::Relaxed);
+    assert!(reader.await.unwrap() > 0, "the reader saw saved records");
+}
+
+pub(super) async fn an_accept_repeating_the_contacts_addresses_leaves_the_contact_as_it_was<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let t0 = Utc::now() - chrono::Duration::hours(1);
+    add_ana(&*store, t0).await;
+    let accept = |id: &str, number: &str, at: Timestamp| NewNotification {
+        contact_patch: Some(patch_whatsapp(number)),
+        ..plain(sample_notification(id, at))
+    };
+    let t1 = t0 + chrono::Duration::minutes(10);
+    store
+        .accept(accept("n1", ANA_NUMBER, t1), t1)
+        .await
+        .unwrap();
+    let same = store.get_contact("ana").await.unwrap().unwrap();
+    assert_eq!(same.updated_at, t0, "nothing changed, nothing written");
+    assert_eq!(same.whatsapp.as_deref(), Some(ANA_NUMBER));
+
+    let t2 = t1 + chrono::Duration::minutes(10);
+    store
+        .accept(accept("n2", "+48600100999", t2), t2)
+        .await
+        .unwrap();
+    let moved = store.get_contact("ana").await.unwrap().unwrap();
+    assert_eq!(moved.updated_at, t2);
+    assert_eq!(moved.whatsapp.as_deref(), Some("+48600100999"));
+    let found = store
+        .find_contact_by_address(ChannelKind::Whatsapp, "+48600100999")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|c| c.id).as_deref(), Some("ana"));
+}
+
+pub(super) async fn the_address_index_follows_address_changes_and_erasure<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    let find = |number: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .find_contact_by_address(ChannelKind::Whatsapp, number)
+                .await
+                .unwrap()
+                .map(|c| c.id)
+        }
+    };
+    assert_eq!(find(ANA_NUMBER).await.as_deref(), Some("ana"));
+
+    store
+        .update_contact(
+            "ana",
+            Box::new(|c| c.whatsapp = Some("+48600100201".into())),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(find(ANA_NUMBER).await, None);
+    assert_eq!(find("+48600100201").await.as_deref(), Some("ana"));
+
+    assert!(store.erase_contact("ana", now).await.unwrap());
+    assert_eq!(find("+48600100201").await, None);
+    assert!(store
+        .update_contact("ana", Box::new(|_| {}))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub(super) async fn every_contact_holding_an_address_is_found_and_kept_apart_on_erasure<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    store
+        .upsert_contact("ana-work", &patch_whatsapp(ANA_NUMBER), now)
+        .await
+        .unwrap();
+    let holders = || async {
+        contact_ids(
+            store
+                .find_contacts_by_address(ChannelKind::Whatsapp, ANA_NUMBER)
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(holders().await, ["ana", "ana-work"]);
+
+    // One leaving the number, or being erased, leaves the other holding it.
+    let set_number = |number: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .update_contact("ana", Box::new(move |c| c.whatsapp = Some(number.into())))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    };
+    set_number("+48600100201").await;
+    assert_eq!(holders().await, ["ana-work"]);
+    set_number(ANA_NUMBER).await;
+    assert!(store.erase_contact("ana", now).await.unwrap());
+    assert_eq!(holders().await, ["ana-work"]);
+}
+
+pub(super) async fn insert_if_absent_says_whether_it_inserted<S: Store>(store: Arc<S>) {
+    assert!(store.kv_insert_new("seen", "line/1", b"a").await.unwrap());
+    assert!(!store.kv_insert_new("seen", "line/1", b"b").await.unwrap());
+    assert_eq!(
+        store.kv_get("seen", "line/1").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+}
+
+pub(super) async fn signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry<S: Store>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    accept_all(&*store, &["n1"], now).await;
+    let mut n = store.claim_due(now, 10).await.unwrap().remove(0);
+    let edit = || -> NotificationEdit { Box::new(|n: &mut Notification| n.text = "x".into()) };
+    assert_eq!(
+        store.edit_notification("n1", edit()).await.unwrap(),
+        Edited::Claimed
+    );
+    // Sent on WhatsApp with a receipt check pending: on the queue, findable by its wamid.
+    n.status = Status::Sent;
+    n.channel = Some(ChannelKind::Whatsapp);
+    n.attempts.push(Attempt {
+        provider_message_id: Some("wamid.A".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, now, Outcome::Sent)
+    });
+    n.next_attempt_at = Some(now + chrono::Duration::seconds(60));
+    store.save_progress(&n).await.unwrap();
+    assert_eq!(store.queue_depth(), 1);
+    assert_eq!(
+        store
+            .find_by_message_id(ChannelKind::Whatsapp, "wamid.A")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("n1")
+    );
+    // A late failure requeues it now: the check's entry is replaced, not doubled.
+    let requeue: NotificationEdit = Box::new(move |n: &mut Notification| {
+        n.status = Status::Queued;
+        n.next_attempt_at = Some(now);
+    });
+    assert!(matches!(
+        store.edit_notification("n1", requeue).await.unwrap(),
+        Edited::Done(_)
+    ));
+    assert_eq!(store.queue_depth(), 1);
+    let mut again = store.claim_due(now, 10).await.unwrap();
+    assert_eq!(ids(&again), ["n1"]);
+    // Once done, nothing is left on the queue for it: not the receipt check's old entry.
+    let mut done = again.remove(0);
+    done.status = Status::Failed;
+    done.next_attempt_at = None;
+    store.save_progress(&done).await.unwrap();
+    let later = now + chrono::Duration::minutes(5);
+    assert!(store.claim_due(later, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(
+        store.edit_notification("nope", edit()).await.unwrap(),
+        Edited::Missing
+    );
+}
+
+pub(super) async fn entries_queued_before_where_claims_scan_from_are_still_claimed<S: Store>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    let accept = |id: &'static str, due: Timestamp| {
+        let mut n = sample_notification(id, now);
+        n.next_attempt_at = Some(due);
+        let store = store.clone();
+        async move { store.accept(plain(n), now).await.unwrap() }
+    };
+    accept("n1", now).await;
+    accept("n2", now).await;
+    let claimed = store.claim_due(now, 10).await.unwrap();
+    assert_eq!(ids(&claimed), ["n1", "n2"]);
+    // A store may scan from after n2 now. Each of these queues an entry before that point.
+    // An accept due earlier (scheduled in the past):
+    accept("n3", now - chrono::Duration::seconds(5)).await;
+    assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n3"]);
+    // A save that puts a claimed one back, due earlier than the others:
+    let mut retry = claimed[0].clone();
+    retry.next_attempt_at = Some(now - chrono::Duration::seconds(10));
+    store.save_progress(&retry).await.unwrap();
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        retry
+            .next_attempt_at
+            .map(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap())
+    );
+    assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n1"]);
+    // A signal's edit that makes a waiting one due again (n2, saved as sent with a receipt
+    // check a minute away, brought forward):
+    let mut sent = claimed[1].clone();
+    sent.status = Status::Sent;
+    sent.next_attempt_at = Some(now + chrono::Duration::seconds(60));
+    store.save_progress(&sent).await.unwrap();
+    assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+    let edit: NotificationEdit = Box::new(move |n: &mut Notification| {
+        n.status = Status::Queued;
+        n.next_attempt_at = Some(now - chrono::Duration::seconds(20));
+    });
+    store.edit_notification("n2", edit).await.unwrap();
+    assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n2"]);
+    assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
+
+/// A claimed notification is skipped by the next claim and by the next due time, is shown
+/// as `sending`, and its save as done takes it off the queue.
+pub(super) async fn a_claim_is_never_handed_out_twice<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    accept_all(&*store, &["n1", "n2"], now).await;
+    let first = store.claim_due(now, 1).await.unwrap();
+    assert_eq!(ids(&first), ["n1"]);
+    let second = store.claim_due(now, 10).await.unwrap();
+    assert_eq!(ids(&second), ["n2"]);
+    assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(
+        store.get_notification("n1").await.unwrap().unwrap().status,
+        Status::Sending
+    );
+    let mut sent = second[0].clone();
+    sent.status = Status::Sent;
+    sent.next_attempt_at = None;
+    store.save_progress(&sent).await.unwrap();
+    assert_eq!(
+        store.get_notification("n2").await.unwrap().unwrap().status,
+        Status::Sent
+    );
+    let later = now + chrono::Duration::minutes(5);
+    assert!(store.claim_due(later, 10).await.unwrap().is_empty());
+}
+
+pub(super) async fn kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix<S: Store>(
+    store: Arc<S>,
+) {
+    store.kv_put("optin", "tok1", b"ana").await.unwrap();
+    store.kv_put("optin", "tok2", b"bob").await.unwrap();
+    store.kv_delete("optin", "tok2").await.unwrap();
+    assert_eq!(
+        store.kv_get("optin", "tok1").await.unwrap().as_deref(),
+        Some(&b"ana"[..])
+    );
+    assert_eq!(store.kv_get("optin", "tok2").await.unwrap(), None);
+    assert_eq!(store.kv_get("other", "tok1").await.unwrap(), None);
+
+    // A scan stays inside its namespace and prefix, in key order.
+    store.kv_put_relaxed("optin", "tok3", b"cy").await.unwrap();
+    store.kv_put_relaxed("optin", "zz", b"-").await.unwrap();
+    store.kv_put_relaxed("optins", "tok9", b"-").await.unwrap();
+    let found = store.kv_scan("optin", "tok").await.unwrap();
+    assert_eq!(
+        found,
+        vec![
+            ("tok1".to_string(), b"ana".to_vec()),
+            ("tok3".to_string(), b"cy".to_vec())
+        ]
+    );
+    store.kv_delete_relaxed("optin", "tok1").await.unwrap();
+    assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
+}
+
+/// Workers claiming side by side share the queue out: every due notification is claimed
+/// exactly once.
+pub(super) async fn two_claimers_at_once_never_get_the_same_notification<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    let all: Vec<String> = (0..600).map(|i| format!("n{i:05}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    accept_all(&*store, &refs, now).await;
+    let claimer = |store: Arc<S>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim_due(now, 7).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|n| n.id));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (a, b) = (claimer(store.clone()), claimer(store.clone()));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let mut seen = BTreeSet::new();
+    for id in a.iter().chain(&b) {
+        assert!(seen.insert(id.clone()), "{id} was claimed twice");
+    }
+    assert_eq!(seen.len(), all.len(), "every notification was claimed");
+    assert_eq!(store.queue_depth(), 0);
+}
+
+/// The same idempotency key (and body) sent by several callers at the same moment: one
+/// notification is created, and every other caller is answered with its id.
+pub(super) async fn one_idempotency_key_from_many_tasks_at_once_creates_one_notification<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    const CALLERS: usize = 8;
+    for round in 0..20 {
+        let key = format!("key-{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                let new = keyed(
+                    sample_notification(&format!("r{round}c{caller}"), now),
+                    &key,
+                );
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.accept(new, now).await.unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for caller in callers {
+            outcomes.push(caller.await.unwrap());
+        }
+        let created: Vec<usize> = (0..CALLERS)
+            .filter(|&c| outcomes[c] == AcceptOutcome::Created)
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {outcomes:?}");
+        let winner = format!("r{round}c{}", created[0]);
+        for (caller, outcome) in outcomes.iter().enumerate() {
+            let id = format!("r{round}c{caller}");
+            if id != winner {
+                assert_eq!(
+                    outcome,
+                    &AcceptOutcome::Duplicate { id: winner.clone() },
+                    "round {round}"
+                );
+                assert_eq!(store.get_notification(&id).await.unwrap(), None, "{id}");
+            }
+        }
+    }
+    assert_eq!(store.queue_depth(), 20, "one notification per key");
+}
+
+/// A contact erased while workers save its notifications: whichever lands first, nothing of
+/// the contact is left (no text, no contact id, no address, nothing queued for it).
+pub(super) async fn an_erasure_racing_saves_leaves_nothing_of_the_contact<S: Store>(store: Arc<S>) {
+    for round in 0..10 {
+        let now = Utc::now();
+        let contact = format!("ana-{round}");
+        let number = format!("+4860010{round:04}");
+        store
+            .upsert_contact(&contact, &patch_whatsapp(&number), now)
+            .await
+            .unwrap();
+        let all: Vec<String> = (0..20).map(|i| format!("r{round}n{i:03}")).collect();
+        for id in &all {
+            let mut n = sample_notification(id, now);
+            n.contact_id = contact.clone();
+            store.accept(plain(n), now).await.unwrap();
+        }
+        let claimed = store.claim_due(now, all.len()).await.unwrap();
+        assert_eq!(claimed.len(), all.len());
+        let saver = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for (i, mut n) in claimed.into_iter().enumerate() {
+                    n.attempts.push(Attempt {
+                        provider_message_id: Some(format!("wamid.{}", n.id)),
+                        ..Attempt::new(ChannelKind::Whatsapp, now, Outcome::Sent)
+                    });
+                    if i % 2 == 0 {
+                        n.status = Status::Sent;
+                        n.next_attempt_at = None;
+                    } else {
+                        n.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+                    }
+                    store.save_progress(&n).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let eraser = {
+            let (store, contact) = (store.clone(), contact.clone());
+            tokio::spawn(async move { store.erase_contact(&contact, now).await.unwrap() })
+        };
+        saver.await.unwrap();
+        assert!(eraser.await.unwrap());
+
+        assert_eq!(store.get_contact(&contact).await.unwrap(), None);
+        assert!(store
+            .find_contacts_by_address(ChannelKind::Whatsapp, &number)
+            .await
+            .unwrap()
+            .is_empty());
+        let (listed, _) = store
+            .list_notifications(&ListQuery {
+                contact_id: Some(contact.clone()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "round {round}: {:?}", ids(&listed));
+        for id in &all {
+            let n = store.get_notification(id).await.unwrap().unwrap();
+            assert_eq!(
+                (n.text.as_str(), n.contact_id.as_str()),
+                ("", ""),
+                "round {round}: {id}"
+            );
+            assert_ne!(n.status, Status::Queued, "round {round}: {id} still queued");
+            let wamid = format!("wamid.{id}");
+            assert_eq!(
+                store
+                    .find_by_message_id(ChannelKind::Whatsapp, &wamid)
+                    .await
+                    .unwrap(),
+                None,
+                "round {round}: {id}"
+            );
+        }
+        let later = now + chrono::Duration::minutes(5);
+        assert!(store.claim_due(later, 100).await.unwrap().is_empty());
+    }
+    assert_eq!(store.queue_depth(), 0);
+}
+
+/// Insert-if-absent from several tasks at once on one key: exactly one inserts, and its
+/// value is the one stored.
+pub(super) async fn insert_if_absent_from_many_tasks_at_once_inserts_once<S: Store>(store: Arc<S>) {
+    const TASKS: usize = 8;
+    for round in 0..50 {
+        let key = format!("line/{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (store, barrier, key) = (store.clone(), barrier.clone(), key.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let value = format!("t{task}");
+                    store
+                        .kv_insert_new("seen", &key, value.as_bytes())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (task, handle) in tasks.into_iter().enumerate() {
+            if handle.await.unwrap() {
+                winners.push(task);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?} inserted");
+        let stored = store.kv_get("seen", &key).await.unwrap();
+        assert_eq!(stored, Some(format!("t{}", winners[0]).into_bytes()));
+    }
+}
