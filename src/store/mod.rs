@@ -115,6 +115,20 @@ pub type ContactEdit = Box<dyn FnOnce(&mut Contact) + Send>;
 /// An edit applied to a stored notification (no I/O inside, it may not block).
 pub type NotificationEdit = Box<dyn FnOnce(&mut Notification) + Send>;
 
+/// A read-modify-write of one kv record: given what the record holds (`None`: nothing), what it
+/// should hold (`None`: delete it). It may run more than once (a compare-and-set retry when
+/// another writer got in between), so it must only compute, no I/O and no side effects.
+pub type KvEdit = Box<dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + Send>;
+
+/// When a write must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns (like [`Store::kv_put`]).
+    Durable,
+    /// With the store's next flush (like [`Store::kv_put_relaxed`]).
+    Relaxed,
+}
+
 /// What `edit_notification` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edited {
@@ -277,6 +291,18 @@ pub trait Store: Send + Sync + 'static {
     /// flush (within half a second). For counters on the send path (caps, tier, risk figures),
     /// where losing the last moment's counts in a crash is better than a flush per send.
     async fn kv_put_relaxed(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Applies `edit` to `namespace`/`key` atomically and returns what the record holds after
+    /// it: no concurrent write to that record, from this process or another instance on the
+    /// same store, is lost. For counters and lists kept in one record (caps, risk figures).
+    /// sled retries a compare-and-swap; a SQL backend does it in one transaction with
+    /// `SELECT ... FOR UPDATE` (or a compare-and-set on the old value, retried).
+    async fn kv_update(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+        durability: Durability,
+    ) -> StoreResult<Option<Vec<u8>>>;
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
     /// Deletes without waiting for the disk (see [`Store::kv_put_relaxed`]): for records that
     /// only expire, where one that comes back after a crash is harmless.

@@ -58,6 +58,7 @@ use super::group_commit::GroupCommit;
 use super::journal::{self, Journal, JournalError, Stage};
 use super::retention::{Kind, Rule};
 use super::threads::Joined;
+use super::{Durability, KvEdit};
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
@@ -1544,6 +1545,25 @@ impl Store for SledStore {
     async fn kv_put_relaxed(&self, namespace: &str, k: &str, value: &[u8]) -> StoreResult<()> {
         self.tree.insert(kv_key(namespace, k), value).map_err(io)?;
         Ok(())
+    }
+
+    async fn kv_update(
+        &self,
+        namespace: &str,
+        k: &str,
+        mut edit: KvEdit,
+        durability: Durability,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        // sled's compare-and-swap loop: `edit` runs again if the record changed meanwhile.
+        let after = self
+            .tree
+            .update_and_fetch(kv_key(namespace, k), |old| edit(old))
+            .map_err(io)?
+            .map(|v| v.to_vec());
+        if durability == Durability::Durable {
+            self.durable().await?;
+        }
+        Ok(after)
     }
 
     async fn kv_delete(&self, namespace: &str, k: &str) -> StoreResult<()> {
