@@ -38,10 +38,6 @@ const META_NAMESPACE: &str = "meta";
 const SECRET_KEY: &str = "unsubscribe_secret";
 const MAC_BYTES: usize = 16;
 
-/// Serialises the creation of the secret within the process, so two holders of [`Keys`] (the
-/// workers and the HTTP API) can't each make a different one on their first use.
-static CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Makes and checks unsubscribe tokens; the secret is loaded (or created) once, then cached.
 pub struct Keys {
     store: Arc<dyn Store>,
@@ -62,17 +58,23 @@ impl Keys {
                 if let Some(secret) = self.load().await? {
                     return Ok(secret);
                 }
-                let _guard = CREATE.lock().await;
-                if let Some(secret) = self.load().await? {
-                    return Ok(secret);
-                }
                 let mut secret = [0u8; 32];
                 rand::rngs::OsRng
                     .try_fill_bytes(&mut secret)
                     .expect("the operating system provides random bytes");
-                self.store
-                    .kv_put(META_NAMESPACE, SECRET_KEY, &secret)
-                    .await?;
+                // Insert-if-absent, so two holders of [`Keys`] (the workers and the HTTP API,
+                // or two instances on a shared store) can't each make a different one on their
+                // first use: whoever loses reads the winner's.
+                if !self
+                    .store
+                    .kv_insert_new(META_NAMESPACE, SECRET_KEY, &secret)
+                    .await?
+                {
+                    return self.load().await?.ok_or(StoreError::Corrupt {
+                        key: format!("{META_NAMESPACE}/{SECRET_KEY}"),
+                        source: "the unsubscribe secret vanished after it was created".into(),
+                    });
+                }
                 tracing::info!("created the unsubscribe link secret");
                 Ok(secret)
             })
@@ -327,6 +329,36 @@ mod tests {
         let dir2 = tempfile::tempdir().unwrap();
         let store2: Arc<dyn Store> = Arc::new(SledStore::open(&dir2.path().join("db"), 8).unwrap());
         assert_eq!(Keys::new(store2).verify(&token).await.unwrap(), None);
+    }
+
+    /// Holders of [`Keys`] with nothing in common but the store (as two instances on a shared
+    /// store) making their first token at once all end up with the one stored secret.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holders_creating_the_secret_at_once_agree_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let keys = Keys::new(store);
+                    barrier.wait().await;
+                    keys.token("c-1042").await.unwrap()
+                })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap());
+        }
+        let later = Keys::new(store);
+        for token in &tokens {
+            assert_eq!(
+                later.verify(token).await.unwrap().as_deref(),
+                Some("c-1042")
+            );
+        }
     }
 
     #[test]

@@ -7,16 +7,11 @@
 //! does not reset the count. Sends in flight in this process are held as reservations by
 //! [`super::Policy`] so that concurrent workers cannot overshoot the cap together.
 
-use std::sync::LazyLock;
-
 use crate::model::Timestamp;
-use crate::store::{Store, StoreResult};
+use crate::store::{Durability, Store, StoreResult};
 
 pub(crate) const NAMESPACE: &str = crate::store::namespaces::POLICY_MARKETING_SENDS;
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// Serialises read-modify-writes of the lists (one process owns the embedded store).
-static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// The sends of the last 24 h out of `times` (epoch ms). A send stamped after `now` counts
 /// too: a worker reads the clock before it waits for the caps' lock, and a send another
@@ -37,12 +32,15 @@ pub fn allows(per_day: u32, sent: usize, in_flight: usize) -> bool {
     per_day == 0 || sent + in_flight < per_day as usize
 }
 
+/// A stored list (an unreadable one counts as empty).
+fn parse(bytes: Option<&[u8]>) -> Vec<i64> {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
+
 async fn load(store: &dyn Store, contact_id: &str) -> StoreResult<Vec<i64>> {
-    Ok(store
-        .kv_get(NAMESPACE, contact_id)
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default())
+    Ok(parse(store.kv_get(NAMESPACE, contact_id).await?.as_deref()))
 }
 
 /// Marketing messages sent to the contact in the last 24 h.
@@ -55,13 +53,19 @@ pub async fn sent_in_window(
 }
 
 /// Counts a marketing message sent to the contact now.
+/// An atomic update of the stored list, so concurrent sends (other workers, other instances
+/// on a shared store) each add theirs.
 pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> StoreResult<()> {
-    let _serial = WRITE.lock().await;
-    let mut times = recent(&load(store, contact_id).await?, now);
-    times.push(now.timestamp_millis());
-    let bytes = serde_json::to_vec(&times).expect("a list of integers serializes");
+    let edit = Box::new(move |old: Option<&[u8]>| {
+        let mut times = recent(&parse(old), now);
+        times.push(now.timestamp_millis());
+        Some(serde_json::to_vec(&times).expect("a list of integers serializes"))
+    });
     // Relaxed: a crash may forget the last half second of counts, not the cap itself.
-    store.kv_put_relaxed(NAMESPACE, contact_id, &bytes).await
+    store
+        .kv_update(NAMESPACE, contact_id, edit, Durability::Relaxed)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,6 +87,32 @@ mod tests {
         let now = at("2025-06-10T20:00:00Z");
         let later = now.timestamp_millis() + 3;
         assert_eq!(recent(&[later], now), [later]);
+    }
+
+    /// Sends recorded for one contact from many tasks at once are all counted (the store's
+    /// atomic update, no lock of this process: instances sharing a store count together).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_recorded_at_once_are_all_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let now = at("2025-06-10T09:00:00Z");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        record(store.as_ref(), "ana", now).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            sent_in_window(store.as_ref(), "ana", now).await.unwrap(),
+            160
+        );
     }
 
     #[tokio::test]

@@ -15,22 +15,18 @@
 //! around. They survive a restart.
 
 use std::collections::VecDeque;
-use std::sync::LazyLock;
 
 use lifeboat_channel::ChannelKind;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ChannelQuality, Timestamp};
-use crate::store::{Store, StoreResult};
+use crate::store::{Durability, Store, StoreResult};
 
 const NAMESPACE: &str = "policy_risk";
 /// Signals kept at most (when no sends come to roll them out).
 pub use crate::config::policy::RiskConfig;
 
 const MAX_SIGNALS: usize = 100_000;
-
-/// Serialises read-modify-writes of the records.
-static WRITE: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// Whether a consent change with this history `source` is a risk signal.
 pub fn is_signal(source: &str) -> bool {
@@ -142,25 +138,37 @@ impl Record {
     }
 }
 
-async fn load(store: &dyn Store, kind: ChannelKind) -> StoreResult<Record> {
-    Ok(store
-        .kv_get(NAMESPACE, kind.as_str())
-        .await?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default())
+/// A stored record (an unreadable one counts as empty).
+fn parse(bytes: Option<&[u8]>) -> Record {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
 }
 
+async fn load(store: &dyn Store, kind: ChannelKind) -> StoreResult<Record> {
+    Ok(parse(
+        store.kv_get(NAMESPACE, kind.as_str()).await?.as_deref(),
+    ))
+}
+
+/// Applies `f` to `kind`'s record as one atomic update of the store, so concurrent signals and
+/// sends (other workers, other instances on a shared store) are all counted. `f` may run more
+/// than once (the store retries when another writer got in between).
 async fn edit(
     store: &dyn Store,
     kind: ChannelKind,
-    f: impl FnOnce(&mut Record),
+    f: impl Fn(&mut Record) + Send + 'static,
 ) -> StoreResult<()> {
-    let _serial = WRITE.lock().await;
-    let mut record = load(store, kind).await?;
-    f(&mut record);
-    let bytes = serde_json::to_vec(&record).expect("a risk record serializes");
+    let edit = Box::new(move |old: Option<&[u8]>| {
+        let mut record = parse(old);
+        f(&mut record);
+        Some(serde_json::to_vec(&record).expect("a risk record serializes"))
+    });
     // Relaxed: figures, not records; a flush per marketing send would cap the send rate.
-    store.kv_put_relaxed(NAMESPACE, kind.as_str(), &bytes).await
+    store
+        .kv_update(NAMESPACE, kind.as_str(), edit, Durability::Relaxed)
+        .await?;
+    Ok(())
 }
 
 /// Counts a consent revocation with history `source` on `kind` (ignored unless it is a risk
@@ -175,7 +183,7 @@ pub async fn signal(
         return Ok(());
     }
     tracing::info!(channel = %kind, source, "risk signal");
-    edit(store, kind, |r| {
+    edit(store, kind, move |r| {
         r.signals.push_back(now.timestamp_millis());
         while r.signals.len() > MAX_SIGNALS {
             r.signals.pop_front();
@@ -191,7 +199,7 @@ pub async fn record_send(
     window: usize,
     now: Timestamp,
 ) -> StoreResult<()> {
-    edit(store, kind, |r| {
+    edit(store, kind, move |r| {
         r.sends.push_back(now.timestamp_millis());
         r.trim(window);
     })
@@ -212,7 +220,7 @@ pub async fn status(
 /// An admin lifts the pause: the figures start afresh, earlier quality signals are forgiven.
 pub async fn resume(store: &dyn Store, kind: ChannelKind, now: Timestamp) -> StoreResult<()> {
     tracing::info!(channel = %kind, "marketing resumed by admin; risk figures reset");
-    edit(store, kind, |r| {
+    edit(store, kind, move |r| {
         *r = Record {
             resumed_at: Some(now),
             ..Record::default()

@@ -58,11 +58,11 @@ use super::group_commit::GroupCommit;
 use super::journal::{self, Journal, JournalError, Stage};
 use super::retention::{Kind, Rule};
 use super::threads::Joined;
-use super::{Durability, KvEdit};
 use super::{
     AcceptOutcome, ContactEdit, Edited, ListQuery, NewNotification, NotificationEdit, Store,
     StoreError, StoreResult, IDEMPOTENCY_WINDOW_SECS,
 };
+use super::{Durability, KvEdit};
 use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
 };

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use lifeboat_channel::{Category, ChannelKind};
 
-use super::{Durability, KvEdit};
 use super::{
     AcceptOutcome, Edited, IdempotencyKey, ListQuery, NewNotification, NotificationEdit, Store,
 };
+use super::{Durability, KvEdit};
 use crate::model::{Attempt, Contact, ContactPatch, Notification, Outcome, Status, Timestamp};
 
 /// Instantiates every test of the suite for one backend, as `#[tokio::test]`s in a module
@@ -724,9 +724,7 @@ fn increment() -> KvEdit {
 /// Read-modify-writes of one record from several tasks at once: each sees the others' writes,
 /// so no increment is lost (what two gateway instances on one store need from caps and risk
 /// figures, which no in-process lock can give).
-pub(super) async fn kv_updates_from_many_tasks_at_once_lose_no_increment<S: Store>(
-    store: Arc<S>,
-) {
+pub(super) async fn kv_updates_from_many_tasks_at_once_lose_no_increment<S: Store>(store: Arc<S>) {
     const TASKS: usize = 8;
     const EACH: usize = 50;
     let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
@@ -762,8 +760,14 @@ pub(super) async fn kv_updates_from_many_tasks_at_once_lose_no_increment<S: Stor
 pub(super) async fn kv_update_creates_edits_and_deletes_a_record<S: Store>(store: Arc<S>) {
     let after = |r: Option<Vec<u8>>| r.map(|b| String::from_utf8(b).unwrap());
     let update = |edit: KvEdit| store.kv_update("counters", "a", edit, Durability::Durable);
-    assert_eq!(after(update(increment()).await.unwrap()).as_deref(), Some("1"));
-    assert_eq!(after(update(increment()).await.unwrap()).as_deref(), Some("2"));
+    assert_eq!(
+        after(update(increment()).await.unwrap()).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        after(update(increment()).await.unwrap()).as_deref(),
+        Some("2")
+    );
     assert_eq!(update(Box::new(|_| None)).await.unwrap(), None);
     assert_eq!(store.kv_get("counters", "a").await.unwrap(), None);
     assert_eq!(
