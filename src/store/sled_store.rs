@@ -1551,13 +1551,13 @@ impl Store for SledStore {
         &self,
         namespace: &str,
         k: &str,
-        mut edit: KvEdit,
+        edit: KvEdit,
         durability: Durability,
     ) -> StoreResult<Option<Vec<u8>>> {
         // sled's compare-and-swap loop: `edit` runs again if the record changed meanwhile.
         let after = self
             .tree
-            .update_and_fetch(kv_key(namespace, k), |old| edit(old))
+            .update_and_fetch(kv_key(namespace, k), edit)
             .map_err(io)?
             .map(|v| v.to_vec());
         if durability == Durability::Durable {
