@@ -3,8 +3,12 @@
 //!
 //! The [`Store`] trait is shaped for a shared SQL database as much as for the embedded sled
 //! default: whole-record reads and writes, atomic "accept" and "claim" operations, no
-//! iterators or closures crossing the boundary. A PostgreSQL backend (several gateway
-//! instances on one store) would claim with `FOR UPDATE SKIP LOCKED` plus a lease.
+//! iterators crossing the boundary. Edits (`update_contact`, `edit_notification`, `kv_update`)
+//! pass a pure function of the current record, which a backend may run more than once (a
+//! compare-and-set retry) and applies atomically: in SQL, a `SELECT ... FOR UPDATE` and an
+//! `UPDATE` in one transaction. A PostgreSQL backend (several gateway instances on one store)
+//! would claim with `FOR UPDATE SKIP LOCKED` plus a lease. Every backend runs the contract tests
+//! of [`suite`] (`store_suite!`).
 
 mod group_commit;
 mod journal;
