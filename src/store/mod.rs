@@ -8,7 +8,7 @@
 //! compare-and-set retry) and applies atomically: in SQL, a `SELECT ... FOR UPDATE` and an
 //! `UPDATE` in one transaction. A PostgreSQL backend (several gateway instances on one store)
 //! would claim with `FOR UPDATE SKIP LOCKED` plus a lease. Every backend runs the contract tests
-//! of [`suite`] (`store_suite!`).
+//! of `suite.rs` (`store_suite!`).
 
 mod group_commit;
 mod journal;
