@@ -24,24 +24,10 @@ async fn store_with_contact(dir: &Path, at: Timestamp) -> Arc<SledStore> {
 
 fn notification(at: Timestamp) -> Notification {
     Notification {
-        id: uuid::Uuid::now_v7().to_string(),
         contact_id: CONTACT.into(),
         category: Category::Marketing,
-        text: "hello".into(),
-        subject: None,
-        html: None,
-        whatsapp_template: None,
-        channels: vec![ChannelKind::Whatsapp],
-        status: Status::Queued,
-        channel: None,
-        attempts: vec![],
-        created_at: at,
-        updated_at: at,
         expires_at: at + Duration::days(400),
-        fallback_after_secs: None,
-        idempotency_key: None,
-        cursor: Default::default(),
-        next_attempt_at: Some(at),
+        ..crate::store::suite::sample_notification(&uuid::Uuid::now_v7().to_string(), at)
     }
 }
 

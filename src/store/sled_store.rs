@@ -1661,24 +1661,8 @@ mod tests {
 
     fn sample_notification(id: &str, now: Timestamp) -> Notification {
         Notification {
-            id: id.into(),
-            contact_id: "ana".into(),
-            category: lifeboat_channel::Category::Transactional,
-            text: "hello".into(),
-            subject: None,
-            html: None,
-            whatsapp_template: None,
-            channels: vec![ChannelKind::Whatsapp],
-            status: Status::Queued,
-            channel: None,
-            attempts: vec![],
-            created_at: now,
-            updated_at: now,
-            expires_at: now + chrono::Duration::hours(1),
-            fallback_after_secs: None,
             idempotency_key: Some("key-1".into()),
-            cursor: Default::default(),
-            next_attempt_at: Some(now),
+            ..super::super::suite::sample_notification(id, now)
         }
     }
 

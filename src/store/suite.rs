@@ -92,7 +92,9 @@ async fn add_ana<S: Store>(store: &S, at: Timestamp) {
         .unwrap();
 }
 
-fn sample_notification(id: &str, now: Timestamp) -> Notification {
+/// A queued transactional notification to "ana" on WhatsApp, due `now`, expiring in an hour
+/// (the store tests' fixture; tests change the members they care about).
+pub(super) fn sample_notification(id: &str, now: Timestamp) -> Notification {
     Notification {
         id: id.into(),
         contact_id: "ana".into(),
