@@ -52,7 +52,8 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
         (status = 200, description = "One row per channel: state, reason, since, until, last_error, counts, marketing (risk monitor: paused, reason, figures), rate", body = Vec<crate::api::openapi::ChannelRow>),
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn list_channels(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -131,7 +132,8 @@ pub struct DisableBody {
         (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn disable(
@@ -156,7 +158,8 @@ pub async fn disable(
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn enable(
@@ -178,7 +181,8 @@ pub async fn enable(
         (status = 401, description = "Missing or unknown admin token", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn resume_marketing(

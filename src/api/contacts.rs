@@ -96,7 +96,8 @@ pub async fn put_contact(
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_contact(
@@ -119,7 +120,8 @@ pub async fn get_contact(
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn delete_contact(
@@ -199,7 +201,8 @@ impl ConsentBody {
         (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn put_consent(
@@ -240,7 +243,8 @@ pub async fn put_consent(
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact or channel", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn consent_history(

@@ -392,7 +392,8 @@ pub async fn create(
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such notification", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_one(
@@ -429,7 +430,8 @@ pub struct ListParams {
         (status = 401, description = "Missing or unknown api key", body = crate::api::openapi::ErrorBody),
         (status = 403, description = "The admin token was used", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list(

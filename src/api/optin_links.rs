@@ -123,7 +123,8 @@ pub fn links(config: &Config, token: &str) -> Map<String, Value> {
         (status = 413, description = "Body over 64 KiB", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A member or parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn create(

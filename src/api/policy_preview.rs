@@ -41,7 +41,8 @@ pub struct PreviewParams {
         (status = 403, description = "An api key was used", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such contact", body = crate::api::openapi::ErrorBody),
         (status = 422, description = "A parameter is invalid (`field` names it)", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The store is overloaded or failing; see Retry-After", body = crate::api::openapi::ErrorBody)),
+        (status = 500, description = "`internal_error`: the store failed (I/O or a corrupt record); the body holds only a reference to the logged cause", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "`overloaded`: the store is stopping or the gateway is at its connection cap; see Retry-After", body = crate::api::openapi::ErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn preview(

@@ -224,11 +224,20 @@ pub async fn disable(
 }
 
 fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
-    tracing::error!(error = %e, "admin page: the store could not save a channel change");
-    dashboard(
-        state,
-        csrf,
-        StatusCode::SERVICE_UNAVAILABLE,
-        Some(&format!("The change could not be saved: {e}. Try again.")),
-    )
+    let reference = uuid::Uuid::new_v4();
+    tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not save a channel change");
+    // The cause stays in the log: store errors can name keys and paths.
+    let (status, message) = if e.is_unavailable() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The change could not be saved: the gateway is stopping. Try again in a moment."
+                .to_string(),
+        )
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("The change could not be saved: internal error (reference {reference}); see the gateway's log."),
+        )
+    };
+    dashboard(state, csrf, status, Some(&message))
 }
