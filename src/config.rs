@@ -321,6 +321,10 @@ pub struct StoreConfig {
     /// Memory sled may use for its page cache, in MiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// How long a claim on a notification lasts without renewal: after a crash, how long its
+    /// notifications wait before another worker (or instance) takes them over.
+    #[serde(default = "default_lease", deserialize_with = "duration")]
+    pub lease: Duration,
     /// `[store.retention]`: how long finished records are kept (docs/retention.md).
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -393,6 +397,7 @@ impl Default for StoreConfig {
             path: default_store_path(),
             url: None,
             cache_mb: default_cache_mb(),
+            lease: default_lease(),
             retention: Default::default(),
         }
     }
@@ -427,6 +432,9 @@ fn default_max_header_bytes() -> usize {
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/lifeboat.sled")
+}
+fn default_lease() -> Duration {
+    crate::store::DEFAULT_LEASE
 }
 fn default_cache_mb() -> u64 {
     64
@@ -645,6 +653,10 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.header_timeout and server.request_timeout must be longer than 0s".into(),
             ));
+        }
+        if self.store.lease < Duration::from_secs(1) || self.store.lease > Duration::from_secs(3600)
+        {
+            return err("store.lease", "must be between 1s and 1h");
         }
         if self.store.url.is_some() {
             return err(

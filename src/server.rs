@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::dispatch::worker::WorkerContext;
 use crate::dispatch::Dispatcher;
 use crate::states::ChannelStates;
-use crate::store::{Purger, SledStore, Store, StoreError};
+use crate::store::StoreError;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -88,18 +88,8 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let sled = Arc::new(SledStore::open(&config.store.path, config.store.cache_mb)?);
-    // Stopped (and waited for) before the store's last flush.
-    let purger = Purger::start(
-        sled.clone(),
-        config.store.retention.clone(),
-        options.clock.clone(),
-    )
-    .map_err(|source| StoreError::Start {
-        what: "the retention purge",
-        source,
-    })?;
-    let store: Arc<dyn Store> = sled;
+    let opened = crate::store::open(&config.store, options.clock.clone()).await?;
+    let store = opened.store.clone();
     // One registry per gateway: several gateways in one process keep their own counts.
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let states = Arc::new(
@@ -152,7 +142,7 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let configured: Vec<String> = registry.configured().map(|(k, _)| k.to_string()).collect();
-    tracing::info!(%addr, channels = ?configured, store = %config.store.path.display(), "lifeboat started");
+    tracing::info!(%addr, channels = ?configured, store = %opened.location, "lifeboat started");
     if let Some(banner) = &options.banner {
         print!("{banner}");
     }
@@ -181,7 +171,8 @@ pub async fn run(
     // Best-effort work requests left running (receipt retries, STOP replies) ends here, so
     // that nothing outlives the gateway or keeps its store open.
     background.stop().await;
-    drop(purger);
+    // The backend's background work (the purge) stops before the last flush.
+    drop(opened);
     store.flush().await?;
     tracing::info!("store flushed; bye");
     Ok(())

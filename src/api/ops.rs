@@ -38,7 +38,9 @@ pub async fn healthz() -> Json<Value> {
         (status = 503, description = "Not ready: `ready: false` and `reason` (store failing, workers stopped, or no channel is configured)", body = crate::api::openapi::Readiness))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let store_ok = state.store.get_contact("readyz-probe").await.is_ok();
+    let store_ok =
+        state.store.check().await.is_ok() && state.store.get_contact("readyz-probe").await.is_ok();
+    let queue_depth = state.store.queue_depth().await.unwrap_or(0);
     let workers_ok = state.ready.load(Ordering::Relaxed);
     let configured: Vec<_> = state.registry.configured().map(|(kind, _)| kind).collect();
     let usable = configured
@@ -78,7 +80,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "channels": {"configured": configured.len(), "usable": usable},
             "store": if store_ok { "ok" } else { "failing" },
             "workers": if workers_ok { "running" } else { "stopped" },
-            "queue_depth": state.store.queue_depth(),
+            "queue_depth": queue_depth,
         })),
     )
 }
@@ -98,8 +100,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .iter()
         .map(|&kind| (kind, state.states.current(kind).state))
         .collect();
-    let text = state
-        .metrics
-        .render(&channel_states, state.store.queue_depth());
+    // A store that cannot count its queue right now shows 0 rather than failing the scrape
+    // (`/readyz` says the store is failing).
+    let queue_depth = state.store.queue_depth().await.unwrap_or(0);
+    let text = state.metrics.render(&channel_states, queue_depth);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

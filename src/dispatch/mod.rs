@@ -1,7 +1,10 @@
 //! The dispatcher: one scheduler task claims due notifications from the store and hands each
 //! to a worker task; at most `server.concurrency` sends are in flight at once.
 //!
-//! The store's claim is what guarantees that no notification is sent by two workers at once.
+//! The store's claim is what guarantees that no notification is sent by two workers at once
+//! (or by two instances on one shared store). A claim is a lease: a small task renews the
+//! leases of everything the dispatcher holds (claimed, waiting for a slot, or being sent)
+//! about three times per lease, so only a dead or cut-off dispatcher loses them ([`Held`]).
 //! The scheduler wakes when a notification is accepted, when a worker puts one back on the
 //! queue, or at the latest every 250 ms (retries and throttles that come due).
 
@@ -11,7 +14,8 @@ mod tests;
 pub mod transitions;
 pub mod worker;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
@@ -25,6 +29,57 @@ const CLAIM_BATCH: usize = 512;
 const MIN_CLAIM: usize = 64;
 /// The longest the scheduler sleeps without looking at the queue.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// The notifications this dispatcher holds a claim on, from the claim until the worker's turn
+/// ends (its save released the claim), for the lease renewal.
+#[derive(Clone, Default)]
+struct Held(Arc<Mutex<HashSet<String>>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+}
+
+/// Removes a notification from [`Held`] when its worker's turn ends, even by a panic.
+struct Release {
+    held: Held,
+    id: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.held.lock().remove(&self.id);
+    }
+}
+
+/// Renews the leases of what `held` holds every third of a lease, until `stopped`.
+async fn renew(ctx: Arc<WorkerContext>, held: Held, mut stopped: watch::Receiver<bool>) {
+    let every = (ctx.store.lease() / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let ids = held.snapshot();
+        if ids.is_empty() {
+            continue;
+        }
+        match ctx.store.renew_claims(&ids, ctx.clock.now()).await {
+            Ok(kept) if kept < ids.len() => tracing::warn!(
+                held = ids.len(),
+                kept,
+                "some claims' leases had ended before their renewal; those notifications may be sent again"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "renewing claims' leases failed; retrying"),
+        }
+    }
+}
 
 /// A running dispatcher.
 pub struct Dispatcher {
@@ -48,7 +103,9 @@ impl Dispatcher {
                 let _ = stopped.wait_for(|stop| *stop).await;
             })
         } else {
-            tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone()))
+            let held = Held::default();
+            tokio::spawn(renew(ctx.clone(), held.clone(), stopped.clone()));
+            tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone(), held))
         };
         Dispatcher {
             wake,
@@ -91,6 +148,7 @@ async fn schedule(
     wake: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
     slots: Arc<Semaphore>,
+    held: Held,
 ) {
     loop {
         if *stopped.borrow() {
@@ -118,6 +176,7 @@ async fn schedule(
             }
         };
         let full = batch.len() == limit;
+        held.lock().extend(batch.iter().map(|n| n.id.clone()));
         for n in batch {
             // At shutdown, claimed notifications not started yet keep their claim; the store
             // puts them back on the queue at the next start.
@@ -130,7 +189,12 @@ async fn schedule(
             };
             let ctx = ctx.clone();
             let wake = wake.clone();
+            let release = Release {
+                held: held.clone(),
+                id: n.id.clone(),
+            };
             tokio::spawn(async move {
+                let _release = release;
                 let id = n.id.clone();
                 match worker::process(&ctx, n).await {
                     Ok(n) if n.status == crate::model::Status::Queued => wake.notify_one(),

@@ -13,6 +13,8 @@
 mod group_commit;
 mod journal;
 pub mod namespaces;
+mod open;
+pub mod portable;
 mod retention;
 mod sled_store;
 #[cfg(test)]
@@ -29,8 +31,9 @@ use crate::model::{
 };
 
 pub use crate::config::RetentionConfig;
+pub use open::{open, OpenedStore};
 pub use retention::{Purged, Purger};
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_LEASE};
 
 /// A failure of the store itself (not of the caller's input). Each variant keeps its cause as
 /// its `source`; the message repeats it too, because operators read errors at start-up and in
@@ -212,8 +215,11 @@ pub trait Store: Send + Sync + 'static {
         channel: ChannelKind,
     ) -> StoreResult<Vec<Consent>>;
 
-    /// Stores and queues a notification. Returns only once it is durable on disk; concurrent
-    /// callers share one flush.
+    /// Stores and queues a notification. Returns only once it is durable (committed);
+    /// concurrent callers share one flush (one group commit). Idempotency is a uniqueness rule
+    /// of the store, not of one process: the same key accepted from two tasks or two
+    /// instances at the same moment creates one notification (`Created` once, `Duplicate` or
+    /// `Conflict` for the others).
     async fn accept(&self, new: NewNotification, now: Timestamp) -> StoreResult<AcceptOutcome>;
     async fn get_notification(&self, id: &str) -> StoreResult<Option<Notification>>;
     /// One page, newest first, and the cursor of the next page.
@@ -222,10 +228,19 @@ pub trait Store: Send + Sync + 'static {
         query: &ListQuery,
     ) -> StoreResult<(Vec<Notification>, Option<String>)>;
 
-    /// Takes up to `limit` notifications due by `now` off the queue; each is claimed (no other
-    /// worker gets it) until `save_progress` releases it. Claims left by a crash are released
-    /// when the store opens again.
+    /// Takes up to `limit` notifications due by `now` off the queue, each with a lease: no
+    /// other claimer (another worker, another instance on the same store) gets it until the
+    /// lease ends, at `now + self.lease()` unless [`Store::renew_claims`] extends it, or until
+    /// `save_progress` releases it. A lease that ends without its save (a crash, a stuck or
+    /// lost worker) leaves the notification claimable again, as it was: at least once.
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>>;
+    /// Extends the leases of claims this store handle holds among `ids` to `now + lease()`,
+    /// and says how many it still held (a lease that had already ended and was taken by
+    /// another claimer is not renewed). The dispatcher calls it for everything it holds,
+    /// about three times per lease.
+    async fn renew_claims(&self, ids: &[String], now: Timestamp) -> StoreResult<usize>;
+    /// How long a claim lasts without renewal (`[store] lease`, 30 s by default).
+    fn lease(&self) -> std::time::Duration;
     /// Saves a claimed notification and releases the claim: back on the queue at
     /// [`Notification::queue_due`] if it has one (still queued, or sent with a receipt check
     /// pending), off the queue otherwise. Also keeps the index of provider message ids
@@ -246,8 +261,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<String>>;
     /// When the earliest queued notification is due.
     async fn next_due(&self) -> StoreResult<Option<Timestamp>>;
-    /// Notifications waiting on the queue (not counting claimed ones).
-    fn queue_depth(&self) -> u64;
+    /// Notifications waiting on the queue (not counting claimed ones). May be a moment old
+    /// (a shared database counts it at most about once a second).
+    async fn queue_depth(&self) -> StoreResult<u64>;
+    /// Whether the store can serve requests right now (for `/readyz`): the embedded store
+    /// always can while open; a database store answers whether it is reachable.
+    async fn check(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>>;
     /// Saves a channel state durably (a state change is stored before it takes effect).
@@ -292,8 +313,10 @@ pub trait Store: Send + Sync + 'static {
     /// provider event is seen" records shared by every instance.
     async fn kv_insert_new(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<bool>;
     /// Stores without waiting for the disk: the record is durable with the store's next
-    /// flush (within half a second). For counters on the send path (caps, tier, risk figures),
-    /// where losing the last moment's counts in a crash is better than a flush per send.
+    /// flush (within about half a second; PostgreSQL: a commit with `synchronous_commit = off`),
+    /// and a crash may lose the last moment's writes. Every reader sees it at once. For
+    /// counters on the send path, where losing the last moment's counts in a crash is better
+    /// than a flush per send.
     async fn kv_put_relaxed(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
     /// Applies `edit` to `namespace`/`key` atomically and returns what the record holds after
     /// it: no concurrent write to that record, from this process or another instance on the

@@ -173,7 +173,7 @@ async fn a_queued_notification_is_never_purged_whatever_its_age() {
         let n = store.get_notification(id).await.unwrap().unwrap();
         assert_eq!(n.status, Status::Queued);
     }
-    assert_eq!(store.queue_depth(), 2);
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
     let due = store.claim_due(t0 + Duration::days(366), 10).await.unwrap();
     assert_eq!(due.len(), 2);
 }
@@ -358,5 +358,5 @@ async fn a_purged_notification_does_not_come_back_from_the_journal_after_a_resta
         }
     };
     assert_eq!(store.get_notification(&id).await.unwrap(), None);
-    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
 }

@@ -68,6 +68,8 @@ use crate::model::{
 };
 
 const STRIPES: usize = 64;
+/// `[store] lease` when not configured.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct SledStore {
     db: sled::Db,
@@ -89,6 +91,8 @@ pub struct SledStore {
     erasing: Erasing,
     /// Where queue scans start (see [`ScanFrom`]).
     scan_from: Arc<ScanFrom>,
+    /// How long a claim lasts without renewal.
+    lease: std::time::Duration,
 }
 
 /// Where scans of the queue start: every queue entry before this key is claimed. Claimed
@@ -124,6 +128,16 @@ struct Claim {
     /// Its save has started: the record may already be the saved one, so the API shows the
     /// record as it is, not as `sending`.
     saving: bool,
+    /// When the lease ends unless renewed: then the notification is claimable again.
+    until: Timestamp,
+}
+
+impl Claim {
+    /// Whether the lease has ended by `now` (a claim whose save started never ends: the
+    /// save releases it).
+    fn ended(&self, now: Timestamp) -> bool {
+        !self.saving && self.until <= now
+    }
 }
 
 /// One write of a save: a key and its new value, or `None` to remove it.
@@ -477,6 +491,7 @@ impl SledStore {
             saver,
             erasing,
             scan_from,
+            lease: DEFAULT_LEASE,
         };
         store.migrate_address_index()?;
         store.replay_journal(&path.with_extension("journal"))?;
@@ -490,6 +505,12 @@ impl SledStore {
         store.queue_depth.store(depth, Ordering::Relaxed);
         store.release_stale_claims()?;
         Ok(store)
+    }
+
+    /// Sets how long a claim lasts without renewal (`[store] lease`).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> SledStore {
+        self.lease = lease;
+        self
     }
 
     /// Builds the `A/` address index (every contact holding an address) from the contacts and
@@ -1307,8 +1328,25 @@ impl Store for SledStore {
 
     async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
         let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
         let mut from = self.scan_from.lock();
         let mut claims = self.claims();
+        // Leases that ended without their save: the notification is claimable again from its
+        // queue entry (which a claim keeps), so scans must start at it again.
+        let ended: Vec<String> = claims
+            .iter()
+            .filter(|(_, c)| c.ended(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            if let Some(claim) = claims.remove(&id) {
+                tracing::warn!(notification = %id, "a claim's lease ended without its save; the notification is claimable again");
+                if claim.queue_key < *from {
+                    *from = claim.queue_key;
+                }
+                self.queue_depth.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let mut claimed = Vec::new();
         let mut orphans = sled::Batch::default();
         let mut orphaned = false;
@@ -1332,6 +1370,7 @@ impl Store for SledStore {
                         slot.insert(Claim {
                             queue_key: qk.to_vec(),
                             saving: false,
+                            until,
                         });
                         claimed.push(n);
                     }
@@ -1353,6 +1392,23 @@ impl Store for SledStore {
         self.queue_depth
             .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
         Ok(claimed)
+    }
+
+    async fn renew_claims(&self, ids: &[String], now: Timestamp) -> StoreResult<usize> {
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let mut claims = self.claims();
+        let mut held = 0;
+        for id in ids {
+            if let Some(claim) = claims.get_mut(id) {
+                claim.until = claim.until.max(until);
+                held += 1;
+            }
+        }
+        Ok(held)
+    }
+
+    fn lease(&self) -> std::time::Duration {
+        self.lease
     }
 
     async fn save_progress(&self, n: &Notification) -> StoreResult<()> {
@@ -1452,8 +1508,8 @@ impl Store for SledStore {
         Ok(None)
     }
 
-    fn queue_depth(&self) -> u64 {
-        self.queue_depth.load(Ordering::Relaxed).max(0) as u64
+    async fn queue_depth(&self) -> StoreResult<u64> {
+        Ok(self.queue_depth.load(Ordering::Relaxed).max(0) as u64)
     }
 
     async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>> {
@@ -1725,7 +1781,7 @@ mod tests {
             .unwrap()
             .expect("replayed");
         assert_eq!(n.status, Status::Queued);
-        assert_eq!(store.queue_depth(), 1);
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
         let due = store.claim_due(now, 10).await.unwrap();
         assert_eq!(due.len(), 1);
         let contact = store
@@ -1815,7 +1871,11 @@ mod tests {
             }
         }
         let store = SledStore::open(&path, 8).unwrap();
-        assert_eq!(store.queue_depth(), 1, "only n1 is put back on the queue");
+        assert_eq!(
+            store.queue_depth().await.unwrap(),
+            1,
+            "only n1 is put back on the queue"
+        );
         let due = store.claim_due(now, 10).await.unwrap();
         assert_eq!(
             due.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
@@ -1899,7 +1959,7 @@ mod tests {
             drop(store);
         }
         let store = SledStore::open(&path, 8).unwrap();
-        assert_eq!(store.queue_depth(), 20);
+        assert_eq!(store.queue_depth().await.unwrap(), 20);
     }
 
     async fn reopen(path: &Path) -> SledStore {
@@ -1933,12 +1993,12 @@ mod tests {
                 );
             }
             assert_eq!(store.claim_due(now, 1).await.unwrap().len(), 1);
-            assert_eq!(store.queue_depth(), 2);
+            assert_eq!(store.queue_depth().await.unwrap(), 2);
             store.flush().await.unwrap();
         }
         // Clean stop: the saved size, plus the claim left in flight, now back on the queue.
         let store = reopen(&path).await;
-        assert_eq!(store.queue_depth(), 3);
+        assert_eq!(store.queue_depth().await.unwrap(), 3);
         let mut n = sample_notification("n4", now);
         n.idempotency_key = None;
         let new = NewNotification {
@@ -1950,7 +2010,7 @@ mod tests {
         drop(store);
         // No flush (a crash): the saved size was removed at open, so the queue is counted.
         let store = reopen(&path).await;
-        assert_eq!(store.queue_depth(), 4);
+        assert_eq!(store.queue_depth().await.unwrap(), 4);
     }
 
     #[tokio::test]

@@ -45,6 +45,7 @@ macro_rules! store_suite {
                 signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry,
                 entries_queued_before_where_claims_scan_from_are_still_claimed,
                 a_claim_is_never_handed_out_twice,
+                a_renewed_lease_keeps_the_claim,
                 kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix,
                 two_claimers_at_once_never_get_the_same_notification,
                 one_idempotency_key_from_many_tasks_at_once_creates_one_notification,
@@ -199,7 +200,7 @@ pub(super) async fn an_erasure_during_a_send_is_not_undone_by_the_sends_save<S: 
         Status::Cancelled,
         "not retried for an erased contact"
     );
-    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
     let later = now + chrono::Duration::minutes(5);
     assert!(store.claim_due(later, 10).await.unwrap().is_empty());
 }
@@ -382,7 +383,7 @@ pub(super) async fn signals_edit_only_unclaimed_notifications_and_keep_one_queue
     });
     n.next_attempt_at = Some(now + chrono::Duration::seconds(60));
     store.save_progress(&n).await.unwrap();
-    assert_eq!(store.queue_depth(), 1);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
     assert_eq!(
         store
             .find_by_message_id(ChannelKind::Whatsapp, "wamid.A")
@@ -400,7 +401,7 @@ pub(super) async fn signals_edit_only_unclaimed_notifications_and_keep_one_queue
         store.edit_notification("n1", requeue).await.unwrap(),
         Edited::Done(_)
     ));
-    assert_eq!(store.queue_depth(), 1);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
     let mut again = store.claim_due(now, 10).await.unwrap();
     assert_eq!(ids(&again), ["n1"]);
     // Once done, nothing is left on the queue for it: not the receipt check's old entry.
@@ -411,7 +412,7 @@ pub(super) async fn signals_edit_only_unclaimed_notifications_and_keep_one_queue
     let later = now + chrono::Duration::minutes(5);
     assert!(store.claim_due(later, 10).await.unwrap().is_empty());
     assert_eq!(store.next_due().await.unwrap(), None);
-    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert_eq!(
         store.edit_notification("nope", edit()).await.unwrap(),
         Edited::Missing
@@ -487,8 +488,31 @@ pub(super) async fn a_claim_is_never_handed_out_twice<S: Store>(store: Arc<S>) {
         store.get_notification("n2").await.unwrap().unwrap().status,
         Status::Sent
     );
-    let later = now + chrono::Duration::minutes(5);
-    assert!(store.claim_due(later, 10).await.unwrap().is_empty());
+    // Within n1's lease nobody gets it again; once the lease has ended without a save or a
+    // renewal, it is claimable again (a crashed or cut-off worker), as it was.
+    let lease = chrono::Duration::from_std(store.lease()).unwrap();
+    let within = now + lease - chrono::Duration::seconds(1);
+    assert!(store.claim_due(within, 10).await.unwrap().is_empty());
+    let after = now + lease + chrono::Duration::seconds(1);
+    assert_eq!(ids(&store.claim_due(after, 10).await.unwrap()), ["n1"]);
+}
+
+pub(super) async fn a_renewed_lease_keeps_the_claim<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    accept_all(&*store, &["n1"], now).await;
+    let claimed = store.claim_due(now, 10).await.unwrap();
+    assert_eq!(ids(&claimed), ["n1"]);
+    let lease = chrono::Duration::from_std(store.lease()).unwrap();
+    let half = now + lease / 2;
+    assert_eq!(store.renew_claims(&["n1".into()], half).await.unwrap(), 1);
+    // Past the first lease, but within the renewed one: still held.
+    assert!(store
+        .claim_due(now + lease + chrono::Duration::seconds(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Nothing else is renewed by naming it.
+    assert_eq!(store.renew_claims(&["n9".into()], half).await.unwrap(), 0);
 }
 
 pub(super) async fn kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix<S: Store>(
@@ -547,7 +571,7 @@ pub(super) async fn two_claimers_at_once_never_get_the_same_notification<S: Stor
         assert!(seen.insert(id.clone()), "{id} was claimed twice");
     }
     assert_eq!(seen.len(), all.len(), "every notification was claimed");
-    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
 /// The same idempotency key (and body) sent by several callers at the same moment: one
@@ -596,7 +620,11 @@ pub(super) async fn one_idempotency_key_from_many_tasks_at_once_creates_one_noti
             }
         }
     }
-    assert_eq!(store.queue_depth(), 20, "one notification per key");
+    assert_eq!(
+        store.queue_depth().await.unwrap(),
+        20,
+        "one notification per key"
+    );
 }
 
 /// A contact erased while workers save its notifications: whichever lands first, nothing of
@@ -680,7 +708,7 @@ pub(super) async fn an_erasure_racing_saves_leaves_nothing_of_the_contact<S: Sto
         let later = now + chrono::Duration::minutes(5);
         assert!(store.claim_due(later, 100).await.unwrap().is_empty());
     }
-    assert_eq!(store.queue_depth(), 0);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
 /// Insert-if-absent from several tasks at once on one key: exactly one inserts, and its

@@ -1,0 +1,55 @@
+//! Opening the store the config names, with the background work its backend needs (the
+//! embedded store's retention purge thread), owned by one guard: the one place that knows
+//! which backends exist.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+
+use super::{Purger, SledStore, Store, StoreError, StoreResult};
+
+/// An open store and what runs beside it. Dropping it stops the background work (before the
+/// store's last flush, which the caller makes through `store`).
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    /// Where the store is, for logs (never a password).
+    pub location: String,
+    /// Background work of the backend (the purge), stopped when dropped.
+    _background: Vec<Box<dyn Send + Sync>>,
+}
+
+impl OpenedStore {
+    /// Stops the background work and returns the store alone.
+    pub fn into_store(self) -> Arc<dyn Store> {
+        self.store
+    }
+}
+
+/// Opens the store `config` selects.
+pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<OpenedStore> {
+    let path = config.path.clone();
+    let cache_mb = config.cache_mb;
+    let lease = config.lease;
+    let sled = tokio::task::spawn_blocking(move || {
+        SledStore::open(&path, cache_mb).map(|s| s.with_lease(lease))
+    })
+    .await
+    .map_err(|e| StoreError::Start {
+        what: "the embedded store",
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let sled = Arc::new(sled);
+    let purger =
+        Purger::start(sled.clone(), config.retention.clone(), clock).map_err(|source| {
+            StoreError::Start {
+                what: "the retention purge",
+                source,
+            }
+        })?;
+    Ok(OpenedStore {
+        store: sled,
+        location: config.path.display().to_string(),
+        _background: vec![Box::new(purger)],
+    })
+}
