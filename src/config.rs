@@ -433,8 +433,10 @@ fn default_max_header_bytes() -> usize {
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/lifeboat.sled")
 }
+/// `[store] lease` when not configured.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 fn default_lease() -> Duration {
-    crate::store::DEFAULT_LEASE
+    DEFAULT_LEASE
 }
 fn default_cache_mb() -> u64 {
     64

@@ -68,8 +68,7 @@ use crate::model::{
 };
 
 const STRIPES: usize = 64;
-/// `[store] lease` when not configured.
-pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+pub use crate::config::DEFAULT_LEASE;
 
 pub struct SledStore {
     db: sled::Db,
