@@ -34,7 +34,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to (`src/store/sled_store.rs` -> `store`), or `None`
+/// The top-level module a file belongs to (`src/store/sled/mod.rs` -> `store`), or `None`
 /// for the crate roots.
 fn top_module(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).expect("under src");

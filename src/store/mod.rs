@@ -16,7 +16,7 @@ pub mod namespaces;
 mod open;
 pub mod portable;
 mod retention;
-mod sled_store;
+mod sled;
 #[cfg(test)]
 mod suite;
 mod threads;
@@ -30,10 +30,10 @@ use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
 };
 
+pub use self::sled::{SledStore, DEFAULT_LEASE};
 pub use crate::config::RetentionConfig;
 pub use open::{open, OpenedStore};
 pub use retention::{Purged, Purger};
-pub use sled_store::{SledStore, DEFAULT_LEASE};
 
 /// A failure of the store itself (not of the caller's input). Each variant keeps its cause as
 /// its `source`; the message repeats it too, because operators read errors at start-up and in
@@ -44,7 +44,7 @@ pub enum StoreError {
     Locked {
         path: String,
         #[source]
-        source: sled::Error,
+        source: ::sled::Error,
     },
     #[error("cannot open the store at {path}: {source}")]
     Open {
@@ -54,7 +54,7 @@ pub enum StoreError {
     },
     /// sled failed to read or write (the disk, or sled's own files).
     #[error("store I/O failed: {0}")]
-    Io(#[from] sled::Error),
+    Io(#[from] ::sled::Error),
     /// A file the store keeps beside sled (the accept journal) could not be written.
     #[error("{what} failed: {source}")]
     File {
@@ -87,7 +87,7 @@ pub enum OpenCause {
     #[error(transparent)]
     File(#[from] std::io::Error),
     #[error(transparent)]
-    Sled(#[from] sled::Error),
+    Sled(#[from] ::sled::Error),
 }
 
 impl StoreError {

@@ -12,7 +12,7 @@
 //! Every kind of record is one row of [`rules`]: a key prefix, how long to keep it, and how to
 //! read from a record when its age starts. A new kind of record (a new `v/` namespace) needs
 //! one row. Finished notifications are the one special row: their index entries go with them
-//! (see [`super::SledStore::purge_notification`]).
+//! (see `sled/purge.rs`).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::retention::DAY;
 use crate::model::Timestamp;
 
-use super::sled_store::{key, IdemRecord};
+use super::sled::{key, IdemRecord};
 use super::{RetentionConfig, SledStore, StoreError};
 
 /// When a record's age starts, read from its key (after the rule's prefix) and value; `None`

@@ -1,12 +1,16 @@
 //! Retention and erasure, checked against the sled tree itself.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use lifeboat_channel::{Category, ChannelKind};
 
-use super::*;
+use super::SledStore;
 use crate::model::{Attempt, Consent, ConsentStatus, Outcome};
+use crate::model::{ContactPatch, Notification, Status, Timestamp};
+use crate::store::journal;
+use crate::store::{AcceptOutcome, ListQuery, NewNotification, Store, StoreError};
 use crate::store::{IdempotencyKey, Purged, RetentionConfig};
 
 const CONTACT: &str = "contact-7c1f";

@@ -1,0 +1,212 @@
+//! Claims are leases kept in memory, not written: a claimed notification keeps its queue
+//! entry, which the claim's save replaces, so a crash leaves it on the queue as it was (sent
+//! again: at least once) and a claim costs no write. A lease that ends without its save makes
+//! the notification claimable again from that entry. Scans of the queue skip claimed entries
+//! and start after the run of claimed ones at its head ([`ScanFrom`]). The API shows a claimed
+//! notification as `sending` until its save starts.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use chrono::Utc;
+
+use super::keys::{decode, encode, key, queue_entry_due, queue_entry_id, queue_key};
+use super::{io, SledStore};
+use crate::model::{Notification, Status, Timestamp};
+use crate::store::StoreResult;
+
+/// Where scans of the queue start: every queue entry before this key is claimed. Claimed
+/// notifications keep their entries until their save, so without it every claim would walk
+/// past all of them again (up to `server.concurrency` and more). A claim moves it past what it
+/// finds claimed at the head of the queue; every write that queues an entry before it moves it
+/// back (after the entry is in sled, under the same lock as the claim's scan, so no entry is
+/// ever behind it unclaimed).
+pub(super) struct ScanFrom(Mutex<Vec<u8>>);
+
+impl ScanFrom {
+    pub(super) fn new() -> ScanFrom {
+        ScanFrom(Mutex::new(b"q/".to_vec()))
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A queue entry `k` was written: scans must see it.
+    pub(super) fn queued(&self, k: &[u8]) {
+        let mut from = self.lock();
+        if k < from.as_slice() {
+            *from = k.to_vec();
+        }
+    }
+}
+
+/// A claimed notification (kept in memory, by id).
+pub(super) struct Claim {
+    /// The queue entry it was claimed from.
+    pub(super) queue_key: Vec<u8>,
+    /// Its save has started: the record may already be the saved one, so the API shows the
+    /// record as it is, not as `sending`.
+    pub(super) saving: bool,
+    /// When the lease ends unless renewed: then the notification is claimable again.
+    pub(super) until: Timestamp,
+}
+
+impl Claim {
+    /// Whether the lease has ended by `now` (a claim whose save started never ends: the
+    /// save releases it).
+    fn ended(&self, now: Timestamp) -> bool {
+        !self.saving && self.until <= now
+    }
+}
+
+impl SledStore {
+    /// Versions before claims were kept in memory wrote them (`f/`): puts what they left back
+    /// on the queue, due now.
+    pub(super) fn release_stale_claims(&self) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut batch = sled::Batch::default();
+        let mut released = 0usize;
+        for item in self.tree.scan_prefix(b"f/") {
+            let (k, _) = item.map_err(io)?;
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            batch.remove(k);
+            let nkey = key("n/", &[id.as_bytes()]);
+            if let Some(v) = self.tree.get(&nkey).map_err(io)? {
+                let mut n: Notification = decode(&nkey, &v)?;
+                n.next_attempt_at = Some(now);
+                batch.insert(nkey, encode(&n));
+                batch.insert(queue_key(now, &id), &[][..]);
+                released += 1;
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "re-queued notifications that were in flight at the last stop"
+            );
+        }
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        self.queue_depth
+            .fetch_add(released as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A notification as the API shows it: a claimed one is `sending` until its save starts.
+    /// The claim is looked at after the record is read, and marked `saving` before the saved
+    /// record is written, so a record already saved is never shown as still being sent.
+    pub(super) fn notification_as_seen(&self, id: &str) -> StoreResult<Option<Notification>> {
+        let Some(mut n) = self.get::<Notification>(&key("n/", &[id.as_bytes()]))? else {
+            return Ok(None);
+        };
+        let sending = self.claims().get(id).is_some_and(|c| !c.saving);
+        if n.status == Status::Queued && sending {
+            n.status = Status::Sending;
+        }
+        Ok(Some(n))
+    }
+
+    pub(super) fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`crate::store::Store::claim_due`]: leases up to `limit` due notifications, after taking back the
+    /// leases that ended without their save.
+    pub(super) fn claim(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
+        let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let mut from = self.scan_from.lock();
+        let mut claims = self.claims();
+        // Leases that ended without their save: the notification is claimable again from its
+        // queue entry (which a claim keeps), so scans must start at it again.
+        let ended: Vec<String> = claims
+            .iter()
+            .filter(|(_, c)| c.ended(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            if let Some(claim) = claims.remove(&id) {
+                tracing::warn!(notification = %id, "a claim's lease ended without its save; the notification is claimable again");
+                if claim.queue_key < *from {
+                    *from = claim.queue_key;
+                }
+                self.queue_depth.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut claimed = Vec::new();
+        let mut orphans = sled::Batch::default();
+        let mut orphaned = false;
+        let start = from.clone();
+        // Every entry this scan passes ends up claimed (or dropped), so the start follows it.
+        // (A test clock may go back: then there is nothing before `end` to scan.)
+        let entries = if start < end {
+            Some(self.tree.range(start..end))
+        } else {
+            None
+        };
+        for item in entries.into_iter().flatten() {
+            if claimed.len() >= limit {
+                break;
+            }
+            let (qk, _) = item.map_err(io)?;
+            let id = queue_entry_id(&qk);
+            if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry(id) {
+                match self.get::<Notification>(&key("n/", &[slot.key().as_bytes()]))? {
+                    Some(n) => {
+                        slot.insert(Claim {
+                            queue_key: qk.to_vec(),
+                            saving: false,
+                            until,
+                        });
+                        claimed.push(n);
+                    }
+                    // A queue entry without its record cannot be sent; drop it.
+                    None => {
+                        orphans.remove(qk.clone());
+                        orphaned = true;
+                    }
+                }
+            }
+            // Just after `qk`: the smallest key greater than it.
+            *from = qk.to_vec();
+            from.push(0);
+        }
+        if orphaned {
+            // A batch takes sled's exclusive lock: only when there is something to drop.
+            self.tree.apply_batch(orphans).map_err(io)?;
+        }
+        self.queue_depth
+            .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
+        Ok(claimed)
+    }
+
+    /// [`crate::store::Store::renew_claims`]: extends the leases still held among `ids`.
+    pub(super) fn renew(&self, ids: &[String], now: Timestamp) -> usize {
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let mut claims = self.claims();
+        let mut held = 0;
+        for id in ids {
+            if let Some(claim) = claims.get_mut(id) {
+                claim.until = claim.until.max(until);
+                held += 1;
+            }
+        }
+        held
+    }
+
+    /// [`crate::store::Store::next_due`]: when the earliest unclaimed queue entry is due.
+    pub(super) fn first_unclaimed_due(&self) -> StoreResult<Option<Timestamp>> {
+        let from = self.scan_from.lock();
+        let claims = self.claims();
+        for item in self.tree.range(from.clone()..b"q0".to_vec()) {
+            let (k, _) = item.map_err(io)?;
+            if claims.contains_key(&queue_entry_id(&k)) {
+                continue;
+            }
+            return Ok(queue_entry_due(&k));
+        }
+        Ok(None)
+    }
+}
