@@ -405,3 +405,55 @@ async fn every_kind_of_record_is_copied_and_a_second_copy_changes_nothing() {
 fn ids_of(list: Vec<crate::model::Notification>) -> Vec<String> {
     list.into_iter().map(|n| n.id).collect()
 }
+
+/// The purge deletes finished notifications (with their message ids) and idempotency keys
+/// past their age, and leaves queued work and recent records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_deletes_what_retention_says_and_keeps_queued_work() {
+    use crate::model::{Attempt, Outcome, Status};
+    use lifeboat_channel::ChannelKind;
+
+    let db = TestDb::create().await;
+    let store = PgStore::open(&db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(60);
+    let keyed = NewNotification {
+        idempotency: Some(crate::store::IdempotencyKey {
+            key: "old-key".into(),
+            fingerprint: "f".into(),
+        }),
+        ..plain("n1", long_ago)
+    };
+    store.accept(keyed, long_ago).await.unwrap();
+    store.accept(plain("n2", long_ago), long_ago).await.unwrap();
+    let mut done = store.claim_due(long_ago, 1).await.unwrap().remove(0);
+    assert_eq!(done.id, "n1");
+    done.status = Status::Sent;
+    done.next_attempt_at = None;
+    done.attempts.push(Attempt {
+        provider_message_id: Some("wamid.old".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, long_ago, Outcome::Sent)
+    });
+    store.save_progress(&done).await.unwrap();
+
+    let purged = store
+        .purge_pass(&crate::store::RetentionConfig::default(), Utc::now())
+        .await
+        .unwrap();
+    let count = |what: &str| purged.iter().find(|(w, _)| *w == what).unwrap().1;
+    assert_eq!(count("notifications"), 1);
+    assert_eq!(count("idempotency_keys"), 1);
+    assert_eq!(store.get_notification("n1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .find_by_message_id(ChannelKind::Whatsapp, "wamid.old")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store.get_notification("n2").await.unwrap().is_some(),
+        "queued work stays"
+    );
+}
