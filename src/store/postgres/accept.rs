@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::Json;
 
-use super::{body, lock_contacts, ms, write_contacts, Fail, Result};
+use super::{body, contact_lock_keys, ms, write_contacts, Fail, Result, LOCK_CONTACTS};
 use crate::model::{Contact, Notification, Timestamp};
 use crate::store::{AcceptOutcome, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
 
@@ -201,12 +201,21 @@ async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<V
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        lock_contacts(&tx, &ids).await?;
         let st = tx
             .prepare_cached("SELECT id, body FROM contacts WHERE id = ANY($1)")
             .await?;
+        // Pipelined: the read runs on the server after the locks are granted (a statement of
+        // its own: it sees what the lock holders committed).
+        // Both prepared first, so that the lock's request is sent before the read's.
+        let lock = tx.prepare_cached(LOCK_CONTACTS).await?;
+        let keys = contact_lock_keys(&ids);
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
+        let read_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let (locked, read) =
+            tokio::join!(tx.query(&lock, &lock_params), tx.query(&st, &read_params));
+        locked?;
         let mut stored: HashMap<String, Contact> = HashMap::new();
-        for row in tx.query(&st, &[&ids]).await? {
+        for row in read? {
             let id: String = row.try_get(0)?;
             let c: Contact = body(&row, 1, &id)?;
             stored.insert(id, c);

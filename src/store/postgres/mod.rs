@@ -340,20 +340,26 @@ fn lock_key(kind: &str, id: &str) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// Locks contacts `ids` for this transaction (sorted, so two transactions never wait on each
-/// other in a cycle).
-async fn lock_contacts(tx: &impl GenericClient, ids: &[&str]) -> Result<()> {
+/// Takes the advisory locks of [`contact_lock_keys`], in their order.
+const LOCK_CONTACTS: &str =
+    "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i";
+
+/// The lock keys of contacts `ids`, sorted (so two transactions never wait on each other in
+/// a cycle).
+fn contact_lock_keys(ids: &[&str]) -> Vec<i64> {
     let mut keys: Vec<i64> = ids.iter().map(|id| lock_key("contact", id)).collect();
     keys.sort_unstable();
     keys.dedup();
+    keys
+}
+
+/// Locks contacts `ids` for this transaction.
+async fn lock_contacts(tx: &impl GenericClient, ids: &[&str]) -> Result<()> {
+    let keys = contact_lock_keys(ids);
     if keys.is_empty() {
         return Ok(());
     }
-    let st = tx
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
-        )
-        .await?;
+    let st = tx.prepare_cached(LOCK_CONTACTS).await?;
     tx.query(&st, &[&keys]).await?;
     Ok(())
 }

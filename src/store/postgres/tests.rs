@@ -1,1 +1,459 @@
-//! PostgreSQL-specific tests.
+//! What only the PostgreSQL store has: migrations, several instances (store handles) on one
+//! database, and what a database URL may not leak. The contract every store keeps is in
+//! `store::suite` (run here too, as `store::suite::postgres::*`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::testdb::TestDb;
+use super::{PgOptions, PgStore, SchemaState, KNOWN_VERSION};
+use crate::store::suite::sample_notification;
+use crate::store::{error_chain, NewNotification, Store, StoreError};
+
+fn plain(id: &str, now: chrono::DateTime<Utc>) -> NewNotification {
+    NewNotification {
+        notification: sample_notification(id, now),
+        contact_patch: None,
+        idempotency: None,
+    }
+}
+
+async fn admin(db: &TestDb) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_migrating_at_once_both_start_and_the_schema_is_applied_once() {
+    let db = TestDb::create().await;
+    let options = db.options(Duration::from_secs(30));
+    assert_eq!(
+        PgStore::schema_state(&options).await.unwrap(),
+        SchemaState::Behind { found: 0 }
+    );
+    let (a, b) = tokio::join!(PgStore::migrate(&options), PgStore::migrate(&options));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // One migrated from nothing; the other waited for the lock and found nothing to do.
+    let mut froms = [a.from, b.from];
+    froms.sort();
+    assert_eq!(froms, [0, KNOWN_VERSION]);
+    let again = PgStore::migrate(&options).await.unwrap();
+    assert_eq!((again.from, again.to), (KNOWN_VERSION, KNOWN_VERSION));
+    let rows = admin(&db)
+        .await
+        .query("SELECT version FROM lifeboat_schema", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        KNOWN_VERSION as usize,
+        "each version recorded once"
+    );
+    assert_eq!(
+        PgStore::schema_state(&options).await.unwrap(),
+        SchemaState::Current
+    );
+    // Two stores opened together (each migrating at start) work side by side.
+    let (s1, s2) = tokio::join!(PgStore::open(&options), PgStore::open(&options));
+    let (s1, s2) = (s1.unwrap(), s2.unwrap());
+    let now = Utc::now();
+    s1.accept(plain("n1", now), now).await.unwrap();
+    assert!(s2.get_notification("n1").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let db = TestDb::create().await;
+    let options = db.options(Duration::from_secs(30));
+    PgStore::migrate(&options).await.unwrap();
+    admin(&db)
+        .await
+        .execute(
+            "INSERT INTO lifeboat_schema (version) VALUES ($1)",
+            &[&(KNOWN_VERSION + 1)],
+        )
+        .await
+        .unwrap();
+    let Err(e) = PgStore::open(&options).await else {
+        panic!("a newer schema was accepted")
+    };
+    assert!(
+        matches!(e, StoreError::SchemaTooNew { found, known } if found == KNOWN_VERSION + 1 && known == KNOWN_VERSION),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("newer than this Lifeboat knows"),
+        "{e}"
+    );
+    assert_eq!(
+        PgStore::schema_state(&options).await.unwrap(),
+        SchemaState::Ahead {
+            found: KNOWN_VERSION + 1
+        }
+    );
+    assert!(matches!(
+        PgStore::connect(&options).await,
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_an_unavailable_error_without_the_password() {
+    // Nothing listens on port 1.
+    let options = PgOptions::new("postgres://lifeboat:s3cret-pw@127.0.0.1:1/lifeboat");
+    let Err(e) = PgStore::open(&options).await else {
+        panic!("opened a store on a closed port")
+    };
+    let whole = error_chain(&e);
+    assert!(e.is_unavailable(), "{whole}");
+    assert!(!whole.contains("s3cret-pw"), "{whole}");
+    assert!(!format!("{e:?}").contains("s3cret-pw"), "{e:?}");
+    assert!(
+        whole.contains("postgres://lifeboat@127.0.0.1:1/lifeboat"),
+        "names the database: {whole}"
+    );
+    // A URL that cannot be read is not quoted either.
+    let options = PgOptions::new("postgres://lifeboat:s3cret-pw@127.0.0.1:notaport/x");
+    let Err(e) = PgStore::open(&options).await else {
+        panic!("opened a store on a bad URL")
+    };
+    assert!(!error_chain(&e).contains("s3cret-pw"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ends_lets_another_instance_take_the_notification_over() {
+    let db = TestDb::create().await;
+    let options = db.options(Duration::from_secs(30));
+    let a = PgStore::open(&options).await.unwrap();
+    let b = PgStore::open(&options).await.unwrap();
+    let now = Utc::now();
+    a.accept(plain("n1", now), now).await.unwrap();
+    assert_eq!(a.claim_due(now, 10).await.unwrap().len(), 1);
+    // Within A's lease B gets nothing, and sees it being sent.
+    let within = now + chrono::Duration::seconds(29);
+    assert!(b.claim_due(within, 10).await.unwrap().is_empty());
+    assert_eq!(
+        b.get_notification("n1").await.unwrap().unwrap().status,
+        crate::model::Status::Sending
+    );
+    // A dies (no renewal): once its lease has ended B takes it over.
+    let after = now + chrono::Duration::seconds(31);
+    let taken = b.claim_due(after, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, "n1");
+    // A, back, cannot renew what B holds; B can.
+    assert_eq!(a.renew_claims(&["n1".into()], after).await.unwrap(), 0);
+    assert_eq!(b.renew_claims(&["n1".into()], after).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_claiming_at_once_never_get_the_same_notification() {
+    let db = TestDb::create().await;
+    let options = db.options(Duration::from_secs(30));
+    let a = Arc::new(PgStore::open(&options).await.unwrap());
+    let b = Arc::new(PgStore::open(&options).await.unwrap());
+    let now = Utc::now();
+    let accepts: Vec<_> = (0..500)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move { a.accept(plain(&format!("n{i:04}"), now), now).await })
+        })
+        .collect();
+    for h in accepts {
+        h.await.unwrap().unwrap();
+    }
+    let claimer = |store: Arc<PgStore>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim_due(now, 7).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|n| n.id));
+            }
+        })
+    };
+    let (x, y) = (claimer(a.clone()), claimer(b.clone()));
+    let (x, y) = (x.await.unwrap(), y.await.unwrap());
+    assert!(!x.is_empty() && !y.is_empty(), "both instances got work");
+    let mut seen = BTreeSet::new();
+    for id in x.iter().chain(&y) {
+        assert!(seen.insert(id.clone()), "{id} was claimed twice");
+    }
+    assert_eq!(seen.len(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_ends_are_replaced_and_the_store_goes_on() {
+    let db = TestDb::create().await;
+    let store = PgStore::open(&db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store.accept(plain("n1", now), now).await.unwrap();
+    // An administrator (or a failover) ends every connection of the store.
+    admin(&db)
+        .await
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    // A call may fail once per dead pooled connection, as unavailable (503, retried), and
+    // then the store works again by itself.
+    let mut answered = false;
+    for _ in 0..20 {
+        match store.get_notification("n1").await {
+            Ok(n) => {
+                assert!(n.is_some());
+                answered = true;
+                break;
+            }
+            Err(e) => assert!(e.is_unavailable(), "{}", error_chain(&e)),
+        }
+    }
+    assert!(answered, "the store came back");
+    store.accept(plain("n2", now), now).await.unwrap();
+    store.check().await.unwrap();
+}
+
+/// `cargo test --release --lib bench_accepts_and_deliveries -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: prints figures"]
+async fn bench_accepts_and_deliveries() {
+    let db = TestDb::create().await;
+    let mut options = db.options(Duration::from_secs(30));
+    options.pool = 16;
+    let figures = super::bench::accept_and_deliver(&options, 50_000, 64, 8)
+        .await
+        .unwrap();
+    println!("PostgreSQL store: {figures}");
+    assert_eq!(figures.accepted, 50_000);
+    assert_eq!(figures.delivered, 50_000);
+}
+
+/// Everything a store holds goes from one PostgreSQL store to another through `Portable`, and
+/// a second copy changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_record_is_copied_and_a_second_copy_changes_nothing() {
+    use crate::model::{Attempt, Consent, ConsentStatus, Outcome, Status};
+    use crate::store::portable::{Portable, RecordKind};
+    use crate::store::IdempotencyKey;
+    use lifeboat_channel::{Category, ChannelKind};
+
+    let (from_db, to_db) = (TestDb::create().await, TestDb::create().await);
+    let from = PgStore::open(&from_db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let to = PgStore::open(&to_db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let patch = crate::model::ContactPatch {
+        whatsapp: Some("+48600100200".parse().unwrap()),
+        ..Default::default()
+    };
+    from.upsert_contact("ana", &patch, now).await.unwrap();
+    let consent = |status| Consent {
+        status,
+        scopes: vec![Category::Transactional],
+        source: "api".into(),
+        evidence: None,
+        at: now,
+    };
+    from.set_consent(
+        "ana",
+        ChannelKind::Whatsapp,
+        consent(ConsentStatus::Granted),
+    )
+    .await
+    .unwrap();
+    from.set_consent(
+        "ana",
+        ChannelKind::Whatsapp,
+        consent(ConsentStatus::Revoked),
+    )
+    .await
+    .unwrap();
+    from.upsert_contact("bob", &Default::default(), now)
+        .await
+        .unwrap();
+    from.erase_contact("bob", now).await.unwrap();
+    from.accept(
+        NewNotification {
+            idempotency: Some(IdempotencyKey {
+                key: "k1".into(),
+                fingerprint: "f1".into(),
+            }),
+            ..plain("n1", now)
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    from.accept(plain("n2", now), now).await.unwrap();
+    let mut sent = from.claim_due(now, 1).await.unwrap().remove(0);
+    sent.status = Status::Sent;
+    sent.next_attempt_at = None;
+    sent.attempts.push(Attempt {
+        provider_message_id: Some("wamid.1".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, now, Outcome::Sent)
+    });
+    from.save_progress(&sent).await.unwrap();
+    from.save_channel_state(
+        ChannelKind::Telegram,
+        &crate::model::ChannelStatus::active(now),
+    )
+    .await
+    .unwrap();
+    from.kv_put("optin", "tok1", b"x").await.unwrap();
+    from.kv_put("seen", "line/1", b"y").await.unwrap();
+
+    let copy = |page_size: usize| {
+        let (from, to) = (&from, &to);
+        async move {
+            let mut written = 0;
+            let mut skipped = 0;
+            for kind in RecordKind::ALL {
+                let mut after = None;
+                loop {
+                    let page = from.export(kind, after, page_size).await.unwrap();
+                    let done = to.import(page.records).await.unwrap();
+                    written += done.written;
+                    skipped += done.skipped;
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            (written, skipped)
+        }
+    };
+    let (written, skipped) = copy(1).await;
+    // ana; bob's tombstone; n1, n2; k1; telegram; two kv records.
+    assert_eq!((written, skipped), (8, 0));
+    for kind in RecordKind::ALL {
+        assert_eq!(
+            from.count(kind).await.unwrap(),
+            to.count(kind).await.unwrap(),
+            "{kind:?}"
+        );
+    }
+    assert_eq!(copy(100).await, (0, 8), "a second copy changes nothing");
+
+    assert_eq!(
+        to.get_contact("ana").await.unwrap(),
+        from.get_contact("ana").await.unwrap()
+    );
+    assert_eq!(
+        to.consent_history("ana", ChannelKind::Whatsapp)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        to.find_contact_by_address(ChannelKind::Whatsapp, "+48600100200")
+            .await
+            .unwrap()
+            .map(|c| c.id)
+            .as_deref(),
+        Some("ana")
+    );
+    assert_eq!(
+        to.find_by_message_id(ChannelKind::Whatsapp, "wamid.1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("n1")
+    );
+    // The queued one stays queued; the key still answers.
+    assert_eq!(ids_of(to.claim_due(now, 10).await.unwrap()), ["n2"]);
+    let again = to
+        .accept(
+            NewNotification {
+                idempotency: Some(IdempotencyKey {
+                    key: "k1".into(),
+                    fingerprint: "f1".into(),
+                }),
+                ..plain("n3", now)
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        crate::store::AcceptOutcome::Duplicate { id: "n1".into() }
+    );
+    assert_eq!(
+        to.kv_get("seen", "line/1").await.unwrap(),
+        Some(b"y".to_vec())
+    );
+}
+
+fn ids_of(list: Vec<crate::model::Notification>) -> Vec<String> {
+    list.into_iter().map(|n| n.id).collect()
+}
+
+/// The purge deletes finished notifications (with their message ids) and idempotency keys
+/// past their age, and leaves queued work and recent records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_deletes_what_retention_says_and_keeps_queued_work() {
+    use crate::model::{Attempt, Outcome, Status};
+    use lifeboat_channel::ChannelKind;
+
+    let db = TestDb::create().await;
+    let store = PgStore::open(&db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(60);
+    let keyed = NewNotification {
+        idempotency: Some(crate::store::IdempotencyKey {
+            key: "old-key".into(),
+            fingerprint: "f".into(),
+        }),
+        ..plain("n1", long_ago)
+    };
+    store.accept(keyed, long_ago).await.unwrap();
+    store.accept(plain("n2", long_ago), long_ago).await.unwrap();
+    let mut done = store.claim_due(long_ago, 1).await.unwrap().remove(0);
+    assert_eq!(done.id, "n1");
+    done.status = Status::Sent;
+    done.next_attempt_at = None;
+    done.attempts.push(Attempt {
+        provider_message_id: Some("wamid.old".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, long_ago, Outcome::Sent)
+    });
+    store.save_progress(&done).await.unwrap();
+
+    let purged = store
+        .purge_pass(&crate::store::RetentionConfig::default(), Utc::now())
+        .await
+        .unwrap();
+    let count = |what: &str| purged.iter().find(|(w, _)| *w == what).unwrap().1;
+    assert_eq!(count("notifications"), 1);
+    assert_eq!(count("idempotency_keys"), 1);
+    assert_eq!(store.get_notification("n1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .find_by_message_id(ChannelKind::Whatsapp, "wamid.old")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store.get_notification("n2").await.unwrap().is_some(),
+        "queued work stays"
+    );
+}
