@@ -141,7 +141,7 @@ async fn copy(from: &Path, to: &Path, merge: bool) -> ExitCode {
     }
     let (Some(from_store), Some(to_store)) = (&source.portable, &target.portable) else {
         return fail(
-            1,
+            2,
             "this build cannot copy to or from a PostgreSQL store yet (only between embedded stores)",
         );
     };
@@ -151,8 +151,13 @@ async fn copy(from: &Path, to: &Path, merge: bool) -> ExitCode {
         merge,
     )
     .await;
-    // Whatever happened, what the target took in is made durable before it closes.
+    // Whatever happened, what the target took in is made durable before it closes. The
+    // source is flushed as a stopping gateway flushes it (the embedded store keeps its queue's
+    // size for the next start); nothing of it was changed.
     let flushed = target.store.flush().await;
+    if let Err(e) = source.store.flush().await {
+        tracing::warn!(error = %error_chain(&e), "could not flush the source store");
+    }
     let code = match (outcome, flushed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,
         (Err(code), _) => code,
