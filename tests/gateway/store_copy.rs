@@ -1,8 +1,9 @@
 //! `lifeboat store copy`: a gateway's store, populated over HTTP, copied with the gateway
 //! stopped into another store, on which a new gateway serves the same contacts, consents and
 //! notifications, sends what was queued, and knows the idempotency keys. Sled to sled always;
-//! sled to PostgreSQL and back when this build has the PostgreSQL store (a throw-away
-//! database on 127.0.0.1:5432, user postgres).
+//! sled to PostgreSQL and back (a throw-away database on 127.0.0.1:5432, user postgres) as soon
+//! as the PostgreSQL store is `Portable` (until then the CLI refuses it and that part is
+//! skipped, saying so).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -338,7 +339,7 @@ async fn postgres_round_trip(
     if stderr.contains("not supported yet")
         || stderr.contains("cannot copy to or from a PostgreSQL store yet")
     {
-        eprintln!("store_copy: this build has no PostgreSQL store; sled → PostgreSQL skipped");
+        eprintln!("store_copy: this build cannot copy to or from PostgreSQL yet ({}); sled → PostgreSQL → sled skipped", stderr.trim());
         return;
     }
     assert!(to_pg.status.success(), "{to_pg:?}");
