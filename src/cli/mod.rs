@@ -1,11 +1,12 @@
 //! The `lifeboat` command line (README): `serve`, `sandbox`, `check-config`, `migrate`,
-//! `channels`.
+//! `store copy`, `channels`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line on stderr.
 
 mod channels_cmd;
 mod check_config;
 mod migrate;
+mod store_copy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,11 @@ pub enum Command {
         #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
         config: PathBuf,
     },
+    /// Work on a stopped gateway's store: `store copy` moves its records to another store.
+    Store {
+        #[command(subcommand)]
+        action: store_copy::Action,
+    },
     /// Show and switch channels on a running gateway (through the admin API).
     Channels {
         #[command(subcommand)]
@@ -121,6 +127,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
         Command::Migrate { config } => migrate::run(&config).await,
+        Command::Store { action } => store_copy::run(action).await,
         Command::Channels {
             action,
             server,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 
+use super::portable::Portable;
 use super::postgres::{PgOptions, PgPurger, PgStore};
 use super::{Purger, SledStore, Store, StoreError, StoreResult};
 
@@ -15,6 +16,9 @@ use super::{Purger, SledStore, Store, StoreError, StoreResult};
 /// store's last flush, which the caller makes through `store`).
 pub struct OpenedStore {
     pub store: Arc<dyn Store>,
+    /// The same store, for `lifeboat store copy`; `None` for a backend whose records cannot
+    /// be copied yet (PostgreSQL until its [`Portable`] lands).
+    pub portable: Option<Arc<dyn Portable>>,
     /// Where the store is, for logs (never a password).
     pub location: String,
     /// Background work of the backend (the purge), stopped when dropped.
@@ -42,6 +46,7 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
         return Ok(OpenedStore {
             location: store.location().to_string(),
             store,
+            portable: None,
             _background: vec![Box::new(purger)],
         });
     }
@@ -65,7 +70,8 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
             }
         })?;
     Ok(OpenedStore {
-        store: sled,
+        store: sled.clone(),
+        portable: Some(sled),
         location: config.path.display().to_string(),
         _background: vec![Box::new(purger)],
     })

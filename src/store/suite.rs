@@ -12,6 +12,9 @@
 //! Tests of one backend's internals (sled's key codec, journal replay, crash prefixes, the
 //! saver thread, reopening a data folder) stay beside that backend.
 //!
+//! [`portable_suite!`] does the same for [`Portable`] (export and import, `lifeboat store
+//! copy`): a populated store is copied into an empty one of the same backend, and everything
+//! is compared through the [`Store`] trait.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use lifeboat_channel::{Category, ChannelKind};
 
+use super::portable::{Imported, Portable, Record, RecordKind};
 use super::{
     AcceptOutcome, Edited, IdempotencyKey, ListQuery, NewNotification, NotificationEdit, Store,
 };
@@ -52,6 +56,7 @@ macro_rules! store_suite {
                 insert_if_absent_from_many_tasks_at_once_inserts_once,
                 kv_updates_from_many_tasks_at_once_lose_no_increment,
                 kv_update_creates_edits_and_deletes_a_record,
+                an_idempotency_key_answers_within_its_window_only,
             );
         }
     };
@@ -85,6 +90,33 @@ async fn open_postgres() -> (Arc<super::PgStore>, super::postgres::testdb::TestD
 }
 
 store_suite!(postgres, super::open_postgres());
+
+/// Instantiates the [`Portable`] tests for one backend, in a module named `$backend`. `$open`
+/// is evaluated twice per test: a source and a target store.
+macro_rules! portable_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            portable_suite!(@tests $open;
+                a_populated_store_is_copied_whole_and_a_second_copy_writes_nothing,
+                an_import_leaves_what_the_target_already_holds,
+            );
+        }
+    };
+    (@tests $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (source, _source_guard) = $open.await;
+                let (target, _target_guard) = $open.await;
+                $crate::store::suite::$name(source, target).await;
+            }
+        )*
+    };
+}
+
+portable_suite!(sled_portable, super::open_sled());
 
 const ANA_NUMBER: &str = "+48600100200";
 
@@ -815,4 +847,428 @@ pub(super) async fn kv_update_creates_edits_and_deletes_a_record<S: Store>(store
         None,
         "other keys untouched"
     );
+}
+
+/// The same key within 24 h: the first notification's id (`Duplicate` for the same body,
+/// `Conflict` for another); after the window the key makes a new notification.
+pub(super) async fn an_idempotency_key_answers_within_its_window_only<S: Store>(store: Arc<S>) {
+    let t0 = Utc::now();
+    let first = keyed(sample_notification("n1", t0), "key-w");
+    assert_eq!(
+        store.accept(first, t0).await.unwrap(),
+        AcceptOutcome::Created
+    );
+    let within = t0 + chrono::Duration::seconds(super::IDEMPOTENCY_WINDOW_SECS - 60);
+    let same = keyed(sample_notification("n2", within), "key-w");
+    assert_eq!(
+        store.accept(same, within).await.unwrap(),
+        AcceptOutcome::Duplicate { id: "n1".into() }
+    );
+    let mut other = keyed(sample_notification("n3", within), "key-w");
+    other.idempotency.as_mut().unwrap().fingerprint = "f2".into();
+    assert_eq!(
+        store.accept(other, within).await.unwrap(),
+        AcceptOutcome::Conflict { id: "n1".into() }
+    );
+    assert_eq!(store.get_notification("n2").await.unwrap(), None);
+    let after = t0 + chrono::Duration::seconds(super::IDEMPOTENCY_WINDOW_SECS + 60);
+    let anew = keyed(sample_notification("n4", after), "key-w");
+    assert_eq!(
+        store.accept(anew, after).await.unwrap(),
+        AcceptOutcome::Created
+    );
+    assert!(store.get_notification("n4").await.unwrap().is_some());
+}
+
+// The Portable suite.
+
+/// Now, to the millisecond (what every backend keeps of a time).
+fn now_ms() -> Timestamp {
+    let now = Utc::now();
+    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap()
+}
+
+fn consent(
+    status: crate::model::ConsentStatus,
+    source: &str,
+    at: Timestamp,
+) -> crate::model::Consent {
+    crate::model::Consent {
+        status,
+        scopes: vec![Category::Transactional, Category::Marketing],
+        source: source.into(),
+        evidence: Some(format!("{source} evidence")),
+        at,
+    }
+}
+
+/// The notifications [`populate`] leaves, by what they are.
+struct Populated {
+    queued: String,
+    sent: String,
+    failed: String,
+}
+
+/// A store as a gateway leaves it: "ana" with addresses and a consent history, "bob" erased
+/// (a tombstone), one notification queued (due in an hour, accepted with the idempotency
+/// key "key-1"), one sent (with a provider message id), one failed after a retry, a channel
+/// state and kv records.
+async fn populate<S: Store>(store: &S, t0: Timestamp) -> Populated {
+    use crate::model::ConsentStatus::{Granted, Revoked};
+    let s = chrono::Duration::seconds;
+    let ana = ContactPatch {
+        whatsapp: Some(ANA_NUMBER.parse().unwrap()),
+        email: Some("ana@example.com".parse().unwrap()),
+        ..ContactPatch::default()
+    };
+    store.upsert_contact("ana", &ana, t0).await.unwrap();
+    for (i, status) in [Granted, Revoked, Granted].into_iter().enumerate() {
+        let at = t0 + s(i as i64 + 1);
+        let change = consent(status, "web_form", at);
+        store
+            .set_consent("ana", ChannelKind::Whatsapp, change)
+            .await
+            .unwrap()
+            .expect("ana exists");
+    }
+    store
+        .set_consent(
+            "ana",
+            ChannelKind::Email,
+            consent(Granted, "api", t0 + s(4)),
+        )
+        .await
+        .unwrap();
+    store
+        .upsert_contact("bob", &patch_whatsapp("+48600100999"), t0)
+        .await
+        .unwrap();
+    store
+        .set_consent("bob", ChannelKind::Whatsapp, consent(Granted, "api", t0))
+        .await
+        .unwrap();
+    assert!(store.erase_contact("bob", t0 + s(5)).await.unwrap());
+
+    let id = || uuid::Uuid::now_v7().to_string();
+    let (sent, failed, queued) = (id(), id(), id());
+    for n in [&sent, &failed] {
+        let outcome = store
+            .accept(plain(sample_notification(n, t0)), t0)
+            .await
+            .unwrap();
+        assert_eq!(outcome, AcceptOutcome::Created);
+    }
+    let mut later = sample_notification(&queued, t0);
+    later.next_attempt_at = Some(t0 + chrono::Duration::hours(1));
+    later.expires_at = t0 + chrono::Duration::hours(2);
+    assert_eq!(
+        store.accept(keyed(later, "key-1"), t0).await.unwrap(),
+        AcceptOutcome::Created
+    );
+    let mut claimed = store.claim_due(t0, 10).await.unwrap();
+    claimed.sort_by_key(|n| n.id != sent);
+    assert_eq!(ids(&claimed), [sent.clone(), failed.clone()]);
+    let mut done = claimed.remove(0);
+    done.status = Status::Sent;
+    done.channel = Some(ChannelKind::Whatsapp);
+    done.next_attempt_at = None;
+    done.attempts.push(Attempt {
+        provider_message_id: Some("wamid.copy-1".into()),
+        ..Attempt::new(ChannelKind::Whatsapp, t0 + s(6), Outcome::Sent)
+    });
+    store.save_progress(&done).await.unwrap();
+    let mut gave_up = claimed.remove(0);
+    gave_up.status = Status::Failed;
+    gave_up.next_attempt_at = None;
+    gave_up.attempts.push(Attempt::new(
+        ChannelKind::Whatsapp,
+        t0 + s(6),
+        Outcome::Retry,
+    ));
+    gave_up.attempts.push(Attempt {
+        detail: Some("number does not exist".into()),
+        ..Attempt::new(
+            ChannelKind::Whatsapp,
+            t0 + s(7),
+            Outcome::RecipientUnreachable,
+        )
+    });
+    store.save_progress(&gave_up).await.unwrap();
+
+    let restricted = crate::model::ChannelStatus {
+        state: crate::model::ChannelState::Restricted,
+        reason: Some("quality rating low".into()),
+        since: t0,
+        until: Some(t0 + chrono::Duration::hours(6)),
+        last_error: None,
+        next_cooldown_secs: Some(43_200),
+    };
+    store
+        .save_channel_state(ChannelKind::Whatsapp, &restricted)
+        .await
+        .unwrap();
+    store
+        .save_channel_state(ChannelKind::Email, &crate::model::ChannelStatus::active(t0))
+        .await
+        .unwrap();
+    store
+        .kv_put("optin", "tok-1", b"{\"opaque\":1}")
+        .await
+        .unwrap();
+    store
+        .kv_put("optin", "tok-2", b"\x00\xffbinary")
+        .await
+        .unwrap();
+    store.kv_put("telegram", "offset", b"42").await.unwrap();
+    Populated {
+        queued,
+        sent,
+        failed,
+    }
+}
+
+/// Copies every kind of record from `source` into `target`, two records a page (so that
+/// pages follow one another), and says what the target did per kind.
+async fn copy_all<S: Portable, T: Portable>(source: &S, target: &T) -> Vec<(RecordKind, Imported)> {
+    let mut out = Vec::new();
+    for kind in RecordKind::ALL {
+        let mut total = Imported::default();
+        let mut after = None;
+        loop {
+            let page = source.export(kind, after, 2).await.unwrap();
+            assert!(page.records.iter().all(|r| r.kind() == kind), "{kind:?}");
+            let done = target.import(page.records).await.unwrap();
+            total.written += done.written;
+            total.skipped += done.skipped;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        out.push((kind, total));
+    }
+    out
+}
+
+/// Every record of `kind`, one page after another.
+async fn export_all<S: Portable>(store: &S, kind: RecordKind) -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.export(kind, after, 3).await.unwrap();
+        records.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return records,
+        }
+    }
+}
+
+pub(super) async fn a_populated_store_is_copied_whole_and_a_second_copy_writes_nothing<
+    S: Portable,
+>(
+    source: Arc<S>,
+    target: Arc<S>,
+) {
+    let t0 = now_ms();
+    let made = populate(&*source, t0).await;
+    for kind in RecordKind::ALL {
+        assert_eq!(target.count(kind).await.unwrap(), 0, "{kind:?}");
+    }
+    let first = copy_all(&*source, &*target).await;
+    for (kind, done) in &first {
+        let held = source.count(*kind).await.unwrap();
+        assert!(held > 0, "the fixture has {kind:?}");
+        assert_eq!(done.written, held, "{kind:?} written");
+        assert_eq!(done.skipped, 0, "{kind:?} skipped");
+        assert_eq!(target.count(*kind).await.unwrap(), held, "{kind:?} held");
+        assert_eq!(
+            export_all(&*target, *kind).await,
+            export_all(&*source, *kind).await,
+            "{kind:?} exported"
+        );
+    }
+
+    // Contacts with their whole consent history, the erased one still gone.
+    assert_eq!(
+        target.get_contact("ana").await.unwrap(),
+        source.get_contact("ana").await.unwrap()
+    );
+    assert_eq!(target.get_contact("bob").await.unwrap(), None);
+    for channel in [ChannelKind::Whatsapp, ChannelKind::Email] {
+        let history = target.consent_history("ana", channel).await.unwrap();
+        assert_eq!(
+            history,
+            source.consent_history("ana", channel).await.unwrap()
+        );
+    }
+    assert_eq!(
+        target
+            .consent_history("ana", ChannelKind::Whatsapp)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.status)
+            .collect::<Vec<_>>(),
+        [
+            crate::model::ConsentStatus::Granted,
+            crate::model::ConsentStatus::Revoked,
+            crate::model::ConsentStatus::Granted
+        ]
+    );
+    assert!(target
+        .consent_history("bob", ChannelKind::Whatsapp)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        contact_ids(
+            target
+                .find_contacts_by_address(ChannelKind::Whatsapp, ANA_NUMBER)
+                .await
+                .unwrap()
+        ),
+        ["ana"]
+    );
+
+    // Notifications with their attempts, indexes and queue entries.
+    for id in [&made.queued, &made.sent, &made.failed] {
+        let copied = target.get_notification(id).await.unwrap().expect("copied");
+        assert_eq!(
+            Some(&copied),
+            source.get_notification(id).await.unwrap().as_ref()
+        );
+    }
+    let listed = |store: Arc<S>| async move {
+        let query = ListQuery {
+            contact_id: Some("ana".into()),
+            limit: 10,
+            ..ListQuery::default()
+        };
+        ids(&store.list_notifications(&query).await.unwrap().0)
+    };
+    assert_eq!(listed(target.clone()).await, listed(source.clone()).await);
+    assert_eq!(listed(target.clone()).await.len(), 3);
+    assert_eq!(
+        target
+            .find_by_message_id(ChannelKind::Whatsapp, "wamid.copy-1")
+            .await
+            .unwrap(),
+        Some(made.sent.clone())
+    );
+    assert_eq!(target.queue_depth().await.unwrap(), 1);
+    assert_eq!(
+        target.next_due().await.unwrap(),
+        Some(t0 + chrono::Duration::hours(1))
+    );
+    assert!(target.claim_due(t0, 10).await.unwrap().is_empty());
+    let due = target
+        .claim_due(t0 + chrono::Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&due), [made.queued.as_str()]);
+    // The idempotency key came along: the same request again is the same notification.
+    let again = keyed(
+        sample_notification(&uuid::Uuid::now_v7().to_string(), t0),
+        "key-1",
+    );
+    assert_eq!(
+        target
+            .accept(again, t0 + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        AcceptOutcome::Duplicate {
+            id: made.queued.clone()
+        }
+    );
+
+    // Channel states and kv records.
+    assert_eq!(
+        target.channel_states().await.unwrap(),
+        source.channel_states().await.unwrap()
+    );
+    for namespace in ["optin", "telegram"] {
+        assert_eq!(
+            target.kv_scan(namespace, "").await.unwrap(),
+            source.kv_scan(namespace, "").await.unwrap(),
+            "{namespace}"
+        );
+    }
+    assert_eq!(
+        target.kv_get("optin", "tok-2").await.unwrap().as_deref(),
+        Some(&b"\x00\xffbinary"[..])
+    );
+
+    // Copying again changes nothing.
+    let before: Vec<Vec<Record>> = {
+        let mut all = Vec::new();
+        for kind in RecordKind::ALL {
+            all.push(export_all(&*target, kind).await);
+        }
+        all
+    };
+    let second = copy_all(&*source, &*target).await;
+    for ((kind, done), (_, first)) in second.iter().zip(&first) {
+        assert_eq!(done.written, 0, "{kind:?} written again");
+        assert_eq!(done.skipped, first.written, "{kind:?} skipped");
+    }
+    for (kind, records) in RecordKind::ALL.into_iter().zip(before) {
+        assert_eq!(export_all(&*target, kind).await, records, "{kind:?}");
+    }
+    assert_eq!(
+        target.queue_depth().await.unwrap(),
+        0,
+        "the claim above holds it"
+    );
+}
+
+/// A merge: what the target holds under the same id (a contact, a kv record) stays as it is,
+/// and the rest comes in.
+pub(super) async fn an_import_leaves_what_the_target_already_holds<S: Portable>(
+    source: Arc<S>,
+    target: Arc<S>,
+) {
+    let t0 = now_ms();
+    let made = populate(&*source, t0).await;
+    target
+        .upsert_contact("ana", &patch_whatsapp("+48600100777"), t0)
+        .await
+        .unwrap();
+    target.kv_put("telegram", "offset", b"99").await.unwrap();
+    let ana_before = target.get_contact("ana").await.unwrap();
+
+    let done = copy_all(&*source, &*target).await;
+    let of = |kind: RecordKind| done.iter().find(|(k, _)| *k == kind).unwrap().1;
+    assert_eq!(of(RecordKind::Contacts).skipped, 1);
+    assert_eq!(of(RecordKind::Kv).skipped, 1);
+    assert_eq!(of(RecordKind::Notifications).written, 3);
+
+    assert_eq!(target.get_contact("ana").await.unwrap(), ana_before);
+    assert!(target
+        .consent_history("ana", ChannelKind::Whatsapp)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        contact_ids(
+            target
+                .find_contacts_by_address(ChannelKind::Whatsapp, ANA_NUMBER)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        target
+            .kv_get("telegram", "offset")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"99"[..])
+    );
+    assert_eq!(
+        target.kv_get("optin", "tok-1").await.unwrap().as_deref(),
+        Some(&b"{\"opaque\":1}"[..])
+    );
+    assert!(target.get_notification(&made.sent).await.unwrap().is_some());
 }

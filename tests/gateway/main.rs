@@ -17,6 +17,7 @@ mod metrics;
 mod readme;
 mod retention;
 mod signals;
+mod store_copy;
 mod telegram_bot;
 mod walkthrough;
 mod webhooks;

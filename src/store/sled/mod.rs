@@ -52,12 +52,14 @@
 //! | `accept.rs` | accept staging (the journal's committer applies a group), journal replay at open |
 //! | `erase.rs` | erasure of a contact, and [`Erasing`] (saves racing an erasure) |
 //! | `purge.rs` | the retention purge's deletions (the rules are in [`super::retention`]) |
+//! | `portable.rs` | [`super::portable::Portable`]: export and import for `lifeboat store copy` |
 //! | `store_impl.rs` | the [`super::Store`] impl, which puts the parts together |
 
 mod accept;
 mod claims;
 mod erase;
 mod keys;
+mod portable;
 mod purge;
 mod saver;
 mod store_impl;
