@@ -314,10 +314,21 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The embedded store's folder (the default store). Only its default may stand beside
+    /// `url`: both written is an error.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// A shared PostgreSQL store for several instances: not available yet.
-    pub url: Option<String>,
+    /// Whether `path` was written in the file (rather than defaulted).
+    #[serde(skip)]
+    pub path_set: bool,
+    /// The PostgreSQL store shared by several instances (docs/postgres.md):
+    /// `postgres://user:password@host:5432/db`. A secret (it holds the password): printed
+    /// only through [`StoreConfig::printable_url`].
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// Connections in this instance's pool (PostgreSQL only).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
     /// Memory sled may use for its page cache, in MiB.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
@@ -391,11 +402,39 @@ impl Default for RoutingConfig {
     }
 }
 
+impl StoreConfig {
+    /// The database URL without its password (`postgres://user@host:5432/db`), for logs.
+    pub fn printable_url(&self) -> Option<String> {
+        use secrecy::ExposeSecret;
+        self.url.as_ref().map(|u| printable_url(u.expose_secret()))
+    }
+}
+
+/// A database URL as logs and errors show it: `postgres://user@host:5432/db`, never the
+/// password (nor any query parameter, where a password may also be given).
+pub fn printable_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let user = if u.username().is_empty() {
+                String::new()
+            } else {
+                format!("{}@", u.username())
+            };
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{user}{host}{port}{}", u.scheme(), u.path())
+        }
+        Err(_) => "(an unreadable database URL)".to_string(),
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            path_set: false,
             url: None,
+            pool: default_pool(),
             cache_mb: default_cache_mb(),
             lease: default_lease(),
             retention: Default::default(),
@@ -437,6 +476,9 @@ fn default_store_path() -> PathBuf {
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 fn default_lease() -> Duration {
     DEFAULT_LEASE
+}
+fn default_pool() -> usize {
+    16
 }
 fn default_cache_mb() -> u64 {
     64
@@ -571,6 +613,10 @@ impl Config {
             }
         }
 
+        let store_path_set = tree
+            .get("store")
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key("path"));
         let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(
             |e: serde_path_to_error::Error<toml::de::Error>| {
                 let (key, message) =
@@ -600,9 +646,11 @@ impl Config {
             );
         }
 
+        let mut store = raw.store;
+        store.path_set = store_path_set;
         let config = Config {
             server: raw.server,
-            store: raw.store,
+            store,
             routing: raw.routing,
             channels,
             policy: raw.policy,
@@ -660,11 +708,26 @@ impl Config {
         {
             return err("store.lease", "must be between 1s and 1h");
         }
-        if self.store.url.is_some() {
-            return err(
-                "store.url",
-                "a shared PostgreSQL store is not supported yet: remove it to use the embedded store at store.path",
-            );
+        if let Some(url) = &self.store.url {
+            if self.store.path_set {
+                return err(
+                    "store.url",
+                    "store.url and store.path are both set: keep one (url for PostgreSQL, path for the embedded store)",
+                );
+            }
+            let text = url.expose_secret();
+            if !(text.starts_with("postgres://") || text.starts_with("postgresql://"))
+                || url::Url::parse(text).is_err()
+            {
+                // The value is never quoted: it may hold a password.
+                return err(
+                    "store.url",
+                    "must be a PostgreSQL URL like postgres://user:password@host:5432/database",
+                );
+            }
+            if !(1..=1000).contains(&self.store.pool) {
+                return err("store.pool", "must be between 1 and 1000");
+            }
         }
         self.store
             .retention
@@ -855,6 +918,54 @@ cooldown = "2m"
         let err = Config::from_toml(BASE, Path::new("x.toml"), &env).unwrap_err();
         assert!(err.to_string().contains("API_KEY"), "{err}");
         assert!(err.to_string().contains("server.api_keys"), "{err}");
+    }
+
+    #[test]
+    fn a_database_url_selects_postgres_and_never_shows_its_password() {
+        let env = env_with(&[
+            ("API_KEY", "app-key-123"),
+            ("TG_TOKEN", "1:abc"),
+            (
+                "DB_URL",
+                "postgres://lifeboat:s3cret-pw@db.internal:5432/lifeboat?sslmode=require",
+            ),
+        ]);
+        let text = format!("{BASE}\n[store]\nurl = \"${{DB_URL}}\"\npool = 4\n");
+        let cfg = Config::from_toml(&text, Path::new("x.toml"), &env).unwrap();
+        assert_eq!(cfg.store.pool, 4);
+        assert_eq!(
+            cfg.store.printable_url().as_deref(),
+            Some("postgres://lifeboat@db.internal:5432/lifeboat")
+        );
+        assert!(
+            !format!("{cfg:?}").contains("s3cret-pw"),
+            "Debug shows no password"
+        );
+        // The default path may stand beside it.
+        assert!(!cfg.store.path_set);
+    }
+
+    #[test]
+    fn a_database_url_and_a_store_path_together_are_refused_naming_both() {
+        let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
+        let text = format!(
+            "{BASE}\n[store]\npath = \"data/x.sled\"\nurl = \"postgres://u:s3cret-pw@h/db\"\n"
+        );
+        let err = Config::from_toml(&text, Path::new("x.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.url") && err.contains("store.path"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret-pw"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let text = format!("{BASE}\n[store]\nurl = \"mysql://u:s3cret-pw@h/db\"\n");
+        let err = Config::from_toml(&text, Path::new("x.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.url: must be a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("s3cret-pw"), "{err}");
     }
 
     #[test]

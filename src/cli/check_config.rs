@@ -1,4 +1,5 @@
-//! `lifeboat check-config`: is the config valid, and which channels can be used?
+//! `lifeboat check-config`: is the config valid, does the store answer (PostgreSQL: with a
+//! current schema), and which channels can be used?
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,7 +26,8 @@ pub async fn run(path: &Path, probe: bool) -> ExitCode {
     for warning in &config.warnings {
         println!("warning: {warning}");
     }
-    let mut probe_failed = false;
+    // A PostgreSQL store must answer, with a schema this binary can use.
+    let mut probe_failed = !super::migrate::check_store(&config.store).await;
     for kind in ChannelKind::ALL {
         let Some(channel) = registry.get(kind) else {
             println!(

@@ -1,9 +1,11 @@
-//! The `lifeboat` command line (README): `serve`, `sandbox`, `check-config`, `channels`.
+//! The `lifeboat` command line (README): `serve`, `sandbox`, `check-config`, `migrate`,
+//! `channels`.
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line on stderr.
 
 mod channels_cmd;
 mod check_config;
+mod migrate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,7 +64,8 @@ pub enum Command {
     /// Validate the config and say, per channel, whether it is usable.
     ///
     /// Exit 0 when valid (and, with --probe, every configured channel answered its health
-    /// check), 1 when a probe failed, 2 when the config is invalid.
+    /// check), 1 when a probe failed or the PostgreSQL store (`[store] url`) is unreachable or
+    /// newer than this binary, 2 when the config is invalid.
     CheckConfig {
         /// The config file (with the same environment overrides as `serve`).
         #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
@@ -70,6 +73,15 @@ pub enum Command {
         /// Also call each configured provider's cheap health check (exit 1 if one fails).
         #[arg(long)]
         probe: bool,
+    },
+    /// Apply the PostgreSQL store's schema migrations (as `serve` does at start) and exit.
+    ///
+    /// Exit 0 when the schema is current, 1 when the database is unreachable or newer than
+    /// this binary, 2 when the config is invalid or names no database (`[store] url`).
+    Migrate {
+        /// The config file (with the same environment overrides as `serve`).
+        #[arg(long, default_value = "config/lifeboat.toml", env = "LIFEBOAT_CONFIG")]
+        config: PathBuf,
     },
     /// Show and switch channels on a running gateway (through the admin API).
     Channels {
@@ -108,6 +120,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,
+        Command::Migrate { config } => migrate::run(&config).await,
         Command::Channels {
             action,
             server,

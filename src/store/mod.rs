@@ -15,6 +15,7 @@ mod journal;
 pub mod namespaces;
 mod open;
 pub mod portable;
+pub mod postgres;
 mod retention;
 mod sled_store;
 #[cfg(test)]
@@ -32,6 +33,7 @@ use crate::model::{
 
 pub use crate::config::RetentionConfig;
 pub use open::{open, OpenedStore};
+pub use postgres::PgStore;
 pub use retention::{Purged, Purger};
 pub use sled_store::{SledStore, DEFAULT_LEASE};
 
@@ -79,6 +81,49 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database cannot serve right now: connection refused or lost, no pooled connection
+    /// free within the wait, a statement timeout, the server shutting down. A retry may
+    /// succeed. `location` is the URL without its password.
+    #[error("the database {location} is unavailable: {source}")]
+    Unavailable {
+        location: String,
+        #[source]
+        source: DbFailure,
+    },
+    /// The database refused a statement for another reason (not worth retrying).
+    #[error("the database {location} failed: {source}")]
+    Database {
+        location: String,
+        #[source]
+        source: DbFailure,
+    },
+    /// The database's schema was made by a newer Lifeboat than this one.
+    #[error("the database schema is version {found}, newer than this Lifeboat knows (version {known}): run a Lifeboat at least as new as the one that migrated it")]
+    SchemaTooNew { found: i32, known: i32 },
+}
+
+/// What a database client reported (shared, so that one failure of a group commit can be
+/// answered to each of its callers). Its text never holds the database password.
+#[derive(Debug, Clone)]
+pub struct DbFailure(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl DbFailure {
+    /// A failure described by a message alone.
+    pub fn message(text: impl Into<String>) -> DbFailure {
+        DbFailure(std::sync::Arc::new(std::io::Error::other(text.into())))
+    }
+}
+
+impl std::fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Why the store could not be opened.
@@ -91,10 +136,13 @@ pub enum OpenCause {
 }
 
 impl StoreError {
-    /// Whether the store is unavailable for a moment (shutting down) rather than broken: a
-    /// request may be retried.
+    /// Whether the store is unavailable for a moment (shutting down, the database out of
+    /// reach) rather than broken: a request may be retried.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Stopped { .. })
+        matches!(
+            self,
+            StoreError::Stopped { .. } | StoreError::Unavailable { .. }
+        )
     }
 }
 

@@ -1,12 +1,14 @@
 //! Opening the store the config names, with the background work its backend needs (the
-//! embedded store's retention purge thread), owned by one guard: the one place that knows
-//! which backends exist.
+//! retention purge: the embedded store's thread, or PostgreSQL's task), owned by one guard:
+//! the one place that knows which backends exist. `[store] url` selects PostgreSQL (its
+//! schema is migrated first); otherwise the embedded store at `[store] path`.
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 
+use super::postgres::{PgOptions, PgPurger, PgStore};
 use super::{Purger, SledStore, Store, StoreError, StoreResult};
 
 /// An open store and what runs beside it. Dropping it stops the background work (before the
@@ -28,6 +30,21 @@ impl OpenedStore {
 
 /// Opens the store `config` selects.
 pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<OpenedStore> {
+    if let Some(url) = &config.url {
+        let options = PgOptions {
+            url: url.clone(),
+            pool: config.pool,
+            lease: config.lease,
+        };
+        let store = Arc::new(PgStore::open(&options).await?);
+        let purger = PgPurger::start(store.clone(), config.retention.clone(), clock);
+        tracing::info!(database = %store.location(), pool = config.pool, "using the PostgreSQL store");
+        return Ok(OpenedStore {
+            location: store.location().to_string(),
+            store,
+            _background: vec![Box::new(purger)],
+        });
+    }
     let path = config.path.clone();
     let cache_mb = config.cache_mb;
     let lease = config.lease;

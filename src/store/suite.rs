@@ -12,7 +12,6 @@
 //! Tests of one backend's internals (sled's key codec, journal replay, crash prefixes, the
 //! saver thread, reopening a data folder) stay beside that backend.
 //!
-//! Not here yet: a claim's lease expiring (the trait has no leases yet, issue 15).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,6 +74,17 @@ async fn open_sled() -> (Arc<super::SledStore>, tempfile::TempDir) {
 }
 
 store_suite!(sled, super::open_sled());
+
+/// A fresh PostgreSQL store on a throw-away database (dropped after the store).
+async fn open_postgres() -> (Arc<super::PgStore>, super::postgres::testdb::TestDb) {
+    let db = super::postgres::testdb::TestDb::create().await;
+    let store = super::PgStore::open(&db.options(super::DEFAULT_LEASE))
+        .await
+        .unwrap();
+    (Arc::new(store), db)
+}
+
+store_suite!(postgres, super::open_postgres());
 
 const ANA_NUMBER: &str = "+48600100200";
 

@@ -1,0 +1,293 @@
+//! Accepts, grouped: a few committer tasks each take every accept waiting (up to
+//! [`MAX_GROUP`]) and write the group in one transaction: the idempotency keys by one
+//! `INSERT ... ON CONFLICT` (the unique key decides between instances, an entry older than the
+//! window is taken over), the contact patches, the notifications and their queue rows as
+//! multi-row `UNNEST` inserts. The callers are answered after the `COMMIT`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::types::Json;
+
+use super::{body, lock_contacts, ms, write_contacts, Fail, Result};
+use crate::model::{Contact, Notification, Timestamp};
+use crate::store::{AcceptOutcome, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
+
+/// Most accepts in one transaction.
+pub(super) const MAX_GROUP: usize = 512;
+/// Transactions in flight at once (one collects while another commits).
+pub(super) const COMMITTERS: usize = 3;
+/// Transaction retries after a deadlock (groups racing on keys or contacts).
+const RETRIES: usize = 5;
+
+pub(super) struct Request {
+    pub new: NewNotification,
+    pub at: Timestamp,
+    pub answer: oneshot::Sender<StoreResult<AcceptOutcome>>,
+}
+
+/// Starts the committers; they stop when the returned sender (the store) is dropped.
+pub(super) fn start(
+    pool: Pool,
+    location: String,
+    committers: usize,
+) -> mpsc::UnboundedSender<Request> {
+    let (tx, rx) = mpsc::unbounded_channel::<Request>();
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..committers {
+        let (pool, location, rx) = (pool.clone(), location.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let group = {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else { return };
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(more) => group.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    group
+                };
+                let items: Vec<(&NewNotification, Timestamp)> =
+                    group.iter().map(|r| (&r.new, r.at)).collect();
+                let mut tries = 0;
+                let outcome = loop {
+                    let attempt = tokio::time::timeout(super::CALL_TIMEOUT, apply(&pool, &items))
+                        .await
+                        .unwrap_or(Err(Fail::Timeout("accepting notifications")));
+                    match attempt {
+                        Err(e) if e.retry_at_once() && tries < RETRIES => tries += 1,
+                        other => break other,
+                    }
+                };
+                drop(items);
+                match outcome {
+                    Ok(outcomes) => {
+                        for (request, outcome) in group.into_iter().zip(outcomes) {
+                            let _ = request.answer.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.to_store(&location), accepts = group.len(), "a group of accepts was not stored");
+                        for request in group {
+                            let _ = request.answer.send(Err(e.to_store(&location)));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tx
+}
+
+/// Writes one group in one transaction; the outcome of each, in order.
+async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<Vec<AcceptOutcome>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let n = items.len();
+    let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; n];
+
+    // Idempotency keys: the first of the group with a key tries to store it; later ones with
+    // the same key answer against it.
+    let mut first_with: HashMap<&str, usize> = HashMap::new();
+    let mut later: Vec<(usize, usize)> = Vec::new();
+    let (mut keys, mut key_ids, mut fingerprints, mut key_ats) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (new, at)) in items.iter().enumerate() {
+        let Some(idem) = &new.idempotency else {
+            continue;
+        };
+        match first_with.get(idem.key.as_str()) {
+            Some(&first) => later.push((i, first)),
+            None => {
+                first_with.insert(idem.key.as_str(), i);
+                keys.push(idem.key.as_str());
+                key_ids.push(new.notification.id.as_str());
+                fingerprints.push(idem.fingerprint.as_str());
+                key_ats.push(*at);
+            }
+        }
+    }
+    // Earlier outcome per key (the stored entry's id and fingerprint) for keys not taken here.
+    let mut earlier: HashMap<String, (String, String)> = HashMap::new();
+    if !keys.is_empty() {
+        let st = tx
+            .prepare_cached(&format!(
+                "INSERT INTO idempotency (key, notification_id, fingerprint, created_at) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(k, i, f, a) ORDER BY k \
+                 ON CONFLICT (key) DO UPDATE SET notification_id = EXCLUDED.notification_id, \
+                   fingerprint = EXCLUDED.fingerprint, created_at = EXCLUDED.created_at \
+                 WHERE idempotency.created_at <= EXCLUDED.created_at - interval '{IDEMPOTENCY_WINDOW_SECS} seconds' \
+                 RETURNING key"
+            ))
+            .await?;
+        let rows = tx
+            .query(&st, &[&keys, &key_ids, &fingerprints, &key_ats])
+            .await?;
+        let mut taken = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let k: String = row.try_get(0)?;
+            taken.insert(k);
+        }
+        let conflicting: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| !taken.contains(*k))
+            .collect();
+        if !conflicting.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "SELECT key, notification_id, fingerprint FROM idempotency WHERE key = ANY($1)",
+                )
+                .await?;
+            for row in tx.query(&st, &[&conflicting]).await? {
+                earlier.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        for k in conflicting {
+            let i = first_with[k];
+            let Some((id, fingerprint)) = earlier.get(k) else {
+                // Deleted between the insert and the read (the purge): store it again.
+                return Err(Fail::Retry);
+            };
+            let mine = &items[i].0.idempotency.as_ref().expect("keyed").fingerprint;
+            outcomes[i] = Some(answer(mine, fingerprint, id));
+        }
+    }
+    for (i, first) in later {
+        let mine = &items[i].0.idempotency.as_ref().expect("keyed").fingerprint;
+        outcomes[i] = Some(match &outcomes[first] {
+            // The first of the group is created: answer against it.
+            None => {
+                let theirs = &items[first]
+                    .0
+                    .idempotency
+                    .as_ref()
+                    .expect("keyed")
+                    .fingerprint;
+                answer(mine, theirs, &items[first].0.notification.id)
+            }
+            Some(AcceptOutcome::Duplicate { id } | AcceptOutcome::Conflict { id }) => {
+                let k = &items[i].0.idempotency.as_ref().expect("keyed").key;
+                let (_, theirs) = &earlier[k.as_str()];
+                answer(mine, theirs, id)
+            }
+            Some(AcceptOutcome::Created) => unreachable!("outcomes are only set for earlier ones"),
+        });
+    }
+
+    let created: Vec<usize> = (0..n).filter(|&i| outcomes[i].is_none()).collect();
+
+    // Contact patches of the created ones, in the group's order.
+    let patched: Vec<usize> = created
+        .iter()
+        .copied()
+        .filter(|&i| {
+            items[i]
+                .0
+                .contact_patch
+                .as_ref()
+                .is_some_and(|p| !p.is_empty())
+        })
+        .collect();
+    if !patched.is_empty() {
+        let mut ids: Vec<&str> = patched
+            .iter()
+            .map(|&i| items[i].0.notification.contact_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        lock_contacts(&tx, &ids).await?;
+        let st = tx
+            .prepare_cached("SELECT id, body FROM contacts WHERE id = ANY($1)")
+            .await?;
+        let mut stored: HashMap<String, Contact> = HashMap::new();
+        for row in tx.query(&st, &[&ids]).await? {
+            let id: String = row.try_get(0)?;
+            let c: Contact = body(&row, 1, &id)?;
+            stored.insert(id, c);
+        }
+        let mut current: HashMap<String, Contact> = stored.clone();
+        let mut changed: Vec<String> = Vec::new();
+        for &i in &patched {
+            let (new, at) = items[i];
+            let id = &new.notification.contact_id;
+            let patch = new.contact_patch.as_ref().expect("patched");
+            let old = current.get(id).cloned();
+            let mut contact = old.clone().unwrap_or_else(|| Contact::new(id, at));
+            contact.apply(patch, at);
+            // The same `to` with every notification: nothing to write.
+            let unchanged = old.as_ref().is_some_and(|old| {
+                *old == Contact {
+                    updated_at: old.updated_at,
+                    ..contact.clone()
+                }
+            });
+            if !unchanged {
+                if !changed.contains(id) {
+                    changed.push(id.clone());
+                }
+                current.insert(id.clone(), contact);
+            }
+        }
+        let writes: Vec<(Option<Contact>, Contact)> = changed
+            .iter()
+            .map(|id| (stored.get(id).cloned(), current[id].clone()))
+            .collect();
+        write_contacts(&tx, &writes).await?;
+    }
+
+    if !created.is_empty() {
+        let mut ids = Vec::with_capacity(created.len());
+        let mut contacts = Vec::with_capacity(created.len());
+        let mut statuses = Vec::with_capacity(created.len());
+        let mut updated = Vec::with_capacity(created.len());
+        let mut bodies: Vec<Json<&Notification>> = Vec::with_capacity(created.len());
+        let mut dues = Vec::with_capacity(created.len());
+        for &i in &created {
+            let (new, at) = items[i];
+            let note = &new.notification;
+            ids.push(note.id.as_str());
+            contacts.push(note.contact_id.as_str());
+            statuses.push(note.status.as_str());
+            updated.push(note.updated_at);
+            bodies.push(Json(note));
+            dues.push(ms(note.next_attempt_at.unwrap_or(at)));
+        }
+        let st_n = tx
+            .prepare_cached(
+                "INSERT INTO notifications (id, contact_id, status, updated_at, body) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[])",
+            )
+            .await?;
+        let st_q = tx
+            .prepare_cached(
+                "INSERT INTO queue (id, available_at) SELECT * FROM unnest($1::text[], $2::timestamptz[])",
+            )
+            .await?;
+        // Pipelined: both go out before either answer is awaited.
+        let params_n: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&ids, &contacts, &statuses, &updated, &bodies];
+        let params_q: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ids, &dues];
+        let (a, b) = tokio::join!(tx.execute(&st_n, &params_n), tx.execute(&st_q, &params_q));
+        a?;
+        b?;
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(AcceptOutcome::Created))
+        .collect())
+}
+
+fn answer(mine: &str, theirs: &str, id: &str) -> AcceptOutcome {
+    if mine == theirs {
+        AcceptOutcome::Duplicate { id: id.to_string() }
+    } else {
+        AcceptOutcome::Conflict { id: id.to_string() }
+    }
+}

@@ -1,0 +1,1 @@
+//! `Portable` for the PostgreSQL store.
