@@ -308,13 +308,17 @@ impl Gateway {
         let base = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.strip_prefix("lifeboat listening on ") {
-                    return url.trim().to_string();
+                    return Some(url.trim().to_string());
                 }
             }
-            panic!("lifeboat exited before listening");
+            None
         })
         .await
         .expect("lifeboat did not start within 20 s");
+        let Some(base) = base else {
+            let logs = stderr.await.unwrap_or_default();
+            panic!("lifeboat exited before listening:\n{logs}");
+        };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Gateway {
             child,
