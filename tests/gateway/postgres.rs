@@ -157,7 +157,8 @@ async fn an_unreachable_database_at_start_is_one_line_and_exit_1_not_a_hang() {
 async fn a_wrong_password_is_one_line_without_the_password() {
     let (dir, providers) = setup().await;
     // A role that does not exist: the server refuses the login whatever the password.
-    let url = with_password(&admin_database_url()).replacen("postgres:", "no_such_role:", 1);
+    let url = with_password(&admin_database_url()).replacen("//postgres:", "//no_such_role:", 1);
+    assert!(url.contains("no_such_role:"), "{url}");
     let config = config_on(&providers, dir.path(), &url);
     let (out, _) = run_to_end(dir.path(), &["serve"], &config).await;
     let (code, line) = one_error_line(&out);
