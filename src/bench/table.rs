@@ -51,10 +51,14 @@ pub(super) fn table(f: &Value) -> String {
         num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
     ));
     out.push_str(&format!(
-        "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   ({} alone, no HTTP, all cores)\n",
+        "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   ({})\n",
         num(&f["store"]["accept"]["per_sec"]), num(&f["store"]["accept"]["cpu_us"]),
         num(&f["store"]["delivery"]["per_sec"]), num(&f["store"]["delivery"]["cpu_us"]),
-        if postgres { "the PostgreSQL store, this process's CPU only," } else { "the sled store" }
+        if postgres {
+            "the PostgreSQL store alone, no HTTP, all cores; CPU of this process, not the server's"
+        } else {
+            "the sled store alone, no HTTP, all cores"
+        }
     ));
     let threads = |phase: &str| -> String {
         f[phase]["gateway_threads_us"]
