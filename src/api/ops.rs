@@ -27,6 +27,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// How long `/readyz` waits for the store before calling it failing.
+const READYZ_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The store answers, the delivery workers run and at least one channel is configured: safe
 /// to send traffic here. Every configured channel being disabled or banned still counts as
 /// ready (the queue accepts and keeps notifications until a channel is back), but the body
@@ -38,9 +41,22 @@ pub async fn healthz() -> Json<Value> {
         (status = 503, description = "Not ready: `ready: false` and `reason` (store failing, workers stopped, or no channel is configured)", body = crate::api::openapi::Readiness))
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let store_ok =
-        state.store.check().await.is_ok() && state.store.get_contact("readyz-probe").await.is_ok();
-    let queue_depth = state.store.queue_depth().await.unwrap_or(0);
+    // A store that does not answer within READYZ_STORE_WAIT is failing: a readiness probe must
+    // answer quickly (a database behind a dead network would otherwise hold it until the
+    // store's own timeouts, longer than any load balancer waits).
+    let probe = async {
+        let ok = state.store.check().await.is_ok()
+            && state.store.get_contact("readyz-probe").await.is_ok();
+        let depth = if ok {
+            state.store.queue_depth().await.unwrap_or(0)
+        } else {
+            0
+        };
+        (ok, depth)
+    };
+    let (store_ok, queue_depth) = tokio::time::timeout(READYZ_STORE_WAIT, probe)
+        .await
+        .unwrap_or((false, 0));
     let workers_ok = state.ready.load(Ordering::Relaxed);
     let configured: Vec<_> = state.registry.configured().map(|(kind, _)| kind).collect();
     let usable = configured

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -14,9 +14,33 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use secrecy::ExposeSecret;
+
 use super::load::{self, Conn, LoadResult, Until};
-use super::probe::{cpu_time_of, thread_cpu_of};
+use super::pg::BenchDb;
+use super::probe::{bytes_on_disk, cpu_time_of, thread_cpu_of};
 use crate::sandbox::{ADMIN_TOKEN, API_KEY};
+
+/// Where a phase's sandbox keeps its store: a data folder, and with `--store` a database of
+/// its own (the folder then holds nothing of the store).
+pub(super) struct Place {
+    pub(super) dir: PathBuf,
+    pub(super) db: Option<BenchDb>,
+}
+
+impl Place {
+    pub(super) async fn start(&self, hold: bool) -> Result<Gateway, String> {
+        Gateway::start(&self.dir, self.db.as_ref(), hold).await
+    }
+
+    /// Bytes the store takes: the folder on disk, or the database on the server.
+    pub(super) async fn bytes(&self) -> Result<u64, String> {
+        match &self.db {
+            Some(db) => db.size_bytes().await,
+            None => Ok(bytes_on_disk(&self.dir)),
+        }
+    }
+}
 
 /// A `lifeboat sandbox` child process.
 pub(super) struct Gateway {
@@ -26,9 +50,18 @@ pub(super) struct Gateway {
 }
 
 impl Gateway {
-    pub(super) async fn start(data: &Path, hold: bool) -> Result<Gateway, String> {
+    pub(super) async fn start(
+        data: &Path,
+        db: Option<&BenchDb>,
+        hold: bool,
+    ) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = Command::new(exe);
+        // The database's URL through the environment: a command line is visible to every user.
+        match db {
+            Some(db) => cmd.env("LIFEBOAT_SANDBOX_STORE_URL", db.url().expose_secret()),
+            None => cmd.env_remove("LIFEBOAT_SANDBOX_STORE_URL"),
+        };
         cmd.args(["sandbox", "--unpaced", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")

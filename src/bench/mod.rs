@@ -32,6 +32,7 @@
 
 mod gateway;
 mod load;
+mod pg;
 mod phases;
 mod probe;
 mod retention;
@@ -41,11 +42,13 @@ mod table;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::config::parse_duration;
 use crate::exit::fail;
-use gateway::Gateway;
+use gateway::Place;
+use pg::BenchDb;
 use table::table;
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +84,16 @@ pub struct BenchArgs {
     /// Notifications a second in the `--retention` run.
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// Measure on PostgreSQL: a server URL (postgres://user:password@host:5432/postgres) on
+    /// which each phase gets a throw-away database, created empty and dropped after it (the
+    /// user needs CREATEDB). Without it, the embedded store in `--data`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LIFEBOAT_BENCH_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -111,19 +124,27 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         args.clients = args.clients.min(16);
     }
     let duration = parse_duration(&args.duration)?;
+    let server = args
+        .store
+        .as_deref()
+        .map(|url| SecretString::from(url.to_string()));
     let tmp = tempfile::Builder::new()
         .prefix("lifeboat-bench")
         .tempdir_in(args.data.clone().unwrap_or_else(std::env::temp_dir))
         .map_err(|e| e.to_string())?;
-    let held_dir = tmp.path().join("held");
-    let live_dir = tmp.path().join("live");
     let mut figures = json!({
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "clients": args.clients,
         "smoke": args.smoke,
+        "store_kind": if server.is_some() { "postgres" } else { "sled" },
     });
 
     if let Some(retention) = &args.retention {
+        if server.is_some() {
+            return Err(
+                "--retention measures the embedded store's size on disk: not with --store".into(),
+            );
+        }
         let retention = parse_duration(retention)?;
         eprintln!(
             "bench: retention ({}/s for {}s, kept {}s)",
@@ -141,10 +162,29 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         return Ok((figures, args.json));
     }
 
+    // A phase's store: a folder under `tmp`, and with `--store` a database of its own.
+    let place = |name: &str| {
+        let dir = tmp.path().join(name);
+        let server = server.clone();
+        async move {
+            let db = match &server {
+                Some(server) => Some(BenchDb::create(server).await?),
+                None => None,
+            };
+            Ok::<_, String>(Place { dir, db })
+        }
+    };
+
     // 0. The store alone, in this process, before any gateway runs.
     let store_count = args.deliveries.saturating_mul(2).max(1);
     eprintln!("bench: the store alone ({store_count} notifications)");
-    figures["store"] = store::measure(&tmp.path().join("store"), args.clients, store_count).await?;
+    figures["store"] = match &server {
+        None => store::measure_sled(&tmp.path().join("store"), args.clients, store_count).await?,
+        Some(server) => {
+            let db = BenchDb::create(server).await?;
+            store::measure_postgres(&db, args.clients, store_count).await?
+        }
+    };
 
     // 1. No-op ceiling and accept, deliveries held.
     eprintln!(
@@ -152,7 +192,8 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         args.clients,
         duration.as_secs_f64()
     );
-    let gw = Gateway::start(&held_dir, true).await?;
+    let held = place("held").await?;
+    let gw = held.start(true).await?;
     gw.setup_contact().await?;
     let (noop, noop_rate) = phases::noop(&gw, args.clients, duration).await;
     figures["noop"] = noop;
@@ -161,21 +202,23 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
 
     // 2. Memory with a full queue, then restart, then the backlog drained alone.
     phases::fill_queue(&gw, args.clients, args.queued, accepted).await?;
-    let memory = phases::memory(gw, &held_dir).await?;
+    let memory = phases::memory(gw, &held).await?;
     eprintln!(
         "bench: restarting on {} queued notifications",
         memory["queued"]
     );
-    let (gw, restart) = phases::restart(&held_dir).await?;
+    let (gw, restart) = phases::restart(&held).await?;
     let backlog = phases::backlog(&gw, duration).await?;
     drop(gw);
+    drop(held);
     figures["memory"] = memory;
     figures["restart"] = restart;
     figures["backlog"] = backlog;
 
     // 3. Delivery.
     eprintln!("bench: delivering {} notifications", args.deliveries);
-    let gw = Gateway::start(&live_dir, false).await?;
+    let live = place("live").await?;
+    let gw = live.start(false).await?;
     gw.setup_contact().await?;
     figures["delivery"] = phases::delivery(&gw, args.clients, args.deliveries).await?;
 
@@ -183,5 +226,6 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     eprintln!("bench: failover with {} notifications", args.failover);
     figures["failover"] = phases::failover(&gw, args.clients, args.failover).await?;
     drop(gw);
+    drop(live);
     Ok((figures, args.json))
 }

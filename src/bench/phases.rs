@@ -3,7 +3,6 @@
 //! (the backlog after a restart), delivery while posting, and failover under a ban.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::gateway::{load_phase, notify_request, wait_until, Gateway};
+use super::gateway::{load_phase, notify_request, wait_until, Gateway, Place};
 use super::load::{self, LoadResult, Until};
-use super::probe::{bytes_on_disk, cpu_time_of, cpu_us_per_request, ms, threads_us_per_request};
+use super::probe::{cpu_time_of, cpu_us_per_request, ms, threads_us_per_request};
 use crate::sandbox::{ADMIN_TOKEN, API_KEY};
 
 /// `GET /healthz` from `clients` connections for `duration`: the machine's HTTP ceiling.
@@ -92,14 +91,14 @@ pub(super) async fn fill_queue(
     Ok(())
 }
 
-/// The queue depth, peak RSS and bytes on disk of a gateway with a full queue, then how long
-/// it takes to stop on SIGTERM.
-pub(super) async fn memory(gw: Gateway, data: &Path) -> Result<Value, String> {
+/// The queue depth, peak RSS and bytes on disk (of the folder, or of the database) of a
+/// gateway with a full queue, then how long it takes to stop on SIGTERM.
+pub(super) async fn memory(gw: Gateway, place: &Place) -> Result<Value, String> {
     let depth = gw.expect("GET", "/readyz", API_KEY, None).await?["queue_depth"]
         .as_u64()
         .unwrap_or(0);
     let rss = gw.peak_rss_bytes().unwrap_or(0);
-    let disk = bytes_on_disk(data);
+    let disk = place.bytes().await?;
     let shutdown = gw.terminate().await;
     Ok(json!({
         "queued": depth, "peak_rss_mb": (rss as f64 / 1048576.0).round(),
@@ -110,9 +109,9 @@ pub(super) async fn memory(gw: Gateway, data: &Path) -> Result<Value, String> {
 
 /// A fresh start on the same data: the time until `/readyz` answers 200 and until the first
 /// send reaches the simulated WhatsApp. Answers the running gateway and the figures.
-pub(super) async fn restart(data: &Path) -> Result<(Gateway, Value), String> {
+pub(super) async fn restart(place: &Place) -> Result<(Gateway, Value), String> {
     let t0 = Instant::now();
-    let gw = Gateway::start(data, false).await?;
+    let gw = place.start(false).await?;
     wait_until(Duration::from_secs(120), || async {
         Ok(gw
             .call("GET", "/readyz", API_KEY, None)

@@ -1,5 +1,7 @@
-//! The store alone: the sled store's own share of an accept and of a delivery, with no HTTP,
-//! no JSON request, no channel and no provider, on all the machine's cores.
+//! The store alone: the store's own share of an accept and of a delivery, with no HTTP,
+//! no JSON request, no channel and no provider, on all the machine's cores: the sled store, or
+//! with `--store` the PostgreSQL store on a database of its own (the same calls through the
+//! `Store` trait; PostgreSQL's server shares the machine).
 //!
 //! Why: the gateway's figures are bounded by what its store can do. Measured here, in this
 //! process, with nothing else running: the rate and the CPU per notification of
@@ -22,8 +24,10 @@ use chrono::Utc;
 use lifeboat_channel::{Category, ChannelKind};
 use serde_json::{json, Value};
 
+use super::pg::BenchDb;
 use super::probe::{cpu_time_of, cpu_us_per_request};
 use crate::model::{Attempt, ContactPatch, Notification, Outcome, Status};
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::{NewNotification, SledStore, Store};
 
 const CONTACT: &str = "bench";
@@ -53,8 +57,8 @@ pub(super) fn notification(now: chrono::DateTime<Utc>) -> Notification {
     }
 }
 
-/// Runs both measurements on a fresh store in `dir`; `count` notifications each.
-pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, String> {
+/// Runs both measurements on a fresh sled store in `dir`; `count` notifications each.
+pub async fn measure_sled(dir: &Path, clients: usize, count: u64) -> Result<Value, String> {
     let store = Arc::new(
         SledStore::open(
             &dir.join("lifeboat.sled"),
@@ -62,6 +66,23 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
         )
         .map_err(|e| e.to_string())?,
     );
+    measure(store, clients, count).await
+}
+
+/// Runs both measurements on a PostgreSQL store on the (empty) database `db`, with the
+/// default pool.
+pub async fn measure_postgres(db: &BenchDb, clients: usize, count: u64) -> Result<Value, String> {
+    let options = PgOptions {
+        url: db.url().clone(),
+        pool: crate::config::StoreConfig::default().pool,
+        lease: crate::config::StoreConfig::default().lease,
+    };
+    let store = Arc::new(PgStore::open(&options).await.map_err(|e| e.to_string())?);
+    measure(store, clients, count).await
+}
+
+/// Runs both measurements on `store`, empty; `count` notifications each.
+pub async fn measure(store: Arc<dyn Store>, clients: usize, count: u64) -> Result<Value, String> {
     let patch = ContactPatch {
         whatsapp: Some("+15550001111".parse().unwrap()),
         ..ContactPatch::default()

@@ -47,6 +47,10 @@ pub enum Command {
         /// The sandbox's own data folder (delete it to reset the sandbox).
         #[arg(long, default_value = "data/sandbox")]
         data: PathBuf,
+        /// Keep the sandbox's store in this PostgreSQL database instead of the data folder
+        /// (postgres://user:password@host:5432/db; used by `lifeboat bench --store`).
+        #[arg(long, env = "LIFEBOAT_SANDBOX_STORE_URL", hide_env_values = true)]
+        store_url: Option<String>,
         /// Accept and store notifications but send none (used by `lifeboat bench`).
         #[arg(long, hide = true)]
         hold_deliveries: bool,
@@ -120,9 +124,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sandbox {
             listen,
             data,
+            store_url,
             hold_deliveries,
             unpaced,
-        } => crate::sandbox::run(listen, data, hold_deliveries, unpaced).await,
+        } => crate::sandbox::run(listen, data, store_url, hold_deliveries, unpaced).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,

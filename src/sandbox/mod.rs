@@ -38,17 +38,27 @@ pub const API_KEY: &str = "sandbox-api-key";
 pub const ADMIN_TOKEN: &str = "sandbox-admin-token";
 
 /// The config the sandbox runs with: `listen` is the address actually bound, `data` the store
-/// folder, and the four URLs/ports those of the simulated providers.
+/// folder (or `store_url` the PostgreSQL database), and the four URLs/ports those of the
+/// simulated providers.
+#[allow(clippy::too_many_arguments)]
 pub fn config_text(
     listen: SocketAddr,
     data: &Path,
+    store_url: Option<&str>,
     whatsapp: &str,
     telegram: &str,
     line: &str,
     smtp_port: u16,
 ) -> String {
     use providers::*;
-    let store = data.join("lifeboat.sled");
+    // A TOML basic string, so any path (Windows backslashes, quotes) survives.
+    let store = match store_url {
+        Some(url) => format!("url = {}", toml::Value::String(url.to_string())),
+        None => format!(
+            "path = {}",
+            toml::Value::String(data.join("lifeboat.sled").display().to_string())
+        ),
+    };
     format!(
         r#"
 [server]
@@ -60,7 +70,7 @@ business_name = "Lifeboat Sandbox"
 shutdown_grace = "5s"
 
 [store]
-path = {store}
+{store}
 
 [routing]
 order = ["whatsapp", "telegram", "line", "email"]
@@ -99,8 +109,6 @@ timeout = "3s"
 [policy.whatsapp]
 service_window = false
 "#,
-        // A TOML basic string, so any path (Windows backslashes, quotes) survives.
-        store = toml::Value::String(store.display().to_string()),
     )
 }
 
@@ -110,6 +118,7 @@ service_window = false
 pub async fn run(
     listen: SocketAddr,
     data: PathBuf,
+    store_url: Option<String>,
     hold_deliveries: bool,
     unpaced: bool,
 ) -> ExitCode {
@@ -163,7 +172,15 @@ pub async fn run(
         Err(e) => return fail(1, format!("the simulated providers failed to start: {e}")),
     };
 
-    let mut text = config_text(addr, &data, &wa_url, &tg_url, &line_url, smtp_port);
+    let mut text = config_text(
+        addr,
+        &data,
+        store_url.as_deref(),
+        &wa_url,
+        &tg_url,
+        &line_url,
+        smtp_port,
+    );
     if unpaced {
         // Appended to the `[policy.whatsapp]` table the config text ends with.
         text.push_str(
@@ -190,7 +207,11 @@ pub async fn run(
     };
     // Printed by the server once the store is open: a second sandbox on the same data
     // folder fails with one line, not after a banner that says it is ready.
-    let banner = banner(addr, &data, &providers);
+    let store = match &store_url {
+        Some(url) => Store::Database(crate::config::printable_url(url)),
+        None => Store::Folder(&data),
+    };
+    let banner = banner(addr, store, &providers);
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
         extra_routes: Some(controls::router(providers)),
@@ -214,7 +235,14 @@ pub async fn run(
 }
 
 /// The text printed at start: where everything is, the demo keys, and how to begin.
-pub fn banner(addr: SocketAddr, data: &Path, providers: &controls::Providers) -> String {
+/// Where the sandbox keeps its store, as the banner shows it.
+pub enum Store<'a> {
+    Folder(&'a Path),
+    /// The database's URL without its password.
+    Database(String),
+}
+
+pub fn banner(addr: SocketAddr, store: Store<'_>, providers: &controls::Providers) -> String {
     let base = format!("http://{addr}");
     let mut out = String::new();
     out.push_str("Lifeboat sandbox: the real gateway, with simulated providers in this process.\n");
@@ -226,10 +254,13 @@ pub fn banner(addr: SocketAddr, data: &Path, providers: &controls::Providers) ->
     out.push_str(&format!(
         "  admin token  {ADMIN_TOKEN}  (Authorization: Bearer, for /v1/admin and /sandbox)\n"
     ));
-    out.push_str(&format!(
-        "  data         {}  (delete this folder to reset the sandbox)\n\n",
-        data.display()
-    ));
+    out.push_str(&match store {
+        Store::Folder(data) => format!(
+            "  data         {}  (delete this folder to reset the sandbox)\n\n",
+            data.display()
+        ),
+        Store::Database(url) => format!("  store        {url}  (PostgreSQL)\n\n"),
+    });
     out.push_str(
         "A restart keeps the data (contacts, notifications, channel states) but the simulated\n\
          providers start afresh, accepting: a channel left banned or disabled stays so until\n\
@@ -270,6 +301,7 @@ mod tests {
         let text = config_text(
             "127.0.0.1:8080".parse().unwrap(),
             Path::new("data/sandbox"),
+            None,
             "http://127.0.0.1:1/v23.0",
             "http://127.0.0.1:2",
             "http://127.0.0.1:3",

@@ -477,14 +477,17 @@ fn regex_free_fraction(html: &str) -> Option<String> {
 /// reason), and the admin API and page show every channel as not configured, not `active`.
 #[tokio::test]
 async fn a_gateway_without_channels_is_not_ready_and_shows_them_not_configured() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
-         [store]\npath = \"{}\"\n",
-        crate::harness::API_KEY,
-        dir.path().join("lifeboat.sled").display()
-    );
-    let g = Gateway::start(dir.path(), &config).await;
+    let g = Rig::new()
+        .await
+        .start_on(|_, dir| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\napi_keys = [\"{}\"]\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
+                 [store]\npath = \"{}\"\n",
+                crate::harness::API_KEY,
+                dir.join("lifeboat.sled").display()
+            )
+        })
+        .await;
 
     let (status, body) = g.get_public("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -49,13 +49,16 @@ async fn healthz_answers(gw: &Gateway, within: Duration) -> bool {
 
 #[tokio::test]
 async fn idle_and_trickling_clients_neither_starve_health_checks_nor_stay_forever() {
-    let (dir, providers) = setup().await;
-    let config = with_server(
-        providers.config(dir.path(), &Settings::default()),
-        &[("max_connections", "64"), ("header_timeout", "\"4s\"")],
-    );
     // 256 open files: without a connection cap, 400 idle clients use them all up.
-    let gw = Gateway::start_with_fd_limit(dir.path(), &config, 256).await;
+    let gw = Rig::new()
+        .await
+        .start_with_fd_limit(256, |providers, dir| {
+            with_server(
+                providers.config(dir, &Settings::default()),
+                &[("max_connections", "64"), ("header_timeout", "\"4s\"")],
+            )
+        })
+        .await;
     let addr = host_port(&gw);
 
     // A client sending its header a byte a second, connected first (it gets a slot).
@@ -108,7 +111,7 @@ async fn idle_and_trickling_clients_neither_starve_health_checks_nor_stay_foreve
     );
     drop(idle);
     assert!(healthz_answers(&gw, Duration::from_secs(3)).await);
-    let (status, logs) = gw.terminate().await;
+    let (status, logs, _rig) = gw.terminate().await;
     assert!(status.success(), "{logs}");
     assert!(!logs.contains("Too many open files"), "{logs}");
 }

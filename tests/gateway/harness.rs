@@ -16,6 +16,14 @@
 //! `Rig::new()/accepting()` then `rig.start_on(|providers, dir| config)` (or `start_at` with a
 //! test clock) when mocks must be mounted before start-up or the config is custom;
 //! `gw.kill9()` / `gw.terminate()` give the `Rig` back for `rig.restart()`.
+//!
+//! **The store.** By default every gateway keeps its store in its data folder (sled). With
+//! `LIFEBOAT_TEST_STORE=postgres` every `Rig` also creates a throw-away PostgreSQL database
+//! ([`TestDb`], on `LIFEBOAT_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! kept across `kill9()`/`restart()` and dropped with the `Rig`/`TestApp`; the config a test
+//! starts a gateway on goes through [`Rig::store_config`], which rewrites its `[store] path = ...`
+//! into `url = "..."` (the one place that does). Tests that only make sense on the embedded store
+//! call [`sled_only`] first, which prints why they are skipped on PostgreSQL.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -300,13 +308,17 @@ impl Gateway {
         let base = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.strip_prefix("lifeboat listening on ") {
-                    return url.trim().to_string();
+                    return Some(url.trim().to_string());
                 }
             }
-            panic!("lifeboat exited before listening");
+            None
         })
         .await
         .expect("lifeboat did not start within 20 s");
+        let Some(base) = base else {
+            let logs = stderr.await.unwrap_or_default();
+            panic!("lifeboat exited before listening:\n{logs}");
+        };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Gateway {
             child,
@@ -521,14 +533,193 @@ pub async fn whatsapp_fails(
         .await;
 }
 
+/// `LIFEBOAT_TEST_STORE=postgres`: the gateways of this run keep their store in PostgreSQL.
+pub fn on_postgres() -> bool {
+    match std::env::var("LIFEBOAT_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("LIFEBOAT_TEST_STORE is `sled` or `postgres`, not `{other}`"),
+    }
+}
+
+/// For a test that only makes sense on the embedded store: `true` (and why, printed) when this
+/// run is on PostgreSQL, so the test returns at once: `if sled_only("...") { return; }`.
+pub fn sled_only(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        println!("skipped on PostgreSQL: {why}");
+    }
+    skip
+}
+
+/// The server the tests create their databases on (a user allowed to `CREATE DATABASE`).
+pub fn admin_database_url() -> String {
+    std::env::var("LIFEBOAT_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` with its database name replaced by `name` (the query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+/// Runs `sql` with psql on the database `url` names; stdout (unaligned, tuples only), or the
+/// error psql printed.
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|e| format!("cannot run psql (is PostgreSQL's client installed?): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// A throw-away PostgreSQL database (`lifeboat_t_gw_<random>`), created empty and dropped
+/// (`WITH (FORCE)`: a gateway still connected, e.g. killed a moment ago, does not keep it) when
+/// this is dropped.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let admin = admin_database_url();
+        let name = format!("lifeboat_t_gw_{}", uuid::Uuid::new_v4().simple());
+        psql(&admin, &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+        TestDb { name, admin }
+    }
+
+    /// The URL the gateway connects with.
+    pub fn url(&self) -> String {
+        with_database(&self.admin, &self.name)
+    }
+
+    /// Everything stored in this database as text (`pg_dump --data-only`): what a search for
+    /// leftovers of a contact reads. `bytea` values are in hex there: search with [`hex`] too.
+    pub fn dump(&self) -> String {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--no-owner", "--no-privileges"])
+            .arg(self.url())
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `sql` run on this database (psql's unaligned output), panicking on an error.
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.url(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Err(e) = psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            eprintln!("could not drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// `config` with the `path = ...` of its `[store]` table replaced by `url = "<url>"` (a
+/// `[store]` table added if it has none). A config whose `[store]` names a `url` already (a test
+/// of PostgreSQL itself) is left as it is.
+pub fn store_on(config: &str, url: &str) -> String {
+    let url_line = format!("url = {}", toml_string(url));
+    let store_keys: Vec<&str> = {
+        let mut in_store = false;
+        config
+            .lines()
+            .map(str::trim)
+            .filter(|t| {
+                if t.starts_with('[') {
+                    in_store = *t == "[store]";
+                    return false;
+                }
+                in_store
+            })
+            .filter_map(|t| t.split_once('=').map(|(k, _)| k.trim()))
+            .collect()
+    };
+    if store_keys.contains(&"url") {
+        return config.to_string();
+    }
+    let has_path = store_keys.contains(&"path");
+    let mut out = Vec::new();
+    let (mut in_store, mut seen_store) = (false, false);
+    for line in config.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_store = trimmed == "[store]";
+            seen_store |= in_store;
+        }
+        let is_path = in_store
+            && trimmed
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "path");
+        if is_path {
+            out.push(url_line.clone());
+            continue;
+        }
+        out.push(line.to_string());
+        if trimmed == "[store]" && !has_path {
+            out.push(url_line.clone());
+        }
+    }
+    if !seen_store {
+        out.push(String::new());
+        out.push("[store]".into());
+        out.push(url_line);
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// `bytes` in lowercase hex, as `pg_dump` writes a `bytea`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 /// A started gateway with its own data folder and simulated providers: what most tests begin
 /// with (zero-to-production's `TestApp`). Derefs to its [`Gateway`], so requests read
 /// `gw.notify(..)`; the providers are `gw.providers`, the data folder `gw.dir`.
-/// Fields drop in order: the process first, then the providers, then the folder.
+/// Fields drop in order: the process first, then the providers, then the folder, then the
+/// database (on PostgreSQL).
 pub struct TestApp {
     pub gateway: Gateway,
     pub providers: Providers,
     pub dir: tempfile::TempDir,
+    pub db: Option<TestDb>,
 }
 
 impl std::ops::Deref for TestApp {
@@ -565,6 +756,7 @@ impl TestApp {
         Rig {
             dir: self.dir,
             providers: self.providers,
+            db: self.db,
         }
     }
 
@@ -575,6 +767,7 @@ impl TestApp {
         let rig = Rig {
             dir: self.dir,
             providers: self.providers,
+            db: self.db,
         };
         (status, logs, rig)
     }
@@ -586,13 +779,33 @@ impl TestApp {
 pub struct Rig {
     pub providers: Providers,
     pub dir: tempfile::TempDir,
+    /// The gateway's database when this run is on PostgreSQL (dropped after the folder).
+    pub db: Option<TestDb>,
 }
 
 impl Rig {
-    /// Providers with nothing mounted.
+    /// Providers with nothing mounted (and a fresh database on PostgreSQL).
     pub async fn new() -> Rig {
         let (dir, providers) = setup().await;
-        Rig { providers, dir }
+        let db = if on_postgres() {
+            Some(
+                tokio::task::spawn_blocking(TestDb::create)
+                    .await
+                    .expect("create the test database"),
+            )
+        } else {
+            None
+        };
+        Rig { providers, dir, db }
+    }
+
+    /// The config a gateway of this rig starts on: `config` itself on the embedded store; on
+    /// PostgreSQL, its `[store] path` replaced by this rig's database `url`.
+    pub fn store_config(&self, config: &str) -> String {
+        match &self.db {
+            Some(db) => store_on(config, &db.url()),
+            None => config.to_string(),
+        }
     }
 
     /// Providers that accept every message.
@@ -610,7 +823,7 @@ impl Rig {
 
     /// Starts the gateway on the config `config` writes for these providers and this folder.
     pub async fn start_on(self, config: impl FnOnce(&Providers, &Path) -> String) -> TestApp {
-        let config = config(&self.providers, self.dir.path());
+        let config = self.store_config(&config(&self.providers, self.dir.path()));
         let gateway = Gateway::start(self.dir.path(), &config).await;
         self.into_app(gateway)
     }
@@ -624,8 +837,20 @@ impl Rig {
     ) -> TestApp {
         let clock = self.dir.path().join("clock");
         std::fs::write(&clock, at).expect("write clock");
-        let config = config(&self.providers, self.dir.path());
+        let config = self.store_config(&config(&self.providers, self.dir.path()));
         let gateway = Gateway::start_with_clock(self.dir.path(), &config, &clock).await;
+        self.into_app(gateway)
+    }
+
+    /// Like [`Rig::start_on`], with the process's open-files limit lowered to `max_files`
+    /// (see [`Gateway::start_with_fd_limit`]).
+    pub async fn start_with_fd_limit(
+        self,
+        max_files: u32,
+        config: impl FnOnce(&Providers, &Path) -> String,
+    ) -> TestApp {
+        let config = self.store_config(&config(&self.providers, self.dir.path()));
+        let gateway = Gateway::start_with_fd_limit(self.dir.path(), &config, max_files).await;
         self.into_app(gateway)
     }
 
@@ -640,6 +865,7 @@ impl Rig {
             gateway,
             providers: self.providers,
             dir: self.dir,
+            db: self.db,
         }
     }
 }

@@ -14,6 +14,7 @@ mod harness;
 mod inbound;
 mod lifecycle;
 mod metrics;
+mod postgres;
 mod readme;
 mod retention;
 mod signals;
