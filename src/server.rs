@@ -88,6 +88,8 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    // Who this instance is among those sharing the store: in the logs, `/readyz`, the leases.
+    let instance = crate::fleet::InstanceId::generate();
     let opened = crate::store::open(&config.store, options.clock.clone()).await?;
     let store = opened.store.clone();
     // One registry per gateway: several gateways in one process keep their own counts.
@@ -95,6 +97,7 @@ pub async fn run(
     let states = Arc::new(
         ChannelStates::load(store.clone())
             .await?
+            .with_instance(instance.clone())
             .with_metrics(metrics.clone()),
     );
     let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
@@ -142,7 +145,7 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let configured: Vec<String> = registry.configured().map(|(k, _)| k.to_string()).collect();
-    tracing::info!(%addr, channels = ?configured, store = %opened.location, "lifeboat started");
+    tracing::info!(%addr, %instance, channels = ?configured, store = %opened.location, "lifeboat started");
     if let Some(banner) = &options.banner {
         print!("{banner}");
     }

@@ -24,6 +24,7 @@ use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
 pub mod history;
 
+use crate::fleet::InstanceId;
 use crate::metrics::Metrics;
 use crate::model::{
     later, ChannelQuality, ChannelState, ChannelStatus, LastError, SkipReason, Timestamp,
@@ -101,8 +102,8 @@ pub struct ChannelStates {
     metrics: Arc<Metrics>,
     /// The recent state changes, oldest first, as stored (see [`history`]).
     history: Mutex<VecDeque<StateChange>>,
-    /// This process's id in [`StateChange::boot`].
-    boot: String,
+    /// This instance ([`StateChange::boot`], the owner of probe leases, the log lines).
+    instance: InstanceId,
 }
 
 impl ChannelStates {
@@ -144,8 +145,19 @@ impl ChannelStates {
             quality: RwLock::new(quality),
             metrics: Arc::default(),
             history: Mutex::new(history),
-            boot: uuid::Uuid::new_v4().to_string(),
+            instance: InstanceId::generate(),
         })
+    }
+
+    /// Names this instance (the gateway's id, chosen at start; a generated one until then).
+    pub fn with_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = instance;
+        self
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
     }
 
     /// Counts state changes in the gateway's `metrics`.
@@ -508,11 +520,12 @@ impl ChannelStates {
         history.iter().cloned().collect()
     }
 
-    /// Sends per channel since this process started, and its id (see [`history::carried`]).
+    /// Sends per channel since this process started, and its instance id (see
+    /// [`history::carried`]).
     pub fn sent_totals(&self) -> (BTreeMap<ChannelKind, u64>, String) {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let totals = entries.iter().map(|(k, e)| (*k, e.sent_total)).collect();
-        (totals, self.boot.clone())
+        (totals, self.instance.to_string())
     }
 
     /// Notifications sent on `kind` and notifications that left it unsent after it was tried,
@@ -629,6 +642,7 @@ impl ChannelStates {
         if new.state != old.state {
             self.metrics.state_change(kind, new.state);
             tracing::warn!(
+                instance = %self.instance,
                 channel = %kind,
                 from = old.state.as_str(),
                 to = new.state.as_str(),
