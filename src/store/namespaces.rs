@@ -12,3 +12,5 @@ pub const POLICY_TIER: &str = "policy_tier";
 pub const WEBHOOK_SEEN: &str = "webhook_seen";
 /// Provider events that were not understood (`webhooks::EVENTS_NAMESPACE`).
 pub const WEBHOOK_EVENTS: &str = "webhook_events";
+/// Admin page sessions (`api::admin_page::session`), keyed by the SHA-256 of the session id.
+pub const ADMIN_SESSIONS: &str = "admin_sessions";
