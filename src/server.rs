@@ -100,6 +100,10 @@ pub async fn run(
             .with_instance(instance.clone())
             .with_metrics(metrics.clone()),
     );
+    // Every instance re-reads the stored states (a ban recorded by another one) at least every
+    // second; `states_changed` is where a store that announces changes wakes it sooner.
+    let states_changed = Arc::new(tokio::sync::Notify::new());
+    let states_watch = states.watch(states_changed, crate::states::REFRESH_EVERY);
     let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
@@ -158,6 +162,7 @@ pub async fn run(
     let shutdown_began = crate::edge::serve(listener, app, limits, shutdown).await;
     ready.store(false, Ordering::Relaxed);
     telegram.stop().await;
+    states_watch.abort();
     tracing::info!("stopped taking requests; letting in-flight sends finish");
     // One grace for the whole shutdown: what the connections used is not given again.
     let grace_left = config

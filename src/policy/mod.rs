@@ -164,6 +164,16 @@ impl Policy {
         };
         let probe = match availability {
             Availability::Open => false,
+            Availability::Probe if mode == Mode::Live => {
+                // One probe for the whole fleet: the instance holding the probe lease.
+                if !states.claim_probe(kind, now).await? {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::ChannelRestricted,
+                        detail: Some(format!("another instance is probing {kind}")),
+                    });
+                }
+                true
+            }
             Availability::Probe => true,
             Availability::Skip(reason) => return Ok(skip(reason)),
             Availability::WaitUntil(until) => {

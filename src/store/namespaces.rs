@@ -14,3 +14,5 @@ pub const WEBHOOK_SEEN: &str = "webhook_seen";
 pub const WEBHOOK_EVENTS: &str = "webhook_events";
 /// Admin page sessions (`api::admin_page::session`), keyed by the SHA-256 of the session id.
 pub const ADMIN_SESSIONS: &str = "admin_sessions";
+/// Probe leases of restricted channels (`states`), keyed by channel: which instance probes.
+pub const CHANNEL_PROBE: &str = "channel_probe";
