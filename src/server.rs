@@ -137,7 +137,8 @@ pub async fn run(
         policy,
     );
     let clock = options.clock.clone();
-    let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
+    let mut telegram =
+        crate::telegram_bot::start(&config, store.clone(), clock, metrics, instance.clone());
     let background = state.background.clone();
     let mut app = api::router(state);
     if let Some(routes) = telegram.take_routes() {
