@@ -108,10 +108,12 @@ pub async fn run(
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
         .collect();
-    let policy = Arc::new(crate::policy::Policy::new(
-        config.policy.clone(),
-        store.clone(),
-    ));
+    let mut policy = crate::policy::Policy::new(config.policy.clone(), store.clone());
+    if config.store.url.is_some() {
+        // Several instances may share this store: pace for the fleet, not per instance.
+        policy = policy.with_shared_pacing();
+    }
+    let policy = Arc::new(policy);
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
         states: states.clone(),

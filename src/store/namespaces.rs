@@ -16,3 +16,5 @@ pub const WEBHOOK_EVENTS: &str = "webhook_events";
 pub const ADMIN_SESSIONS: &str = "admin_sessions";
 /// Probe leases of restricted channels (`states`), keyed by channel: which instance probes.
 pub const CHANNEL_PROBE: &str = "channel_probe";
+/// The fleet's pacing budget per channel (`policy::pacing::SharedBudget`), keyed by channel.
+pub const POLICY_PACING: &str = "policy_pacing";
