@@ -309,6 +309,10 @@ pub struct ServerConfig {
     /// The largest request head (request line and headers), in bytes.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// The key of the email unsubscribe links' signatures, if the operator sets one (every
+    /// instance of a fleet with the same value); else one is made once and kept in the store.
+    #[serde(default)]
+    pub unsubscribe_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -679,6 +683,14 @@ impl Config {
                 return err(&name, "must differ from server.admin_token");
             }
         }
+        if let Some(secret) = &self.server.unsubscribe_secret {
+            if secret.expose_secret().chars().count() < 32 {
+                return err(
+                    "server.unsubscribe_secret",
+                    "must be at least 32 characters",
+                );
+            }
+        }
         if url::Url::parse(&self.server.public_url).is_err() {
             return Err(self.source.error(
                 "server.public_url",
@@ -899,6 +911,34 @@ cooldown = "2m"
             Duration::from_secs(120)
         );
         assert_eq!(cfg.cooldown(ChannelKind::Email), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn an_unsubscribe_secret_must_be_long_and_is_never_shown() {
+        let env = env_with(&[("API_KEY", "app-key-123"), ("TG_TOKEN", "1:abc")]);
+        let with = |secret: &str| {
+            BASE.replace(
+                "[server]\n",
+                &format!("[server]\nunsubscribe_secret = \"{secret}\"\n"),
+            )
+        };
+        let err = Config::from_toml(&with("short-secret"), Path::new("x.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.unsubscribe_secret"), "{err}");
+        assert!(err.contains("at least 32 characters"), "{err}");
+        assert!(!err.contains("short-secret"), "{err}");
+        let long = "0123456789abcdef0123456789abcdef";
+        let cfg = Config::from_toml(&with(long), Path::new("x.toml"), &env).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            cfg.server
+                .unsubscribe_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some(long)
+        );
+        assert!(!format!("{cfg:?}").contains(long));
     }
 
     #[test]

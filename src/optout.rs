@@ -40,7 +40,7 @@ impl MarketingOptOut {
             enabled: config.opt_out_footer(),
             public_url: config.server.public_url.clone(),
             mailto: unsubscribe_mailto(config).ok().flatten(),
-            keys: Keys::new(store),
+            keys: Keys::from_config(config, store),
         }
     }
 

@@ -88,6 +88,8 @@ pub async fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    // Who this instance is among those sharing the store: in the logs, `/readyz`, the leases.
+    let instance = crate::fleet::InstanceId::generate();
     let opened = crate::store::open(&config.store, options.clock.clone()).await?;
     let store = opened.store.clone();
     // One registry per gateway: several gateways in one process keep their own counts.
@@ -95,16 +97,23 @@ pub async fn run(
     let states = Arc::new(
         ChannelStates::load(store.clone())
             .await?
+            .with_instance(instance.clone())
             .with_metrics(metrics.clone()),
     );
+    // Every instance re-reads the stored states (a ban recorded by another one) at least every
+    // second; `states_changed` is where a store that announces changes wakes it sooner.
+    let states_changed = Arc::new(tokio::sync::Notify::new());
+    let states_watch = states.watch(states_changed, crate::states::REFRESH_EVERY);
     let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
         .collect();
-    let policy = Arc::new(crate::policy::Policy::new(
-        config.policy.clone(),
-        store.clone(),
-    ));
+    let mut policy = crate::policy::Policy::new(config.policy.clone(), store.clone());
+    if config.store.url.is_some() {
+        // Several instances may share this store: pace for the fleet, not per instance.
+        policy = policy.with_shared_pacing();
+    }
+    let policy = Arc::new(policy);
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
         states: states.clone(),
@@ -130,7 +139,8 @@ pub async fn run(
         policy,
     );
     let clock = options.clock.clone();
-    let mut telegram = crate::telegram_bot::start(&config, store.clone(), clock, metrics);
+    let mut telegram =
+        crate::telegram_bot::start(&config, store.clone(), clock, metrics, instance.clone());
     let background = state.background.clone();
     let mut app = api::router(state);
     if let Some(routes) = telegram.take_routes() {
@@ -142,7 +152,7 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let configured: Vec<String> = registry.configured().map(|(k, _)| k.to_string()).collect();
-    tracing::info!(%addr, channels = ?configured, store = %opened.location, "lifeboat started");
+    tracing::info!(%addr, %instance, channels = ?configured, store = %opened.location, "lifeboat started");
     if let Some(banner) = &options.banner {
         print!("{banner}");
     }
@@ -155,6 +165,7 @@ pub async fn run(
     let shutdown_began = crate::edge::serve(listener, app, limits, shutdown).await;
     ready.store(false, Ordering::Relaxed);
     telegram.stop().await;
+    states_watch.abort();
     tracing::info!("stopped taking requests; letting in-flight sends finish");
     // One grace for the whole shutdown: what the connections used is not given again.
     let grace_left = config

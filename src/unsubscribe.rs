@@ -3,8 +3,11 @@
 //!
 //! Tokens are stateless, so nothing is stored per email sent:
 //! `<base64url(contact_id)>.<base64url(first 16 bytes of HMAC-SHA256(secret, "unsubscribe:" + contact_id))>`.
-//! The secret is 32 random bytes made on first use and kept in the store (`meta` /
-//! `unsubscribe_secret`), so links keep working across restarts; it never leaves the process.
+//! The secret is `server.unsubscribe_secret` if set (its SHA-256; the same value on every
+//! instance of a fleet), else 32 random bytes made on first use and kept in the store (`meta` /
+//! `unsubscribe_secret`; inserted only if absent, so when several instances make one at once
+//! the first one stored wins and all use it), so links keep working across restarts and
+//! instances; it never leaves the gateway.
 //!
 //! `GET /unsubscribe/{token}` shows a page with one button (a GET never unsubscribes: mail
 //! scanners follow links). `POST /unsubscribe/{token}` (the mailbox provider's one-click POST
@@ -26,7 +29,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use lifeboat_channel::{Category, ChannelKind};
 use rand::TryRngCore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::model::{Consent, ConsentStatus};
@@ -45,11 +48,27 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Keys with the secret kept in (or first made into) the store.
     pub fn new(store: Arc<dyn Store>) -> Keys {
         Keys {
             store,
             secret: OnceCell::new(),
         }
+    }
+
+    /// Keys with `server.unsubscribe_secret` if it is set, else as [`Keys::new`].
+    pub fn from_config(config: &crate::config::Config, store: Arc<dyn Store>) -> Keys {
+        Keys::configured(config.server.unsubscribe_secret.as_ref(), store)
+    }
+
+    fn configured(secret: Option<&secrecy::SecretString>, store: Arc<dyn Store>) -> Keys {
+        use secrecy::ExposeSecret;
+        let keys = Keys::new(store);
+        if let Some(secret) = secret {
+            let key: [u8; 32] = Sha256::digest(secret.expose_secret().as_bytes()).into();
+            keys.secret.set(key).expect("a new cell is empty");
+        }
+        keys
     }
 
     async fn secret(&self) -> StoreResult<&[u8; 32]> {
@@ -141,7 +160,7 @@ pub fn link(public_url: &str, token: &str) -> String {
 
 /// `GET` and `POST /unsubscribe/{token}`.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let keys = Arc::new(Keys::new(state.store.clone()));
+    let keys = Arc::new(Keys::from_config(&state.config, state.store.clone()));
     Router::new()
         .route("/unsubscribe/{token}", get(page).post(unsubscribe))
         .layer(Extension(keys))
@@ -359,6 +378,30 @@ mod tests {
                 Some("c-1042")
             );
         }
+    }
+
+    /// A configured secret: instances that share nothing but the setting (two stores here)
+    /// accept each other's links, nothing is stored, and the stored secret is not used.
+    #[tokio::test]
+    async fn a_configured_secret_is_the_same_on_every_instance_and_nothing_is_stored() {
+        let secret = secrecy::SecretString::from("a-long-operator-chosen-secret-0123456789");
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let stores: Vec<Arc<dyn Store>> = (dirs.iter())
+            .map(|d| Arc::new(SledStore::open(&d.path().join("db"), 8).unwrap()) as Arc<dyn Store>)
+            .collect();
+        let a = Keys::configured(Some(&secret), stores[0].clone());
+        let b = Keys::configured(Some(&secret), stores[1].clone());
+        let token = a.token("c-7").await.unwrap();
+        assert_eq!(b.verify(&token).await.unwrap().as_deref(), Some("c-7"));
+        for store in &stores {
+            assert_eq!(
+                store.kv_get(META_NAMESPACE, SECRET_KEY).await.unwrap(),
+                None
+            );
+        }
+        // Without the setting the gateway would use (and store) its own: the links differ.
+        let own = Keys::new(stores[0].clone());
+        assert_eq!(own.verify(&token).await.unwrap(), None);
     }
 
     #[test]

@@ -494,6 +494,10 @@ pub struct Readiness {
     /// `running` or `stopped`.
     workers: String,
     queue_depth: u64,
+    /// This instance's id (host name and a random part, chosen at start): which instance of a
+    /// fleet answered.
+    #[schema(example = "web-1-3f9a2c")]
+    instance: String,
 }
 
 /// How many channels are configured, and how many of those are not disabled or banned.

@@ -97,6 +97,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "store": if store_ok { "ok" } else { "failing" },
             "workers": if workers_ok { "running" } else { "stopped" },
             "queue_depth": queue_depth,
+            "instance": state.states.instance().as_str(),
         })),
     )
 }

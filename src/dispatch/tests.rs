@@ -262,3 +262,139 @@ async fn a_panicking_turn_is_saved_with_an_internal_error_and_never_sent_again()
         "only `fine` went on LINE"
     );
 }
+
+/// Channels that always take the message, counting sends.
+fn working(kinds: &[(ChannelKind, &Arc<AtomicUsize>)]) -> Registry {
+    Registry::from_channels(
+        kinds
+            .iter()
+            .map(|(kind, sends)| -> Arc<dyn Channel> {
+                Arc::new(Fake {
+                    kind: *kind,
+                    panic_at: PanicAt::Nowhere,
+                    sends: (*sends).clone(),
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn ana_on(store: &dyn Store, kinds: &[ChannelKind], now: Timestamp) {
+    let patch = ContactPatch {
+        line: Some("U4af4980629a1b2c3d4e5f60718293a4b".parse().unwrap()),
+        email: Some("ana@example.com".parse().unwrap()),
+        ..ContactPatch::default()
+    };
+    store.upsert_contact("ana", &patch, now).await.unwrap();
+    for kind in kinds {
+        let consent = Consent {
+            status: ConsentStatus::Granted,
+            scopes: vec![Category::Transactional],
+            source: "api".into(),
+            evidence: None,
+            at: now,
+        };
+        store.set_consent("ana", *kind, consent).await.unwrap();
+    }
+}
+
+async fn accept(store: &dyn Store, n: Notification, now: Timestamp) {
+    let new = NewNotification {
+        notification: n,
+        contact_patch: None,
+        idempotency: None,
+    };
+    store.accept(new, now).await.unwrap();
+}
+
+/// Two instances (two dispatchers with their own channel states, one store): a ban recorded
+/// by one stops the other from starting a send on that channel, though the other's copy of
+/// the states is older than the ban (no announcement, no periodic re-read running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_recorded_by_one_instance_stops_the_others_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db")).await;
+    let (line, email) = (Arc::default(), Arc::default());
+    let registry = working(&[(ChannelKind::Line, &line), (ChannelKind::Email, &email)]);
+    let now = Utc::now();
+    ana_on(
+        store.as_ref(),
+        &[ChannelKind::Line, ChannelKind::Email],
+        now,
+    )
+    .await;
+    let a = context(store.clone(), registry.clone()).await;
+    let b = context(store.clone(), registry).await;
+    assert_eq!(
+        b.states.current(ChannelKind::Line).state,
+        crate::model::ChannelState::Active
+    );
+    // b's copy ages past the bound a send may use, then a records the ban.
+    tokio::time::sleep(crate::states::FRESH_AT_SEND).await;
+    let ban = Answer::failed(lifeboat_channel::Class::ChannelBanned, "403", "suspended");
+    a.states
+        .report(
+            ChannelKind::Line,
+            "u",
+            &ban,
+            false,
+            Duration::from_secs(60),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    accept(
+        store.as_ref(),
+        notification("n1", vec![ChannelKind::Line, ChannelKind::Email], now),
+        now,
+    )
+    .await;
+    let dispatcher = Dispatcher::start(b, 2, false);
+    let n = wait_final(store.as_ref(), "n1").await;
+    assert!(dispatcher.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(trail(&n), ["line:skipped", "email:sent"]);
+    assert_eq!(
+        line.load(Ordering::SeqCst),
+        0,
+        "nothing started on the banned channel"
+    );
+}
+
+/// Two dispatchers on one store: every notification is sent, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_on_one_store_send_each_notification_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db")).await;
+    let line = Arc::default();
+    let registry = working(&[(ChannelKind::Line, &line)]);
+    let now = Utc::now();
+    ana_on(store.as_ref(), &[ChannelKind::Line], now).await;
+    let a = Dispatcher::start(context(store.clone(), registry.clone()).await, 4, false);
+    let b = Dispatcher::start(context(store.clone(), registry).await, 4, false);
+    for i in 0..200 {
+        accept(
+            store.as_ref(),
+            notification(&format!("n{i}"), vec![ChannelKind::Line], now),
+            now,
+        )
+        .await;
+        if i % 2 == 0 {
+            a.wake()
+        } else {
+            b.wake()
+        }
+    }
+    for i in 0..200 {
+        assert_eq!(
+            wait_final(store.as_ref(), &format!("n{i}")).await.status,
+            Status::Sent
+        );
+    }
+    assert!(a.shutdown(Duration::from_secs(5)).await);
+    assert!(b.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(
+        line.load(Ordering::SeqCst),
+        200,
+        "200 notifications, 200 sends"
+    );
+}

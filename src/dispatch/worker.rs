@@ -220,6 +220,9 @@ async fn step(
         kind,
         contact,
     };
+    // The states another instance may have changed: read at most FRESH_AT_SEND ago, so a stale
+    // copy cannot start a send on a channel banned elsewhere.
+    ctx.states.fresh(crate::states::FRESH_AT_SEND).await?;
     // One decision (crate::policy) for the worker and the policy preview.
     let decision = ctx
         .policy

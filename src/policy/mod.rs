@@ -118,6 +118,8 @@ pub struct Policy {
     pub config: PolicyConfig,
     store: Arc<dyn Store>,
     pacer: Pacer,
+    /// The fleet's per-channel budget (a shared store only; see [`pacing::SharedBudget`]).
+    shared_pacing: Option<pacing::SharedBudget>,
     tier: TierLedger,
     holds: tokio::sync::Mutex<Holds>,
 }
@@ -131,11 +133,22 @@ impl Policy {
             .collect();
         Policy {
             pacer: Pacer::new(rates),
+            shared_pacing: None,
             tier: TierLedger::new(store.clone()),
             holds: tokio::sync::Mutex::new(Holds::default()),
             store,
             config,
         }
+    }
+
+    /// Paces for the fleet as well: sends also take slots of a per-channel budget in the store
+    /// shared by every instance (for a store several instances share).
+    pub fn with_shared_pacing(mut self) -> Policy {
+        let rates = (self.config.channels.iter())
+            .map(|(k, c)| (*k, Rate(c.rate)))
+            .collect();
+        self.shared_pacing = Some(pacing::SharedBudget::new(self.store.clone(), rates));
+        self
     }
 
     /// The one decision for a notification on a channel (see the module docs for the order).
@@ -164,6 +177,16 @@ impl Policy {
         };
         let probe = match availability {
             Availability::Open => false,
+            Availability::Probe if mode == Mode::Live => {
+                // One probe for the whole fleet: the instance holding the probe lease.
+                if !states.claim_probe(kind, now).await? {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::ChannelRestricted,
+                        detail: Some(format!("another instance is probing {kind}")),
+                    });
+                }
+                true
+            }
             Availability::Probe => true,
             Availability::Skip(reason) => return Ok(skip(reason)),
             Availability::WaitUntil(until) => {
@@ -300,6 +323,17 @@ impl Policy {
             Mode::Live => self.pacer.take(kind, address, c.notification_id, now),
             Mode::DryRun => self.pacer.peek(kind, address, now),
         };
+        if let (Pace::Go(_), Some(shared), Mode::Live) = (pace, &self.shared_pacing, mode) {
+            if let Some(until) = shared.take(kind, now).await? {
+                return Ok(Decision::Wait {
+                    until,
+                    reason: WaitReason::Paced,
+                    detail: Some(format!(
+                        "{kind}'s send budget for the fleet is spent until then"
+                    )),
+                });
+            }
+        }
         Ok(match pace {
             Pace::Go(sleep) => Decision::Go {
                 probe: false,

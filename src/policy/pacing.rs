@@ -322,3 +322,186 @@ mod tests {
         }
     }
 }
+
+/// Pacing for several instances on one store: a per-channel budget of `rate × window` sends per
+/// short window (1 s; longer below 1 message per second, so the budget is at least one), kept
+/// in the store (`policy_pacing/<channel>`: the window and the slots taken). An instance takes
+/// a *batch* of slots at a time (an eighth of the budget, at least one) through one
+/// `kv_update`, and spends them locally, so the store sees a handful of writes per channel per
+/// second rather than one per send; when the window's budget is spent, sends wait for the next
+/// window. Together the instances never exceed the budget of a window. Slots an instance took
+/// but did not use in its window are lost (the fleet may send a little below the rate, never
+/// above). Chosen over a shared token bucket, which needs one store write per send.
+/// The per-chat limits stay per instance.
+pub struct SharedBudget {
+    store: std::sync::Arc<dyn crate::store::Store>,
+    rates: BTreeMap<ChannelKind, Rate>,
+    local: Mutex<BTreeMap<ChannelKind, Granted>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Granted {
+    window: i64,
+    granted: u32,
+    used: u32,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Taken {
+    window: i64,
+    taken: u32,
+}
+
+const NAMESPACE_PACING: &str = crate::store::namespaces::POLICY_PACING;
+
+impl Rate {
+    /// The budget's window in ms, and the sends it allows.
+    fn window(self) -> (i64, u32) {
+        if self.0 >= 1.0 {
+            (1000, self.0.floor() as u32)
+        } else {
+            ((1000.0 / self.0.max(1e-3)).ceil() as i64, 1)
+        }
+    }
+}
+
+impl SharedBudget {
+    pub fn new(
+        store: std::sync::Arc<dyn crate::store::Store>,
+        rates: BTreeMap<ChannelKind, Rate>,
+    ) -> SharedBudget {
+        SharedBudget {
+            store,
+            rates,
+            local: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Takes one send slot of `kind`'s fleet budget at `now`: `None` to go, or when the next
+    /// window begins (wait until then).
+    pub async fn take(
+        &self,
+        kind: ChannelKind,
+        now: Timestamp,
+    ) -> crate::store::StoreResult<Option<Timestamp>> {
+        let Some(&rate) = self.rates.get(&kind) else {
+            return Ok(None);
+        };
+        let (window_ms, budget) = rate.window();
+        let window = now.timestamp_millis().div_euclid(window_ms);
+        {
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = local.get_mut(&kind) {
+                if g.window == window && g.used < g.granted {
+                    g.used += 1;
+                    return Ok(None);
+                }
+            }
+        }
+        let batch = (budget / 8).max(1);
+        let grant = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let granted = grant.clone();
+        let edit = Box::new(move |old: Option<&[u8]>| {
+            let mut t: Taken = old
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            if t.window != window {
+                if t.window > window {
+                    // Another instance's clock is ahead: leave its window alone, take nothing.
+                    granted.store(0, std::sync::atomic::Ordering::SeqCst);
+                    return old.map(<[u8]>::to_vec);
+                }
+                t = Taken { window, taken: 0 };
+            }
+            let g = batch.min(budget.saturating_sub(t.taken));
+            granted.store(g, std::sync::atomic::Ordering::SeqCst);
+            t.taken += g;
+            Some(serde_json::to_vec(&t).expect("a pacing record serializes"))
+        });
+        self.store
+            .kv_update(
+                NAMESPACE_PACING,
+                kind.as_str(),
+                edit,
+                crate::store::Durability::Relaxed,
+            )
+            .await?;
+        let grant = grant.load(std::sync::atomic::Ordering::SeqCst);
+        if grant == 0 {
+            return Ok(Some(from_micros((window + 1) * window_ms * 1000)));
+        }
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            kind,
+            Granted {
+                window,
+                granted: grant,
+                used: 1,
+            },
+        );
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use crate::store::{SledStore, Store};
+    use std::sync::Arc;
+
+    /// Two instances on one store, each asking for a slot every millisecond of (test) time for
+    /// 5 s, far over the rate: together they send exactly the budget in every window, and each
+    /// gets a share.
+    #[tokio::test]
+    async fn two_instances_together_never_exceed_the_channel_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        let rates = BTreeMap::from([(ChannelKind::Telegram, Rate(20.0))]);
+        let a = SharedBudget::new(store.clone(), rates.clone());
+        let b = SharedBudget::new(store.clone(), rates);
+        let t0 = chrono::DateTime::parse_from_rfc3339("2025-06-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut per_window = BTreeMap::<i64, (u32, u32)>::new();
+        for ms in 0..5000 {
+            let now = t0 + Duration::milliseconds(ms);
+            for (i, budget) in [&a, &b].into_iter().enumerate() {
+                if budget
+                    .take(ChannelKind::Telegram, now)
+                    .await
+                    .unwrap()
+                    .is_none()
+                {
+                    let w = per_window.entry(ms / 1000).or_default();
+                    if i == 0 {
+                        w.0 += 1
+                    } else {
+                        w.1 += 1
+                    }
+                }
+            }
+        }
+        assert_eq!(per_window.len(), 5);
+        for (window, (sa, sb)) in per_window {
+            println!("window {window}: a sent {sa}, b sent {sb}");
+            assert_eq!(
+                sa + sb,
+                20,
+                "window {window}: the configured 20/s, together"
+            );
+            assert!(sa > 0 && sb > 0, "window {window}: both got slots");
+        }
+        // A wait ends at the next window.
+        let spent = t0 + Duration::milliseconds(4999);
+        let next = t0 + Duration::seconds(5);
+        assert_eq!(
+            a.take(ChannelKind::Telegram, spent).await.unwrap(),
+            Some(next)
+        );
+    }
+
+    #[test]
+    fn slow_rates_get_a_longer_window_with_one_send() {
+        assert_eq!(Rate(0.5).window(), (2000, 1));
+        assert_eq!(Rate(80.0).window(), (1000, 80));
+    }
+}

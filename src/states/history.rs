@@ -65,13 +65,20 @@ pub async fn load(store: &dyn Store) -> StoreResult<VecDeque<StateChange>> {
     Ok(changes)
 }
 
-/// Writes `change` (not yet durable: the state save that follows flushes it) and deletes what
+/// Writes `change` durably under its sequence number, or the next free one if another
+/// instance on the same store took it meanwhile (`change.seq` is updated), and deletes what
 /// falls out of the bound.
-pub async fn append(store: &dyn Store, change: &StateChange) -> StoreResult<()> {
-    let bytes = serde_json::to_vec(change).expect("a state change always serializes");
-    store
-        .kv_put_relaxed(NAMESPACE, &key(change.seq), &bytes)
-        .await?;
+pub async fn append(store: &dyn Store, change: &mut StateChange) -> StoreResult<()> {
+    loop {
+        let bytes = serde_json::to_vec(&*change).expect("a state change always serializes");
+        if store
+            .kv_insert_new(NAMESPACE, &key(change.seq), &bytes)
+            .await?
+        {
+            break;
+        }
+        change.seq += 1;
+    }
     if let Some(old) = change.seq.checked_sub(HISTORY_LIMIT as u64) {
         store.kv_delete_relaxed(NAMESPACE, &key(old)).await?;
     }

@@ -2,13 +2,23 @@
 //! provider answers and admins cause.
 //!
 //! The states live in memory (every send consults them) and in the store (they survive a
-//! restart). A change is saved durably *before* it takes effect in memory, logged once, and
-//! counted. Since every send reads the in-memory table, a ban answer takes the channel out for
-//! every queued and later notification at once.
+//! restart, and every instance sharing the store reads them). A change is computed from the
+//! stored state (read again first), saved durably *before* it takes effect in memory, logged
+//! once, and counted. Since every send reads the in-memory table, a ban answer takes the
+//! channel out for every queued and later notification at once.
 //!
-//! A restricted channel rests until its `until`; then exactly one notification gets to probe
-//! it (a real send: a health check cannot see a sending restriction). Success makes it active;
-//! another restriction answer restricts it again for twice the cooldown.
+//! Several instances on one store (docs/fleet.md): each re-reads the stored states
+//! ([`ChannelStates::refresh`]) at least every [`REFRESH_EVERY`] and whenever the `changed`
+//! notifier of [`ChannelStates::watch`] fires (the seam for a store that announces changes,
+//! PostgreSQL's `LISTEN`/`NOTIFY`), and the worker asks for a read at most [`FRESH_AT_SEND`]
+//! old before it starts a send ([`ChannelStates::fresh`]), so a ban recorded by another
+//! instance stops this one's sends within that bound even if every announcement was lost.
+//!
+//! A restricted channel rests until its `until`; then exactly one notification of the whole
+//! fleet gets to probe it (a real send: a health check cannot see a sending restriction): the
+//! instance holding the channel's probe lease in the store ([`ChannelStates::claim_probe`],
+//! [`crate::fleet::lease`]). Success makes it active; another restriction answer restricts it
+//! again for twice the cooldown.
 //!
 //! Provider signals that are not answers to a send (WhatsApp `account_update`) change states
 //! the same way through [`ChannelStates::apply_signal`]; the messaging-quality signal
@@ -17,13 +27,17 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 
+#[cfg(test)]
+mod fleet_tests;
 pub mod history;
 
+use crate::fleet::lease::Lease;
+use crate::fleet::InstanceId;
 use crate::metrics::Metrics;
 use crate::model::{
     later, ChannelQuality, ChannelState, ChannelStatus, LastError, SkipReason, Timestamp,
@@ -44,6 +58,17 @@ pub enum Signal {
     /// A warning: recorded as the last error, no state change.
     Warning,
 }
+
+/// The longest the stored states go unread by an instance's [`ChannelStates::watch`] loop (the
+/// backstop for a lost announcement).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How old the states may be when a send starts: older, the worker reads them again first (one
+/// read serves every worker starting a send meanwhile).
+pub const FRESH_AT_SEND: Duration = Duration::from_millis(100);
+/// How long an instance may take to probe a restricted channel before another may.
+pub const PROBE_LEASE: Duration = Duration::from_secs(120);
+/// Probe leases, keyed by channel.
+const PROBE_NAMESPACE: &str = crate::store::namespaces::CHANNEL_PROBE;
 
 /// The key of a channel's quality record: namespace `<channel>_quality` (`whatsapp_quality`).
 const QUALITY_KEY: &str = "current";
@@ -101,8 +126,12 @@ pub struct ChannelStates {
     metrics: Arc<Metrics>,
     /// The recent state changes, oldest first, as stored (see [`history`]).
     history: Mutex<VecDeque<StateChange>>,
-    /// This process's id in [`StateChange::boot`].
-    boot: String,
+    /// This instance ([`StateChange::boot`], the owner of probe leases, the log lines).
+    instance: InstanceId,
+    /// When the stored states were last read (or written) by this instance.
+    read_at: Mutex<Instant>,
+    /// One re-read at a time; those who wait for it use its result.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl ChannelStates {
@@ -144,8 +173,21 @@ impl ChannelStates {
             quality: RwLock::new(quality),
             metrics: Arc::default(),
             history: Mutex::new(history),
-            boot: uuid::Uuid::new_v4().to_string(),
+            instance: InstanceId::generate(),
+            read_at: Mutex::new(Instant::now()),
+            refreshing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Names this instance (the gateway's id, chosen at start; a generated one until then).
+    pub fn with_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = instance;
+        self
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
     }
 
     /// Counts state changes in the gateway's `metrics`.
@@ -218,12 +260,65 @@ impl ChannelStates {
         }
     }
 
-    /// Gives back a probe slot that ended without a verdict (e.g. a transient error).
+    /// Gives back a probe slot that ended without a verdict (e.g. a transient error), and the
+    /// fleet's probe lease with it (in the background; if that fails the lease runs out).
     pub fn release_probe(&self, kind: ChannelKind) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = entries.get_mut(&kind) {
-            entry.probing = false;
+        let was = {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            entries
+                .get_mut(&kind)
+                .map(|e| std::mem::replace(&mut e.probing, false))
+                .unwrap_or(false)
+        };
+        if was {
+            self.release_probe_lease(kind);
         }
+    }
+
+    fn probe_lease(&self, kind: ChannelKind) -> Lease {
+        Lease::new(
+            PROBE_NAMESPACE,
+            kind.as_str(),
+            self.instance.clone(),
+            PROBE_LEASE,
+        )
+    }
+
+    fn release_probe_lease(&self, kind: ChannelKind) {
+        let (store, lease) = (self.store.clone(), self.probe_lease(kind));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = lease.release(store.as_ref()).await {
+                    tracing::warn!(channel = %kind, error = %e, "could not give back the probe lease; it runs out by itself");
+                }
+            });
+        }
+    }
+
+    /// After [`ChannelStates::availability`] said `Probe`: takes the fleet's probe lease of the
+    /// channel, so that one instance probes, not one per instance. `false`: another instance
+    /// holds it; the local slot is given back and the notification passes the channel over.
+    pub async fn claim_probe(&self, kind: ChannelKind, now: Timestamp) -> StoreResult<bool> {
+        let taken = match self
+            .probe_lease(kind)
+            .acquire(self.store.as_ref(), now)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.release_probe(kind);
+                return Err(e);
+            }
+        };
+        if taken {
+            tracing::info!(instance = %self.instance, channel = %kind, "probing the restricted channel");
+        } else {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = entries.get_mut(&kind) {
+                entry.probing = false;
+            }
+        }
+        Ok(taken)
     }
 
     /// Applies what a send's answer means for the channel. `cooldown` is the channel's
@@ -508,11 +603,12 @@ impl ChannelStates {
         history.iter().cloned().collect()
     }
 
-    /// Sends per channel since this process started, and its id (see [`history::carried`]).
+    /// Sends per channel since this process started, and its instance id (see
+    /// [`history::carried`]).
     pub fn sent_totals(&self) -> (BTreeMap<ChannelKind, u64>, String) {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let totals = entries.iter().map(|(k, e)| (*k, e.sent_total)).collect();
-        (totals, self.boot.clone())
+        (totals, self.instance.to_string())
     }
 
     /// Notifications sent on `kind` and notifications that left it unsent after it was tried,
@@ -569,6 +665,13 @@ impl ChannelStates {
         edit: impl FnOnce(&mut ChannelStatus),
     ) -> StoreResult<()> {
         let _serial = self.change_lock.lock().await;
+        // Start from the stored state: another instance may have changed it since this one
+        // last read it, and a change computed from a stale copy would undo theirs.
+        if let Some(stored) = self.store.channel_states().await?.remove(&kind) {
+            if self.adopt(kind, stored) {
+                self.reload_history().await?;
+            }
+        }
         let (old, mut new) = {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             let s = entries[&kind].status.clone();
@@ -594,7 +697,7 @@ impl ChannelStates {
         } else {
             old.state
         };
-        let change = history::recorded(from, new.state).then(|| {
+        let mut change = history::recorded(from, new.state).then(|| {
             let (sent_totals, boot) = self.sent_totals();
             let seq = self
                 .history
@@ -614,8 +717,8 @@ impl ChannelStates {
                 boot,
             }
         });
-        if let Some(change) = &change {
-            // Written first; the state's durable save below makes both durable.
+        if let Some(change) = &mut change {
+            // Written first (under a sequence number no other instance took).
             history::append(self.store.as_ref(), change).await?;
         }
         self.store.save_channel_state(kind, &new).await?;
@@ -629,6 +732,7 @@ impl ChannelStates {
         if new.state != old.state {
             self.metrics.state_change(kind, new.state);
             tracing::warn!(
+                instance = %self.instance,
                 channel = %kind,
                 from = old.state.as_str(),
                 to = new.state.as_str(),
@@ -637,12 +741,144 @@ impl ChannelStates {
                 "channel state changed"
             );
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get_mut(&kind).expect("entry");
-        // Any verdict ends a probe; a new restriction rests before the next probe anyway.
-        entry.probing = false;
-        entry.status = new;
+        let was_probing = {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let entry = entries.get_mut(&kind).expect("entry");
+            entry.status = new;
+            // Any verdict ends a probe; a new restriction rests before the next probe anyway.
+            std::mem::replace(&mut entry.probing, false)
+        };
+        if was_probing {
+            self.probe_lease(kind).release(self.store.as_ref()).await?;
+        }
         Ok(())
+    }
+
+    /// Makes a stored status live if it differs from this instance's copy (another instance
+    /// changed it), keeping a newer error note this instance only has in memory. Says whether
+    /// the state itself moved (logged once).
+    fn adopt(&self, kind: ChannelKind, mut stored: ChannelStatus) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries.get_mut(&kind) else {
+            return false;
+        };
+        if let Some(mine) = &entry.status.last_error {
+            if stored.last_error.as_ref().is_none_or(|e| e.at < mine.at) {
+                stored.last_error = Some(mine.clone());
+            }
+        }
+        if entry.status == stored {
+            return false;
+        }
+        let moved = entry.status.state != stored.state
+            || entry.status.until != stored.until
+            || entry.status.since != stored.since;
+        if moved {
+            tracing::warn!(
+                instance = %self.instance,
+                channel = %kind,
+                from = entry.status.state.as_str(),
+                to = stored.state.as_str(),
+                reason = stored.reason.as_deref().unwrap_or(""),
+                until = ?stored.until,
+                "channel state changed (recorded by another instance)"
+            );
+        }
+        if stored.state != ChannelState::Restricted {
+            entry.probing = false;
+        }
+        entry.status = stored;
+        moved
+    }
+
+    async fn reload_history(&self) -> StoreResult<()> {
+        let loaded = history::load(self.store.as_ref()).await?;
+        *self.history.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(())
+    }
+
+    /// Reads the stored states (and quality signals) and makes what another instance changed
+    /// live here. The [`ChannelStates::watch`] loop calls it; see also [`ChannelStates::fresh`].
+    pub async fn refresh(&self) -> StoreResult<()> {
+        let started = Instant::now();
+        let _serial = self.change_lock.lock().await;
+        let stored = self.store.channel_states().await?;
+        let mut moved = false;
+        for (kind, status) in stored {
+            moved |= self.adopt(kind, status);
+        }
+        for kind in ChannelKind::ALL {
+            let raw = self
+                .store
+                .kv_get(&quality_namespace(kind), QUALITY_KEY)
+                .await?;
+            if let Some(q) = raw.and_then(|b| serde_json::from_slice::<ChannelQuality>(&b).ok()) {
+                let mut quality = self.quality.write().unwrap_or_else(|p| p.into_inner());
+                if quality.get(&kind) != Some(&q) {
+                    quality.insert(kind, q);
+                }
+            }
+        }
+        if moved {
+            self.reload_history().await?;
+        }
+        *self.read_at.lock().unwrap_or_else(|p| p.into_inner()) = started;
+        Ok(())
+    }
+
+    /// Makes sure the states in memory were read from the store at most `max_age` ago (the
+    /// worker asks for [`FRESH_AT_SEND`] before each send): a stale copy cannot start a send on
+    /// a channel another instance has banned. Concurrent callers share one read.
+    pub async fn fresh(&self, max_age: Duration) -> StoreResult<()> {
+        let stale = || {
+            self.read_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= max_age
+        };
+        if !stale() {
+            return Ok(());
+        }
+        let _one = self.refreshing.lock().await;
+        if !stale() {
+            return Ok(());
+        }
+        self.refresh().await
+    }
+
+    /// Re-reads the stored states every `every` ([`REFRESH_EVERY`]) and at once whenever
+    /// `changed` is notified: the hook for a store that announces state changes (PostgreSQL
+    /// `LISTEN`/`NOTIFY`), the period the backstop for a lost announcement. Runs until the
+    /// handle is aborted.
+    pub fn watch(
+        self: &Arc<Self>,
+        changed: Arc<tokio::sync::Notify>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let states = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = changed.notified() => {}
+                }
+                let _one = states.refreshing.lock().await;
+                match states.refresh().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("reading the channel states works again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "cannot read the channel states from the store; retrying");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 }
 

@@ -12,3 +12,9 @@ pub const POLICY_TIER: &str = "policy_tier";
 pub const WEBHOOK_SEEN: &str = "webhook_seen";
 /// Provider events that were not understood (`webhooks::EVENTS_NAMESPACE`).
 pub const WEBHOOK_EVENTS: &str = "webhook_events";
+/// Admin page sessions (`api::admin_page::session`), keyed by the SHA-256 of the session id.
+pub const ADMIN_SESSIONS: &str = "admin_sessions";
+/// Probe leases of restricted channels (`states`), keyed by channel: which instance probes.
+pub const CHANNEL_PROBE: &str = "channel_probe";
+/// The fleet's pacing budget per channel (`policy::pacing::SharedBudget`), keyed by channel.
+pub const POLICY_PACING: &str = "policy_pacing";

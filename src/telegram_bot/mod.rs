@@ -3,7 +3,8 @@
 //! gateway whenever `[channels.telegram]` is configured, so consent changes land in the same
 //! store the dispatcher reads.
 //!
-//! Updates arrive by long polling (`mode = "polling"`, the default: one poller per bot token)
+//! Updates arrive by long polling (`mode = "polling"`, the default: one poller per bot token,
+//! elected among the instances sharing the store, see [`election`])
 //! or, with `mode = "webhook"` and `secret_token`, at `POST /webhooks/telegram`. In webhook mode
 //! the operator registers the URL once (`setWebhook` with `url = <public_url>/webhooks/telegram`
 //! and the same `secret_token`); the gateway does not call `setWebhook` itself, since the public
@@ -12,6 +13,9 @@
 //! Gateway keys read from `[channels.telegram]` besides the channel crate's: `timeout` (each
 //! reply) and `poll_timeout` (the long-poll wait, default `"25s"`, at most `"50s"`).
 
+mod election;
+#[cfg(test)]
+mod fleet_tests;
 mod handler;
 mod polling;
 mod webhook;
@@ -31,6 +35,7 @@ use crate::clock::Clock;
 use crate::config::{parse_duration, ChannelSection, Config};
 use crate::store::Store;
 
+pub use election::{Election, Timing};
 pub use handler::{handle, BotContext, Reply};
 
 /// The long-poll wait when `poll_timeout` is not set.
@@ -101,6 +106,7 @@ pub fn start(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<crate::metrics::Metrics>,
+    instance: crate::fleet::InstanceId,
 ) -> BotHandle {
     let Some(ChannelSection::Configured { table, timeout, .. }) =
         config.channels.get(&ChannelKind::Telegram)
@@ -126,6 +132,7 @@ pub fn start(
             return BotHandle::disabled();
         }
     };
+    let election = Election::new(store.clone(), clock.clone(), instance, Timing::default());
     let ctx = Arc::new(BotContext {
         store,
         clock,
@@ -145,7 +152,7 @@ pub fn start(
         _ => {
             let task = tokio::spawn(async move {
                 set_commands(&commands_ctx).await;
-                polling::run(ctx, poll, stop_rx).await;
+                polling::run(ctx, poll, election, stop_rx).await;
             });
             (task, None)
         }

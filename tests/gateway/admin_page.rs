@@ -119,6 +119,29 @@ async fn sign_in_with_the_token_sets_a_strict_session_cookie_and_a_wrong_token_i
     assert!(!logs.contains(ADMIN_TOKEN), "the token was logged");
 }
 
+/// Sessions are kept in the store (so every instance of a fleet knows them): a sign-in outlives
+/// a kill -9 and restart, and a sign-out is durable too.
+#[tokio::test]
+async fn a_session_is_kept_in_the_store_and_outlives_a_restart() {
+    let g = TestApp::bare().await;
+    let (_, pair) = sign_in(&g).await;
+    let (_, html) = page(&g, &pair).await;
+    let token = csrf(&html);
+    let g = g.kill9().await.restart().await;
+    let (status, html) = page(&g, &pair).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"row-line\""), "still signed in: {html}");
+    assert_eq!(csrf(&html), token, "the same session");
+    let (status, _) = post_form(&g, "/admin/logout", Some(&pair), &[("csrf", &token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let g = g.kill9().await.restart().await;
+    let (_, html) = page(&g, &pair).await;
+    assert!(
+        html.contains("action=\"/admin/login\""),
+        "signed out for good: {html}"
+    );
+}
+
 #[tokio::test]
 async fn the_cookie_is_secure_when_the_public_url_is_https() {
     let g = Rig::new()

@@ -194,4 +194,20 @@ async fn health_and_readiness() {
     let (status, body) = gw.get_public("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready");
+    // Which instance answered: the host name and a random part, the one its start line names.
+    let instance = body["instance"]
+        .as_str()
+        .expect("an instance id")
+        .to_string();
+    let (_, random) = instance.rsplit_once('-').expect("host-random");
+    assert_eq!(random.len(), 6, "{instance}");
+    let (_, logs, _) = gw.terminate().await;
+    let started = logs
+        .lines()
+        .find(|l| l.contains("lifeboat started"))
+        .expect("a start line");
+    assert!(
+        started.contains(&format!("instance={instance}")),
+        "{started}"
+    );
 }

@@ -14,8 +14,8 @@
 //! Sign-in: the admin token is posted once through a form (`POST /admin/login`), never put in
 //! a URL or a log. On success the browser gets a cookie holding a random session id (not the
 //! token) that is `HttpOnly`, `SameSite=Strict`, `Path=/admin` and `Secure` when
-//! `server.public_url` is https. Sessions live in memory (a restart signs everyone out) for
-//! [`SESSION_LIFETIME`](session::SESSION_LIFETIME). Every form carries the session's CSRF token in a hidden field, checked
+//! `server.public_url` is https. Sessions live in the store, so every instance of a fleet
+//! knows them and a restart keeps them, for [`SESSION_LIFETIME`](session::SESSION_LIFETIME). Every form carries the session's CSRF token in a hidden field, checked
 //! in constant time; a post without a valid session and CSRF token changes nothing (403).
 //! Everything printed is HTML-escaped: reasons and provider errors are untrusted text.
 //!
@@ -38,12 +38,13 @@ use lifeboat_channel::ChannelKind;
 
 use super::AppState;
 use render::{dashboard, forbidden, login_page, no_such_channel};
-use session::{authorised, Sessions, SESSION_LIFETIME};
+use session::{authorised, Refused, Sessions, SESSION_LIFETIME};
 
 /// The routes of the admin page.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let sessions = Arc::new(Sessions::new(
         state.config.server.public_url.starts_with("https://"),
+        state.store.clone(),
     ));
     Router::new()
         .route("/admin", get(page))
@@ -72,9 +73,10 @@ pub async fn page(
     Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
 ) -> Response {
-    match sessions.csrf_of(&headers) {
-        Some(csrf) => dashboard(&state, &csrf, StatusCode::OK, None),
-        None => login_page(StatusCode::OK, None),
+    match sessions.csrf_of(&headers).await {
+        Ok(Some(csrf)) => dashboard(&state, &csrf, StatusCode::OK, None),
+        Ok(None) => login_page(StatusCode::OK, None),
+        Err(e) => session_failed(e),
     }
 }
 
@@ -101,7 +103,10 @@ pub async fn login(
             Some("That is not the admin token."),
         );
     }
-    let id = sessions.create();
+    let id = match sessions.create().await {
+        Ok(id) => id,
+        Err(e) => return session_failed(e),
+    };
     tracing::info!("admin page: signed in");
     let mut response = see_admin();
     response.headers_mut().insert(
@@ -125,10 +130,12 @@ pub async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(why) = authorised(&sessions, &headers, &form(&body)) {
-        return forbidden(why);
+    if let Err(refused) = authorised(&sessions, &headers, &form(&body)).await {
+        return refusal(refused);
     }
-    sessions.remove(&headers);
+    if let Err(e) = sessions.remove(&headers).await {
+        return session_failed(e);
+    }
     let mut response = see_admin();
     response
         .headers_mut()
@@ -138,13 +145,15 @@ pub async fn logout(
 
 /// Checks a channel post: the session and CSRF token (else 403), then the channel name (else
 /// 404). Answers the session's CSRF token and the channel.
-fn channel_post(
+async fn channel_post(
     sessions: &Sessions,
     headers: &HeaderMap,
     fields: &HashMap<String, String>,
     channel: &str,
 ) -> Result<(String, ChannelKind), Box<Response>> {
-    let csrf = authorised(sessions, headers, fields).map_err(|why| Box::new(forbidden(why)))?;
+    let csrf = authorised(sessions, headers, fields)
+        .await
+        .map_err(|refused| Box::new(refusal(refused)))?;
     let kind = channel
         .parse::<ChannelKind>()
         .map_err(|_| Box::new(no_such_channel(channel)))?;
@@ -169,7 +178,7 @@ pub async fn enable(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (csrf, kind) = match channel_post(&sessions, &headers, &form(&body), &channel) {
+    let (csrf, kind) = match channel_post(&sessions, &headers, &form(&body), &channel).await {
         Ok(checked) => checked,
         Err(refused) => return *refused,
     };
@@ -203,7 +212,7 @@ pub async fn disable(
     body: Bytes,
 ) -> Response {
     let fields = form(&body);
-    let (csrf, kind) = match channel_post(&sessions, &headers, &fields, &channel) {
+    let (csrf, kind) = match channel_post(&sessions, &headers, &fields, &channel).await {
         Ok(checked) => checked,
         Err(refused) => return *refused,
     };
@@ -221,6 +230,32 @@ pub async fn disable(
     }
     tracing::info!(channel = %kind, "admin page: channel disabled");
     see_admin()
+}
+
+/// The answer to a refused post.
+fn refusal(refused: Refused) -> Response {
+    match refused {
+        Refused::Forbidden(why) => forbidden(why),
+        Refused::Store(e) => session_failed(e),
+    }
+}
+
+/// The store could not read or write a session: the sign-in form with the reason (the cause
+/// stays in the log).
+fn session_failed(e: crate::store::StoreError) -> Response {
+    let reference = uuid::Uuid::new_v4();
+    tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not read or write a session");
+    let status = if e.is_unavailable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    login_page(
+        status,
+        Some(&format!(
+            "Your session could not be checked: internal error (reference {reference}); see the gateway's log. Nothing was changed."
+        )),
+    )
 }
 
 fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
