@@ -19,6 +19,7 @@
 //!   one-click unsubscribe, and the opt-out line every marketing message carries;
 //! - [`policy`]: the guardrails (docs/guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
+//! - [`events`]: events to the app's endpoints (Standard Webhooks) and alerts to the admins;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
 //! - [`web`]: what the HTTP handlers share (state, error shape, extractors, auth, HTML escaping);
 //! - [`cli`]: the `lifeboat` command line; [`exit`]: how its commands fail.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod config_env;
 pub mod dispatch;
 pub mod edge;
+pub mod events;
 pub mod exit;
 pub mod metrics;
 pub mod model;

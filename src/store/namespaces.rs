@@ -12,3 +12,9 @@ pub const POLICY_TIER: &str = "policy_tier";
 pub const WEBHOOK_SEEN: &str = "webhook_seen";
 /// Provider events that were not understood (`webhooks::EVENTS_NAMESPACE`).
 pub const WEBHOOK_EVENTS: &str = "webhook_events";
+/// Events for the app's endpoints, one record per event keyed by its UUIDv7 id
+/// (`events::Record`).
+pub const EVENTS: &str = "events";
+/// Event deliveries that are due, keyed `{endpoint}/{due ms}/{event id}` (the delivery
+/// workers' queue, `events::deliver`).
+pub const EVENT_DUE: &str = "event_due";
