@@ -103,6 +103,9 @@ pub struct ChannelStates {
     history: Mutex<VecDeque<StateChange>>,
     /// This process's id in [`StateChange::boot`].
     boot: String,
+    /// Announces the changes: `channel.state_changed` to the app's endpoints, and the admins'
+    /// alerts (none until [`Self::with_events`]).
+    events: Option<Arc<crate::events::Events>>,
 }
 
 impl ChannelStates {
@@ -145,7 +148,15 @@ impl ChannelStates {
             metrics: Arc::default(),
             history: Mutex::new(history),
             boot: uuid::Uuid::new_v4().to_string(),
+            events: None,
         })
+    }
+
+    /// Announces every recorded state change through `events` (the app's endpoints and the
+    /// admins' alerts), after the change's durable save.
+    pub fn with_events(mut self, events: Arc<crate::events::Events>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Counts state changes in the gateway's `metrics`.
@@ -619,9 +630,9 @@ impl ChannelStates {
             history::append(self.store.as_ref(), change).await?;
         }
         self.store.save_channel_state(kind, &new).await?;
-        if let Some(change) = change {
+        if let Some(change) = &change {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            history.push_back(change);
+            history.push_back(change.clone());
             while history.len() > history::HISTORY_LIMIT {
                 history.pop_front();
             }
@@ -637,11 +648,31 @@ impl ChannelStates {
                 "channel state changed"
             );
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get_mut(&kind).expect("entry");
-        // Any verdict ends a probe; a new restriction rests before the next probe anyway.
-        entry.probing = false;
-        entry.status = new;
+        {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let entry = entries.get_mut(&kind).expect("entry");
+            // Any verdict ends a probe; a new restriction rests before the next probe anyway.
+            entry.probing = false;
+            entry.status = new;
+        }
+        // After the save (and live): the event durably, the alerts through the accept path.
+        // Neither can fail the change.
+        if let (Some(events), Some(c)) = (&self.events, change) {
+            events
+                .state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
+                .await;
+            events
+                .alerts()
+                .send(crate::events::alerts::Alert::StateChanged {
+                    channel: c.channel,
+                    from: c.from,
+                    to: c.to,
+                    reason: c.reason,
+                    until: c.until,
+                    at: c.at,
+                })
+                .await;
+        }
         Ok(())
     }
 }
