@@ -14,6 +14,7 @@
 //! server once the store is open, so a data folder in use fails with one line and no banner.
 
 pub mod controls;
+pub mod events;
 pub mod providers;
 pub mod smtp;
 
@@ -94,6 +95,20 @@ tls = "none"
 from = "Lifeboat Sandbox <notify@sandbox.lifeboat.test>"
 timeout = "3s"
 
+# Events go to the sandbox's own receiver (GET /sandbox/events lists what it got).
+[events]
+retry_first = "1s"
+retry_max = "30s"
+
+[[events.endpoints]]
+url = "http://{listen}{receive}"
+secret = "{secret}"
+name = "sandbox"
+
+# Create the contact `admin` (the README walk-through does) to get the alerts.
+[alerts]
+contacts = ["admin"]
+
 # The simulated WhatsApp has no conversations to open, and the walk-through sends free-form
 # text to a contact who never wrote: a real number keeps the 24 h service window on.
 [policy.whatsapp]
@@ -101,6 +116,8 @@ service_window = false
 "#,
         // A TOML basic string, so any path (Windows backslashes, quotes) survives.
         store = toml::Value::String(store.display().to_string()),
+        receive = events::RECEIVE_PATH,
+        secret = events::EVENTS_SECRET,
     )
 }
 
@@ -193,7 +210,7 @@ pub async fn run(
     let banner = banner(addr, &data, &providers);
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
-        extra_routes: Some(controls::router(providers)),
+        extra_routes: Some(controls::router(providers).merge(events::router())),
         hold_deliveries,
         banner: Some(banner),
     };
@@ -235,6 +252,12 @@ pub fn banner(addr: SocketAddr, data: &Path, providers: &controls::Providers) ->
          providers start afresh, accepting: a channel left banned or disabled stays so until\n\
          POST /v1/admin/channels/{channel}/enable (or delete the data folder).\n\n",
     );
+    out.push_str(&format!(
+        "Events (Standard Webhooks) go to the sandbox's own receiver, {base}{}\n\
+         (secret {}); GET /sandbox/events lists what it got. Alerts go to the contact `admin`.\n\n",
+        events::RECEIVE_PATH,
+        events::EVENTS_SECRET
+    ));
     out.push_str("Simulated providers:\n");
     for kind in ChannelKind::ALL {
         let row = providers.row(kind);
@@ -278,6 +301,8 @@ mod tests {
         let config = Config::from_toml(&text, Path::new("<sandbox>"), &|_| None).unwrap();
         assert!(config.warnings.is_empty());
         assert_eq!(config.channels.len(), 4);
+        assert_eq!(config.events.endpoints.len(), 1);
+        assert_eq!(config.alerts.contacts, ["admin"]);
         assert_eq!(
             config.cooldown(ChannelKind::Whatsapp),
             std::time::Duration::from_secs(30)
