@@ -26,7 +26,17 @@ pub(super) struct Gateway {
 }
 
 impl Gateway {
+    /// A sandbox without events endpoints (the phases measure notifications alone).
     pub(super) async fn start(data: &Path, hold: bool) -> Result<Gateway, String> {
+        Self::start_with(data, hold, &["--events-off"]).await
+    }
+
+    /// A sandbox started with these extra arguments (`[]`: events to its own receiver).
+    pub(super) async fn start_with(
+        data: &Path,
+        hold: bool,
+        extra: &[&str],
+    ) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.args(["sandbox", "--unpaced", "--listen", "127.0.0.1:0", "--data"])
@@ -38,6 +48,7 @@ impl Gateway {
         if hold {
             cmd.arg("--hold-deliveries");
         }
+        cmd.args(extra);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the sandbox: {e}"))?;

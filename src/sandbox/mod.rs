@@ -100,11 +100,7 @@ timeout = "3s"
 retry_first = "1s"
 retry_max = "30s"
 
-[[events.endpoints]]
-url = "http://{listen}{receive}"
-secret = "{secret}"
-name = "sandbox"
-
+{own_endpoint}
 # Create the contact `admin` (the README walk-through does) to get the alerts.
 [alerts]
 contacts = ["admin"]
@@ -116,9 +112,28 @@ service_window = false
 "#,
         // A TOML basic string, so any path (Windows backslashes, quotes) survives.
         store = toml::Value::String(store.display().to_string()),
-        receive = events::RECEIVE_PATH,
-        secret = events::EVENTS_SECRET,
+        own_endpoint = own_endpoint(listen),
     )
+}
+
+/// The `[[events.endpoints]]` table of the sandbox's own receiver.
+fn own_endpoint(listen: SocketAddr) -> String {
+    format!(
+        "[[events.endpoints]]\nurl = \"http://{listen}{}\"\nsecret = \"{}\"\nname = \"sandbox\"\n",
+        events::RECEIVE_PATH,
+        events::EVENTS_SECRET
+    )
+}
+
+/// Where the sandbox sends its events (`lifeboat bench` measures the three).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsSetup {
+    /// To its own receiver (the default).
+    Own,
+    /// Nowhere: no endpoint, nothing recorded.
+    Off,
+    /// To its own receiver and to this URL too (signed with the same secret).
+    AlsoTo(String),
 }
 
 /// Runs `lifeboat sandbox`.
@@ -129,6 +144,7 @@ pub async fn run(
     data: PathBuf,
     hold_deliveries: bool,
     unpaced: bool,
+    events_setup: EventsSetup,
 ) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -181,6 +197,19 @@ pub async fn run(
     };
 
     let mut text = config_text(addr, &data, &wa_url, &tg_url, &line_url, smtp_port);
+    let own = own_endpoint(addr);
+    match &events_setup {
+        EventsSetup::Own => {}
+        EventsSetup::Off => text = text.replace(&own, ""),
+        EventsSetup::AlsoTo(url) => {
+            let extra = format!(
+                "{own}\n[[events.endpoints]]\nurl = {}\nsecret = \"{}\"\nname = \"extra\"\n",
+                toml::Value::String(url.clone()),
+                events::EVENTS_SECRET
+            );
+            text = text.replace(&own, &extra);
+        }
+    }
     if unpaced {
         // Appended to the `[policy.whatsapp]` table the config text ends with.
         text.push_str(
