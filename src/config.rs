@@ -17,9 +17,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 pub mod channel_keys;
+pub mod events;
 pub mod policy;
 pub mod retention;
 pub use channel_keys::{channel_table, extra_stop_words, unsubscribe_mailto};
+pub use events::{AlertsConfig, EndpointConfig, EventsConfig};
 pub use retention::RetentionConfig;
 
 /// The largest `server.max_header_bytes` accepted (the HTTP edge's ceiling, docs/http-edge.md).
@@ -73,6 +75,10 @@ pub struct Config {
     pub channels: BTreeMap<ChannelKind, ChannelSection>,
     /// The guardrails (`[policy]`, docs/guardrails.md), read and checked with the rest.
     pub policy: policy::PolicyConfig,
+    /// `[events]`: the app's event endpoints (docs/events.md).
+    pub events: EventsConfig,
+    /// `[alerts]`: the admins alerted when a channel changes state.
+    pub alerts: AlertsConfig,
     /// Warnings found while loading (e.g. a channel left unconfigured by a missing variable).
     pub warnings: Vec<String>,
     /// Where the config came from, to give later errors (channel tables) a file and line.
@@ -555,6 +561,10 @@ struct RawConfig {
     /// Guardrail settings (docs/guardrails.md): every key optional, each checked as read.
     #[serde(default)]
     policy: policy::PolicyConfig,
+    #[serde(default)]
+    events: EventsConfig,
+    #[serde(default)]
+    alerts: AlertsConfig,
 }
 
 impl Config {
@@ -658,6 +668,8 @@ impl Config {
             routing: raw.routing,
             channels,
             policy: raw.policy,
+            events: raw.events,
+            alerts: raw.alerts,
             warnings,
             source,
         };
@@ -752,6 +764,22 @@ impl Config {
             return err("routing.retry.attempts", "must be at least 1");
         }
         channel_keys::check(self).map_err(|e| self.source.keyed_error("channels", &e))?;
+        self.events
+            .validate()
+            .map_err(|e| self.source.keyed_error("events", &e))?;
+        for (i, id) in self.alerts.contacts.iter().enumerate() {
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:@-".contains(c))
+            {
+                return Err(self.source.error(
+                    &format!("alerts.contacts[{i}]"),
+                    format!("`{id}` is not a contact id (1-128 of A-Z a-z 0-9 . _ : @ -)"),
+                ));
+            }
+        }
         Ok(())
     }
 

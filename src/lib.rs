@@ -20,6 +20,7 @@
 //! - [`policy`]: the guardrails (docs/guardrails.md) that keep the accounts from being restricted:
 //!   caps, quiet hours, pacing, WhatsApp's tier and service window, the risk monitor;
 //! - [`fleet`]: what instances sharing one store agree through it (instance id, leases);
+//! - [`events`]: events to the app's endpoints (Standard Webhooks) and alerts to the admins;
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`, one registry per gateway;
 //! - [`web`]: what the HTTP handlers share (state, error shape, extractors, auth, HTML escaping);
 //! - [`cli`]: the `lifeboat` command line; [`exit`]: how its commands fail.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod config_env;
 pub mod dispatch;
 pub mod edge;
+pub mod events;
 pub mod exit;
 pub mod fleet;
 pub mod metrics;

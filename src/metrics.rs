@@ -23,6 +23,8 @@
 //! | `lifeboat_queue_depth` | — | read at scrape time from the store |
 //! | `lifeboat_send_duration_seconds` | `channel` | each provider call (histogram, 1 ms – 10 s) |
 //! | `lifeboat_webhook_events_total` | `provider`, `type` | each webhook event, at its dispatch point |
+//! | `lifeboat_events_recorded_total` | `type` | each event recorded for the app's endpoints (docs/events.md) |
+//! | `lifeboat_event_deliveries_total` | `endpoint`, `result` (`delivered`, `failed`, `gave_up`) | each delivery attempt to an app endpoint |
 
 use std::future::Future;
 use std::time::Instant;
@@ -122,6 +124,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     send_duration: Family<Labels, Histogram, SendBuckets>,
     webhook_events: Family<Labels, Counter>,
+    events_recorded: Family<Labels, Counter>,
+    event_deliveries: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,6 +155,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             send_duration: Family::new_with_constructor(SendBuckets),
             webhook_events: Family::default(),
+            events_recorded: Family::default(),
+            event_deliveries: Family::default(),
         };
         registry.register(
             "notifications_accepted",
@@ -202,6 +208,17 @@ impl Metrics {
             "Provider webhook events and Telegram updates received, by provider and type",
             m.webhook_events.clone(),
         );
+        registry.register(
+            "events_recorded",
+            "Events recorded for the app's endpoints ([[events.endpoints]]), by type",
+            m.events_recorded.clone(),
+        );
+        registry.register(
+            "event_deliveries",
+            "Attempts to deliver an event to an app endpoint, by endpoint and result \
+             (`delivered`: a 2xx; `failed`: retried later; `gave_up`: kept as failed)",
+            m.event_deliveries.clone(),
+        );
         // Both categories from the start, so `rate()` sees the first acceptance.
         for category in [Category::Transactional, Category::Marketing] {
             let _ = m.accepted.get_or_create(&category_labels(category));
@@ -213,6 +230,23 @@ impl Metrics {
     pub fn accepted(&self, category: Category) {
         self.accepted
             .get_or_create(&category_labels(category))
+            .inc();
+    }
+
+    /// An event of `event_type` was recorded (one of the fixed event types).
+    pub fn event_recorded(&self, event_type: &'static str) {
+        self.events_recorded
+            .get_or_create(&vec![("type", event_type.to_string())])
+            .inc();
+    }
+
+    /// One delivery attempt to the endpoint named `endpoint` (a name from the config).
+    pub fn event_delivery(&self, endpoint: &str, result: &'static str) {
+        self.event_deliveries
+            .get_or_create(&vec![
+                ("endpoint", endpoint.to_string()),
+                ("result", result.to_string()),
+            ])
             .inc();
     }
 

@@ -551,6 +551,45 @@ impl ChannelQuality {
     }
 }
 
+/// What the API shows of a notification (`GET /v1/notifications/{id}`), and the `data` of a
+/// `notification.*` event.
+#[derive(Serialize)]
+pub struct NotificationView<'a> {
+    id: &'a str,
+    contact_id: &'a str,
+    category: Category,
+    status: Status,
+    channel: Option<ChannelKind>,
+    channels: &'a [ChannelKind],
+    attempts: &'a [Attempt],
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    expires_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+}
+
+impl<'a> From<&'a Notification> for NotificationView<'a> {
+    fn from(n: &'a Notification) -> Self {
+        NotificationView {
+            id: &n.id,
+            contact_id: &n.contact_id,
+            category: n.category,
+            status: n.status,
+            channel: n.channel,
+            channels: &n.channels,
+            attempts: &n.attempts,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+            expires_at: n.expires_at,
+            next_attempt_at: n.next_attempt_at.filter(|_| n.status == Status::Queued),
+            idempotency_key: n.idempotency_key.as_deref(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod attempt_tests {
     use super::*;

@@ -94,11 +94,18 @@ pub async fn run(
     let store = opened.store.clone();
     // One registry per gateway: several gateways in one process keep their own counts.
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let events = Arc::new(crate::events::Events::new(
+        &config,
+        store.clone(),
+        options.clock.clone(),
+        metrics.clone(),
+    ));
     let states = Arc::new(
         ChannelStates::load(store.clone())
             .await?
             .with_instance(instance.clone())
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_events(events.clone()),
     );
     // Every instance re-reads the stored states (a ban recorded by another one) at least every
     // second; `states_changed` is where a store that announces changes wakes it sooner.
@@ -113,7 +120,7 @@ pub async fn run(
         // Several instances may share this store: pace for the fleet, not per instance.
         policy = policy.with_shared_pacing();
     }
-    let policy = Arc::new(policy);
+    let policy = Arc::new(policy.with_events(events.clone()));
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
         states: states.clone(),
@@ -124,8 +131,11 @@ pub async fn run(
         optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
         metrics: metrics.clone(),
         policy: policy.clone(),
+        events: events.clone(),
     });
     let dispatcher = Dispatcher::start(ctx, config.server.concurrency, options.hold_deliveries);
+    // The app's event endpoints: their own tasks, apart from the notification workers.
+    let event_workers = events.start();
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState::new(
         store.clone(),
@@ -137,6 +147,7 @@ pub async fn run(
         ready.clone(),
         metrics.clone(),
         policy,
+        events.clone(),
     );
     let clock = options.clock.clone();
     let mut telegram =
@@ -179,6 +190,8 @@ pub async fn run(
             "some sends were still in flight at shutdown; they are retried after the next start"
         );
     }
+    // Events still in flight get a moment; the rest are delivered after the next start.
+    event_workers.stop(std::time::Duration::from_secs(2)).await;
     // Best-effort work requests left running (receipt retries, STOP replies) ends here, so
     // that nothing outlives the gateway or keeps its store open.
     background.stop().await;

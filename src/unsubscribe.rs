@@ -244,7 +244,7 @@ async fn unsubscribe(
             } else {
                 ConsentStatus::Granted
             };
-            store
+            if let Some(consent) = store
                 .set_consent(
                     &holder.id,
                     ChannelKind::Email,
@@ -256,7 +256,13 @@ async fn unsubscribe(
                         at: now,
                     },
                 )
-                .await?;
+                .await?
+            {
+                state
+                    .events
+                    .consent_changed(&holder.id, ChannelKind::Email, &consent)
+                    .await;
+            }
             removed = true;
             tracing::info!(contact = %holder.id, evidence, "email marketing unsubscribed");
         }

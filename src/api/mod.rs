@@ -6,6 +6,7 @@
 mod admin;
 mod admin_page;
 mod contacts;
+mod events;
 mod notifications;
 pub mod openapi;
 mod ops;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
             post(notifications::create).get(notifications::list),
         )
         .route("/notifications/{id}", get(notifications::get_one))
+        .route("/events", get(events::list))
         .route(
             "/contacts/{contact_id}/optin-links",
             post(optin_links::create),
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             post(admin::resume_marketing),
         )
         .route("/policy/preview", get(policy_preview::preview))
+        .route("/events/{id}/retry", post(events::retry))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

@@ -19,8 +19,7 @@ use super::extract::{JsonBody, Query};
 use super::{ApiError, AppState};
 use crate::config::{parse_duration, RoutingConfig};
 use crate::model::{
-    Attempt, ContactId, ContactPatch, Cursor, InvalidValue, Notification, NotificationId, Status,
-    Timestamp,
+    ContactId, ContactPatch, Cursor, InvalidValue, Notification, NotificationId, Status, Timestamp,
 };
 use crate::store::{AcceptOutcome, IdempotencyKey, ListQuery, NewNotification};
 
@@ -64,43 +63,7 @@ pub struct NotificationRequest {
     fallback_after: Option<String>,
 }
 
-/// What the API shows of a notification.
-#[derive(Serialize)]
-pub struct NotificationView<'a> {
-    id: &'a str,
-    contact_id: &'a str,
-    category: Category,
-    status: Status,
-    channel: Option<ChannelKind>,
-    channels: &'a [ChannelKind],
-    attempts: &'a [Attempt],
-    created_at: Timestamp,
-    updated_at: Timestamp,
-    expires_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_attempt_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idempotency_key: Option<&'a str>,
-}
-
-impl<'a> From<&'a Notification> for NotificationView<'a> {
-    fn from(n: &'a Notification) -> Self {
-        NotificationView {
-            id: &n.id,
-            contact_id: &n.contact_id,
-            category: n.category,
-            status: n.status,
-            channel: n.channel,
-            channels: &n.channels,
-            attempts: &n.attempts,
-            created_at: n.created_at,
-            updated_at: n.updated_at,
-            expires_at: n.expires_at,
-            next_attempt_at: n.next_attempt_at.filter(|_| n.status == Status::Queued),
-            idempotency_key: n.idempotency_key.as_deref(),
-        }
-    }
-}
+pub use crate::model::NotificationView;
 
 fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
     match value {

@@ -224,6 +224,85 @@ pub struct NotificationView {
     idempotency_key: Option<String>,
 }
 
+/// An event type (docs/events.md).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum EventTypeName {
+    #[schema(rename = "notification.sent")]
+    NotificationSent,
+    #[schema(rename = "notification.delivered")]
+    NotificationDelivered,
+    #[schema(rename = "notification.read")]
+    NotificationRead,
+    #[schema(rename = "notification.failed")]
+    NotificationFailed,
+    #[schema(rename = "notification.expired")]
+    NotificationExpired,
+    #[schema(rename = "notification.failed_over")]
+    NotificationFailedOver,
+    #[schema(rename = "channel.state_changed")]
+    ChannelStateChanged,
+    #[schema(rename = "consent.changed")]
+    ConsentChanged,
+}
+
+/// Where an event stands with one endpoint.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// One endpoint's delivery of an event.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeliveryView {
+    /// The endpoint's `name` (default: its URL's host and port).
+    endpoint: String,
+    state: DeliveryState,
+    attempts: u32,
+    /// When a pending delivery is tried next.
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    /// The HTTP status of the last attempt (null: no answer).
+    last_status: Option<u16>,
+    last_error: Option<String>,
+    #[schema(format = DateTime)]
+    delivered_at: Option<String>,
+}
+
+/// An event, as `GET /v1/events` lists it; an endpoint receives `type`, `timestamp` and `data`
+/// (the `id` is its `webhook-id` header).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventView {
+    #[schema(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    id: String,
+    #[schema(rename = "type")]
+    event_type: EventTypeName,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    /// `notification.*`: the notification as `GET /v1/notifications/{id}` shows it
+    /// (`failed_over`: `notification_id`, `contact_id`, `from`, `to`, `reason`, `detail`);
+    /// `channel.state_changed`: `channel`, `from`, `to`, `reason`, `until`;
+    /// `consent.changed`: `contact_id`, `channel`, `status`, `scopes`, `source`.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+    deliveries: Vec<DeliveryView>,
+}
+
+/// A page of `GET /v1/events`, oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventPage {
+    data: Vec<EventView>,
+    /// Pass as `after` for the next page; null on the last page.
+    next_after: Option<String>,
+}
+
 /// A page of `GET /v1/notifications`, newest first.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -576,6 +655,8 @@ impl Modify for Security {
         super::notifications::list,
         super::notifications::get_one,
         super::optin_links::create,
+        super::events::list,
+        super::events::retry,
         super::admin::list_channels,
         super::admin::disable,
         super::admin::enable,
@@ -753,6 +834,12 @@ mod tests {
             config.policy.clone(),
             store.clone(),
         ));
+        let events = Arc::new(crate::events::Events::new(
+            &config,
+            store.clone(),
+            Arc::new(SystemClock::default()),
+            Arc::default(),
+        ));
         router(AppState::new(
             store,
             states,
@@ -763,6 +850,7 @@ mod tests {
             Arc::new(AtomicBool::new(true)),
             Arc::default(),
             policy,
+            events,
         ))
     }
 

@@ -50,10 +50,21 @@ pub(super) struct Gateway {
 }
 
 impl Gateway {
+    /// A sandbox without events endpoints (the phases measure notifications alone).
     pub(super) async fn start(
         data: &Path,
         db: Option<&BenchDb>,
         hold: bool,
+    ) -> Result<Gateway, String> {
+        Self::start_with(data, db, hold, &["--events-off"]).await
+    }
+
+    /// A sandbox started with these extra arguments (`[]`: events to its own receiver).
+    pub(super) async fn start_with(
+        data: &Path,
+        db: Option<&BenchDb>,
+        hold: bool,
+        extra: &[&str],
     ) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = Command::new(exe);
@@ -71,6 +82,7 @@ impl Gateway {
         if hold {
             cmd.arg("--hold-deliveries");
         }
+        cmd.args(extra);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the sandbox: {e}"))?;

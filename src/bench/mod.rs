@@ -20,6 +20,10 @@
 //! 4. **failover** (same sandbox): `--failover` notifications with a WhatsApp ban injected
 //!    once half are accepted: how many sends still reached WhatsApp after the ban answer, how
 //!    long until the first fallback send, and that every notification ended `sent`.
+//! 5. **events** (three fresh sandboxes): `--failover` notifications delivered with no events
+//!    endpoint, with the sandbox's own receiver (live), and with it plus an endpoint that
+//!    accepts connections and never answers (dead): sends per second for each, and the dead
+//!    setup's rate relative to the live one's. The phases above run with no endpoint.
 //!
 //! `--retention <age>` runs none of these but [`retention`]: a steady load on the store with a
 //! short retention, and its size on disk over time.
@@ -227,5 +231,13 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     figures["failover"] = phases::failover(&gw, args.clients, args.failover).await?;
     drop(gw);
     drop(live);
+
+    // 5. Events: delivery with no endpoint, a live one, and a live one plus a dead one.
+    eprintln!(
+        "bench: events, {} notifications per setup (no endpoint, live, live + dead)",
+        args.failover
+    );
+    figures["events"] =
+        phases::events(&tmp.path().join("events"), args.clients, args.failover).await?;
     Ok((figures, args.json))
 }

@@ -311,3 +311,61 @@ async fn not_sent(gw: &Gateway) -> Result<usize, String> {
     }
     Ok(count)
 }
+
+/// A TCP endpoint that accepts connections and never answers (a hung app), until dropped.
+pub(super) async fn dead_endpoint() -> Result<(String, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot bind the dead endpoint: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok((format!("http://{addr}/hook"), task))
+}
+
+/// Delivery with events: `count` notifications on a fresh sandbox for each of no endpoint,
+/// the sandbox's own (live) receiver, and that receiver plus an endpoint that never answers.
+/// Sends per second for each, and how many events the live receiver got.
+pub(super) async fn events(
+    dir: &std::path::Path,
+    clients: usize,
+    count: u64,
+) -> Result<Value, String> {
+    let (dead_url, dead) = dead_endpoint().await?;
+    let mut out = json!({});
+    let setups: [(&str, Vec<&str>); 3] = [
+        ("no_endpoint", vec!["--events-off"]),
+        ("live_endpoint", vec![]),
+        (
+            "live_and_dead_endpoint",
+            vec!["--events-also-to", dead_url.as_str()],
+        ),
+    ];
+    for (name, args) in setups {
+        let gw = Gateway::start_with(&dir.join(name), None, false, &args).await?;
+        gw.setup_contact().await?;
+        let figures = delivery(&gw, clients, count).await?;
+        let events = gw
+            .expect("GET", "/sandbox/events", ADMIN_TOKEN, None)
+            .await?;
+        out[name] = json!({
+            "per_sec": figures["per_sec"],
+            "accept_to_provider_p99_ms": figures["accept_to_provider_p99_ms"],
+            "events_received_by_live_endpoint": events.as_array().map_or(0, |e| e.len()),
+        });
+        drop(gw);
+    }
+    dead.abort();
+    let rate = |k: &str| out[k]["per_sec"].as_f64().unwrap_or(0.0);
+    let live = rate("live_endpoint");
+    out["dead_vs_live_pct"] = json!(if live > 0.0 {
+        ((rate("live_and_dead_endpoint") / live - 1.0) * 1000.0).round() / 10.0
+    } else {
+        0.0
+    });
+    Ok(out)
+}

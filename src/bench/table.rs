@@ -82,6 +82,13 @@ pub(super) fn table(f: &Value) -> String {
         f["failover"]["whatsapp_requests_after_ban_answer"], f["failover"]["whatsapp_requests_after_ban_recorded"],
         num(&f["failover"]["first_fallback_after_ban_ms"]), f["failover"]["not_sent"], f["failover"]["notifications"]
     ));
+    let e = &f["events"];
+    out.push_str(&format!(
+        "events    delivery {:.0}/s with no endpoint, {:.0}/s with a live one, {:.0}/s with a live and a dead one ({:+.1}% vs live; {} events at the live endpoint by the last send)   (target within 10%)\n",
+        num(&e["no_endpoint"]["per_sec"]), num(&e["live_endpoint"]["per_sec"]),
+        num(&e["live_and_dead_endpoint"]["per_sec"]), num(&e["dead_vs_live_pct"]),
+        e["live_and_dead_endpoint"]["events_received_by_live_endpoint"]
+    ));
     out.push_str(&format!(
         "memory    {} queued: peak RSS {:.0} MB, {} bytes {} per queued notification   (target <= 200 MB for 1,000,000)\n",
         f["memory"]["queued"], num(&f["memory"]["peak_rss_mb"]), f["memory"]["disk_bytes_per_queued"],
@@ -132,7 +139,9 @@ mod tests {
         assert!(!text.contains("(target"), "{text}");
         assert!(text.contains("targets apply to full runs only"), "{text}");
         // Every figure line is still there.
-        for name in ["accept", "delivery", "failover", "memory", "restart"] {
+        for name in [
+            "accept", "delivery", "failover", "events", "memory", "restart",
+        ] {
             assert!(text.lines().any(|l| l.starts_with(name)), "{name}: {text}");
         }
     }

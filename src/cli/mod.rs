@@ -57,6 +57,12 @@ pub enum Command {
         /// Lift every channel's pacing (used by `lifeboat bench`).
         #[arg(long, hide = true)]
         unpaced: bool,
+        /// Configure no events endpoint (used by `lifeboat bench`).
+        #[arg(long, hide = true)]
+        events_off: bool,
+        /// Send the events to this URL too (used by `lifeboat bench`).
+        #[arg(long, hide = true)]
+        events_also_to: Option<String>,
     },
     /// Exit 0 if a running gateway answers `GET /healthz` (for container health checks).
     Healthcheck {
@@ -127,7 +133,16 @@ pub async fn run(cli: Cli) -> ExitCode {
             store_url,
             hold_deliveries,
             unpaced,
-        } => crate::sandbox::run(listen, data, store_url, hold_deliveries, unpaced).await,
+            events_off,
+            events_also_to,
+        } => {
+            let events = match (events_off, events_also_to) {
+                (true, _) => crate::sandbox::EventsSetup::Off,
+                (false, Some(url)) => crate::sandbox::EventsSetup::AlsoTo(url),
+                (false, None) => crate::sandbox::EventsSetup::Own,
+            };
+            crate::sandbox::run(listen, data, store_url, hold_deliveries, unpaced, events).await
+        }
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Healthcheck { url } => healthcheck(&url).await,
         Command::CheckConfig { config, probe } => check_config::run(&config, probe).await,

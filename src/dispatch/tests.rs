@@ -118,7 +118,16 @@ async fn context(store: Arc<dyn Store>, registry: Registry) -> Arc<WorkerContext
         clock: Arc::new(crate::clock::SystemClock::default()),
         optout: Arc::new(crate::optout::MarketingOptOut::new(&config, store.clone())),
         metrics: Arc::default(),
-        policy: Arc::new(crate::policy::Policy::new(Default::default(), store)),
+        policy: Arc::new(crate::policy::Policy::new(
+            Default::default(),
+            store.clone(),
+        )),
+        events: Arc::new(crate::events::Events::new(
+            &config,
+            store,
+            Arc::new(crate::clock::SystemClock::default()),
+            Arc::default(),
+        )),
     })
 }
 

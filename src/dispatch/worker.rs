@@ -56,6 +56,8 @@ pub struct WorkerContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The guardrails: decides, with the channel state, whether a channel is tried now.
     pub policy: Arc<crate::policy::Policy>,
+    /// Records the turn's events for the app's endpoints, after the turn's save.
+    pub events: Arc<crate::events::Events>,
 }
 
 enum Step {
@@ -83,6 +85,7 @@ pub fn retry_key(notification_id: &str, kind: ChannelKind) -> String {
 /// advancing it panicked (see the module's comment).
 pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<Notification> {
     let recorded = n.attempts.len();
+    let status = n.status;
     match CatchUnwind(Box::pin(advance(ctx, &mut n))).await {
         Ok(result) => result?,
         Err(panic) => internal_error(ctx, &mut n, recorded, panic.as_ref()),
@@ -93,6 +96,8 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
     ctx.policy.release(&n.id).await;
     ctx.metrics.attempts_since(&n.attempts, recorded);
     ctx.store.save_progress(&n).await?;
+    // After the save, durably; a failure is logged and never fails the turn.
+    ctx.events.notification_turn(status, recorded, &n).await;
     Ok(n)
 }
 
@@ -342,7 +347,16 @@ async fn step(
         }
         Class::RecipientUnreachable { opt_out } => {
             if let Some(opt_out) = opt_out {
-                revoke(ctx.store.as_ref(), contact, kind, *opt_out, &answer, now).await?;
+                revoke(
+                    ctx.store.as_ref(),
+                    &ctx.events,
+                    contact,
+                    kind,
+                    *opt_out,
+                    &answer,
+                    now,
+                )
+                .await?;
             }
             Step::Next
         }
@@ -375,6 +389,7 @@ fn receipt_check_at(ctx: &WorkerContext, n: &Notification, kind: ChannelKind) ->
 /// (131050) from the webhook.
 pub(crate) async fn revoke(
     store: &dyn Store,
+    events: &crate::events::Events,
     contact: &Contact,
     kind: ChannelKind,
     opt_out: OptOut,
@@ -429,8 +444,9 @@ pub(crate) async fn revoke(
                 },
             )
             .await?;
-        if done.is_some() {
+        if let Some(consent) = done {
             tracing::info!(contact = %holder.id, channel = %kind, "consent revoked by a provider signal");
+            events.consent_changed(&holder.id, kind, &consent).await;
         }
     }
     crate::policy::risk::signal(store, kind, &source, now).await?;

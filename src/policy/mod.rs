@@ -122,6 +122,12 @@ pub struct Policy {
     shared_pacing: Option<pacing::SharedBudget>,
     tier: TierLedger,
     holds: tokio::sync::Mutex<Holds>,
+    /// Announces marketing pauses to the admins (none until [`Policy::with_events`]).
+    events: Option<Arc<crate::events::Events>>,
+    /// The pauses this process announced already (channel, pause key): the store's
+    /// idempotency makes an announcement once per pause across restarts; this saves the
+    /// lookups on every marketing send while a pause lasts.
+    announced: std::sync::Mutex<HashSet<(ChannelKind, i64)>>,
 }
 
 impl Policy {
@@ -138,6 +144,35 @@ impl Policy {
             holds: tokio::sync::Mutex::new(Holds::default()),
             store,
             config,
+            events: None,
+            announced: Default::default(),
+        }
+    }
+
+    /// Alerts the admins (`[alerts] contacts`) when the risk monitor pauses marketing.
+    pub fn with_events(mut self, events: Arc<crate::events::Events>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Sends the alert of a marketing pause once.
+    async fn announce_pause(&self, kind: ChannelKind, status: &risk::Status, now: Timestamp) {
+        let Some(events) = &self.events else { return };
+        let first = self
+            .announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((kind, status.pause_key));
+        if first {
+            events
+                .alerts()
+                .send(crate::events::alerts::Alert::MarketingPaused {
+                    channel: kind,
+                    reason: status.reason.clone().unwrap_or_default(),
+                    pause: status.pause_key,
+                    at: now,
+                })
+                .await;
         }
     }
 
@@ -224,6 +259,9 @@ impl Policy {
 
         if marketing {
             let status = self.marketing_status(states, kind).await?;
+            if status.paused && mode == Mode::Live {
+                self.announce_pause(kind, &status, now).await;
+            }
             if status.paused {
                 return Ok(Decision::Skip {
                     reason: SkipReason::ChannelRestricted,

@@ -64,6 +64,10 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub figures: Figures,
+    /// Identifies a pause: the admin's last resume before it (epoch ms; 0 if never). One
+    /// alert per pause (`events::alerts`).
+    #[serde(skip)]
+    pub pause_key: i64,
 }
 
 impl Record {
@@ -134,6 +138,7 @@ impl Record {
             paused: reason.is_some(),
             reason,
             figures,
+            pause_key: self.resumed_at.map_or(0, |t| t.timestamp_millis()),
         }
     }
 }

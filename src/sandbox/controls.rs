@@ -100,7 +100,7 @@ pub fn router(providers: Providers) -> Router {
 
 /// The sandbox's admin token, and nothing else. The token is a fixed, printed demo value, so
 /// a plain comparison is enough here (the real API's keys go through `api::auth`).
-async fn require_admin_token(req: Request, next: Next) -> Result<Response, ApiError> {
+pub(super) async fn require_admin_token(req: Request, next: Next) -> Result<Response, ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)

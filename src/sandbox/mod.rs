@@ -14,6 +14,7 @@
 //! server once the store is open, so a data folder in use fails with one line and no banner.
 
 pub mod controls;
+pub mod events;
 pub mod providers;
 pub mod smtp;
 
@@ -104,12 +105,43 @@ tls = "none"
 from = "Lifeboat Sandbox <notify@sandbox.lifeboat.test>"
 timeout = "3s"
 
+# Events go to the sandbox's own receiver (GET /sandbox/events lists what it got).
+[events]
+retry_first = "1s"
+retry_max = "30s"
+
+{own_endpoint}
+# Create the contact `admin` (the README walk-through does) to get the alerts.
+[alerts]
+contacts = ["admin"]
+
 # The simulated WhatsApp has no conversations to open, and the walk-through sends free-form
 # text to a contact who never wrote: a real number keeps the 24 h service window on.
 [policy.whatsapp]
 service_window = false
 "#,
+        own_endpoint = own_endpoint(listen),
     )
+}
+
+/// The `[[events.endpoints]]` table of the sandbox's own receiver.
+fn own_endpoint(listen: SocketAddr) -> String {
+    format!(
+        "[[events.endpoints]]\nurl = \"http://{listen}{}\"\nsecret = \"{}\"\nname = \"sandbox\"\n",
+        events::RECEIVE_PATH,
+        events::EVENTS_SECRET
+    )
+}
+
+/// Where the sandbox sends its events (`lifeboat bench` measures the three).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsSetup {
+    /// To its own receiver (the default).
+    Own,
+    /// Nowhere: no endpoint, nothing recorded.
+    Off,
+    /// To its own receiver and to this URL too (signed with the same secret).
+    AlsoTo(String),
 }
 
 /// Runs `lifeboat sandbox`.
@@ -121,6 +153,7 @@ pub async fn run(
     store_url: Option<String>,
     hold_deliveries: bool,
     unpaced: bool,
+    events_setup: EventsSetup,
 ) -> ExitCode {
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -181,6 +214,19 @@ pub async fn run(
         &line_url,
         smtp_port,
     );
+    let own = own_endpoint(addr);
+    match &events_setup {
+        EventsSetup::Own => {}
+        EventsSetup::Off => text = text.replace(&own, ""),
+        EventsSetup::AlsoTo(url) => {
+            let extra = format!(
+                "{own}\n[[events.endpoints]]\nurl = {}\nsecret = \"{}\"\nname = \"extra\"\n",
+                toml::Value::String(url.clone()),
+                events::EVENTS_SECRET
+            );
+            text = text.replace(&own, &extra);
+        }
+    }
     if unpaced {
         // Appended to the `[policy.whatsapp]` table the config text ends with.
         text.push_str(
@@ -214,7 +260,7 @@ pub async fn run(
     let banner = banner(addr, store, &providers);
     let options = RunOptions {
         clock: Arc::new(SystemClock::default()),
-        extra_routes: Some(controls::router(providers)),
+        extra_routes: Some(controls::router(providers).merge(events::router())),
         hold_deliveries,
         banner: Some(banner),
     };
@@ -266,6 +312,12 @@ pub fn banner(addr: SocketAddr, store: Store<'_>, providers: &controls::Provider
          providers start afresh, accepting: a channel left banned or disabled stays so until\n\
          POST /v1/admin/channels/{channel}/enable (or delete the data folder).\n\n",
     );
+    out.push_str(&format!(
+        "Events (Standard Webhooks) go to the sandbox's own receiver, {base}{}\n\
+         (secret {}); GET /sandbox/events lists what it got. Alerts go to the contact `admin`.\n\n",
+        events::RECEIVE_PATH,
+        events::EVENTS_SECRET
+    ));
     out.push_str("Simulated providers:\n");
     for kind in ChannelKind::ALL {
         let row = providers.row(kind);
@@ -310,6 +362,8 @@ mod tests {
         let config = Config::from_toml(&text, Path::new("<sandbox>"), &|_| None).unwrap();
         assert!(config.warnings.is_empty());
         assert_eq!(config.channels.len(), 4);
+        assert_eq!(config.events.endpoints.len(), 1);
+        assert_eq!(config.alerts.contacts, ["admin"]);
         assert_eq!(
             config.cooldown(ChannelKind::Whatsapp),
             std::time::Duration::from_secs(30)

@@ -132,6 +132,9 @@ pub struct ChannelStates {
     read_at: Mutex<Instant>,
     /// One re-read at a time; those who wait for it use its result.
     refreshing: tokio::sync::Mutex<()>,
+    /// Announces the changes: `channel.state_changed` to the app's endpoints, and the admins'
+    /// alerts (none until [`Self::with_events`]).
+    events: Option<Arc<crate::events::Events>>,
 }
 
 impl ChannelStates {
@@ -176,6 +179,7 @@ impl ChannelStates {
             instance: InstanceId::generate(),
             read_at: Mutex::new(Instant::now()),
             refreshing: tokio::sync::Mutex::new(()),
+            events: None,
         })
     }
 
@@ -188,6 +192,13 @@ impl ChannelStates {
     /// This instance's id.
     pub fn instance(&self) -> &InstanceId {
         &self.instance
+    }
+
+    /// Announces every recorded state change through `events` (the app's endpoints and the
+    /// admins' alerts), after the change's durable save.
+    pub fn with_events(mut self, events: Arc<crate::events::Events>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Counts state changes in the gateway's `metrics`.
@@ -722,9 +733,9 @@ impl ChannelStates {
             history::append(self.store.as_ref(), change).await?;
         }
         self.store.save_channel_state(kind, &new).await?;
-        if let Some(change) = change {
+        if let Some(change) = &change {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            history.push_back(change);
+            history.push_back(change.clone());
             while history.len() > history::HISTORY_LIMIT {
                 history.pop_front();
             }
@@ -750,6 +761,24 @@ impl ChannelStates {
         };
         if was_probing {
             self.probe_lease(kind).release(self.store.as_ref()).await?;
+        }
+        // After the save (and live): the event durably, the alerts through the accept path.
+        // Neither can fail the change.
+        if let (Some(events), Some(c)) = (&self.events, change) {
+            events
+                .state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
+                .await;
+            events
+                .alerts()
+                .send(crate::events::alerts::Alert::StateChanged {
+                    channel: c.channel,
+                    from: c.from,
+                    to: c.to,
+                    reason: c.reason,
+                    until: c.until,
+                    at: c.at,
+                })
+                .await;
         }
         Ok(())
     }

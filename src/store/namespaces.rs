@@ -18,3 +18,9 @@ pub const ADMIN_SESSIONS: &str = "admin_sessions";
 pub const CHANNEL_PROBE: &str = "channel_probe";
 /// The fleet's pacing budget per channel (`policy::pacing::SharedBudget`), keyed by channel.
 pub const POLICY_PACING: &str = "policy_pacing";
+/// Events for the app's endpoints, one record per event keyed by its UUIDv7 id
+/// (`events::Record`).
+pub const EVENTS: &str = "events";
+/// Event deliveries that are due, keyed `{endpoint}/{due ms}/{event id}` (the delivery
+/// workers' queue, `events::deliver`).
+pub const EVENT_DUE: &str = "event_due";

@@ -86,6 +86,34 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
                     .map(|t| t.with_timezone(&chrono::Utc))
             }),
         },
+        // Events for the app's endpoints: kept like webhook events once every delivery
+        // ended (delivered or failed: `settled_at`); never while one is pending.
+        Rule {
+            what: "events",
+            prefix: namespace(super::namespaces::EVENTS),
+            keep: cfg.webhook_events,
+            kind: Kind::Records(|_, v| {
+                let record: serde_json::Value = serde_json::from_slice(v).ok()?;
+                serde_json::from_value(record.get("settled_at")?.clone()).ok()
+            }),
+        },
+        // Due entries no worker reaches (an endpoint removed from the config; the workers
+        // delete the others): by their due time, at least 30 days late, so that a gateway
+        // stopped for days still finds its pending deliveries when it starts.
+        Rule {
+            what: "event_due",
+            prefix: namespace(super::namespaces::EVENT_DUE),
+            keep: cfg.webhook_events.max(day * 30),
+            kind: Kind::Records(|k, _| {
+                let ms: i64 = std::str::from_utf8(k)
+                    .ok()?
+                    .split('/')
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                chrono::DateTime::from_timestamp_millis(ms)
+            }),
+        },
         Rule {
             what: "optin_tokens",
             prefix: namespace(super::namespaces::OPTIN),

@@ -52,6 +52,8 @@ pub struct Shared {
     pub policy: Arc<crate::policy::Policy>,
     /// Work started by a request that goes on after its answer; stopped at shutdown.
     pub background: crate::tasks::Background,
+    /// Events for the app's endpoints (`GET /v1/events`, consent changes, receipts).
+    pub events: Arc<crate::events::Events>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         // Shared with the workers: one pacing and one set of holds for both.
         policy: Arc<crate::policy::Policy>,
+        events: Arc<crate::events::Events>,
     ) -> Self {
         let keys = Arc::new(auth::Keys::from_config(&config));
         AppState(Arc::new(Shared {
@@ -81,6 +84,7 @@ impl AppState {
             metrics,
             policy,
             background: crate::tasks::Background::default(),
+            events,
         }))
     }
 }

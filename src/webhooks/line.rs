@@ -167,6 +167,7 @@ async fn handle_event(state: &AppState, event: &Event, now: Timestamp) -> Result
         "unfollow" => {
             let revoked = super::revoke_address(
                 store,
+                &state.events,
                 ChannelKind::Line,
                 user_id,
                 "line_unfollow",
@@ -220,6 +221,12 @@ async fn redeem_token_in(
         {
             Ok((contact, _)) => {
                 tracing::info!(contact = %contact.id, "LINE opt-in redeemed");
+                if let Some(consent) = contact.consents.get(&ChannelKind::Line) {
+                    state
+                        .events
+                        .consent_changed(&contact.id, ChannelKind::Line, consent)
+                        .await;
+                }
             }
             Err(RedeemError::Store(e)) => return Err(e.into()),
             Err(e) => tracing::info!("LINE opt-in not applied: {e}"),

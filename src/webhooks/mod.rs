@@ -210,6 +210,7 @@ pub(crate) async fn record_inbound(
 /// counts one opt-out for the risk figures. Returns how many contacts it revoked.
 pub(crate) async fn revoke_address(
     store: &dyn Store,
+    events: &crate::events::Events,
     kind: ChannelKind,
     address: &str,
     source: &str,
@@ -225,12 +226,9 @@ pub(crate) async fn revoke_address(
             evidence: Some(evidence.to_string()),
             at: now,
         };
-        if store
-            .set_consent(&contact.id, kind, consent)
-            .await?
-            .is_some()
-        {
+        if let Some(consent) = store.set_consent(&contact.id, kind, consent).await? {
             tracing::info!(contact = %contact.id, channel = %kind, source, "consent revoked by the person");
+            events.consent_changed(&contact.id, kind, &consent).await;
             revoked += 1;
         }
     }

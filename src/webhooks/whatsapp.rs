@@ -380,6 +380,12 @@ async fn apply_message(
             {
                 Ok((contact, _)) => {
                     tracing::info!(contact = %contact.id, "WhatsApp opt-in redeemed");
+                    if let Some(consent) = contact.consents.get(&ChannelKind::Whatsapp) {
+                        state
+                            .events
+                            .consent_changed(&contact.id, ChannelKind::Whatsapp, consent)
+                            .await;
+                    }
                 }
                 Err(RedeemError::Store(e)) => return Err(e.into()),
                 Err(e) => tracing::info!("WhatsApp START not applied: {e}"),
@@ -388,6 +394,7 @@ async fn apply_message(
         Some(Intent::Stop) => {
             let revoked = super::revoke_address(
                 store,
+                &state.events,
                 ChannelKind::Whatsapp,
                 address,
                 "whatsapp_stop",

@@ -251,7 +251,8 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
     }
     match &pending.change {
         Change::Receipt(to) => {
-            tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied")
+            tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied");
+            state.events.receipt(&n).await;
         }
         Change::Failed(answer) => {
             tracing::info!(
@@ -264,7 +265,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
                 opt_out: Some(opt_out),
             } = answer.class
             {
-                revoke(store, &n, opt_out, answer, now).await?;
+                revoke(store, &state.events, &n, opt_out, answer, now).await?;
             }
             state.wake.notify_one();
         }
@@ -276,6 +277,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
 /// to a send, once per message even if Meta delivers the webhook again.
 async fn revoke(
     store: &dyn Store,
+    events: &crate::events::Events,
     n: &Notification,
     opt_out: lifeboat_channel::OptOut,
     answer: &Answer,
@@ -286,7 +288,7 @@ async fn revoke(
         return Ok(());
     }
     if let Some(contact) = store.get_contact(&n.contact_id).await? {
-        worker::revoke(store, &contact, WA, opt_out, answer, now).await?;
+        worker::revoke(store, events, &contact, WA, opt_out, answer, now).await?;
     }
     super::mark_applied(store, WA, &seen, now).await
 }

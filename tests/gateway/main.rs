@@ -8,6 +8,7 @@ mod config_errors;
 mod container;
 mod dispatch_limits;
 mod edge;
+mod events;
 mod failover;
 mod guardrails;
 mod harness;

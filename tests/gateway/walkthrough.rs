@@ -107,6 +107,23 @@ async fn the_readme_walkthrough_works_against_the_sandbox() {
         .await;
         assert_eq!(status, StatusCode::OK, "{consent}");
     }
+    // ... and the admin, who gets the alerts, on Telegram only.
+    let (status, body) = app(
+        &gw,
+        Method::PUT,
+        "/v1/contacts/admin",
+        Some(json!({"telegram": "5550001"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app(
+        &gw,
+        Method::PUT,
+        "/v1/contacts/admin/consents/telegram",
+        Some(json!({"status": "granted", "scopes": ["transactional"], "source": "admin_setup"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     // 3. Send a notification: it goes out on WhatsApp, and the simulated WhatsApp has it.
     let n = send_and_look(&gw, "Your order #1042 has shipped.").await;
@@ -143,19 +160,74 @@ async fn the_readme_walkthrough_works_against_the_sandbox() {
         "{n}"
     );
     assert_eq!(n["attempts"][0]["provider_code"], "131031", "{n}");
-    let got = received(&gw, "telegram").await;
+    let got: Vec<Value> = received(&gw, "telegram")
+        .await
+        .into_iter()
+        .filter(|m| m["to"] == "5551234")
+        .collect();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0]["to"], "5551234");
     assert_eq!(got[0]["text"], "Your order #1043 has shipped.");
     assert_eq!(received(&gw, "whatsapp").await.len(), 1);
+    let failed_over_id = n["id"].clone();
 
-    // 6. The admin view: WhatsApp is banned.
+    // 6. The app heard about it (the sandbox's own receiver, signatures verified), and the
+    //    admin got one alert on Telegram.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let (status, events) = admin(&gw, Method::GET, "/sandbox/events", None).await;
+        assert_eq!(status, StatusCode::OK, "{events}");
+        let events = events.as_array().expect("array").clone();
+        let has = |t: &str| events.iter().any(|e| e["type"] == t);
+        if has("channel.state_changed")
+            && events.iter().any(|e| {
+                e["type"] == "notification.failed_over"
+                    && e["data"]["notification_id"] == failed_over_id
+            })
+        {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "events missing: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(events.iter().all(|e| e["verified"] == true), "{events:#?}");
+    let changed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "channel.state_changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert_eq!(changed[0]["data"]["to"], "banned");
+    let over = events
+        .iter()
+        .find(|e| {
+            e["type"] == "notification.failed_over"
+                && e["data"]["notification_id"] == failed_over_id
+        })
+        .unwrap();
+    assert_eq!(over["data"]["from"], "whatsapp");
+    assert_eq!(over["data"]["to"], "telegram");
+    assert_eq!(over["data"]["reason"], "channel_banned");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let got = received(&gw, "telegram").await;
+        if let Some(m) = got.iter().find(|m| m["to"] == "5550001") {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "no alert: {got:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = alert["text"].as_str().unwrap();
+    assert!(
+        text.contains("whatsapp is BANNED") && text.contains("Enable"),
+        "{text}"
+    );
+
+    // 7. The admin view: WhatsApp is banned.
     let (status, rows) = admin(&gw, Method::GET, "/v1/admin/channels", None).await;
     assert_eq!(status, StatusCode::OK, "{rows}");
     assert_eq!(row(&rows, "whatsapp")["state"], "banned", "{rows}");
     assert_eq!(row(&rows, "telegram")["state"], "active", "{rows}");
 
-    // 7. The ban is lifted: the simulated WhatsApp accepts again, and an admin enables it.
+    // 8. The ban is lifted: the simulated WhatsApp accepts again, and an admin enables it.
     let (status, wa) = admin(
         &gw,
         Method::POST,
@@ -175,7 +247,7 @@ async fn the_readme_walkthrough_works_against_the_sandbox() {
     assert_eq!(status, StatusCode::OK, "{wa}");
     assert_eq!(wa["state"], "active", "{wa}");
 
-    // 8. Send again: WhatsApp carries it, and the simulated WhatsApp lists #1042 and #1044.
+    // 9. Send again: WhatsApp carries it, and the simulated WhatsApp lists #1042 and #1044.
     let n = send_and_look(&gw, "Your order #1044 has shipped.").await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(n["channel"], "whatsapp", "{n}");

@@ -1,0 +1,642 @@
+//! Events to the app (Standard Webhooks) and alerts to the admins (docs/events.md).
+//!
+//! **The outbox.** Every event is one kv record in namespace [`namespaces::EVENTS`], keyed by
+//! its id, a UUIDv7 (time ordered: `GET /v1/events?after=` pages by it), holding the event and
+//! one [`Delivery`] per endpoint its type is meant for. A delivery that is due has an entry in
+//! [`namespaces::EVENT_DUE`], keyed `{endpoint}/{due ms, 13 digits}/{event id}`, which the
+//! endpoint's worker scans in due order. Events are written durably by the code that saw the
+//! change, after its own save (the dispatcher after `save_progress`, a state change after the
+//! state's save): the due entries first (relaxed), then the record (durable, which makes both
+//! durable). A crash loses none of what was written; a write that fails is logged and never
+//! fails the send or the request that caused it.
+//!
+//! **Delivery** ([`deliver`]): one worker task per endpoint, at most `events.concurrency`
+//! deliveries in flight each, a 10 s timeout, a backoff per event (`retry_first` doubling up to
+//! `retry_max`, for `give_up_after`, then `failed`) and per endpoint (after a failure the
+//! endpoint rests before the next delivery, so a dead endpoint costs one attempt per rest, not
+//! one per event). A delivery is claimed with an atomic `kv_update` that writes a lease (owner,
+//! token, until) into the record: two workers (two instances on one store) never deliver one
+//! event at the same time, and the lease of a crashed worker simply expires.
+//!
+//! **Alerts** ([`alerts`]): ordinary transactional notifications accepted through the store's
+//! accept path, one per alert contact and change, with an idempotency key derived from the
+//! change.
+
+pub mod alerts;
+pub(crate) mod deliver;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeboat_channel::ChannelKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::{Config, EndpointConfig, EventsConfig};
+use crate::metrics::Metrics;
+use crate::model::{
+    ChannelState, Consent, Notification, NotificationView, Outcome, Status, Timestamp,
+};
+use crate::store::{namespaces, Store, StoreResult};
+
+pub use deliver::Workers;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "notification.sent")]
+    NotificationSent,
+    #[serde(rename = "notification.delivered")]
+    NotificationDelivered,
+    #[serde(rename = "notification.read")]
+    NotificationRead,
+    #[serde(rename = "notification.failed")]
+    NotificationFailed,
+    #[serde(rename = "notification.expired")]
+    NotificationExpired,
+    #[serde(rename = "notification.failed_over")]
+    NotificationFailedOver,
+    #[serde(rename = "channel.state_changed")]
+    ChannelStateChanged,
+    #[serde(rename = "consent.changed")]
+    ConsentChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::NotificationSent,
+        EventType::NotificationDelivered,
+        EventType::NotificationRead,
+        EventType::NotificationFailed,
+        EventType::NotificationExpired,
+        EventType::NotificationFailedOver,
+        EventType::ChannelStateChanged,
+        EventType::ConsentChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::NotificationSent => "notification.sent",
+            EventType::NotificationDelivered => "notification.delivered",
+            EventType::NotificationRead => "notification.read",
+            EventType::NotificationFailed => "notification.failed",
+            EventType::NotificationExpired => "notification.expired",
+            EventType::NotificationFailedOver => "notification.failed_over",
+            EventType::ChannelStateChanged => "channel.state_changed",
+            EventType::ConsentChanged => "consent.changed",
+        }
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown event type `{s}`"))
+    }
+}
+
+/// An event, as `GET /v1/events` lists it and (without the id) as an endpoint receives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// The `webhook-id`: a UUIDv7, the same on every retry.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub timestamp: Timestamp,
+    pub data: Value,
+}
+
+impl Event {
+    /// The body POSTed to an endpoint: `{"type", "timestamp", "data"}`.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "type": self.event_type,
+            "timestamp": self.timestamp,
+            "data": self.data,
+        }))
+        .expect("an event serializes")
+    }
+}
+
+/// Where one event stands with one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet: due at `next_attempt_at`.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Retried for `give_up_after` without a 2xx; kept (and re-sent by the admin's retry).
+    Failed,
+}
+
+/// A worker's hold on a delivery while it is in flight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    /// The gateway process holding it.
+    pub owner: String,
+    /// This claim (a retried claim by the same owner is another token).
+    pub token: String,
+    pub until: Timestamp,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    /// The endpoint's stable id (from its URL): keys its due entries.
+    pub endpoint: String,
+    /// Its name (`name`, or the URL's host and port).
+    pub name: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// The stored record of one event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    #[serde(flatten)]
+    pub event: Event,
+    pub deliveries: Vec<Delivery>,
+    /// When the last delivery ended (delivered or failed): the retention counts from here.
+    /// `None` while one is pending (never purged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<Timestamp>,
+}
+
+impl Record {
+    fn parse(bytes: &[u8]) -> Option<Record> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an event record serializes")
+    }
+
+    /// Sets `settled_at` once no delivery is pending (clears it when one is again).
+    fn settle(&mut self, now: Timestamp) {
+        if self
+            .deliveries
+            .iter()
+            .any(|d| d.state == DeliveryState::Pending)
+        {
+            self.settled_at = None;
+        } else if self.settled_at.is_none() {
+            self.settled_at = Some(now);
+        }
+    }
+}
+
+/// When a record's retention age starts (`None`: keep it), for the store's purge rule.
+pub fn settled_at(value: &[u8]) -> Option<Timestamp> {
+    #[derive(Deserialize)]
+    struct Settled {
+        settled_at: Option<Timestamp>,
+    }
+    serde_json::from_slice::<Settled>(value).ok()?.settled_at
+}
+
+/// The key of a due entry.
+fn due_key(endpoint: &str, due: Timestamp, event_id: &str) -> String {
+    format!(
+        "{endpoint}/{:013}/{event_id}",
+        due.timestamp_millis().max(0)
+    )
+}
+
+/// A configured endpoint, with its signing key.
+pub struct Endpoint {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    config: EndpointConfig,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    fn new(config: &EndpointConfig) -> Endpoint {
+        let digest = Sha256::digest(config.url.as_bytes());
+        Endpoint {
+            id: format!("ep{}", hex::encode(&digest[..6])),
+            name: config.label(),
+            url: config.url.clone(),
+            // Checked when the config was loaded.
+            key: config.key().unwrap_or_default(),
+            config: config.clone(),
+        }
+    }
+
+    fn wants(&self, t: EventType) -> bool {
+        self.config.wants(t.as_str())
+    }
+}
+
+/// An event about to be recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: EventType,
+    pub at: Timestamp,
+    pub data: Value,
+}
+
+/// A page of `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events after this id (the last id of the previous page).
+    pub after: Option<String>,
+    pub event_type: Option<EventType>,
+    pub limit: usize,
+}
+
+/// The gateway's events: records them, lists them, re-sends them, and runs the delivery
+/// workers ([`Events::start`]); and its alerts ([`Events::alerts`]).
+pub struct Events {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    config: EventsConfig,
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Wakes each endpoint's worker (same order as `endpoints`) when an event is recorded.
+    wake: Vec<Arc<Notify>>,
+    /// This process, in the leases it writes.
+    owner: String,
+    lease: Duration,
+    alerts: alerts::Alerts,
+}
+
+impl Events {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Events {
+        let endpoints: Vec<Arc<Endpoint>> = config
+            .events
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(Endpoint::new(e)))
+            .collect();
+        Events {
+            wake: endpoints.iter().map(|_| Arc::new(Notify::new())).collect(),
+            endpoints,
+            alerts: alerts::Alerts::new(config, store.clone(), clock.clone()),
+            store,
+            clock,
+            metrics,
+            config: config.events.clone(),
+            owner: uuid::Uuid::new_v4().to_string(),
+            lease: config.store.lease,
+        }
+    }
+
+    /// Whether any endpoint is configured: without one nothing is recorded.
+    pub fn enabled(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
+
+    pub fn alerts(&self) -> &alerts::Alerts {
+        &self.alerts
+    }
+
+    /// Records `events` durably and wakes the workers. A failure is logged, never returned:
+    /// an event must not fail what caused it.
+    pub async fn record(&self, events: Vec<NewEvent>) {
+        if events.is_empty() || !self.enabled() {
+            return;
+        }
+        if let Err(e) = self.try_record(events).await {
+            tracing::error!(error = %crate::store::error_chain(&e), "recording events failed; they will not be delivered");
+        }
+    }
+
+    /// Records `events`: the due entries relaxed, the records durably (the last durable write
+    /// makes every earlier one durable). Returns their ids.
+    pub async fn try_record(&self, events: Vec<NewEvent>) -> StoreResult<Vec<String>> {
+        let mut ids = Vec::with_capacity(events.len());
+        let count = events.len();
+        for (i, new) in events.into_iter().enumerate() {
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = self.clock.now();
+            let deliveries: Vec<Delivery> = self
+                .endpoints
+                .iter()
+                .filter(|e| e.wants(new.event_type))
+                .map(|e| Delivery {
+                    endpoint: e.id.clone(),
+                    name: e.name.clone(),
+                    state: DeliveryState::Pending,
+                    attempts: 0,
+                    next_attempt_at: Some(now),
+                    last_status: None,
+                    last_error: None,
+                    delivered_at: None,
+                    lease: None,
+                })
+                .collect();
+            let mut record = Record {
+                event: Event {
+                    id: id.clone(),
+                    event_type: new.event_type,
+                    timestamp: new.at,
+                    data: new.data,
+                },
+                deliveries,
+                settled_at: None,
+            };
+            record.settle(now);
+            for d in &record.deliveries {
+                self.store
+                    .kv_put_relaxed(namespaces::EVENT_DUE, &due_key(&d.endpoint, now, &id), b"")
+                    .await?;
+            }
+            if i + 1 == count {
+                self.store
+                    .kv_put(namespaces::EVENTS, &id, &record.encode())
+                    .await?;
+            } else {
+                self.store
+                    .kv_put_relaxed(namespaces::EVENTS, &id, &record.encode())
+                    .await?;
+            }
+            self.metrics.event_recorded(new.event_type.as_str());
+            tracing::debug!(event = %id, r#type = new.event_type.as_str(), "event recorded");
+            ids.push(id);
+        }
+        for w in &self.wake {
+            w.notify_one();
+        }
+        Ok(ids)
+    }
+
+    /// One event's record.
+    pub async fn get(&self, id: &str) -> StoreResult<Option<Record>> {
+        Ok(self
+            .store
+            .kv_get(namespaces::EVENTS, id)
+            .await?
+            .and_then(|b| Record::parse(&b)))
+    }
+
+    /// A page of events, oldest first, and the `after` of the next page (if there may be one).
+    pub async fn list(&self, query: &EventQuery) -> StoreResult<(Vec<Record>, Option<String>)> {
+        let limit = query.limit.max(1);
+        let mut page = Vec::new();
+        for (key, value) in self.store.kv_scan(namespaces::EVENTS, "").await? {
+            if query
+                .after
+                .as_deref()
+                .is_some_and(|after| key.as_str() <= after)
+            {
+                continue;
+            }
+            let Some(record) = Record::parse(&value) else {
+                continue;
+            };
+            if query
+                .event_type
+                .is_some_and(|t| t != record.event.event_type)
+            {
+                continue;
+            }
+            page.push(record);
+            if page.len() == limit {
+                break;
+            }
+        }
+        let next = (page.len() == limit).then(|| page[limit - 1].event.id.clone());
+        Ok((page, next))
+    }
+
+    /// The admin's retry: every endpoint that wants this event's type (as configured now)
+    /// gets it again, now, whatever happened before. `None` if there is no such event.
+    pub async fn retry(&self, id: &str) -> StoreResult<Option<Record>> {
+        let Some(current) = self.get(id).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let wanted: Vec<Arc<Endpoint>> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.wants(current.event.event_type))
+            .cloned()
+            .collect();
+        // The due entries first (relaxed): the record's durable update below covers them.
+        for e in &wanted {
+            self.store
+                .kv_put_relaxed(namespaces::EVENT_DUE, &due_key(&e.id, now, id), b"")
+                .await?;
+        }
+        let edit = Box::new(move |old: Option<&[u8]>| {
+            let old = old?;
+            // A record this version cannot read is left as it is (`None` would delete it).
+            let Some(mut record) = Record::parse(old) else {
+                return Some(old.to_vec());
+            };
+            for e in &wanted {
+                match record.deliveries.iter_mut().find(|d| d.endpoint == e.id) {
+                    Some(d) => {
+                        d.state = DeliveryState::Pending;
+                        d.next_attempt_at = Some(now);
+                        d.lease = None;
+                    }
+                    None => record.deliveries.push(Delivery {
+                        endpoint: e.id.clone(),
+                        name: e.name.clone(),
+                        state: DeliveryState::Pending,
+                        attempts: 0,
+                        next_attempt_at: Some(now),
+                        last_status: None,
+                        last_error: None,
+                        delivered_at: None,
+                        lease: None,
+                    }),
+                }
+            }
+            record.settle(now);
+            Some(record.encode())
+        });
+        let after = self
+            .store
+            .kv_update(
+                namespaces::EVENTS,
+                id,
+                edit,
+                crate::store::Durability::Durable,
+            )
+            .await?;
+        for w in &self.wake {
+            w.notify_one();
+        }
+        tracing::info!(event = %id, "event queued for delivery again by admin");
+        Ok(after.and_then(|b| Record::parse(&b)))
+    }
+
+    // ---- what happened, as events ----
+
+    /// The events of one worker turn on `n`: `status` was its status before the turn and its
+    /// first `recorded` attempts were there before it. Called after the turn's save.
+    pub async fn notification_turn(&self, status: Status, recorded: usize, n: &Notification) {
+        if !self.enabled() {
+            return;
+        }
+        self.record(turn_events(status, recorded, n, self.clock.now()))
+            .await;
+    }
+
+    /// A receipt moved `n` to `delivered` or `read`.
+    pub async fn receipt(&self, n: &Notification) {
+        let t = match n.status {
+            Status::Delivered => EventType::NotificationDelivered,
+            Status::Read => EventType::NotificationRead,
+            _ => return,
+        };
+        self.record(vec![notification_event(t, n, self.clock.now())])
+            .await;
+    }
+
+    /// A channel's state changed (as its history records it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn state_changed(
+        &self,
+        channel: ChannelKind,
+        from: ChannelState,
+        to: ChannelState,
+        reason: Option<&str>,
+        until: Option<Timestamp>,
+        at: Timestamp,
+    ) {
+        self.record(vec![NewEvent {
+            event_type: EventType::ChannelStateChanged,
+            at,
+            data: json!({
+                "channel": channel,
+                "from": from,
+                "to": to,
+                "reason": reason,
+                "until": until,
+            }),
+        }])
+        .await;
+    }
+
+    /// A contact's consent on a channel changed (set by the API, a person or a provider).
+    pub async fn consent_changed(&self, contact_id: &str, channel: ChannelKind, consent: &Consent) {
+        self.record(vec![NewEvent {
+            event_type: EventType::ConsentChanged,
+            at: consent.at,
+            data: json!({
+                "contact_id": contact_id,
+                "channel": channel,
+                "status": consent.status,
+                "scopes": consent.scopes,
+                "source": consent.source,
+            }),
+        }])
+        .await;
+    }
+
+    /// Starts one delivery worker per endpoint.
+    pub fn start(self: &Arc<Self>) -> Workers {
+        deliver::start(self.clone())
+    }
+}
+
+/// `data` of a `notification.*` event: the notification as `GET` shows it.
+fn notification_event(t: EventType, n: &Notification, at: Timestamp) -> NewEvent {
+    NewEvent {
+        event_type: t,
+        at,
+        data: serde_json::to_value(NotificationView::from(n)).expect("a notification serializes"),
+    }
+}
+
+/// Whether an attempt's outcome means the provider was called.
+fn called(outcome: Outcome) -> bool {
+    !matches!(
+        outcome,
+        Outcome::Skipped | Outcome::Deferred | Outcome::NoReceipt | Outcome::InternalError
+    )
+}
+
+/// The events a worker turn caused: `notification.failed_over` for each first send on a
+/// channel the plan moved on to (as `lifeboat_failovers_total` counts it: `from` is the plan's
+/// channel before it, `reason` what was last recorded there), then `notification.sent` if the
+/// turn sent it, or `notification.failed` / `notification.expired` if the turn ended it so.
+pub fn turn_events(
+    before: Status,
+    recorded: usize,
+    n: &Notification,
+    now: Timestamp,
+) -> Vec<NewEvent> {
+    let mut out = Vec::new();
+    let new = n.attempts.get(recorded..).unwrap_or_default();
+    for (i, a) in new.iter().enumerate() {
+        let at = recorded + i;
+        if !called(a.outcome) || n.attempts[..at].iter().any(|p| p.channel == a.channel) {
+            continue;
+        }
+        let Some(index) = n.channels.iter().position(|c| *c == a.channel) else {
+            continue;
+        };
+        let Some(from) = index.checked_sub(1).and_then(|j| n.channels.get(j)) else {
+            continue;
+        };
+        let last = n.attempts[..at].iter().rev().find(|p| p.channel == *from);
+        let reason = last.map(|p| match p.reason {
+            Some(r) => r.as_str().to_string(),
+            None => p.outcome.as_str().to_string(),
+        });
+        out.push(NewEvent {
+            event_type: EventType::NotificationFailedOver,
+            at: a.at,
+            data: json!({
+                "notification_id": n.id,
+                "contact_id": n.contact_id,
+                "from": from,
+                "to": a.channel,
+                "reason": reason,
+                "detail": last.and_then(|p| p.detail.clone()),
+            }),
+        });
+    }
+    let sent_now = new.iter().any(|a| a.outcome == Outcome::Sent);
+    let t = match n.status {
+        Status::Sent if sent_now => Some(EventType::NotificationSent),
+        Status::Failed if before != Status::Failed => Some(EventType::NotificationFailed),
+        Status::Expired if before != Status::Expired => Some(EventType::NotificationExpired),
+        _ => None,
+    };
+    if let Some(t) = t {
+        out.push(notification_event(t, n, now));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
