@@ -23,6 +23,8 @@
 //! | `lifeboat_queue_depth` | — | read at scrape time from the store |
 //! | `lifeboat_send_duration_seconds` | `channel` | each provider call (histogram, 1 ms – 10 s) |
 //! | `lifeboat_webhook_events_total` | `provider`, `type` | each webhook event, at its dispatch point |
+//! | `lifeboat_whatsapp_template_changes_total` | `to` (`approved`, `paused`, `disabled`) | a WhatsApp template's state changed (a send answer or a template webhook) |
+//! | `lifeboat_priced_messages_total` | `channel`, `category`, `billable` | a message's first status webhook with `pricing` |
 
 use std::future::Future;
 use std::time::Instant;
@@ -122,6 +124,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     send_duration: Family<Labels, Histogram, SendBuckets>,
     webhook_events: Family<Labels, Counter>,
+    template_changes: Family<Labels, Counter>,
+    priced: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,6 +155,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             send_duration: Family::new_with_constructor(SendBuckets),
             webhook_events: Family::default(),
+            template_changes: Family::default(),
+            priced: Family::default(),
         };
         registry.register(
             "notifications_accepted",
@@ -202,11 +208,51 @@ impl Metrics {
             "Provider webhook events and Telegram updates received, by provider and type",
             m.webhook_events.clone(),
         );
+        registry.register(
+            "whatsapp_template_changes",
+            "WhatsApp template state changes (from send answers 132015/132016/132001 and \
+             template webhooks), by the state changed to",
+            m.template_changes.clone(),
+        );
+        registry.register(
+            "priced_messages",
+            "Messages the provider priced (WhatsApp status `pricing`), once per message, by \
+             channel, pricing category and whether it was billable",
+            m.priced.clone(),
+        );
         // Both categories from the start, so `rate()` sees the first acceptance.
         for category in [Category::Transactional, Category::Marketing] {
             let _ = m.accepted.get_or_create(&category_labels(category));
         }
         Metrics { registry, ..m }
+    }
+
+    /// A WhatsApp template changed state (`approved`, `paused`, `disabled`).
+    pub fn template_changed(&self, to: &'static str) {
+        self.template_changes
+            .get_or_create(&vec![("to", to.to_string())])
+            .inc();
+    }
+
+    /// A message the provider priced: `category` is one of a fixed set (others are `other`).
+    pub fn priced(&self, channel: ChannelKind, category: &str, billable: bool) {
+        let category = match category {
+            "marketing"
+            | "utility"
+            | "authentication"
+            | "authentication_international"
+            | "service"
+            | "referral_conversion"
+            | "marketing_lite" => category.to_string(),
+            _ => "other".to_string(),
+        };
+        self.priced
+            .get_or_create(&vec![
+                ("channel", channel.as_str().to_string()),
+                ("category", category),
+                ("billable", billable.to_string()),
+            ])
+            .inc();
     }
 
     /// A notification was accepted (a new one, not an idempotent repeat).

@@ -43,7 +43,36 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
     let marketing = state.policy.marketing_status(&state.states, kind).await?;
     row["marketing"] = json!(marketing);
     row["rate"] = json!(state.policy.rate(kind, state.clock.now()));
+    if kind == ChannelKind::Whatsapp {
+        for (key, value) in whatsapp_details(state).await? {
+            row[key] = value;
+        }
+    }
     Ok(row)
+}
+
+/// What only the WhatsApp row has: `templates` (each used template's state at Meta).
+pub async fn whatsapp_details(
+    state: &AppState,
+) -> crate::store::StoreResult<Vec<(&'static str, Value)>> {
+    let now = state.clock.now();
+    let store = state.store.as_ref();
+    let templates: Vec<Value> = crate::policy::templates::list(store)
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "language": t.language,
+                "state": t.state_at(now),
+                "paused_until": if t.state_at(now) == crate::policy::templates::TemplateState::Paused { json!(t.paused_until) } else { Value::Null },
+                "quality": t.quality,
+                "reason": t.reason,
+                "since": t.since,
+            })
+        })
+        .collect();
+    Ok(vec![("templates", json!(templates))])
 }
 
 #[utoipa::path(

@@ -125,6 +125,8 @@ pub async fn measure(dir: &Path, clients: usize, count: u64) -> Result<Value, St
                         provider_code: None,
                         provider_message_id: Some(format!("wamid.{}", n.id)),
                         detail: None,
+                        template: None,
+                        pricing: None,
                     });
                     n.status = Status::Sent;
                     n.channel = Some(ChannelKind::Whatsapp);

@@ -301,6 +301,7 @@ mod tests {
             code: Some("131050".into()),
             detail: Some("stopped marketing".into()),
             message_id: Some("wamid.A".into()),
+            signal: None,
         };
         assert!(n.receipt_failed(WA, "wamid.A", &answer, &retry, now));
         assert_eq!(n.status, Status::Queued);
@@ -326,6 +327,7 @@ mod tests {
             code: Some("131000".into()),
             detail: None,
             message_id: Some("wamid.A".into()),
+            signal: None,
         };
         let mut n = sent_on_whatsapp("wamid.A");
         assert!(n.receipt_failed(WA, "wamid.A", &answer, &retry, now));

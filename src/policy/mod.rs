@@ -6,12 +6,14 @@
 //! - [`pacing`]: a token bucket per channel and per chat (work waits, nothing is dropped);
 //! - [`tier`]: WhatsApp's unique business-initiated recipients per 24 h, with warm-up;
 //! - [`window`]: WhatsApp's 24 h service window (free-form text, template, or skip);
-//! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses.
+//! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses;
+//! - [`templates`]: the WhatsApp templates' state at Meta (paused, disabled, approved).
 //!
 //! [`Policy::decide`] is the one function that says what happens to a notification on a
 //! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
-//! marketing pause (risk) → quiet hours (marketing; waits) → frequency cap (marketing) →
-//! WhatsApp window/template → WhatsApp tier (marketing) → pacing (waits). The worker calls it
+//! marketing pause (risk) → quiet hours (marketing; waits) → WhatsApp window/template →
+//! WhatsApp template state ([`templates`]: paused or disabled → the alternative, or skip) →
+//! frequency cap (marketing) → WhatsApp tier (marketing) → pacing (waits). The worker calls it
 //! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
 //! moved, no probe slot taken), so the preview and the real plan cannot disagree.
 //!
@@ -22,13 +24,16 @@ pub mod caps;
 pub mod pacing;
 pub mod quiet_hours;
 pub mod risk;
+pub mod templates;
 pub mod tier;
 pub mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
+use lifeboat_channel::{
+    Answer, Category, ChannelKind, Class, Signal, ThrottleScope, WhatsappTemplate,
+};
 
 use crate::channels::Registry;
 use crate::model::{Contact, SkipReason, Timestamp};
@@ -58,6 +63,9 @@ pub struct Candidate<'a> {
     pub notification_id: &'a str,
     pub category: Category,
     pub has_template: bool,
+    /// The WhatsApp template (with its alternative) when the caller knows it (the preview
+    /// only says whether there is one).
+    pub template: Option<&'a WhatsappTemplate>,
     pub kind: ChannelKind,
     pub contact: Option<&'a Contact>,
 }
@@ -225,6 +233,41 @@ impl Policy {
             }
         }
 
+        let mut form = None;
+        if kind == ChannelKind::Whatsapp {
+            if policy.service_window {
+                match window::choose(contact, c.has_template, now) {
+                    Ok(f) => form = Some(f),
+                    Err(reason) => {
+                        return Ok(Decision::Skip {
+                            reason,
+                            detail: Some(
+                                "no WhatsApp message from the contact in the last 24 h and no whatsapp_template".into(),
+                            ),
+                        })
+                    }
+                }
+            }
+            if c.has_template && form != Some(Form::FreeText) {
+                if let Some(t) = c.template {
+                    let store = self.store.as_ref();
+                    if let Some((reason, detail)) = templates::blocked(store, t, now).await? {
+                        match t.alternative.as_deref() {
+                            Some(alt) if templates::blocked(store, alt, now).await?.is_none() => {
+                                form = Some(Form::Alternative)
+                            }
+                            _ => {
+                                return Ok(Decision::Skip {
+                                    reason,
+                                    detail: Some(detail),
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
         let mut holds = self.holds.lock().await;
         if marketing {
             let sent = caps::sent_in_window(self.store.as_ref(), &contact.id, now).await?;
@@ -244,48 +287,32 @@ impl Policy {
             }
         }
 
-        let mut form = None;
-        if kind == ChannelKind::Whatsapp {
-            if policy.service_window {
-                match window::choose(contact, c.has_template, now) {
-                    Ok(f) => form = Some(f),
-                    Err(reason) => {
-                        return Ok(Decision::Skip {
-                            reason,
-                            detail: Some(
-                                "no WhatsApp message from the contact in the last 24 h and no whatsapp_template".into(),
-                            ),
-                        })
-                    }
+        if kind == ChannelKind::Whatsapp && marketing && tier::business_initiated(contact, now) {
+            if let Some(tier_size) = policy.tier {
+                let snap = self.tier.snapshot(&contact.id, now).await?;
+                let pending: HashSet<&String> = holds
+                    .tier
+                    .iter()
+                    .filter(|(id, _)| *id != c.notification_id)
+                    .map(|(_, who)| who)
+                    .collect();
+                let cap = tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
+                let admitted = snap.counted
+                    || pending.contains(&contact.id)
+                    || snap.count + pending.len() < cap as usize;
+                if !admitted {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::CapReached,
+                        detail: Some(format!(
+                            "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
+                            snap.count + pending.len()
+                        )),
+                    });
                 }
-            }
-            if marketing && tier::business_initiated(contact, now) {
-                if let Some(tier_size) = policy.tier {
-                    let snap = self.tier.snapshot(&contact.id, now).await?;
-                    let pending: HashSet<&String> = holds
+                if mode == Mode::Live {
+                    holds
                         .tier
-                        .iter()
-                        .filter(|(id, _)| *id != c.notification_id)
-                        .map(|(_, who)| who)
-                        .collect();
-                    let cap = tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
-                    let admitted = snap.counted
-                        || pending.contains(&contact.id)
-                        || snap.count + pending.len() < cap as usize;
-                    if !admitted {
-                        return Ok(Decision::Skip {
-                            reason: SkipReason::CapReached,
-                            detail: Some(format!(
-                                "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
-                                snap.count + pending.len()
-                            )),
-                        });
-                    }
-                    if mode == Mode::Live {
-                        holds
-                            .tier
-                            .insert(c.notification_id.to_string(), contact.id.clone());
-                    }
+                        .insert(c.notification_id.to_string(), contact.id.clone());
                 }
             }
         }
@@ -321,8 +348,14 @@ impl Policy {
         &self,
         c: &Candidate<'_>,
         answer: &Answer,
+        template: Option<&WhatsappTemplate>,
         now: Timestamp,
     ) -> StoreResult<()> {
+        if let Some(t) = template {
+            if answer.class == Class::Sent {
+                templates::note_used(self.store.as_ref(), t, now).await?;
+            }
+        }
         match &answer.class {
             Class::Sent => {
                 let Some(contact) = c.contact else {
@@ -346,6 +379,37 @@ impl Policy {
             } => self.pacer.slow_down(c.kind, now),
             _ => {}
         }
+        Ok(())
+    }
+
+    /// What a WhatsApp answer (a send's, or a failed status webhook's) says about the template
+    /// it used: 132015 pauses it, 132016/132001 disable it. A change is logged once and counted.
+    pub async fn template_answer(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        template: &str,
+        answer: &Answer,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let event = match answer.signal {
+            Some(Signal::TemplatePaused) => templates::Event::Paused { until: None },
+            Some(Signal::TemplateDisabled) => templates::Event::Disabled,
+            _ => return Ok(()),
+        };
+        let Some((name, language)) = template.split_once('/') else {
+            return Ok(());
+        };
+        let code = answer.code.as_deref().unwrap_or("answer");
+        template_event(
+            self.store.as_ref(),
+            metrics,
+            name,
+            language,
+            event,
+            code,
+            now,
+        )
+        .await?;
         Ok(())
     }
 
@@ -376,6 +440,36 @@ impl Policy {
     pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
         self.pacer.rate(kind, now)
     }
+}
+
+/// Applies `event` to a template and, when its state changed, logs one line and counts it.
+pub async fn template_event(
+    store: &dyn Store,
+    metrics: &crate::metrics::Metrics,
+    name: &str,
+    language: &str,
+    event: templates::Event,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<templates::TemplateRecord> {
+    let (before, after) = templates::apply(store, name, language, event, reason, now).await?;
+    let state = after.state_at(now);
+    if before != Some(state) && (before.is_some() || state != templates::TemplateState::Approved) {
+        metrics.template_changed(state.as_str());
+        match state {
+            templates::TemplateState::Approved => tracing::info!(
+                template = %format!("{name}/{language}"), reason, "WhatsApp template approved again; notifications use it"
+            ),
+            _ => tracing::warn!(
+                template = %format!("{name}/{language}"),
+                state = state.as_str(),
+                until = ?after.paused_until,
+                reason,
+                "WhatsApp template taken out by Meta; notifications using it go to their alternative or the next channel"
+            ),
+        }
+    }
+    Ok(after)
 }
 
 /// Opens a store again after a test dropped it (the committer task lets go of it shortly).

@@ -12,3 +12,13 @@ pub const POLICY_TIER: &str = "policy_tier";
 pub const WEBHOOK_SEEN: &str = "webhook_seen";
 /// Provider events that were not understood (`webhooks::EVENTS_NAMESPACE`).
 pub const WEBHOOK_EVENTS: &str = "webhook_events";
+/// WhatsApp templates the gateway used and their state from Meta (`policy::templates`),
+/// keyed by `<name>/<language>`.
+pub const WHATSAPP_TEMPLATES: &str = "whatsapp_templates";
+/// People whose WhatsApp marketing Meta holds (131049), keyed by number (`policy::holds`).
+pub const WHATSAPP_MARKETING_HOLDS: &str = "whatsapp_marketing_holds";
+/// The business portfolio's messaging limit as Meta last named it, and the account's typed
+/// restrictions (`policy::portfolio`).
+pub const WHATSAPP_PORTFOLIO: &str = "whatsapp_portfolio";
+/// Billable and free messages per channel and pricing category (`policy::pricing`).
+pub const PRICING: &str = "pricing";

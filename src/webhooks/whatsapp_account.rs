@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{ChannelQuality, Timestamp};
+use crate::policy::templates::{Event, Quality};
 use crate::states::Signal;
 use crate::store::StoreResult;
 use crate::web::AppState;
@@ -222,6 +223,99 @@ pub async fn handle_quality_update(
         at: now,
     };
     state.states.set_quality(WA, quality).await
+}
+
+/// `message_template_status_update` / `message_template_quality_update`: which template.
+#[derive(Debug, Deserialize)]
+struct TemplateUpdate {
+    #[serde(default)]
+    event: String,
+    message_template_name: String,
+    message_template_language: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    new_quality_score: Option<String>,
+}
+
+/// The template event a status webhook's `event` means, if it moves the template's state.
+fn template_event(event: &str) -> Option<Event> {
+    match event.to_ascii_uppercase().as_str() {
+        "APPROVED" | "REINSTATED" | "UNPAUSED" | "UNARCHIVED" | "UNLOCKED" => Some(Event::Approved),
+        "PAUSED" => Some(Event::Paused { until: None }),
+        "DISABLED" | "REJECTED" | "DELETED" | "ARCHIVED" | "PENDING_DELETION" | "LOCKED" => {
+            Some(Event::Disabled)
+        }
+        _ => None,
+    }
+}
+
+/// `message_template_status_update`: PAUSED pauses the template (3 h, then 6 h, the third
+/// time it is disabled), DISABLED/REJECTED/... take it out, APPROVED/REINSTATED/UNPAUSED bring
+/// it back for the notifications that come next. Other events are stored.
+pub async fn handle_template_status(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "message_template_status_update";
+    let Ok(update) = serde_json::from_value::<TemplateUpdate>(value.clone()) else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let Some(event) = template_event(&update.event) else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let reason = match update
+        .reason
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "NONE")
+    {
+        Some(why) => format!("{} ({why})", update.event),
+        None => update.event.clone(),
+    };
+    crate::policy::template_event(
+        store,
+        &state.metrics,
+        &update.message_template_name,
+        &update.message_template_language,
+        event,
+        &reason,
+        now,
+    )
+    .await?;
+    if event == Event::Approved {
+        state.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// `message_template_quality_update`: the template's new quality rating.
+pub async fn handle_template_quality(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "message_template_quality_update";
+    let Some(update) = serde_json::from_value::<TemplateUpdate>(value.clone())
+        .ok()
+        .filter(|u| u.new_quality_score.is_some())
+    else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let quality = Quality::parse(update.new_quality_score.as_deref().unwrap_or_default());
+    crate::policy::template_event(
+        store,
+        &state.metrics,
+        &update.message_template_name,
+        &update.message_template_language,
+        Event::Quality(quality),
+        field,
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

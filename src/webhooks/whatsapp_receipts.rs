@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_channel::{Answer, ChannelKind, Class};
-use lifeboat_whatsapp::classify::class_for_code;
+use lifeboat_whatsapp::classify::{class_for_code, signal_for_code};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -190,6 +190,7 @@ fn failure_answer(event: &StatusEvent) -> Answer {
         code: code.map(|c| c.to_string()),
         detail: Some(detail),
         message_id: Some(event.id.clone()),
+        signal: code.and_then(signal_for_code),
     }
 }
 
@@ -265,6 +266,22 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             } = answer.class
             {
                 revoke(store, &n, opt_out, answer, now).await?;
+            }
+            // The template the failed message used (kept on the attempt that sent it).
+            let template = n
+                .attempts
+                .iter()
+                .rev()
+                .find(|a| {
+                    a.provider_message_id.as_deref() == Some(pending.wamid.as_str())
+                        && a.template.is_some()
+                })
+                .and_then(|a| a.template.clone());
+            if let Some(template) = template {
+                state
+                    .policy
+                    .template_answer(&state.metrics, &template, answer, now)
+                    .await?;
             }
             state.wake.notify_one();
         }

@@ -20,3 +20,4 @@ mod signals;
 mod telegram_bot;
 mod walkthrough;
 mod webhooks;
+mod whatsapp_2026;

@@ -73,7 +73,7 @@ pub async fn page(
     headers: HeaderMap,
 ) -> Response {
     match sessions.csrf_of(&headers) {
-        Some(csrf) => dashboard(&state, &csrf, StatusCode::OK, None),
+        Some(csrf) => dashboard(&state, &csrf, StatusCode::OK, None).await,
         None => login_page(StatusCode::OK, None),
     }
 }
@@ -174,7 +174,7 @@ pub async fn enable(
         Err(refused) => return *refused,
     };
     if let Err(e) = state.states.enable(kind).await {
-        return store_failed(&state, &csrf, e);
+        return store_failed(&state, &csrf, e).await;
     }
     state.wake.notify_one();
     tracing::info!(channel = %kind, "admin page: channel enabled");
@@ -214,16 +214,17 @@ pub async fn disable(
             &csrf,
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("A reason of 1–500 characters is needed to disable a channel."),
-        );
+        )
+        .await;
     }
     if let Err(e) = state.states.disable(kind, reason).await {
-        return store_failed(&state, &csrf, e);
+        return store_failed(&state, &csrf, e).await;
     }
     tracing::info!(channel = %kind, "admin page: channel disabled");
     see_admin()
 }
 
-fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
+async fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
     let reference = uuid::Uuid::new_v4();
     tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not save a channel change");
     // The cause stays in the log: store errors can name keys and paths.
@@ -239,5 +240,5 @@ fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Re
             format!("The change could not be saved: internal error (reference {reference}); see the gateway's log."),
         )
     };
-    dashboard(state, csrf, status, Some(&message))
+    dashboard(state, csrf, status, Some(&message)).await
 }

@@ -261,8 +261,65 @@ fn timeline(state: &AppState, now: Timestamp) -> String {
     format!("<ol id=\"timeline\" reversed>\n{items}</ol>")
 }
 
+/// The WhatsApp section under the table: templates and their state at Meta.
+async fn whatsapp_section(state: &AppState, now: Timestamp) -> String {
+    let details = match crate::api::admin::whatsapp_details(state).await {
+        Ok(details) => details,
+        Err(e) => {
+            let reference = uuid::Uuid::new_v4();
+            tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not read the WhatsApp details");
+            return format!(
+                "<p class=\"error\" id=\"whatsapp-details-error\">The WhatsApp details could not \
+                 be read: internal error (reference {reference}); see the gateway's log.</p>"
+            );
+        }
+    };
+    let mut out = String::from("<h2>WhatsApp</h2>\n");
+    for (key, value) in &details {
+        out.push_str(&match *key {
+            "templates" => templates_table(value, now),
+            _ => String::new(),
+        });
+    }
+    out
+}
+
+fn templates_table(templates: &Value, now: Timestamp) -> String {
+    let rows: Vec<String> = templates
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let name = format!("{}/{}", text(t, "name"), text(t, "language"));
+            let state = text(t, "state");
+            let until = time_of(&t["paused_until"])
+                .map(|u| format!(" until {}", when(u, now)))
+                .unwrap_or_default();
+            format!(
+                "<tr class=\"template\" data-state=\"{state}\"><td>{name}</td>\
+                 <td class=\"state {state}\">{state}{until}</td><td>{quality}</td>\
+                 <td>{reason}</td></tr>\n",
+                quality = text(t, "quality"),
+                reason = text(t, "reason"),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return "<p class=\"muted\" id=\"templates-empty\">No WhatsApp template used yet.</p>\n"
+            .into();
+    }
+    format!(
+        "<table id=\"templates\">\n<thead><tr><th>Template</th><th>State at Meta</th>\
+         <th>Quality</th><th>Last change</th></tr></thead>\n<tbody>\n{}</tbody>\n</table>\n\
+         <p class=\"muted\">A paused or disabled template is not tried: notifications using it \
+         go to their alternative template, or to the next channel.</p>\n",
+        rows.concat()
+    )
+}
+
 /// The signed-in page: the channel table with a form per action, then the timeline.
-pub(super) fn dashboard(
+pub(super) async fn dashboard(
     state: &AppState,
     csrf: &str,
     status: StatusCode,
@@ -352,7 +409,7 @@ pub(super) fn dashboard(
          <table>\n<thead><tr><th>Channel</th><th>Configured</th><th>State</th>\
          <th>Reason</th><th>Since / until</th><th>Last error</th>\
          <th>Sent / failed per minute (1 h)</th><th>Actions</th></tr></thead>\n\
-         <tbody>\n{rows}</tbody>\n</table>\n\
+         <tbody>\n{rows}</tbody>\n</table>\n{whatsapp}\
          <h2>Recent changes</h2>\n{timeline}\n\
          <p class=\"muted\">Counts per minute are kept in memory: a restart starts them at zero. \
          The changes are kept in the store (the last {limit}).</p>\n\
@@ -360,6 +417,7 @@ pub(super) fn dashboard(
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
         updated = when(now, now),
+        whatsapp = whatsapp_section(state, now).await,
         timeline = timeline(state, now),
         limit = crate::states::history::HISTORY_LIMIT,
     );
