@@ -95,6 +95,9 @@ pub struct ChannelPolicy {
     pub warmup: Option<Warmup>,
     /// WhatsApp: enforce the 24 h service window (on; off only for tests against fakes).
     pub service_window: bool,
+    /// WhatsApp: skip marketing templates to US (+1) numbers, which Meta does not deliver
+    /// (on by default).
+    pub skip_us_marketing: bool,
 }
 
 impl ChannelPolicy {
@@ -111,6 +114,7 @@ impl ChannelPolicy {
             tier,
             warmup: None,
             service_window: kind == ChannelKind::Whatsapp,
+            skip_us_marketing: kind == ChannelKind::Whatsapp,
         }
     }
 }
@@ -183,6 +187,8 @@ struct WhatsappKeys {
     warmup: Option<Warmup>,
     #[serde(default, deserialize_with = "keys::opt_boolean")]
     service_window: Option<bool>,
+    #[serde(default, deserialize_with = "keys::opt_boolean")]
+    skip_us_marketing: Option<bool>,
 }
 
 impl ChannelKeys {
@@ -206,6 +212,7 @@ impl From<PolicyKeys> for PolicyConfig {
         whatsapp.tier = wa.tier.or(whatsapp.tier);
         whatsapp.warmup = wa.warmup;
         whatsapp.service_window = wa.service_window.unwrap_or(whatsapp.service_window);
+        whatsapp.skip_us_marketing = wa.skip_us_marketing.unwrap_or(whatsapp.skip_us_marketing);
         let channels = [
             (ChannelKind::Whatsapp, whatsapp),
             (

@@ -7,11 +7,13 @@
 //! - [`tier`]: WhatsApp's unique business-initiated recipients per 24 h, with warm-up;
 //! - [`window`]: WhatsApp's 24 h service window (free-form text, template, or skip);
 //! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses;
-//! - [`templates`]: the WhatsApp templates' state at Meta (paused, disabled, approved).
+//! - [`templates`]: the WhatsApp templates' state at Meta (paused, disabled, approved);
+//! - [`holds`]: Meta's per-user marketing limit (131049) and +1 marketing.
 //!
 //! [`Policy::decide`] is the one function that says what happens to a notification on a
 //! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
 //! marketing pause (risk) → quiet hours (marketing; waits) → WhatsApp window/template →
+//! WhatsApp marketing to +1 numbers and held marketing ([`holds`], 131049) →
 //! WhatsApp template state ([`templates`]: paused or disabled → the alternative, or skip) →
 //! frequency cap (marketing) → WhatsApp tier (marketing) → pacing (waits). The worker calls it
 //! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
@@ -21,6 +23,7 @@
 //! `config/lifeboat.toml`); a bad value is a config error naming the key.
 
 pub mod caps;
+pub mod holds;
 pub mod pacing;
 pub mod quiet_hours;
 pub mod risk;
@@ -248,7 +251,30 @@ impl Policy {
                     }
                 }
             }
-            if c.has_template && form != Some(Form::FreeText) {
+            let uses_template = c.has_template && form != Some(Form::FreeText);
+            if marketing {
+                if policy.skip_us_marketing && uses_template && holds::is_us_number(address) {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::UsMarketing,
+                        detail: Some(
+                            "Meta does not deliver marketing templates to US (+1) numbers \
+                             (policy.whatsapp.skip_us_marketing)"
+                                .into(),
+                        ),
+                    });
+                }
+                if let Some(hold) = holds::held(self.store.as_ref(), address, now).await? {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::MarketingHeld,
+                        detail: Some(format!(
+                            "Meta holds marketing to this number until {} ({}); other messages are not affected",
+                            hold.until.to_rfc3339(),
+                            hold.code
+                        )),
+                    });
+                }
+            }
+            if uses_template {
                 if let Some(t) = c.template {
                     let store = self.store.as_ref();
                     if let Some((reason, detail)) = templates::blocked(store, t, now).await? {
@@ -356,6 +382,11 @@ impl Policy {
                 templates::note_used(self.store.as_ref(), t, now).await?;
             }
         }
+        if answer.signal == Some(Signal::RecipientMarketingHeld) {
+            if let Some(address) = c.contact.and_then(|ct| ct.address(c.kind)) {
+                self.hold_marketing(address, answer, now).await?;
+            }
+        }
         match &answer.class {
             Class::Sent => {
                 let Some(contact) = c.contact else {
@@ -410,6 +441,19 @@ impl Policy {
             now,
         )
         .await?;
+        Ok(())
+    }
+
+    /// Meta holds marketing to `address` (131049, a send's answer or a failed status).
+    pub async fn hold_marketing(
+        &self,
+        address: &str,
+        answer: &Answer,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let code = answer.code.as_deref().unwrap_or("131049");
+        let hold = holds::hold(self.store.as_ref(), address, code, now).await?;
+        tracing::info!(until = %hold.until.to_rfc3339(), code, "WhatsApp marketing to one person held by Meta; their marketing goes to other channels meanwhile");
         Ok(())
     }
 
@@ -520,8 +564,14 @@ mod tests {
         assert!(c.opt_out_footer);
         let wa = &c.channels[&ChannelKind::Whatsapp];
         assert_eq!(
-            (wa.rate, wa.tier, wa.warmup.clone(), wa.service_window),
-            (80.0, Some(1000), None, true)
+            (
+                wa.rate,
+                wa.tier,
+                wa.warmup.clone(),
+                wa.service_window,
+                wa.skip_us_marketing
+            ),
+            (80.0, Some(1000), None, true, true)
         );
         let tg = &c.channels[&ChannelKind::Telegram];
         assert_eq!((tg.rate, tg.per_chat_rate), (30.0, Some(1.0)));
@@ -549,6 +599,7 @@ rate = 40
 tier = 5
 warmup = { start = 10, growth = 2, per = "12h" }
 service_window = false
+skip_us_marketing = false
 [telegram]
 rate = 20.5
 per_chat_rate = 0.5
@@ -564,8 +615,8 @@ min_sample = 5
         assert!(!c.opt_out_footer);
         let wa = &c.channels[&ChannelKind::Whatsapp];
         assert_eq!(
-            (wa.rate, wa.tier, wa.service_window),
-            (40.0, Some(5), false)
+            (wa.rate, wa.tier, wa.service_window, wa.skip_us_marketing),
+            (40.0, Some(5), false, false)
         );
         assert_eq!(
             wa.warmup,
@@ -627,6 +678,10 @@ min_sample = 5
             ("[telegram]\ntier = 5", "policy.telegram.tier"),
             ("[email]\nburst = 5", "policy.email.burst"),
             ("[whatsapp]\ntier = 0", "policy.whatsapp.tier"),
+            (
+                "[whatsapp]\nskip_us_marketing = \"yes\"",
+                "policy.whatsapp.skip_us_marketing",
+            ),
             (
                 "[whatsapp]\nwarmup = { start = 50, growth = 0.5 }",
                 "policy.whatsapp.warmup.growth",

@@ -267,6 +267,13 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             {
                 revoke(store, &n, opt_out, answer, now).await?;
             }
+            if answer.signal == Some(lifeboat_channel::Signal::RecipientMarketingHeld) {
+                if let Some(contact) = store.get_contact(&n.contact_id).await? {
+                    if let Some(address) = contact.address(WA) {
+                        state.policy.hold_marketing(address, answer, now).await?;
+                    }
+                }
+            }
             // The template the failed message used (kept on the attempt that sent it).
             let template = n
                 .attempts

@@ -311,3 +311,146 @@ async fn template_webhooks_pause_disable_and_rate_templates_and_a_late_132016_di
     );
     assert_eq!(whatsapp_row(&gw).await["state"], "active");
 }
+
+/// The default test policy without the marketing cap (these tests send marketing repeatedly).
+fn settings_without_cap() -> Settings {
+    Settings {
+        policy: "[policy]\nquiet_hours = \"off\"\nmarketing_per_day = 0\n\
+                 [policy.whatsapp]\nservice_window = false\n\
+                 [policy.telegram]\nrate = 1000\nper_chat_rate = 1000\n"
+            .into(),
+        ..Settings::default()
+    }
+}
+
+async fn person(gw: &Gateway, id: &str, number: &str, chat: &str) {
+    gw.contact(id)
+        .whatsapp(number)
+        .telegram(chat)
+        .consents_to(&["transactional", "marketing"])
+        .put()
+        .await;
+}
+
+#[tokio::test]
+async fn a_131049_holds_one_persons_whatsapp_marketing_for_a_day_and_nothing_else() {
+    let settings = settings_without_cap();
+    let gw = Rig::accepting()
+        .await
+        .start_at("2026-03-01T10:00:00Z", |p, dir| p.config(dir, &settings))
+        .await;
+    person(&gw, "ana", "+48600100200", "5551234").await;
+    person(&gw, "bob", "+48600100300", "5551235").await;
+    whatsapp_fails(
+        &gw.providers,
+        1,
+        400,
+        131049,
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+        None,
+    )
+    .await;
+    let promo = json!({"whatsapp_template": template("spring_sale")});
+
+    let n = send(&gw, "ana", "marketing", promo.clone()).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:recipient_unreachable", "telegram:sent"],
+        "{n}"
+    );
+    assert_eq!(n["attempts"][0]["provider_code"], "131049", "{n}");
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+
+    // Ana's marketing: no request to Meta for a day, Telegram carries it.
+    let n = send(&gw, "ana", "marketing", promo.clone()).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:marketing_held", "telegram:sent"],
+        "{n}"
+    );
+    assert!(
+        n["attempts"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2026-03-02T10:00:00"),
+        "{n}"
+    );
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+    // Her transactional messages and Bob's marketing keep WhatsApp.
+    let n = send(&gw, "ana", "transactional", promo.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    let n = send(&gw, "bob", "marketing", promo.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(gw.providers.sends("whatsapp").await, 3);
+    // Consent is untouched (131049 is not an opt-out).
+    let (_, contact) = gw.get("/v1/contacts/ana").await;
+    assert_eq!(
+        contact["consents"]["whatsapp"]["status"], "granted",
+        "{contact}"
+    );
+
+    // A day later WhatsApp is asked again.
+    std::fs::write(gw.clock(), "2026-03-02T10:00:01Z").unwrap();
+    let n = send(&gw, "ana", "marketing", promo).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+}
+
+#[tokio::test]
+async fn a_131049_in_a_failed_status_holds_that_persons_marketing() {
+    let gw = TestApp::with(settings_without_cap()).await;
+    person(&gw, "ana", "+48600100200", "5551234").await;
+    let promo = json!({"whatsapp_template": template("spring_sale")});
+    let n = send(&gw, "ana", "marketing", promo.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    let id = n["id"].as_str().unwrap().to_string();
+    post_status(
+        &gw,
+        "wamid.TEST",
+        "failed",
+        json!({"errors": [{"code": 131049, "title": "This message was not delivered to maintain healthy ecosystem engagement.",
+            "message": "This message was not delivered to maintain healthy ecosystem engagement."}]}),
+    )
+    .await;
+    eventually("the late 131049 falls over", || async {
+        let (_, n) = gw.get(&format!("/v1/notifications/{id}")).await;
+        n["channel"] == "telegram"
+    })
+    .await;
+    let n = send(&gw, "ana", "marketing", promo).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:marketing_held", "telegram:sent"],
+        "{n}"
+    );
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+}
+
+#[tokio::test]
+async fn marketing_templates_to_us_numbers_skip_whatsapp_unless_switched_off() {
+    let gw = TestApp::with(settings_without_cap()).await;
+    person(&gw, "carl", "+16505551234", "5551236").await;
+    let promo = json!({"whatsapp_template": template("spring_sale")});
+    let n = send(&gw, "carl", "marketing", promo.clone()).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:us_marketing", "telegram:sent"],
+        "{n}"
+    );
+    assert!(
+        n["attempts"][0]["detail"].as_str().unwrap().contains("+1"),
+        "{n}"
+    );
+    let n = send(&gw, "carl", "transactional", promo.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+
+    let mut settings = settings_without_cap();
+    settings.policy = settings.policy.replace(
+        "service_window = false\n",
+        "service_window = false\nskip_us_marketing = false\n",
+    );
+    let gw = TestApp::with(settings).await;
+    person(&gw, "carl", "+16505551234", "5551236").await;
+    let n = send(&gw, "carl", "marketing", promo).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+}
