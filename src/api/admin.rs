@@ -51,7 +51,9 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
     Ok(row)
 }
 
-/// What only the WhatsApp row has: `templates` (each used template's state at Meta).
+/// What only the WhatsApp row has: `templates` (each used template's state at Meta) and
+/// `portfolio` (the messaging limit in force, its source, how many new people were reached in
+/// 24 h and how many are left).
 pub async fn whatsapp_details(
     state: &AppState,
 ) -> crate::store::StoreResult<Vec<(&'static str, Value)>> {
@@ -72,7 +74,11 @@ pub async fn whatsapp_details(
             })
         })
         .collect();
-    Ok(vec![("templates", json!(templates))])
+    let portfolio = state.policy.portfolio_status(now).await?;
+    Ok(vec![
+        ("templates", json!(templates)),
+        ("portfolio", portfolio),
+    ])
 }
 
 #[utoipa::path(

@@ -401,6 +401,11 @@ pub struct ChannelRow {
     /// WhatsApp only: every template the gateway used, with its state at Meta.
     #[schema(required = false)]
     templates: Option<Vec<TemplateRow>>,
+    /// WhatsApp only: the business portfolio's messaging limit (`limit`: a number,
+    /// `"unlimited"` or null while unknown; `source`; `reached_24h`: new people reached outside
+    /// their service window in 24 h; `left`).
+    #[schema(value_type = Object, required = false)]
+    portfolio: Option<serde_json::Value>,
 }
 
 /// A WhatsApp template the gateway used, and its state at Meta.

@@ -8,14 +8,16 @@
 //! - [`window`]: WhatsApp's 24 h service window (free-form text, template, or skip);
 //! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses;
 //! - [`templates`]: the WhatsApp templates' state at Meta (paused, disabled, approved);
-//! - [`holds`]: Meta's per-user marketing limit (131049) and +1 marketing.
+//! - [`holds`]: Meta's per-user marketing limit (131049) and +1 marketing;
+//! - [`portfolio`]: Meta's messaging limit per business portfolio (new people per 24 h).
 //!
 //! [`Policy::decide`] is the one function that says what happens to a notification on a
 //! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
 //! marketing pause (risk) → quiet hours (marketing; waits) → WhatsApp window/template →
 //! WhatsApp marketing to +1 numbers and held marketing ([`holds`], 131049) →
 //! WhatsApp template state ([`templates`]: paused or disabled → the alternative, or skip) →
-//! frequency cap (marketing) → WhatsApp tier (marketing) → pacing (waits). The worker calls it
+//! frequency cap (marketing) → WhatsApp portfolio limit ([`portfolio`], any category) and
+//! tier (marketing) → pacing (waits). The worker calls it
 //! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
 //! moved, no probe slot taken), so the preview and the real plan cannot disagree.
 //!
@@ -25,6 +27,7 @@
 pub mod caps;
 pub mod holds;
 pub mod pacing;
+pub mod portfolio;
 pub mod quiet_hours;
 pub mod risk;
 pub mod templates;
@@ -313,8 +316,14 @@ impl Policy {
             }
         }
 
-        if kind == ChannelKind::Whatsapp && marketing && tier::business_initiated(contact, now) {
-            if let Some(tier_size) = policy.tier {
+        if kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
+            // Meta's portfolio limit holds every category back; the tier (with its warm-up)
+            // is the gateway's own, stricter guardrail for marketing.
+            let limit = portfolio::limit_in_force(self.store.as_ref(), policy.portfolio_limit)
+                .await?
+                .and_then(|(l, source)| Some((l.count()?, source)));
+            let tier_size = policy.tier.filter(|_| marketing);
+            if limit.is_some() || tier_size.is_some() {
                 let snap = self.tier.snapshot(&contact.id, now).await?;
                 let pending: HashSet<&String> = holds
                     .tier
@@ -322,18 +331,31 @@ impl Policy {
                     .filter(|(id, _)| *id != c.notification_id)
                     .map(|(_, who)| who)
                     .collect();
-                let cap = tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
-                let admitted = snap.counted
-                    || pending.contains(&contact.id)
-                    || snap.count + pending.len() < cap as usize;
-                if !admitted {
-                    return Ok(Decision::Skip {
-                        reason: SkipReason::CapReached,
-                        detail: Some(format!(
-                            "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
-                            snap.count + pending.len()
-                        )),
-                    });
+                let reached = snap.count + pending.len();
+                let new_person = !(snap.counted || pending.contains(&contact.id));
+                if new_person {
+                    if let Some((limit, source)) = &limit {
+                        if reached >= *limit as usize {
+                            return Ok(Decision::Skip {
+                                reason: SkipReason::PortfolioLimit,
+                                detail: Some(format!(
+                                    "{reached} new people reached outside their service window in 24 h: the business portfolio's WhatsApp messaging limit is {limit} ({source})"
+                                )),
+                            });
+                        }
+                    }
+                    if let Some(tier_size) = tier_size {
+                        let cap =
+                            tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
+                        if reached >= cap as usize {
+                            return Ok(Decision::Skip {
+                                reason: SkipReason::CapReached,
+                                detail: Some(format!(
+                                    "{reached} unique business-initiated WhatsApp recipients in 24 h (cap {cap})"
+                                )),
+                            });
+                        }
+                    }
                 }
                 if mode == Mode::Live {
                     holds
@@ -480,6 +502,37 @@ impl Policy {
         .await
     }
 
+    /// The WhatsApp portfolio's messaging limit in force, where it comes from, and how many
+    /// new people were reached in the last 24 h (the admin table).
+    pub async fn portfolio_status(&self, now: Timestamp) -> StoreResult<serde_json::Value> {
+        let policy = self.config.channel(ChannelKind::Whatsapp);
+        let limit = portfolio::limit_in_force(self.store.as_ref(), policy.portfolio_limit).await?;
+        let reached = self.tier.snapshot("", now).await?.count;
+        let (limit_value, left, source) = match &limit {
+            Some((portfolio::PortfolioLimit::Count(n), source)) => (
+                serde_json::json!(n),
+                serde_json::json!((*n as usize).saturating_sub(reached)),
+                serde_json::json!(source),
+            ),
+            Some((portfolio::PortfolioLimit::Unlimited, source)) => (
+                serde_json::json!("unlimited"),
+                serde_json::Value::Null,
+                serde_json::json!(source),
+            ),
+            None => (
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+            ),
+        };
+        Ok(serde_json::json!({
+            "limit": limit_value,
+            "source": source,
+            "reached_24h": reached,
+            "left": left,
+        }))
+    }
+
     /// The pacing rate in force on a channel (slowed after a throttle answer).
     pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
         self.pacer.rate(kind, now)
@@ -600,6 +653,7 @@ tier = 5
 warmup = { start = 10, growth = 2, per = "12h" }
 service_window = false
 skip_us_marketing = false
+portfolio_limit = "unlimited"
 [telegram]
 rate = 20.5
 per_chat_rate = 0.5
@@ -615,8 +669,20 @@ min_sample = 5
         assert!(!c.opt_out_footer);
         let wa = &c.channels[&ChannelKind::Whatsapp];
         assert_eq!(
-            (wa.rate, wa.tier, wa.service_window, wa.skip_us_marketing),
-            (40.0, Some(5), false, false)
+            (
+                wa.rate,
+                wa.tier,
+                wa.service_window,
+                wa.skip_us_marketing,
+                wa.portfolio_limit
+            ),
+            (
+                40.0,
+                Some(5),
+                false,
+                false,
+                Some(portfolio::PortfolioLimit::Unlimited)
+            )
         );
         assert_eq!(
             wa.warmup,
@@ -678,6 +744,14 @@ min_sample = 5
             ("[telegram]\ntier = 5", "policy.telegram.tier"),
             ("[email]\nburst = 5", "policy.email.burst"),
             ("[whatsapp]\ntier = 0", "policy.whatsapp.tier"),
+            (
+                "[whatsapp]\nportfolio_limit = 0",
+                "policy.whatsapp.portfolio_limit",
+            ),
+            (
+                "[whatsapp]\nportfolio_limit = \"lots\"",
+                "policy.whatsapp.portfolio_limit",
+            ),
             (
                 "[whatsapp]\nskip_us_marketing = \"yes\"",
                 "policy.whatsapp.skip_us_marketing",

@@ -215,6 +215,21 @@ pub async fn handle_quality_update(
         )
         .await;
     };
+    if let Some(limit) = update
+        .current_limit
+        .as_ref()
+        .and_then(crate::policy::portfolio::parse_limit)
+    {
+        let raw = text(&update.current_limit).unwrap_or_default();
+        crate::policy::portfolio::set_limit(
+            state.store.as_ref(),
+            limit,
+            "phone_number_quality_update",
+            &raw,
+            now,
+        )
+        .await?;
+    }
     let quality = ChannelQuality {
         event: update.event,
         current_limit: text(&update.current_limit),
@@ -223,6 +238,36 @@ pub async fn handle_quality_update(
         at: now,
     };
     state.states.set_quality(WA, quality).await
+}
+
+/// `business_capability_update`: the portfolio's messaging limit
+/// (`max_daily_conversations_per_business`; older payloads name it per phone number,
+/// `max_daily_conversation_per_phone`, which since October 2025 is the portfolio's too).
+pub async fn handle_capability_update(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "business_capability_update";
+    let raw = [
+        "max_daily_conversations_per_business",
+        "max_daily_conversation_per_phone",
+    ]
+    .iter()
+    .map(|k| &value[*k])
+    .find(|v| !v.is_null());
+    match raw.and_then(|v| crate::policy::portfolio::parse_limit(v).map(|l| (l, v))) {
+        Some((limit, v)) => {
+            let raw = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            crate::policy::portfolio::set_limit(store, limit, field, &raw, now).await?;
+            super::store_event(store, WA, field, value, now).await
+        }
+        None => super::store_event(store, WA, field, value, now).await,
+    }
 }
 
 /// `message_template_status_update` / `message_template_quality_update`: which template.

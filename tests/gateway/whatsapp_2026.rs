@@ -454,3 +454,98 @@ async fn marketing_templates_to_us_numbers_skip_whatsapp_unless_switched_off() {
     let n = send(&gw, "carl", "marketing", promo).await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
+
+/// A text from `wa_id` to the business (opens that person's 24 h service window).
+async fn post_inbound(gw: &Gateway, wa_id: &str, message_id: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    post_change(
+        gw,
+        "messages",
+        json!({"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": WA_PHONE_ID},
+            "contacts": [{"profile": {"name": "Someone"}, "wa_id": wa_id}],
+            "messages": [{"from": wa_id, "id": message_id, "timestamp": now.to_string(),
+                "type": "text", "text": {"body": "Where is my order?"}}]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_portfolio_limit_skips_new_people_once_reached_while_window_replies_still_go() {
+    let gw = TestApp::with(Settings {
+        policy: "[policy]\nquiet_hours = \"off\"\nmarketing_per_day = 0\n\
+                 [policy.whatsapp]\nportfolio_limit = 2\n\
+                 [policy.telegram]\nrate = 1000\nper_chat_rate = 1000\n"
+            .into(),
+        ..Settings::default()
+    })
+    .await;
+    for (i, id) in ["p1", "p2", "p3", "p4"].iter().enumerate() {
+        person(&gw, id, &format!("+4860010040{i}"), &format!("555200{i}")).await;
+    }
+    let row = whatsapp_row(&gw).await;
+    assert_eq!(row["portfolio"]["limit"], 2, "{row}");
+    assert_eq!(
+        row["portfolio"]["source"], "policy.whatsapp.portfolio_limit",
+        "{row}"
+    );
+    let shipped = json!({"whatsapp_template": template("order_shipped")});
+
+    // Two new people outside their window use up the limit of 2.
+    for id in ["p1", "p2"] {
+        let n = send(&gw, id, "transactional", shipped.clone()).await;
+        assert_eq!(n["channel"], "whatsapp", "{n}");
+    }
+    assert_eq!(whatsapp_row(&gw).await["portfolio"]["left"], 0);
+    // A third new person is not tried on WhatsApp, whatever the category.
+    let n = send(&gw, "p3", "transactional", shipped.clone()).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:portfolio_limit", "telegram:sent"],
+        "{n}"
+    );
+    assert!(
+        n["attempts"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 2"),
+        "{n}"
+    );
+    assert_eq!(gw.providers.sends("whatsapp").await, 2);
+    // Someone already reached today still gets WhatsApp.
+    let n = send(&gw, "p1", "transactional", shipped.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    // A reply inside an open service window is not business-initiated: it still goes.
+    post_inbound(&gw, "48600100403", "wamid.IN.p4").await;
+    let n = send(&gw, "p4", "transactional", json!({})).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    let body = gw.providers.sent("whatsapp").await.pop().unwrap();
+    assert_eq!(body["type"], "text", "{body}");
+    assert_eq!(whatsapp_row(&gw).await["portfolio"]["left"], 0);
+
+    // Meta raises the portfolio's limit: p3 is tried on WhatsApp again.
+    post_change(
+        &gw,
+        "business_capability_update",
+        json!({"max_daily_conversations_per_business": "TIER_2K", "max_phone_numbers_per_business": 2}),
+    )
+    .await;
+    let row = whatsapp_row(&gw).await;
+    assert_eq!(
+        (
+            row["portfolio"]["limit"].as_u64(),
+            row["portfolio"]["left"].as_u64()
+        ),
+        (Some(2000), Some(1998)),
+        "{row}"
+    );
+    assert_eq!(
+        row["portfolio"]["source"], "business_capability_update",
+        "{row}"
+    );
+    let n = send(&gw, "p3", "transactional", shipped).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+}

@@ -278,10 +278,32 @@ async fn whatsapp_section(state: &AppState, now: Timestamp) -> String {
     for (key, value) in &details {
         out.push_str(&match *key {
             "templates" => templates_table(value, now),
+            "portfolio" => portfolio_line(value),
             _ => String::new(),
         });
     }
     out
+}
+
+fn portfolio_line(p: &Value) -> String {
+    let reached = p["reached_24h"].as_u64().unwrap_or(0);
+    let text = match (&p["limit"], p["left"].as_u64()) {
+        (Value::Number(limit), Some(left)) => format!(
+            "Messaging limit of the business portfolio: {reached} of {limit} new people reached \
+             in the last 24 h, <b id=\"portfolio-left\">{left} left</b> <span class=\"muted\">({})</span>.",
+            escape(p["source"].as_str().unwrap_or(""))
+        ),
+        (Value::String(_), _) => format!(
+            "Messaging limit of the business portfolio: unlimited ({reached} new people reached \
+             in the last 24 h)."
+        ),
+        _ => format!(
+            "Messaging limit of the business portfolio: not known yet (Meta names it in the \
+             business_capability_update webhook; or set policy.whatsapp.portfolio_limit). \
+             {reached} new people reached in the last 24 h."
+        ),
+    };
+    format!("<p id=\"portfolio\">{text}</p>\n")
 }
 
 fn templates_table(templates: &Value, now: Timestamp) -> String {
