@@ -53,7 +53,8 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
 
 /// What only the WhatsApp row has: `templates` (each used template's state at Meta) and
 /// `portfolio` (the messaging limit in force, its source, how many new people were reached in
-/// 24 h and how many are left).
+/// 24 h and how many are left) and `restrictions` (Meta's typed restrictions in force, each
+/// with its type, end and effect).
 pub async fn whatsapp_details(
     state: &AppState,
 ) -> crate::store::StoreResult<Vec<(&'static str, Value)>> {
@@ -75,9 +76,22 @@ pub async fn whatsapp_details(
         })
         .collect();
     let portfolio = state.policy.portfolio_status(now).await?;
+    let restrictions: Vec<Value> = crate::policy::portfolio::restrictions(store, now)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "restriction_type": r.restriction_type,
+                "until": r.until,
+                "effect": r.restriction_type.effect(),
+                "at": r.at,
+            })
+        })
+        .collect();
     Ok(vec![
         ("templates", json!(templates)),
         ("portfolio", portfolio),
+        ("restrictions", json!(restrictions)),
     ])
 }
 

@@ -406,6 +406,11 @@ pub struct ChannelRow {
     /// their service window in 24 h; `left`).
     #[schema(value_type = Object, required = false)]
     portfolio: Option<serde_json::Value>,
+    /// WhatsApp only: Meta's typed restrictions in force (`restriction_type`
+    /// `RESTRICTED_BIZ_INITIATED_MESSAGING` or `RESTRICTED_CUSTOMER_INITIATED_MESSAGING`,
+    /// `until`, `effect`, `at`); each ends by itself at `until`.
+    #[schema(value_type = Vec<Object>, required = false)]
+    restrictions: Option<Vec<serde_json::Value>>,
 }
 
 /// A WhatsApp template the gateway used, and its state at Meta.

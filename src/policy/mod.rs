@@ -14,7 +14,8 @@
 //! [`Policy::decide`] is the one function that says what happens to a notification on a
 //! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
 //! marketing pause (risk) → quiet hours (marketing; waits) → WhatsApp window/template →
-//! WhatsApp marketing to +1 numbers and held marketing ([`holds`], 131049) →
+//! WhatsApp restriction types ([`portfolio::Restriction`]) → WhatsApp marketing to +1
+//! numbers and held marketing ([`holds`], 131049) →
 //! WhatsApp template state ([`templates`]: paused or disabled → the alternative, or skip) →
 //! frequency cap (marketing) → WhatsApp portfolio limit ([`portfolio`], any category) and
 //! tier (marketing) → pacing (waits). The worker calls it
@@ -252,6 +253,26 @@ impl Policy {
                             ),
                         })
                     }
+                }
+            }
+            // Typed account restrictions: one direction of messaging is blocked until Meta's
+            // expiration; the channel stays in rotation for the other.
+            let business_initiated = tier::business_initiated(contact, now);
+            for r in portfolio::restrictions(self.store.as_ref(), now).await? {
+                let blocked = match r.restriction_type {
+                    portfolio::Restriction::BizInitiated => business_initiated,
+                    portfolio::Restriction::CustomerInitiated => !business_initiated,
+                };
+                if blocked {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::ChannelRestricted,
+                        detail: Some(format!(
+                            "{} until {}: {}",
+                            r.restriction_type.as_str(),
+                            r.until.to_rfc3339(),
+                            r.restriction_type.effect()
+                        )),
+                    });
                 }
             }
             let uses_template = c.has_template && form != Some(Form::FreeText);

@@ -138,3 +138,99 @@ mod tests {
         }
     }
 }
+
+/// A typed restriction of the WhatsApp account (`account_update`, `ACCOUNT_RESTRICTION`):
+/// one direction of messaging is blocked until its expiration, the other goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Restriction {
+    /// `RESTRICTED_BIZ_INITIATED_MESSAGING`: no business-initiated messages (outside a
+    /// service window); replies inside an open window still go.
+    #[serde(rename = "RESTRICTED_BIZ_INITIATED_MESSAGING")]
+    BizInitiated,
+    /// `RESTRICTED_CUSTOMER_INITIATED_MESSAGING`: no replies inside service windows;
+    /// business-initiated messages still go.
+    #[serde(rename = "RESTRICTED_CUSTOMER_INITIATED_MESSAGING")]
+    CustomerInitiated,
+}
+
+impl Restriction {
+    pub const ALL: [Restriction; 2] = [Restriction::BizInitiated, Restriction::CustomerInitiated];
+
+    /// Meta's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restriction::BizInitiated => "RESTRICTED_BIZ_INITIATED_MESSAGING",
+            Restriction::CustomerInitiated => "RESTRICTED_CUSTOMER_INITIATED_MESSAGING",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Restriction> {
+        Restriction::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// What it means for the gateway's traffic, for the admin page and skip details.
+    pub fn effect(self) -> &'static str {
+        match self {
+            Restriction::BizInitiated => {
+                "business-initiated messages go to other channels; replies inside an open 24 h window still go on WhatsApp"
+            }
+            Restriction::CustomerInitiated => {
+                "replies inside an open 24 h window go to other channels; business-initiated messages still go on WhatsApp"
+            }
+        }
+    }
+
+    fn key(self) -> String {
+        format!("restriction/{}", self.as_str())
+    }
+}
+
+/// A restriction in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestrictionRecord {
+    pub restriction_type: Restriction,
+    pub until: Timestamp,
+    /// When Meta said so.
+    pub at: Timestamp,
+}
+
+/// Records `restriction` until `until` (Meta's `expiration`; a later word replaces it).
+pub async fn set_restriction(
+    store: &dyn Store,
+    restriction: Restriction,
+    until: Timestamp,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let record = RestrictionRecord {
+        restriction_type: restriction,
+        until,
+        at: now,
+    };
+    let bytes = serde_json::to_vec(&record).expect("a restriction serializes");
+    store
+        .kv_update(
+            NAMESPACE,
+            &restriction.key(),
+            Box::new(move |_| Some(bytes.clone())),
+            Durability::Durable,
+        )
+        .await?;
+    tracing::warn!(restriction = restriction.as_str(), until = %until.to_rfc3339(), "WhatsApp account restricted by Meta: {}", restriction.effect());
+    Ok(())
+}
+
+/// The restrictions in force at `now` (an expired one ends by itself and is deleted).
+pub async fn restrictions(
+    store: &dyn Store,
+    now: Timestamp,
+) -> StoreResult<Vec<RestrictionRecord>> {
+    let mut out = Vec::new();
+    for (key, value) in store.kv_scan(NAMESPACE, "restriction/").await? {
+        match serde_json::from_slice::<RestrictionRecord>(&value) {
+            Ok(r) if r.until > now => out.push(r),
+            Ok(_) => store.kv_delete_relaxed(NAMESPACE, &key).await?,
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}

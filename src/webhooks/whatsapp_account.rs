@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{ChannelQuality, Timestamp};
+use crate::policy::portfolio::{self, Restriction as Typed};
 use crate::policy::templates::{Event, Quality};
 use crate::states::Signal;
 use crate::store::StoreResult;
@@ -59,8 +60,35 @@ struct Restriction {
 }
 
 /// Restriction types that stop business-initiated sends (an unnamed one is taken to, too).
+/// An unnamed restriction restricts the whole channel; the typed ones that block one direction
+/// of messaging are kept apart ([`typed_restrictions`]), the others only warn.
 fn restricts_our_sends(kind: Option<&str>) -> bool {
-    matches!(kind, None | Some("RESTRICTED_BIZ_INITIATED_MESSAGING"))
+    kind.is_none()
+}
+
+/// The `restriction_info` entries that block one direction of messaging, with their end
+/// (Meta's `expiration`, else now + `cooldown`); ones already over are left out.
+fn typed_restrictions(
+    update: &AccountUpdate,
+    now: Timestamp,
+    cooldown: std::time::Duration,
+) -> Vec<(Typed, Timestamp)> {
+    if update.event != "ACCOUNT_RESTRICTION" {
+        return Vec::new();
+    }
+    update
+        .restriction_info
+        .iter()
+        .filter_map(|r| {
+            let kind = Typed::parse(r.restriction_type.as_deref()?)?;
+            let until = r
+                .expiration
+                .as_ref()
+                .and_then(parse_time)
+                .unwrap_or_else(|| crate::model::later(now, cooldown));
+            (until > now).then_some((kind, until))
+        })
+        .collect()
 }
 
 /// Meta writes `2026-04-19T13:59:20+0000`; RFC 3339 and Unix seconds are accepted too.
@@ -160,6 +188,33 @@ pub async fn handle_account_update(
     let Ok(update) = serde_json::from_value::<AccountUpdate>(value.clone()) else {
         return super::store_event(store, WA, "account_update", value, now).await;
     };
+    let typed = typed_restrictions(&update, now, state.config.cooldown(WA));
+    for (restriction, until) in &typed {
+        portfolio::set_restriction(store, *restriction, *until, now).await?;
+    }
+    if !typed.is_empty()
+        && !update
+            .restriction_info
+            .iter()
+            .any(|r| r.restriction_type.is_none())
+    {
+        let detail = typed
+            .iter()
+            .map(|(r, until)| {
+                format!(
+                    "{} until {}: {}",
+                    r.as_str(),
+                    until.to_rfc3339(),
+                    r.effect()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return state
+            .states
+            .apply_signal(WA, Signal::Warning, "ACCOUNT_RESTRICTION", &detail, now)
+            .await;
+    }
     match signal_for(&update, now, state.config.cooldown(WA)) {
         Some((signal, detail)) => {
             let code = if update.event.is_empty() {
@@ -396,7 +451,7 @@ mod tests {
         let restriction = update(
             serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
             {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2099-01-01T00:00:00+0000"},
-            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()}]}),
+            {"expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()}]}),
         );
         let (signal, _) = signal_for(&restriction, now, hour).unwrap();
         let Signal::RestrictedUntil(until) = signal else {
@@ -408,6 +463,25 @@ mod tests {
             {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expiration": "2099-01-01T00:00:00+0000"}]}),
         );
         assert_eq!(signal_for(&other, now, hour).unwrap().0, Signal::Warning);
+        let typed = typed_restrictions(&other, now, hour);
+        assert_eq!(typed.len(), 1);
+        assert_eq!(typed[0].0, Typed::CustomerInitiated);
+        let biz = update(
+            serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()},
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2099-01-01T00:00:00+0000"}]}),
+        );
+        let typed = typed_restrictions(&biz, now, hour);
+        assert_eq!(typed.len(), 1);
+        assert_eq!(
+            (typed[0].0, typed[0].1.timestamp()),
+            (Typed::BizInitiated, later.timestamp())
+        );
+        assert_eq!(
+            signal_for(&biz, now, hour).unwrap().0,
+            Signal::Warning,
+            "a typed restriction doesn't restrict the whole channel"
+        );
         let gone = update(serde_json::json!({"event": "PARTNER_REMOVED"}));
         assert_eq!(signal_for(&gone, now, hour).unwrap().0, Signal::Banned);
         let violation = update(

@@ -549,3 +549,94 @@ async fn the_portfolio_limit_skips_new_people_once_reached_while_window_replies_
     let n = send(&gw, "p3", "transactional", shipped).await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
+
+fn restriction(kind: &str, expiration: &str) -> Value {
+    json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+        {"restriction_type": kind, "expiration": expiration}]})
+}
+
+#[tokio::test]
+async fn a_biz_initiated_restriction_lets_window_replies_through_and_ends_at_its_expiration() {
+    let settings = settings_without_cap();
+    let settings = Settings {
+        policy: settings.policy.replace("service_window = false\n", ""),
+        ..settings
+    };
+    let gw = Rig::accepting()
+        .await
+        .start_at("2026-03-01T10:00:00Z", |p, dir| p.config(dir, &settings))
+        .await;
+    person(&gw, "ana", "+48600100200", "5551234").await;
+    person(&gw, "dave", "+48600100403", "5551237").await;
+    post_inbound(&gw, "48600100403", "wamid.IN.dave").await;
+    post_change(
+        &gw,
+        "account_update",
+        restriction(
+            "RESTRICTED_BIZ_INITIATED_MESSAGING",
+            "2026-03-01T12:00:00+0000",
+        ),
+    )
+    .await;
+    let row = whatsapp_row(&gw).await;
+    assert_eq!(
+        row["state"], "active",
+        "the channel stays in rotation: {row}"
+    );
+    assert_eq!(
+        row["restrictions"][0]["restriction_type"], "RESTRICTED_BIZ_INITIATED_MESSAGING",
+        "{row}"
+    );
+    assert_eq!(
+        row["restrictions"][0]["until"], "2026-03-01T12:00:00Z",
+        "{row}"
+    );
+
+    // Business-initiated (Ana wrote nothing): around WhatsApp, no request.
+    let shipped = json!({"whatsapp_template": template("order_shipped")});
+    let n = send(&gw, "ana", "transactional", shipped.clone()).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:channel_restricted", "telegram:sent"],
+        "{n}"
+    );
+    assert!(
+        n["attempts"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RESTRICTED_BIZ_INITIATED_MESSAGING until 2026-03-01T12:00:00"),
+        "{n}"
+    );
+    assert_eq!(gw.providers.sends("whatsapp").await, 0);
+    // A reply inside Dave's open window still goes on WhatsApp.
+    let n = send(&gw, "dave", "transactional", json!({})).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(gw.providers.sends("whatsapp").await, 1);
+
+    // At the expiration it ends by itself: no probe, no admin.
+    std::fs::write(gw.clock(), "2026-03-01T12:00:01Z").unwrap();
+    let n = send(&gw, "ana", "transactional", shipped.clone()).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    let row = whatsapp_row(&gw).await;
+    assert_eq!(row["restrictions"], json!([]), "{row}");
+
+    // The reverse restriction: window replies go around WhatsApp, business-initiated goes.
+    post_change(
+        &gw,
+        "account_update",
+        restriction(
+            "RESTRICTED_CUSTOMER_INITIATED_MESSAGING",
+            "2026-03-02T12:00:00+0000",
+        ),
+    )
+    .await;
+    let n = send(&gw, "dave", "transactional", json!({})).await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:channel_restricted", "telegram:sent"],
+        "{n}"
+    );
+    let n = send(&gw, "ana", "transactional", shipped).await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    assert_eq!(whatsapp_row(&gw).await["state"], "active");
+}

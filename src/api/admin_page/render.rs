@@ -279,10 +279,38 @@ async fn whatsapp_section(state: &AppState, now: Timestamp) -> String {
         out.push_str(&match *key {
             "templates" => templates_table(value, now),
             "portfolio" => portfolio_line(value),
+            "restrictions" => restrictions_list(value, now),
             _ => String::new(),
         });
     }
     out
+}
+
+fn restrictions_list(restrictions: &Value, now: Timestamp) -> String {
+    let items: Vec<String> = restrictions
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let kind = text(r, "restriction_type");
+            let until = time_of(&r["until"])
+                .map(|u| when(u, now))
+                .unwrap_or_default();
+            format!(
+                "<li class=\"restriction\" data-type=\"{kind}\"><b>{kind}</b> until {until}: {}. \
+                 It ends by itself then.</li>\n",
+                text(r, "effect")
+            )
+        })
+        .collect();
+    if items.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<p>Meta restricts the WhatsApp account:</p>\n<ul id=\"restrictions\">\n{}</ul>\n",
+        items.concat()
+    )
 }
 
 fn portfolio_line(p: &Value) -> String {
