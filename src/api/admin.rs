@@ -43,6 +43,7 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
     let marketing = state.policy.marketing_status(&state.states, kind).await?;
     row["marketing"] = json!(marketing);
     row["rate"] = json!(state.policy.rate(kind, state.clock.now()));
+    row["pricing"] = json!(crate::policy::pricing::counts(state.store.as_ref(), kind).await?);
     if kind == ChannelKind::Whatsapp {
         for (key, value) in whatsapp_details(state).await? {
             row[key] = value;
@@ -88,7 +89,9 @@ pub async fn whatsapp_details(
             })
         })
         .collect();
+    let pricing = crate::policy::pricing::counts(store, ChannelKind::Whatsapp).await?;
     Ok(vec![
+        ("pricing", json!(pricing)),
         ("templates", json!(templates)),
         ("portfolio", portfolio),
         ("restrictions", json!(restrictions)),

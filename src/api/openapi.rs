@@ -398,6 +398,10 @@ pub struct ChannelRow {
     /// The pacing rate in force (messages per second; null when the channel is not paced);
     /// absent on the answer of `disable`.
     rate: Option<f64>,
+    /// Messages the provider priced (WhatsApp status `pricing`), by Meta's category:
+    /// `{"utility": {"billable": 12, "free": 0}, ...}`; absent on the answer of `disable`.
+    #[schema(value_type = Object, required = false)]
+    pricing: Option<serde_json::Value>,
     /// WhatsApp only: every template the gateway used, with its state at Meta.
     #[schema(required = false)]
     templates: Option<Vec<TemplateRow>>,

@@ -29,6 +29,7 @@ pub mod caps;
 pub mod holds;
 pub mod pacing;
 pub mod portfolio;
+pub mod pricing;
 pub mod quiet_hours;
 pub mod risk;
 pub mod templates;

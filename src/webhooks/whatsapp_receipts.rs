@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::dispatch::transitions::Receipt;
 use crate::dispatch::worker;
-use crate::model::{Notification, Timestamp};
+use crate::model::{Notification, Pricing, PricingCategory, Timestamp};
 use crate::store::{Edited, Store, StoreResult};
 use crate::web::AppState;
 
@@ -52,6 +52,21 @@ pub struct StatusEvent {
     pub recipient_id: Option<String>,
     #[serde(default)]
     pub errors: Vec<Value>,
+    /// `{billable, pricing_model, category}` on sent/delivered/read (and some failed) statuses.
+    #[serde(default)]
+    pub pricing: Option<Value>,
+}
+
+impl StatusEvent {
+    /// The status's `pricing`, when it has a `billable` flag and a `category`.
+    fn pricing(&self) -> Option<Pricing> {
+        let p = self.pricing.as_ref()?;
+        let billable = p["billable"].as_bool()?;
+        let category = p["category"].as_str()?;
+        let category: PricingCategory =
+            serde_json::from_value(Value::String(category.to_ascii_lowercase())).ok()?;
+        Some(Pricing { billable, category })
+    }
 }
 
 /// What a status asks of its notification.
@@ -61,6 +76,8 @@ enum Change {
     Receipt(Receipt),
     /// The message did not go: record it and queue the notification again.
     Failed(Answer),
+    /// What Meta says the message costs: kept on its attempt and counted, once.
+    Priced(Pricing),
 }
 
 /// A status waiting to be applied to its notification.
@@ -84,8 +101,18 @@ pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> S
                 continue;
             }
         };
+        // Pricing comes on sent, delivered and read alike: the attempt takes the first.
+        if let Some(pricing) = event.pricing() {
+            let pending = Pending {
+                wamid: event.id.clone(),
+                change: Change::Priced(pricing),
+            };
+            if !apply(state, &pending, now).await? {
+                later.push(pending);
+            }
+        }
         if event.status == "sent" {
-            // Changes nothing: not worth a record.
+            // Changes nothing else: not worth a record.
             continue;
         }
         let seen = format!("status/{}/{}", event.id, event.status);
@@ -238,6 +265,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             let done = match &change {
                 Change::Receipt(to) => n.record_receipt(WA, &wamid, *to, now),
                 Change::Failed(answer) => n.receipt_failed(WA, &wamid, answer, &retry, now),
+                Change::Priced(pricing) => n.record_pricing(WA, &wamid, *pricing),
             };
             applied.store(done, Ordering::Relaxed);
         })
@@ -253,6 +281,12 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
     match &pending.change {
         Change::Receipt(to) => {
             tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied")
+        }
+        Change::Priced(pricing) => {
+            crate::policy::pricing::count(store, WA, *pricing).await?;
+            state
+                .metrics
+                .priced(WA, pricing.category.as_str(), pricing.billable);
         }
         Change::Failed(answer) => {
             tracing::info!(

@@ -640,3 +640,47 @@ async fn a_biz_initiated_restriction_lets_window_replies_through_and_ends_at_its
     assert_eq!(n["channel"], "whatsapp", "{n}");
     assert_eq!(whatsapp_row(&gw).await["state"], "active");
 }
+
+#[tokio::test]
+async fn pricing_from_status_webhooks_is_kept_on_the_attempt_and_counted_once_per_message() {
+    let gw = TestApp::accepting().await;
+    gw.on_whatsapp_and_telegram("ana").await;
+    let n = send(
+        &gw,
+        "ana",
+        "transactional",
+        json!({"whatsapp_template": template("receipt")}),
+    )
+    .await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    let id = n["id"].as_str().unwrap().to_string();
+    let pricing = json!({"pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"},
+        "conversation": {"id": "c1", "origin": {"type": "utility"}}});
+    // Meta sends the pricing with every status of the message: it counts once.
+    for status in ["sent", "delivered", "read"] {
+        post_status(&gw, "wamid.TEST", status, pricing.clone()).await;
+    }
+    eventually("the receipt and the pricing land", || async {
+        let (_, n) = gw.get(&format!("/v1/notifications/{id}")).await;
+        n["status"] == "read" && n["attempts"][0]["pricing"].is_object()
+    })
+    .await;
+    let (_, n) = gw.get(&format!("/v1/notifications/{id}")).await;
+    assert_eq!(
+        n["attempts"][0]["pricing"],
+        json!({"billable": true, "category": "utility"}),
+        "{n}"
+    );
+    let row = whatsapp_row(&gw).await;
+    assert_eq!(
+        row["pricing"],
+        json!({"utility": {"billable": 1, "free": 0}}),
+        "{row}"
+    );
+    assert_eq!(gw.channel_state("telegram").await["pricing"], json!({}));
+    let text = metrics(&gw).await;
+    assert!(
+        text.contains("lifeboat_priced_messages_total{channel=\"whatsapp\",category=\"utility\",billable=\"true\"} 1"),
+        "{text}"
+    );
+}

@@ -280,10 +280,33 @@ async fn whatsapp_section(state: &AppState, now: Timestamp) -> String {
             "templates" => templates_table(value, now),
             "portfolio" => portfolio_line(value),
             "restrictions" => restrictions_list(value, now),
+            "pricing" => pricing_line(value),
             _ => String::new(),
         });
     }
     out
+}
+
+fn pricing_line(pricing: &Value) -> String {
+    let Some(categories) = pricing.as_object().filter(|c| !c.is_empty()) else {
+        return String::new();
+    };
+    let parts: Vec<String> = categories
+        .iter()
+        .map(|(category, c)| {
+            format!(
+                "{}: {} billable, {} free",
+                escape(category),
+                c["billable"].as_u64().unwrap_or(0),
+                c["free"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    format!(
+        "<p id=\"pricing\">Messages Meta priced (from its status webhooks): {}. Notifications \
+         that fell over to other channels are not in these counts.</p>\n",
+        parts.join("; ")
+    )
 }
 
 fn restrictions_list(restrictions: &Value, now: Timestamp) -> String {
