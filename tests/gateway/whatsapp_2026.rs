@@ -684,3 +684,105 @@ async fn pricing_from_status_webhooks_is_kept_on_the_attempt_and_counted_once_pe
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn in_the_sandbox_a_paused_template_is_routed_around_and_comes_back_when_approved() {
+    const KEY: &str = "sandbox-api-key";
+    const ADMIN: &str = "sandbox-admin-token";
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_sandbox(dir.path()).await;
+    let put = |path: String, body: Value| {
+        let gw = &gw;
+        async move {
+            let (status, answer) = gw.send(Method::PUT, &path, Some(KEY), Some(body)).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+    };
+    put(
+        "/v1/contacts/ana".into(),
+        json!({"whatsapp": "+48600100200", "telegram": "5551234"}),
+    )
+    .await;
+    for channel in ["whatsapp", "telegram"] {
+        put(
+            format!("/v1/contacts/ana/consents/{channel}"),
+            json!({"status": "granted", "scopes": ["transactional"], "source": "web_form", "evidence": "test"}),
+        )
+        .await;
+    }
+    let template_state = |state: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, row) = gw
+                .send(
+                    Method::POST,
+                    "/sandbox/providers/whatsapp/templates/order_shipped",
+                    Some(ADMIN),
+                    Some(json!({"state": state})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{row}");
+            row
+        }
+    };
+    let notify = || {
+        let gw = &gw;
+        async move {
+            let (status, queued) = gw
+                .send(
+                    Method::POST,
+                    "/v1/notifications",
+                    Some(KEY),
+                    Some(json!({"contact_id": "ana", "text": "Shipped.",
+                        "whatsapp_template": template("order_shipped")})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+            let id = queued["id"].as_str().unwrap().to_string();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, n) = gw
+                    .send(
+                        Method::GET,
+                        &format!("/v1/notifications/{id}"),
+                        Some(KEY),
+                        None,
+                    )
+                    .await;
+                if !matches!(n["status"].as_str(), Some("queued" | "sending")) {
+                    return n;
+                }
+                assert!(Instant::now() < deadline, "{n}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let row = template_state("paused").await;
+    assert_eq!(row["paused_templates"], json!(["order_shipped"]), "{row}");
+    let n = notify().await;
+    assert_eq!(trail(&n), ["whatsapp:rejected", "telegram:sent"], "{n}");
+    assert_eq!(n["attempts"][0]["provider_code"], "132015", "{n}");
+    let n = notify().await;
+    assert_eq!(
+        trail(&n),
+        ["whatsapp:skipped:template_paused", "telegram:sent"],
+        "{n}"
+    );
+    let (_, rows) = gw
+        .send(Method::GET, "/v1/admin/channels", Some(ADMIN), None)
+        .await;
+    let wa = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["channel"] == "whatsapp")
+        .unwrap();
+    assert_eq!(wa["state"], "active", "{wa}");
+    assert_eq!(template_row(wa, "order_shipped")["state"], "paused", "{wa}");
+
+    // Approved again: the simulated WhatsApp tells the gateway with Meta's signed webhook.
+    template_state("approved").await;
+    let n = notify().await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+}
