@@ -650,6 +650,11 @@ mod attempt_tests {
             "quiet_hours",
             "cap_reached",
             "outside_window",
+            "template_paused",
+            "template_disabled",
+            "marketing_held",
+            "us_marketing",
+            "portfolio_limit",
         ];
         for (text, outcome) in outcomes.iter().zip(Outcome::ALL) {
             assert_eq!(outcome.as_str(), *text);
@@ -671,6 +676,16 @@ mod attempt_tests {
         }
         assert_eq!(outcomes.len(), Outcome::ALL.len());
         assert_eq!(reasons.len(), SkipReason::ALL.len());
+        let stored = r#"{"channel":"whatsapp","at":"2026-01-02T03:04:05Z","outcome":"read","provider_message_id":"wamid.A","template":"order_shipped/en_US","pricing":{"billable":true,"category":"utility"}}"#;
+        let a: Attempt = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            a.pricing,
+            Some(Pricing {
+                billable: true,
+                category: PricingCategory::Utility
+            })
+        );
+        assert_eq!(serde_json::to_string(&a).unwrap(), stored);
     }
 
     #[test]
