@@ -25,6 +25,8 @@
 //! | `lifeboat_webhook_events_total` | `provider`, `type` | each webhook event, at its dispatch point |
 //! | `lifeboat_events_recorded_total` | `type` | each event recorded for the app's endpoints (docs/events.md) |
 //! | `lifeboat_event_deliveries_total` | `endpoint`, `result` (`delivered`, `failed`, `gave_up`) | each delivery attempt to an app endpoint |
+//! | `lifeboat_whatsapp_template_changes_total` | `to` (`approved`, `paused`, `disabled`) | a WhatsApp template's state changed (a send answer or a template webhook) |
+//! | `lifeboat_priced_messages_total` | `channel`, `category`, `billable` | a message's first status webhook with `pricing` |
 
 use std::future::Future;
 use std::time::Instant;
@@ -126,6 +128,8 @@ pub struct Metrics {
     webhook_events: Family<Labels, Counter>,
     events_recorded: Family<Labels, Counter>,
     event_deliveries: Family<Labels, Counter>,
+    template_changes: Family<Labels, Counter>,
+    priced: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -157,6 +161,8 @@ impl Metrics {
             webhook_events: Family::default(),
             events_recorded: Family::default(),
             event_deliveries: Family::default(),
+            template_changes: Family::default(),
+            priced: Family::default(),
         };
         registry.register(
             "notifications_accepted",
@@ -219,11 +225,51 @@ impl Metrics {
              (`delivered`: a 2xx; `failed`: retried later; `gave_up`: kept as failed)",
             m.event_deliveries.clone(),
         );
+        registry.register(
+            "whatsapp_template_changes",
+            "WhatsApp template state changes (from send answers 132015/132016/132001 and \
+             template webhooks), by the state changed to",
+            m.template_changes.clone(),
+        );
+        registry.register(
+            "priced_messages",
+            "Messages the provider priced (WhatsApp status `pricing`), once per message, by \
+             channel, pricing category and whether it was billable",
+            m.priced.clone(),
+        );
         // Both categories from the start, so `rate()` sees the first acceptance.
         for category in [Category::Transactional, Category::Marketing] {
             let _ = m.accepted.get_or_create(&category_labels(category));
         }
         Metrics { registry, ..m }
+    }
+
+    /// A WhatsApp template changed state (`approved`, `paused`, `disabled`).
+    pub fn template_changed(&self, to: &'static str) {
+        self.template_changes
+            .get_or_create(&vec![("to", to.to_string())])
+            .inc();
+    }
+
+    /// A message the provider priced: `category` is one of a fixed set (others are `other`).
+    pub fn priced(&self, channel: ChannelKind, category: &str, billable: bool) {
+        let category = match category {
+            "marketing"
+            | "utility"
+            | "authentication"
+            | "authentication_international"
+            | "service"
+            | "referral_conversion"
+            | "marketing_lite" => category.to_string(),
+            _ => "other".to_string(),
+        };
+        self.priced
+            .get_or_create(&vec![
+                ("channel", channel.as_str().to_string()),
+                ("category", category),
+                ("billable", billable.to_string()),
+            ])
+            .inc();
     }
 
     /// A notification was accepted (a new one, not an idempotent repeat).

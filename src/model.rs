@@ -308,11 +308,21 @@ pub enum SkipReason {
     QuietHours,
     CapReached,
     OutsideWindow,
+    /// The WhatsApp template is paused by Meta for low quality (and no alternative is usable).
+    TemplatePaused,
+    /// The WhatsApp template is disabled by Meta or does not exist (and no alternative is usable).
+    TemplateDisabled,
+    /// Meta holds marketing to this person for a day (131049); their other messages go on.
+    MarketingHeld,
+    /// Meta does not deliver marketing templates to US (+1) numbers (`policy.whatsapp.us_marketing`).
+    UsMarketing,
+    /// The business portfolio's limit of new people per rolling 24 h is reached.
+    PortfolioLimit,
 }
 
 impl SkipReason {
     /// Every reason, in the order the API documents them.
-    pub const ALL: [SkipReason; 9] = [
+    pub const ALL: [SkipReason; 14] = [
         SkipReason::NoAddress,
         SkipReason::NoConsent,
         SkipReason::NotConfigured,
@@ -322,6 +332,11 @@ impl SkipReason {
         SkipReason::QuietHours,
         SkipReason::CapReached,
         SkipReason::OutsideWindow,
+        SkipReason::TemplatePaused,
+        SkipReason::TemplateDisabled,
+        SkipReason::MarketingHeld,
+        SkipReason::UsMarketing,
+        SkipReason::PortfolioLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -335,6 +350,11 @@ impl SkipReason {
             SkipReason::QuietHours => "quiet_hours",
             SkipReason::CapReached => "cap_reached",
             SkipReason::OutsideWindow => "outside_window",
+            SkipReason::TemplatePaused => "template_paused",
+            SkipReason::TemplateDisabled => "template_disabled",
+            SkipReason::MarketingHeld => "marketing_held",
+            SkipReason::UsMarketing => "us_marketing",
+            SkipReason::PortfolioLimit => "portfolio_limit",
         }
     }
 }
@@ -359,6 +379,49 @@ pub struct Attempt {
     pub provider_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// WhatsApp: the template this send used (`name/language`), when it used one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// What the provider said the message costs (WhatsApp status `pricing`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+/// Meta's pricing category of a WhatsApp message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PricingCategory {
+    Marketing,
+    MarketingLite,
+    Utility,
+    Authentication,
+    AuthenticationInternational,
+    Service,
+    ReferralConversion,
+    #[serde(other)]
+    Other,
+}
+
+impl PricingCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PricingCategory::Marketing => "marketing",
+            PricingCategory::MarketingLite => "marketing_lite",
+            PricingCategory::Utility => "utility",
+            PricingCategory::Authentication => "authentication",
+            PricingCategory::AuthenticationInternational => "authentication_international",
+            PricingCategory::Service => "service",
+            PricingCategory::ReferralConversion => "referral_conversion",
+            PricingCategory::Other => "other",
+        }
+    }
+}
+
+/// A status webhook's `pricing`: whether Meta bills the message, and in which category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pricing {
+    pub billable: bool,
+    pub category: PricingCategory,
 }
 
 impl Attempt {
@@ -372,6 +435,8 @@ impl Attempt {
             provider_code: None,
             provider_message_id: None,
             detail: None,
+            template: None,
+            pricing: None,
         }
     }
 
@@ -624,6 +689,11 @@ mod attempt_tests {
             "quiet_hours",
             "cap_reached",
             "outside_window",
+            "template_paused",
+            "template_disabled",
+            "marketing_held",
+            "us_marketing",
+            "portfolio_limit",
         ];
         for (text, outcome) in outcomes.iter().zip(Outcome::ALL) {
             assert_eq!(outcome.as_str(), *text);
@@ -645,6 +715,16 @@ mod attempt_tests {
         }
         assert_eq!(outcomes.len(), Outcome::ALL.len());
         assert_eq!(reasons.len(), SkipReason::ALL.len());
+        let stored = r#"{"channel":"whatsapp","at":"2026-01-02T03:04:05Z","outcome":"read","provider_message_id":"wamid.A","template":"order_shipped/en_US","pricing":{"billable":true,"category":"utility"}}"#;
+        let a: Attempt = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            a.pricing,
+            Some(Pricing {
+                billable: true,
+                category: PricingCategory::Utility
+            })
+        );
+        assert_eq!(serde_json::to_string(&a).unwrap(), stored);
     }
 
     #[test]

@@ -43,7 +43,59 @@ async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, A
     let marketing = state.policy.marketing_status(&state.states, kind).await?;
     row["marketing"] = json!(marketing);
     row["rate"] = json!(state.policy.rate(kind, state.clock.now()));
+    row["pricing"] = json!(crate::policy::pricing::counts(state.store.as_ref(), kind).await?);
+    if kind == ChannelKind::Whatsapp {
+        for (key, value) in whatsapp_details(state).await? {
+            row[key] = value;
+        }
+    }
     Ok(row)
+}
+
+/// What only the WhatsApp row has: `templates` (each used template's state at Meta) and
+/// `portfolio` (the messaging limit in force, its source, how many new people were reached in
+/// 24 h and how many are left) and `restrictions` (Meta's typed restrictions in force, each
+/// with its type, end and effect).
+pub async fn whatsapp_details(
+    state: &AppState,
+) -> crate::store::StoreResult<Vec<(&'static str, Value)>> {
+    let now = state.clock.now();
+    let store = state.store.as_ref();
+    let templates: Vec<Value> = crate::policy::templates::list(store)
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "language": t.language,
+                "state": t.state_at(now),
+                "paused_until": if t.state_at(now) == crate::policy::templates::TemplateState::Paused { json!(t.paused_until) } else { Value::Null },
+                "quality": t.quality,
+                "reason": t.reason,
+                "since": t.since,
+            })
+        })
+        .collect();
+    let portfolio = state.policy.portfolio_status(now).await?;
+    let restrictions: Vec<Value> = crate::policy::portfolio::restrictions(store, now)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "restriction_type": r.restriction_type,
+                "until": r.until,
+                "effect": r.restriction_type.effect(),
+                "at": r.at,
+            })
+        })
+        .collect();
+    let pricing = crate::policy::pricing::counts(store, ChannelKind::Whatsapp).await?;
+    Ok(vec![
+        ("pricing", json!(pricing)),
+        ("templates", json!(templates)),
+        ("portfolio", portfolio),
+        ("restrictions", json!(restrictions)),
+    ])
 }
 
 #[utoipa::path(

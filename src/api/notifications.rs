@@ -65,6 +65,24 @@ pub struct NotificationRequest {
 
 pub use crate::model::NotificationView;
 
+/// A template's name and language, named in errors by `field` (`whatsapp_template`, or its
+/// `alternative`).
+fn check_template(t: &WhatsappTemplate, field: &str) -> Result<(), ApiError> {
+    if t.name.is_empty() || t.name.len() > 512 {
+        return Err(ApiError::validation(
+            format!("{field}.name"),
+            "must be 1–512 characters",
+        ));
+    }
+    if t.language.is_empty() || t.language.len() > 15 {
+        return Err(ApiError::validation(
+            format!("{field}.language"),
+            "must be a language code like en_US",
+        ));
+    }
+    Ok(())
+}
+
 fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration>, ApiError> {
     match value {
         None => Ok(None),
@@ -148,17 +166,23 @@ impl TryFrom<NotificationRequest> for ValidatedRequest {
             }
         }
         if let Some(t) = &req.whatsapp_template {
-            if t.name.is_empty() || t.name.len() > 512 {
-                return Err(ApiError::validation(
-                    "whatsapp_template.name",
-                    "must be 1–512 characters",
-                ));
-            }
-            if t.language.is_empty() || t.language.len() > 15 {
-                return Err(ApiError::validation(
-                    "whatsapp_template.language",
-                    "must be a language code like en_US",
-                ));
+            check_template(t, "whatsapp_template")?;
+            if let Some(alt) = &t.alternative {
+                check_template(alt, "whatsapp_template.alternative")?;
+                if alt.alternative.is_some() {
+                    return Err(ApiError::validation(
+                        "whatsapp_template.alternative.alternative",
+                        "an alternative has no alternative of its own",
+                    ));
+                }
+                if (alt.name.as_str(), alt.language.as_str())
+                    == (t.name.as_str(), t.language.as_str())
+                {
+                    return Err(ApiError::validation(
+                        "whatsapp_template.alternative",
+                        "must name another template (name or language) than whatsapp_template",
+                    ));
+                }
             }
         }
         if let Some(list) = &req.channels {

@@ -137,6 +137,11 @@ pub enum SkipReason {
     QuietHours,
     CapReached,
     OutsideWindow,
+    TemplatePaused,
+    TemplateDisabled,
+    MarketingHeld,
+    UsMarketing,
+    PortfolioLimit,
 }
 
 /// A channel's state.
@@ -159,6 +164,22 @@ pub enum ChannelState {
 #[allow(dead_code)]
 pub struct WhatsappTemplate {
     #[schema(min_length = 1, max_length = 512, example = "order_shipped")]
+    name: String,
+    #[schema(min_length = 1, max_length = 15, example = "en_US")]
+    language: String,
+    /// The template's body parameters, in order.
+    parameters: Option<Vec<String>>,
+    /// Sent instead while this template is paused or disabled by Meta (the gateway keeps
+    /// each template's state from Meta's answers and webhooks); without it such a
+    /// notification skips WhatsApp (`template_paused` / `template_disabled`).
+    alternative: Option<WhatsappTemplateAlternative>,
+}
+
+/// The template sent while a notification's first choice is paused or disabled.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WhatsappTemplateAlternative {
+    #[schema(min_length = 1, max_length = 512, example = "order_shipped_v2")]
     name: String,
     #[schema(min_length = 1, max_length = 15, example = "en_US")]
     language: String,
@@ -193,6 +214,23 @@ pub struct AttemptView {
     provider_message_id: Option<String>,
     #[schema(nullable = false)]
     detail: Option<String>,
+    /// WhatsApp: the template the send used, `name/language`.
+    #[schema(nullable = false)]
+    template: Option<String>,
+    /// WhatsApp: what Meta said the message costs (from its status webhooks).
+    #[schema(nullable = false)]
+    pricing: Option<PricingView>,
+}
+
+/// A status webhook's `pricing`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PricingView {
+    billable: bool,
+    /// Meta's category: marketing, marketing_lite, utility, authentication,
+    /// authentication_international, service, referral_conversion (anything else: other).
+    #[schema(example = "marketing")]
+    category: String,
 }
 
 /// A notification as `GET /v1/notifications/{id}` shows it.
@@ -439,6 +477,43 @@ pub struct ChannelRow {
     /// The pacing rate in force (messages per second; null when the channel is not paced);
     /// absent on the answer of `disable`.
     rate: Option<f64>,
+    /// Messages the provider priced (WhatsApp status `pricing`), by Meta's category:
+    /// `{"utility": {"billable": 12, "free": 0}, ...}`; absent on the answer of `disable`.
+    #[schema(value_type = Object, required = false)]
+    pricing: Option<serde_json::Value>,
+    /// WhatsApp only: every template the gateway used, with its state at Meta.
+    #[schema(required = false)]
+    templates: Option<Vec<TemplateRow>>,
+    /// WhatsApp only: the business portfolio's messaging limit (`limit`: a number,
+    /// `"unlimited"` or null while unknown; `source`; `reached_24h`: new people reached outside
+    /// their service window in 24 h; `left`).
+    #[schema(value_type = Object, required = false)]
+    portfolio: Option<serde_json::Value>,
+    /// WhatsApp only: Meta's typed restrictions in force (`restriction_type`
+    /// `RESTRICTED_BIZ_INITIATED_MESSAGING` or `RESTRICTED_CUSTOMER_INITIATED_MESSAGING`,
+    /// `until`, `effect`, `at`); each ends by itself at `until`.
+    #[schema(value_type = Vec<Object>, required = false)]
+    restrictions: Option<Vec<serde_json::Value>>,
+}
+
+/// A WhatsApp template the gateway used, and its state at Meta.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateRow {
+    name: String,
+    language: String,
+    /// `approved`, `paused` or `disabled`.
+    #[schema(example = "paused")]
+    state: String,
+    /// While paused: when Meta's pause ends.
+    #[schema(format = DateTime)]
+    paused_until: Option<String>,
+    /// Meta's rating: GREEN, YELLOW, RED or UNKNOWN (null until Meta sent one).
+    quality: Option<String>,
+    /// What moved it last: a send answer's code (132015, ...) or a webhook event.
+    reason: Option<String>,
+    #[schema(format = DateTime)]
+    since: String,
 }
 
 /// What the policy would do on one channel.
@@ -1094,7 +1169,7 @@ mod tests {
             ("Category", 2),
             ("ConsentStatus", 2),
             ("Outcome", 14),
-            ("SkipReason", 9),
+            ("SkipReason", 14),
             ("ChannelState", 6),
         ] {
             assert_eq!(

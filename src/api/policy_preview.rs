@@ -79,6 +79,7 @@ pub async fn preview(
             notification_id: "policy-preview",
             category,
             has_template: params.whatsapp_template.unwrap_or(false),
+            template: None,
             kind,
             contact: Some(&contact),
         };
@@ -115,7 +116,7 @@ pub async fn preview(
                     decided = true;
                 }
                 let form = match form {
-                    Some(Form::Template) => "template",
+                    Some(Form::Template | Form::Alternative) => "template",
                     _ => "text",
                 };
                 json!({"channel": kind, "decision": "send", "form": form, "probe": probe})

@@ -146,6 +146,8 @@ pub async fn measure(store: Arc<dyn Store>, clients: usize, count: u64) -> Resul
                         provider_code: None,
                         provider_message_id: Some(format!("wamid.{}", n.id)),
                         detail: None,
+                        template: None,
+                        pricing: None,
                     });
                     n.status = Status::Sent;
                     n.channel = Some(ChannelKind::Whatsapp);

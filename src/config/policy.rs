@@ -82,6 +82,25 @@ impl Warmup {
     }
 }
 
+/// WhatsApp's messaging limit of a business portfolio: new people reached outside a
+/// customer-service window per rolling 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortfolioLimit {
+    Count(u32),
+    Unlimited,
+}
+
+impl PortfolioLimit {
+    /// The count, `None` when unlimited.
+    pub fn count(self) -> Option<u32> {
+        match self {
+            PortfolioLimit::Count(n) => Some(n),
+            PortfolioLimit::Unlimited => None,
+        }
+    }
+}
+
 /// `[policy.<channel>]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPolicy {
@@ -95,6 +114,12 @@ pub struct ChannelPolicy {
     pub warmup: Option<Warmup>,
     /// WhatsApp: enforce the 24 h service window (on; off only for tests against fakes).
     pub service_window: bool,
+    /// WhatsApp: skip marketing templates to US (+1) numbers, which Meta does not deliver
+    /// (on by default).
+    pub skip_us_marketing: bool,
+    /// WhatsApp: the portfolio's messaging limit until Meta names one (`None`: not enforced
+    /// until then).
+    pub portfolio_limit: Option<PortfolioLimit>,
 }
 
 impl ChannelPolicy {
@@ -111,6 +136,8 @@ impl ChannelPolicy {
             tier,
             warmup: None,
             service_window: kind == ChannelKind::Whatsapp,
+            skip_us_marketing: kind == ChannelKind::Whatsapp,
+            portfolio_limit: None,
         }
     }
 }
@@ -183,6 +210,10 @@ struct WhatsappKeys {
     warmup: Option<Warmup>,
     #[serde(default, deserialize_with = "keys::opt_boolean")]
     service_window: Option<bool>,
+    #[serde(default, deserialize_with = "keys::opt_boolean")]
+    skip_us_marketing: Option<bool>,
+    #[serde(default, deserialize_with = "keys::opt_portfolio_limit")]
+    portfolio_limit: Option<PortfolioLimit>,
 }
 
 impl ChannelKeys {
@@ -206,6 +237,8 @@ impl From<PolicyKeys> for PolicyConfig {
         whatsapp.tier = wa.tier.or(whatsapp.tier);
         whatsapp.warmup = wa.warmup;
         whatsapp.service_window = wa.service_window.unwrap_or(whatsapp.service_window);
+        whatsapp.skip_us_marketing = wa.skip_us_marketing.unwrap_or(whatsapp.skip_us_marketing);
+        whatsapp.portfolio_limit = wa.portfolio_limit;
         let channels = [
             (ChannelKind::Whatsapp, whatsapp),
             (
@@ -287,6 +320,19 @@ mod keys {
             .filter(|n| n.is_finite() && *n > 0.0)
             .map(Some)
             .ok_or_else(|| D::Error::custom("must be a number above 0"))
+    }
+
+    /// A whole number of at least 1, or `"unlimited"`.
+    pub(super) fn opt_portfolio_limit<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<super::PortfolioLimit>, D::Error> {
+        let v = value(d)?;
+        if v.as_str() == Some("unlimited") {
+            return Ok(Some(super::PortfolioLimit::Unlimited));
+        }
+        count::<D::Error>(&v, 1)
+            .map(|n| Some(super::PortfolioLimit::Count(n)))
+            .map_err(|_| D::Error::custom("must be a whole number of at least 1, or \"unlimited\""))
     }
 
     pub(super) fn opt_boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {

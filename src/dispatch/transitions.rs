@@ -199,6 +199,31 @@ impl Notification {
         true
     }
 
+    /// The provider priced message `message_id` on `kind`: kept on the attempt that sent it,
+    /// once. `false` if no attempt has that message id or it was priced already.
+    pub fn record_pricing(
+        &mut self,
+        kind: ChannelKind,
+        message_id: &str,
+        pricing: crate::model::Pricing,
+    ) -> bool {
+        let Some(a) = self.attempts.iter_mut().find(|a| {
+            a.channel == kind
+                && a.provider_message_id.as_deref() == Some(message_id)
+                && matches!(
+                    a.outcome,
+                    Outcome::Sent | Outcome::Delivered | Outcome::Read
+                )
+        }) else {
+            return false;
+        };
+        if a.pricing.is_some() {
+            return false;
+        }
+        a.pricing = Some(pricing);
+        true
+    }
+
     /// The provider reported that the send carrying it (message `message_id` on `kind`)
     /// failed after all: records the answer and queues it again, at the next channel (at the
     /// same one for a transient or throttled failure, while retries are left). `false` if it
@@ -301,6 +326,7 @@ mod tests {
             code: Some("131050".into()),
             detail: Some("stopped marketing".into()),
             message_id: Some("wamid.A".into()),
+            signal: None,
         };
         assert!(n.receipt_failed(WA, "wamid.A", &answer, &retry, now));
         assert_eq!(n.status, Status::Queued);
@@ -326,6 +352,7 @@ mod tests {
             code: Some("131000".into()),
             detail: None,
             message_id: Some("wamid.A".into()),
+            signal: None,
         };
         let mut n = sent_on_whatsapp("wamid.A");
         assert!(n.receipt_failed(WA, "wamid.A", &answer, &retry, now));

@@ -222,6 +222,7 @@ async fn step(
         notification_id: &n.id,
         category: n.category,
         has_template: n.whatsapp_template.is_some(),
+        template: n.whatsapp_template.as_ref(),
         kind,
         contact,
     };
@@ -307,7 +308,14 @@ async fn step(
         html: n.html.clone(),
         whatsapp_template: match form {
             Some(Form::FreeText) => None,
-            _ => n.whatsapp_template.clone(),
+            Some(Form::Alternative) => n
+                .whatsapp_template
+                .as_ref()
+                .and_then(|t| t.alternative.as_deref().cloned()),
+            _ => n.whatsapp_template.clone().map(|mut t| {
+                t.alternative = None;
+                t
+            }),
         },
         retry_key: retry_key(&n.id, kind),
         headers: Vec::new(),
@@ -319,7 +327,14 @@ async fn step(
     let now = ctx.clock.now();
     n.cursor.called = true;
     tracing::debug!(notification = %n.id, channel = %kind, outcome = answer.class.as_str(), code = ?answer.code, "provider answered");
-    n.attempts.push(Attempt::answered(kind, now, &answer));
+    let template = message
+        .whatsapp_template
+        .as_ref()
+        .map(|t| format!("{}/{}", t.name, t.language));
+    n.attempts.push(Attempt {
+        template: template.clone(),
+        ..Attempt::answered(kind, now, &answer)
+    });
     let cooldown = ctx
         .cooldowns
         .get(&kind)
@@ -328,7 +343,14 @@ async fn step(
     ctx.states
         .report(kind, address, &answer, was_probe, cooldown, now)
         .await?;
-    ctx.policy.after_send(&candidate, &answer, now).await?;
+    ctx.policy
+        .after_send(&candidate, &answer, message.whatsapp_template.as_ref(), now)
+        .await?;
+    if let Some(template) = &template {
+        ctx.policy
+            .template_answer(&ctx.metrics, template, &answer, now)
+            .await?;
+    }
 
     let next = match &answer.class {
         Class::Sent => Step::Sent,

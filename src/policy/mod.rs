@@ -6,12 +6,19 @@
 //! - [`pacing`]: a token bucket per channel and per chat (work waits, nothing is dropped);
 //! - [`tier`]: WhatsApp's unique business-initiated recipients per 24 h, with warm-up;
 //! - [`window`]: WhatsApp's 24 h service window (free-form text, template, or skip);
-//! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses.
+//! - [`risk`]: blocks and opt-outs per marketing send; over the threshold marketing pauses;
+//! - [`templates`]: the WhatsApp templates' state at Meta (paused, disabled, approved);
+//! - [`holds`]: Meta's per-user marketing limit (131049) and +1 marketing;
+//! - [`portfolio`]: Meta's messaging limit per business portfolio (new people per 24 h).
 //!
 //! [`Policy::decide`] is the one function that says what happens to a notification on a
 //! channel, in this order: `not_configured` → `no_address` → `no_consent` → channel state →
-//! marketing pause (risk) → quiet hours (marketing; waits) → frequency cap (marketing) →
-//! WhatsApp window/template → WhatsApp tier (marketing) → pacing (waits). The worker calls it
+//! marketing pause (risk) → quiet hours (marketing; waits) → WhatsApp window/template →
+//! WhatsApp restriction types ([`portfolio::Restriction`]) → WhatsApp marketing to +1
+//! numbers and held marketing ([`holds`], 131049) →
+//! WhatsApp template state ([`templates`]: paused or disabled → the alternative, or skip) →
+//! frequency cap (marketing) → WhatsApp portfolio limit ([`portfolio`], any category) and
+//! tier (marketing) → pacing (waits). The worker calls it
 //! live; `GET /v1/admin/policy/preview` calls it as a dry run (nothing booked, no counter
 //! moved, no probe slot taken), so the preview and the real plan cannot disagree.
 //!
@@ -19,16 +26,22 @@
 //! `config/lifeboat.toml`); a bad value is a config error naming the key.
 
 pub mod caps;
+pub mod holds;
 pub mod pacing;
+pub mod portfolio;
+pub mod pricing;
 pub mod quiet_hours;
 pub mod risk;
+pub mod templates;
 pub mod tier;
 pub mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use lifeboat_channel::{Answer, Category, ChannelKind, Class, ThrottleScope};
+use lifeboat_channel::{
+    Answer, Category, ChannelKind, Class, Signal, ThrottleScope, WhatsappTemplate,
+};
 
 use crate::channels::Registry;
 use crate::model::{Contact, SkipReason, Timestamp};
@@ -58,6 +71,9 @@ pub struct Candidate<'a> {
     pub notification_id: &'a str,
     pub category: Category,
     pub has_template: bool,
+    /// The WhatsApp template (with its alternative) when the caller knows it (the preview
+    /// only says whether there is one).
+    pub template: Option<&'a WhatsappTemplate>,
     pub kind: ChannelKind,
     pub contact: Option<&'a Contact>,
 }
@@ -286,6 +302,84 @@ impl Policy {
             }
         }
 
+        let mut form = None;
+        if kind == ChannelKind::Whatsapp {
+            if policy.service_window {
+                match window::choose(contact, c.has_template, now) {
+                    Ok(f) => form = Some(f),
+                    Err(reason) => {
+                        return Ok(Decision::Skip {
+                            reason,
+                            detail: Some(
+                                "no WhatsApp message from the contact in the last 24 h and no whatsapp_template".into(),
+                            ),
+                        })
+                    }
+                }
+            }
+            // Typed account restrictions: one direction of messaging is blocked until Meta's
+            // expiration; the channel stays in rotation for the other.
+            let business_initiated = tier::business_initiated(contact, now);
+            for r in portfolio::restrictions(self.store.as_ref(), now).await? {
+                let blocked = match r.restriction_type {
+                    portfolio::Restriction::BizInitiated => business_initiated,
+                    portfolio::Restriction::CustomerInitiated => !business_initiated,
+                };
+                if blocked {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::ChannelRestricted,
+                        detail: Some(format!(
+                            "{} until {}: {}",
+                            r.restriction_type.as_str(),
+                            r.until.to_rfc3339(),
+                            r.restriction_type.effect()
+                        )),
+                    });
+                }
+            }
+            let uses_template = c.has_template && form != Some(Form::FreeText);
+            if marketing {
+                if policy.skip_us_marketing && uses_template && holds::is_us_number(address) {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::UsMarketing,
+                        detail: Some(
+                            "Meta does not deliver marketing templates to US (+1) numbers \
+                             (policy.whatsapp.skip_us_marketing)"
+                                .into(),
+                        ),
+                    });
+                }
+                if let Some(hold) = holds::held(self.store.as_ref(), address, now).await? {
+                    return Ok(Decision::Skip {
+                        reason: SkipReason::MarketingHeld,
+                        detail: Some(format!(
+                            "Meta holds marketing to this number until {} ({}); other messages are not affected",
+                            hold.until.to_rfc3339(),
+                            hold.code
+                        )),
+                    });
+                }
+            }
+            if uses_template {
+                if let Some(t) = c.template {
+                    let store = self.store.as_ref();
+                    if let Some((reason, detail)) = templates::blocked(store, t, now).await? {
+                        match t.alternative.as_deref() {
+                            Some(alt) if templates::blocked(store, alt, now).await?.is_none() => {
+                                form = Some(Form::Alternative)
+                            }
+                            _ => {
+                                return Ok(Decision::Skip {
+                                    reason,
+                                    detail: Some(detail),
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
         let mut holds = self.holds.lock().await;
         if marketing {
             let sent = caps::sent_in_window(self.store.as_ref(), &contact.id, now).await?;
@@ -305,48 +399,51 @@ impl Policy {
             }
         }
 
-        let mut form = None;
-        if kind == ChannelKind::Whatsapp {
-            if policy.service_window {
-                match window::choose(contact, c.has_template, now) {
-                    Ok(f) => form = Some(f),
-                    Err(reason) => {
-                        return Ok(Decision::Skip {
-                            reason,
-                            detail: Some(
-                                "no WhatsApp message from the contact in the last 24 h and no whatsapp_template".into(),
-                            ),
-                        })
+        if kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
+            // Meta's portfolio limit holds every category back; the tier (with its warm-up)
+            // is the gateway's own, stricter guardrail for marketing.
+            let limit = portfolio::limit_in_force(self.store.as_ref(), policy.portfolio_limit)
+                .await?
+                .and_then(|(l, source)| Some((l.count()?, source)));
+            let tier_size = policy.tier.filter(|_| marketing);
+            if limit.is_some() || tier_size.is_some() {
+                let snap = self.tier.snapshot(&contact.id, now).await?;
+                let pending: HashSet<&String> = holds
+                    .tier
+                    .iter()
+                    .filter(|(id, _)| *id != c.notification_id)
+                    .map(|(_, who)| who)
+                    .collect();
+                let reached = snap.count + pending.len();
+                let new_person = !(snap.counted || pending.contains(&contact.id));
+                if new_person {
+                    if let Some((limit, source)) = &limit {
+                        if reached >= *limit as usize {
+                            return Ok(Decision::Skip {
+                                reason: SkipReason::PortfolioLimit,
+                                detail: Some(format!(
+                                    "{reached} new people reached outside their service window in 24 h: the business portfolio's WhatsApp messaging limit is {limit} ({source})"
+                                )),
+                            });
+                        }
+                    }
+                    if let Some(tier_size) = tier_size {
+                        let cap =
+                            tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
+                        if reached >= cap as usize {
+                            return Ok(Decision::Skip {
+                                reason: SkipReason::CapReached,
+                                detail: Some(format!(
+                                    "{reached} unique business-initiated WhatsApp recipients in 24 h (cap {cap})"
+                                )),
+                            });
+                        }
                     }
                 }
-            }
-            if marketing && tier::business_initiated(contact, now) {
-                if let Some(tier_size) = policy.tier {
-                    let snap = self.tier.snapshot(&contact.id, now).await?;
-                    let pending: HashSet<&String> = holds
+                if mode == Mode::Live {
+                    holds
                         .tier
-                        .iter()
-                        .filter(|(id, _)| *id != c.notification_id)
-                        .map(|(_, who)| who)
-                        .collect();
-                    let cap = tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
-                    let admitted = snap.counted
-                        || pending.contains(&contact.id)
-                        || snap.count + pending.len() < cap as usize;
-                    if !admitted {
-                        return Ok(Decision::Skip {
-                            reason: SkipReason::CapReached,
-                            detail: Some(format!(
-                                "{} unique business-initiated WhatsApp recipients in 24 h (cap {cap})",
-                                snap.count + pending.len()
-                            )),
-                        });
-                    }
-                    if mode == Mode::Live {
-                        holds
-                            .tier
-                            .insert(c.notification_id.to_string(), contact.id.clone());
-                    }
+                        .insert(c.notification_id.to_string(), contact.id.clone());
                 }
             }
         }
@@ -393,8 +490,19 @@ impl Policy {
         &self,
         c: &Candidate<'_>,
         answer: &Answer,
+        template: Option<&WhatsappTemplate>,
         now: Timestamp,
     ) -> StoreResult<()> {
+        if let Some(t) = template {
+            if answer.class == Class::Sent {
+                templates::note_used(self.store.as_ref(), t, now).await?;
+            }
+        }
+        if answer.signal == Some(Signal::RecipientMarketingHeld) {
+            if let Some(address) = c.contact.and_then(|ct| ct.address(c.kind)) {
+                self.hold_marketing(address, answer, now).await?;
+            }
+        }
         match &answer.class {
             Class::Sent => {
                 let Some(contact) = c.contact else {
@@ -421,6 +529,50 @@ impl Policy {
         Ok(())
     }
 
+    /// What a WhatsApp answer (a send's, or a failed status webhook's) says about the template
+    /// it used: 132015 pauses it, 132016/132001 disable it. A change is logged once and counted.
+    pub async fn template_answer(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        template: &str,
+        answer: &Answer,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let event = match answer.signal {
+            Some(Signal::TemplatePaused) => templates::Event::Paused { until: None },
+            Some(Signal::TemplateDisabled) => templates::Event::Disabled,
+            _ => return Ok(()),
+        };
+        let Some((name, language)) = template.split_once('/') else {
+            return Ok(());
+        };
+        let code = answer.code.as_deref().unwrap_or("answer");
+        template_event(
+            self.store.as_ref(),
+            metrics,
+            name,
+            language,
+            event,
+            code,
+            now,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Meta holds marketing to `address` (131049, a send's answer or a failed status).
+    pub async fn hold_marketing(
+        &self,
+        address: &str,
+        answer: &Answer,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let code = answer.code.as_deref().unwrap_or("131049");
+        let hold = holds::hold(self.store.as_ref(), address, code, now).await?;
+        tracing::info!(until = %hold.until.to_rfc3339(), code, "WhatsApp marketing to one person held by Meta; their marketing goes to other channels meanwhile");
+        Ok(())
+    }
+
     /// Gives up the places a notification held under the caps (end of its turn).
     pub async fn release(&self, notification_id: &str) {
         let mut holds = self.holds.lock().await;
@@ -444,10 +596,71 @@ impl Policy {
         .await
     }
 
+    /// The WhatsApp portfolio's messaging limit in force, where it comes from, and how many
+    /// new people were reached in the last 24 h (the admin table).
+    pub async fn portfolio_status(&self, now: Timestamp) -> StoreResult<serde_json::Value> {
+        let policy = self.config.channel(ChannelKind::Whatsapp);
+        let limit = portfolio::limit_in_force(self.store.as_ref(), policy.portfolio_limit).await?;
+        let reached = self.tier.snapshot("", now).await?.count;
+        let (limit_value, left, source) = match &limit {
+            Some((portfolio::PortfolioLimit::Count(n), source)) => (
+                serde_json::json!(n),
+                serde_json::json!((*n as usize).saturating_sub(reached)),
+                serde_json::json!(source),
+            ),
+            Some((portfolio::PortfolioLimit::Unlimited, source)) => (
+                serde_json::json!("unlimited"),
+                serde_json::Value::Null,
+                serde_json::json!(source),
+            ),
+            None => (
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+                serde_json::Value::Null,
+            ),
+        };
+        Ok(serde_json::json!({
+            "limit": limit_value,
+            "source": source,
+            "reached_24h": reached,
+            "left": left,
+        }))
+    }
+
     /// The pacing rate in force on a channel (slowed after a throttle answer).
     pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
         self.pacer.rate(kind, now)
     }
+}
+
+/// Applies `event` to a template and, when its state changed, logs one line and counts it.
+pub async fn template_event(
+    store: &dyn Store,
+    metrics: &crate::metrics::Metrics,
+    name: &str,
+    language: &str,
+    event: templates::Event,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<templates::TemplateRecord> {
+    let (before, after) = templates::apply(store, name, language, event, reason, now).await?;
+    let state = after.state_at(now);
+    if before != Some(state) && (before.is_some() || state != templates::TemplateState::Approved) {
+        metrics.template_changed(state.as_str());
+        match state {
+            templates::TemplateState::Approved => tracing::info!(
+                template = %format!("{name}/{language}"), reason, "WhatsApp template approved again; notifications use it"
+            ),
+            _ => tracing::warn!(
+                template = %format!("{name}/{language}"),
+                state = state.as_str(),
+                until = ?after.paused_until,
+                reason,
+                "WhatsApp template taken out by Meta; notifications using it go to their alternative or the next channel"
+            ),
+        }
+    }
+    Ok(after)
 }
 
 /// Opens a store again after a test dropped it (the committer task lets go of it shortly).
@@ -498,8 +711,14 @@ mod tests {
         assert!(c.opt_out_footer);
         let wa = &c.channels[&ChannelKind::Whatsapp];
         assert_eq!(
-            (wa.rate, wa.tier, wa.warmup.clone(), wa.service_window),
-            (80.0, Some(1000), None, true)
+            (
+                wa.rate,
+                wa.tier,
+                wa.warmup.clone(),
+                wa.service_window,
+                wa.skip_us_marketing
+            ),
+            (80.0, Some(1000), None, true, true)
         );
         let tg = &c.channels[&ChannelKind::Telegram];
         assert_eq!((tg.rate, tg.per_chat_rate), (30.0, Some(1.0)));
@@ -527,6 +746,8 @@ rate = 40
 tier = 5
 warmup = { start = 10, growth = 2, per = "12h" }
 service_window = false
+skip_us_marketing = false
+portfolio_limit = "unlimited"
 [telegram]
 rate = 20.5
 per_chat_rate = 0.5
@@ -542,8 +763,20 @@ min_sample = 5
         assert!(!c.opt_out_footer);
         let wa = &c.channels[&ChannelKind::Whatsapp];
         assert_eq!(
-            (wa.rate, wa.tier, wa.service_window),
-            (40.0, Some(5), false)
+            (
+                wa.rate,
+                wa.tier,
+                wa.service_window,
+                wa.skip_us_marketing,
+                wa.portfolio_limit
+            ),
+            (
+                40.0,
+                Some(5),
+                false,
+                false,
+                Some(portfolio::PortfolioLimit::Unlimited)
+            )
         );
         assert_eq!(
             wa.warmup,
@@ -605,6 +838,18 @@ min_sample = 5
             ("[telegram]\ntier = 5", "policy.telegram.tier"),
             ("[email]\nburst = 5", "policy.email.burst"),
             ("[whatsapp]\ntier = 0", "policy.whatsapp.tier"),
+            (
+                "[whatsapp]\nportfolio_limit = 0",
+                "policy.whatsapp.portfolio_limit",
+            ),
+            (
+                "[whatsapp]\nportfolio_limit = \"lots\"",
+                "policy.whatsapp.portfolio_limit",
+            ),
+            (
+                "[whatsapp]\nskip_us_marketing = \"yes\"",
+                "policy.whatsapp.skip_us_marketing",
+            ),
             (
                 "[whatsapp]\nwarmup = { start = 50, growth = 0.5 }",
                 "policy.whatsapp.warmup.growth",

@@ -5,6 +5,10 @@
 //! to the next channel instead (`cap_reached`). Transactional messages count but are never
 //! held back: they matter more than the promotion that would have used the room.
 //!
+//! The same ledger counts Meta's messaging limit per business portfolio
+//! ([`super::portfolio`]): its keys name people and hours, never a phone number, so every
+//! number the gateway sends from (the portfolio's) shares it.
+//!
 //! Warm-up (off by default): a brand-new number that mass-sends on day one is a ban trigger, so
 //! with `warmup = { start = 50, growth = 1.5, per = "1d" }` the cap starts at 50 and grows by
 //! half every day since the first business-initiated send.

@@ -19,6 +19,8 @@ pub enum Form {
     FreeText,
     /// Outside the window: the notification's template.
     Template,
+    /// The notification's template is paused or disabled: its `alternative` instead.
+    Alternative,
 }
 
 /// Whether the person wrote to us on WhatsApp within the last 24 h.

@@ -16,7 +16,11 @@
 //!   "subject"?, "request"}, …]`, oldest first (newest last);
 //! - `DELETE /sandbox/providers/{channel}/received` → 204;
 //! - `GET /sandbox/providers/{channel}/refused` → `["<time>", …]`, when each refused send came
-//!   in (the benchmark counts sends that reached a banned channel).
+//!   in (the benchmark counts sends that reached a banned channel);
+//! - `POST /sandbox/providers/whatsapp/templates/{name}` with `{"state": "paused"}`: the
+//!   simulated WhatsApp answers 132015 (template paused) to sends with that template; with
+//!   `{"state": "approved"}` it accepts them again and, like Meta, sends the gateway a signed
+//!   `message_template_status_update` webhook (`APPROVED`) → the WhatsApp row.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +47,8 @@ use crate::api::ApiError;
 pub struct Providers {
     pub http: BTreeMap<ChannelKind, Arc<Simulated>>,
     pub email: Arc<Email>,
+    /// The gateway's own base URL, for the webhooks the simulated WhatsApp sends it.
+    pub gateway: String,
 }
 
 impl Providers {
@@ -80,6 +86,7 @@ impl Providers {
             "received": sim.received_count(),
             "refused": sim.refused(),
             "last_refusal": sim.last_refusal(),
+            "paused_templates": (kind == ChannelKind::Whatsapp).then(|| sim.paused_templates()),
         })
     }
 }
@@ -94,6 +101,10 @@ pub fn router(providers: Providers) -> Router {
             get(received).delete(clear),
         )
         .route("/sandbox/providers/{channel}/refused", get(refused))
+        .route(
+            "/sandbox/providers/whatsapp/templates/{name}",
+            axum::routing::post(set_template),
+        )
         .route_layer(axum::middleware::from_fn(require_admin_token))
         .with_state(providers)
 }
@@ -196,6 +207,79 @@ async fn set_mode(
     tracing::info!(channel = %kind, mode = mode.name(), "sandbox: simulated provider mode set");
     p.set_mode(kind, mode);
     Ok(Json(p.row(kind)))
+}
+
+/// Body of `POST /sandbox/providers/whatsapp/templates/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    state: String,
+}
+
+async fn set_template(
+    State(p): State<Providers>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<TemplateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 512 {
+        return Err(ApiError::validation("name", "must be 1–512 characters"));
+    }
+    let paused = match body.state.as_str() {
+        "paused" => true,
+        "approved" => false,
+        other => {
+            return Err(ApiError::validation(
+                "state",
+                format!("`{other}` is not a template state; expected paused or approved"),
+            ))
+        }
+    };
+    let sim = p.sim(ChannelKind::Whatsapp);
+    sim.set_template_paused(name, paused);
+    tracing::info!(template = name, state = %body.state, "sandbox: simulated WhatsApp template state set");
+    if !paused {
+        approve_at_gateway(&p.gateway, name).await?;
+    }
+    Ok(Json(p.row(ChannelKind::Whatsapp)))
+}
+
+/// Tells the gateway, the way Meta does, that `name` (every language the sandbox uses,
+/// `en_US`) is approved again: a signed `message_template_status_update` webhook.
+async fn approve_at_gateway(gateway: &str, name: &str) -> Result<(), ApiError> {
+    use hmac::Mac;
+    let body = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100000000000000", "time": chrono::Utc::now().timestamp(),
+            "changes": [{"field": "message_template_status_update", "value": {
+                "event": "APPROVED", "message_template_id": 1,
+                "message_template_name": name, "message_template_language": "en_US",
+                "reason": "NONE"}}]}]
+    }))
+    .expect("a webhook serializes");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(
+        super::providers::WHATSAPP_APP_SECRET.as_bytes(),
+    )
+    .expect("any key length");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let answer = reqwest::Client::new()
+        .post(format!("{gateway}/webhooks/whatsapp"))
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", signature)
+        .body(body)
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(ApiError::internal(format!(
+            "the gateway refused the template webhook: HTTP {}",
+            r.status()
+        ))),
+        Err(e) => Err(ApiError::internal(format!(
+            "the gateway could not be reached for the template webhook: {e}"
+        ))),
+    }
 }
 
 async fn received(

@@ -83,6 +83,7 @@ cooldown = "30s"
 api_base = "{whatsapp}"
 phone_number_id = "{WHATSAPP_PHONE_NUMBER_ID}"
 access_token = "{WHATSAPP_ACCESS_TOKEN}"
+app_secret = "{WHATSAPP_APP_SECRET}"
 business_number = "+15550000001"
 timeout = "3s"
 
@@ -250,6 +251,7 @@ pub async fn run(
             (ChannelKind::Line, line),
         ]),
         email,
+        gateway: format!("http://{addr}"),
     };
     // Printed by the server once the store is open: a second sandbox on the same data
     // folder fails with one line, not after a banner that says it is ready.

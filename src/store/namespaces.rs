@@ -24,3 +24,13 @@ pub const EVENTS: &str = "events";
 /// Event deliveries that are due, keyed `{endpoint}/{due ms}/{event id}` (the delivery
 /// workers' queue, `events::deliver`).
 pub const EVENT_DUE: &str = "event_due";
+/// WhatsApp templates the gateway used and their state from Meta (`policy::templates`),
+/// keyed by `<name>/<language>`.
+pub const WHATSAPP_TEMPLATES: &str = "whatsapp_templates";
+/// People whose WhatsApp marketing Meta holds (131049), keyed by number (`policy::holds`).
+pub const WHATSAPP_MARKETING_HOLDS: &str = "whatsapp_marketing_holds";
+/// The business portfolio's messaging limit as Meta last named it, and the account's typed
+/// restrictions (`policy::portfolio`).
+pub const WHATSAPP_PORTFOLIO: &str = "whatsapp_portfolio";
+/// Billable and free messages per channel and pricing category (`policy::pricing`).
+pub const PRICING: &str = "pricing";

@@ -317,6 +317,15 @@ async fn handle_other_field(
     match field {
         "account_update" => account::handle_account_update(state, value, now).await?,
         "phone_number_quality_update" => account::handle_quality_update(state, value, now).await?,
+        "business_capability_update" => {
+            account::handle_capability_update(state, value, now).await?
+        }
+        "message_template_status_update" => {
+            account::handle_template_status(state, value, now).await?
+        }
+        "message_template_quality_update" => {
+            account::handle_template_quality(state, value, now).await?
+        }
         _ => {
             super::store_event(
                 state.store.as_ref(),

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{ChannelQuality, Timestamp};
+use crate::policy::portfolio::{self, Restriction as Typed};
+use crate::policy::templates::{Event, Quality};
 use crate::states::Signal;
 use crate::store::StoreResult;
 use crate::web::AppState;
@@ -58,8 +60,35 @@ struct Restriction {
 }
 
 /// Restriction types that stop business-initiated sends (an unnamed one is taken to, too).
+/// An unnamed restriction restricts the whole channel; the typed ones that block one direction
+/// of messaging are kept apart ([`typed_restrictions`]), the others only warn.
 fn restricts_our_sends(kind: Option<&str>) -> bool {
-    matches!(kind, None | Some("RESTRICTED_BIZ_INITIATED_MESSAGING"))
+    kind.is_none()
+}
+
+/// The `restriction_info` entries that block one direction of messaging, with their end
+/// (Meta's `expiration`, else now + `cooldown`); ones already over are left out.
+fn typed_restrictions(
+    update: &AccountUpdate,
+    now: Timestamp,
+    cooldown: std::time::Duration,
+) -> Vec<(Typed, Timestamp)> {
+    if update.event != "ACCOUNT_RESTRICTION" {
+        return Vec::new();
+    }
+    update
+        .restriction_info
+        .iter()
+        .filter_map(|r| {
+            let kind = Typed::parse(r.restriction_type.as_deref()?)?;
+            let until = r
+                .expiration
+                .as_ref()
+                .and_then(parse_time)
+                .unwrap_or_else(|| crate::model::later(now, cooldown));
+            (until > now).then_some((kind, until))
+        })
+        .collect()
 }
 
 /// Meta writes `2026-04-19T13:59:20+0000`; RFC 3339 and Unix seconds are accepted too.
@@ -159,6 +188,33 @@ pub async fn handle_account_update(
     let Ok(update) = serde_json::from_value::<AccountUpdate>(value.clone()) else {
         return super::store_event(store, WA, "account_update", value, now).await;
     };
+    let typed = typed_restrictions(&update, now, state.config.cooldown(WA));
+    for (restriction, until) in &typed {
+        portfolio::set_restriction(store, *restriction, *until, now).await?;
+    }
+    if !typed.is_empty()
+        && !update
+            .restriction_info
+            .iter()
+            .any(|r| r.restriction_type.is_none())
+    {
+        let detail = typed
+            .iter()
+            .map(|(r, until)| {
+                format!(
+                    "{} until {}: {}",
+                    r.as_str(),
+                    until.to_rfc3339(),
+                    r.effect()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return state
+            .states
+            .apply_signal(WA, Signal::Warning, "ACCOUNT_RESTRICTION", &detail, now)
+            .await;
+    }
     match signal_for(&update, now, state.config.cooldown(WA)) {
         Some((signal, detail)) => {
             let code = if update.event.is_empty() {
@@ -214,6 +270,21 @@ pub async fn handle_quality_update(
         )
         .await;
     };
+    if let Some(limit) = update
+        .current_limit
+        .as_ref()
+        .and_then(crate::policy::portfolio::parse_limit)
+    {
+        let raw = text(&update.current_limit).unwrap_or_default();
+        crate::policy::portfolio::set_limit(
+            state.store.as_ref(),
+            limit,
+            "phone_number_quality_update",
+            &raw,
+            now,
+        )
+        .await?;
+    }
     let quality = ChannelQuality {
         event: update.event,
         current_limit: text(&update.current_limit),
@@ -222,6 +293,129 @@ pub async fn handle_quality_update(
         at: now,
     };
     state.states.set_quality(WA, quality).await
+}
+
+/// `business_capability_update`: the portfolio's messaging limit
+/// (`max_daily_conversations_per_business`; older payloads name it per phone number,
+/// `max_daily_conversation_per_phone`, which since October 2025 is the portfolio's too).
+pub async fn handle_capability_update(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "business_capability_update";
+    let raw = [
+        "max_daily_conversations_per_business",
+        "max_daily_conversation_per_phone",
+    ]
+    .iter()
+    .map(|k| &value[*k])
+    .find(|v| !v.is_null());
+    match raw.and_then(|v| crate::policy::portfolio::parse_limit(v).map(|l| (l, v))) {
+        Some((limit, v)) => {
+            let raw = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            crate::policy::portfolio::set_limit(store, limit, field, &raw, now).await?;
+            super::store_event(store, WA, field, value, now).await
+        }
+        None => super::store_event(store, WA, field, value, now).await,
+    }
+}
+
+/// `message_template_status_update` / `message_template_quality_update`: which template.
+#[derive(Debug, Deserialize)]
+struct TemplateUpdate {
+    #[serde(default)]
+    event: String,
+    message_template_name: String,
+    message_template_language: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    new_quality_score: Option<String>,
+}
+
+/// The template event a status webhook's `event` means, if it moves the template's state.
+fn template_event(event: &str) -> Option<Event> {
+    match event.to_ascii_uppercase().as_str() {
+        "APPROVED" | "REINSTATED" | "UNPAUSED" | "UNARCHIVED" | "UNLOCKED" => Some(Event::Approved),
+        "PAUSED" => Some(Event::Paused { until: None }),
+        "DISABLED" | "REJECTED" | "DELETED" | "ARCHIVED" | "PENDING_DELETION" | "LOCKED" => {
+            Some(Event::Disabled)
+        }
+        _ => None,
+    }
+}
+
+/// `message_template_status_update`: PAUSED pauses the template (3 h, then 6 h, the third
+/// time it is disabled), DISABLED/REJECTED/... take it out, APPROVED/REINSTATED/UNPAUSED bring
+/// it back for the notifications that come next. Other events are stored.
+pub async fn handle_template_status(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "message_template_status_update";
+    let Ok(update) = serde_json::from_value::<TemplateUpdate>(value.clone()) else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let Some(event) = template_event(&update.event) else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let reason = match update
+        .reason
+        .as_deref()
+        .filter(|r| !r.is_empty() && *r != "NONE")
+    {
+        Some(why) => format!("{} ({why})", update.event),
+        None => update.event.clone(),
+    };
+    crate::policy::template_event(
+        store,
+        &state.metrics,
+        &update.message_template_name,
+        &update.message_template_language,
+        event,
+        &reason,
+        now,
+    )
+    .await?;
+    if event == Event::Approved {
+        state.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// `message_template_quality_update`: the template's new quality rating.
+pub async fn handle_template_quality(
+    state: &AppState,
+    value: &Value,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let store = state.store.as_ref();
+    let field = "message_template_quality_update";
+    let Some(update) = serde_json::from_value::<TemplateUpdate>(value.clone())
+        .ok()
+        .filter(|u| u.new_quality_score.is_some())
+    else {
+        return super::store_event(store, WA, field, value, now).await;
+    };
+    let quality = Quality::parse(update.new_quality_score.as_deref().unwrap_or_default());
+    crate::policy::template_event(
+        store,
+        &state.metrics,
+        &update.message_template_name,
+        &update.message_template_language,
+        Event::Quality(quality),
+        field,
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -257,7 +451,7 @@ mod tests {
         let restriction = update(
             serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
             {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2099-01-01T00:00:00+0000"},
-            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()}]}),
+            {"expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()}]}),
         );
         let (signal, _) = signal_for(&restriction, now, hour).unwrap();
         let Signal::RestrictedUntil(until) = signal else {
@@ -269,6 +463,25 @@ mod tests {
             {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expiration": "2099-01-01T00:00:00+0000"}]}),
         );
         assert_eq!(signal_for(&other, now, hour).unwrap().0, Signal::Warning);
+        let typed = typed_restrictions(&other, now, hour);
+        assert_eq!(typed.len(), 1);
+        assert_eq!(typed[0].0, Typed::CustomerInitiated);
+        let biz = update(
+            serde_json::json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": later.format("%Y-%m-%dT%H:%M:%S+0000").to_string()},
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2099-01-01T00:00:00+0000"}]}),
+        );
+        let typed = typed_restrictions(&biz, now, hour);
+        assert_eq!(typed.len(), 1);
+        assert_eq!(
+            (typed[0].0, typed[0].1.timestamp()),
+            (Typed::BizInitiated, later.timestamp())
+        );
+        assert_eq!(
+            signal_for(&biz, now, hour).unwrap().0,
+            Signal::Warning,
+            "a typed restriction doesn't restrict the whole channel"
+        );
         let gone = update(serde_json::json!({"event": "PARTNER_REMOVED"}));
         assert_eq!(signal_for(&gone, now, hour).unwrap().0, Signal::Banned);
         let violation = update(

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_channel::{Answer, ChannelKind, Class};
-use lifeboat_whatsapp::classify::class_for_code;
+use lifeboat_whatsapp::classify::{class_for_code, signal_for_code};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::dispatch::transitions::Receipt;
 use crate::dispatch::worker;
-use crate::model::{Notification, Timestamp};
+use crate::model::{Notification, Pricing, PricingCategory, Timestamp};
 use crate::store::{Edited, Store, StoreResult};
 use crate::web::AppState;
 
@@ -52,6 +52,21 @@ pub struct StatusEvent {
     pub recipient_id: Option<String>,
     #[serde(default)]
     pub errors: Vec<Value>,
+    /// `{billable, pricing_model, category}` on sent/delivered/read (and some failed) statuses.
+    #[serde(default)]
+    pub pricing: Option<Value>,
+}
+
+impl StatusEvent {
+    /// The status's `pricing`, when it has a `billable` flag and a `category`.
+    fn pricing(&self) -> Option<Pricing> {
+        let p = self.pricing.as_ref()?;
+        let billable = p["billable"].as_bool()?;
+        let category = p["category"].as_str()?;
+        let category: PricingCategory =
+            serde_json::from_value(Value::String(category.to_ascii_lowercase())).ok()?;
+        Some(Pricing { billable, category })
+    }
 }
 
 /// What a status asks of its notification.
@@ -61,6 +76,8 @@ enum Change {
     Receipt(Receipt),
     /// The message did not go: record it and queue the notification again.
     Failed(Answer),
+    /// What Meta says the message costs: kept on its attempt and counted, once.
+    Priced(Pricing),
 }
 
 /// A status waiting to be applied to its notification.
@@ -84,8 +101,18 @@ pub async fn handle(state: &AppState, statuses: Vec<Value>, now: Timestamp) -> S
                 continue;
             }
         };
+        // Pricing comes on sent, delivered and read alike: the attempt takes the first.
+        if let Some(pricing) = event.pricing() {
+            let pending = Pending {
+                wamid: event.id.clone(),
+                change: Change::Priced(pricing),
+            };
+            if !apply(state, &pending, now).await? {
+                later.push(pending);
+            }
+        }
         if event.status == "sent" {
-            // Changes nothing: not worth a record.
+            // Changes nothing else: not worth a record.
             continue;
         }
         let seen = format!("status/{}/{}", event.id, event.status);
@@ -190,6 +217,7 @@ fn failure_answer(event: &StatusEvent) -> Answer {
         code: code.map(|c| c.to_string()),
         detail: Some(detail),
         message_id: Some(event.id.clone()),
+        signal: code.and_then(signal_for_code),
     }
 }
 
@@ -237,6 +265,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             let done = match &change {
                 Change::Receipt(to) => n.record_receipt(WA, &wamid, *to, now),
                 Change::Failed(answer) => n.receipt_failed(WA, &wamid, answer, &retry, now),
+                Change::Priced(pricing) => n.record_pricing(WA, &wamid, *pricing),
             };
             applied.store(done, Ordering::Relaxed);
         })
@@ -254,6 +283,12 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied");
             state.events.receipt(&n).await;
         }
+        Change::Priced(pricing) => {
+            crate::policy::pricing::count(store, WA, *pricing).await?;
+            state
+                .metrics
+                .priced(WA, pricing.category.as_str(), pricing.billable);
+        }
         Change::Failed(answer) => {
             tracing::info!(
                 notification = %n.id,
@@ -266,6 +301,29 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             } = answer.class
             {
                 revoke(store, &state.events, &n, opt_out, answer, now).await?;
+            }
+            if answer.signal == Some(lifeboat_channel::Signal::RecipientMarketingHeld) {
+                if let Some(contact) = store.get_contact(&n.contact_id).await? {
+                    if let Some(address) = contact.address(WA) {
+                        state.policy.hold_marketing(address, answer, now).await?;
+                    }
+                }
+            }
+            // The template the failed message used (kept on the attempt that sent it).
+            let template = n
+                .attempts
+                .iter()
+                .rev()
+                .find(|a| {
+                    a.provider_message_id.as_deref() == Some(pending.wamid.as_str())
+                        && a.template.is_some()
+                })
+                .and_then(|a| a.template.clone());
+            if let Some(template) = template {
+                state
+                    .policy
+                    .template_answer(&state.metrics, &template, answer, now)
+                    .await?;
             }
             state.wake.notify_one();
         }

@@ -23,3 +23,4 @@ mod store_copy;
 mod telegram_bot;
 mod walkthrough;
 mod webhooks;
+mod whatsapp_2026;

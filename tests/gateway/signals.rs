@@ -272,13 +272,14 @@ async fn account_updates_ban_reinstate_and_restrict_whatsapp() {
     assert_eq!(row["state"], "active", "{row}");
     assert_eq!(row["last_error"]["code"], "ACCOUNT_VIOLATION", "{row}");
 
-    // Restricted until Meta's expiration, written the way Meta writes it.
+    // A restriction without a type: the whole channel is restricted until Meta's expiration,
+    // written the way Meta writes it. (Typed restrictions block one direction only:
+    // tests/gateway/whatsapp_2026.rs.)
     let expiration = chrono::Utc::now() + chrono::Duration::days(3);
     let meta_time = expiration.format("%Y-%m-%dT%H:%M:%S+0000").to_string();
     post_account_update(
         &gw,
-        json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
-            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": meta_time}]}),
+        json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [{"expiration": meta_time}]}),
     )
     .await;
     let row = gw.channel_state("whatsapp").await;

@@ -94,6 +94,10 @@ pub struct WhatsappTemplate {
     pub language: String,
     #[serde(default)]
     pub parameters: Vec<String>,
+    /// The template to send instead while this one is paused or disabled (never sent
+    /// itself: the dispatcher picks one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative: Option<Box<WhatsappTemplate>>,
 }
 
 /// One message for one recipient on one channel, as the dispatcher hands it over.
@@ -136,6 +140,33 @@ pub enum OptOut {
     Blocked,
     /// The person stopped marketing only (WhatsApp 131050): revoke the `marketing` scope.
     StoppedMarketing,
+}
+
+/// What a provider's answer says beyond its class, about something narrower than the channel
+/// (one template, one person's marketing): the dispatcher records it so the next message
+/// that would meet the same refusal goes around it without asking the provider again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The template this message used is paused for low quality (WhatsApp 132015): no message
+    /// with it goes out until the pause ends or the provider approves it again.
+    TemplatePaused,
+    /// The template is disabled or does not exist (WhatsApp 132016, 132001): no message with it
+    /// goes out until the provider approves it again.
+    TemplateDisabled,
+    /// The provider holds marketing to this recipient for about a day (WhatsApp 131049):
+    /// their marketing goes another way meanwhile; their other messages are not affected.
+    RecipientMarketingHeld,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::TemplatePaused => "template_paused",
+            Signal::TemplateDisabled => "template_disabled",
+            Signal::RecipientMarketingHeld => "recipient_marketing_held",
+        }
+    }
 }
 
 /// The class of a provider's answer: the only thing the dispatcher acts on.
@@ -194,6 +225,8 @@ pub struct Answer {
     /// The provider's id for the accepted message (`wamid...`, Telegram message id, LINE id,
     /// SMTP `Message-ID`).
     pub message_id: Option<String>,
+    /// What the answer says about a template or the recipient's marketing, if anything.
+    pub signal: Option<Signal>,
 }
 
 impl Answer {
@@ -204,6 +237,7 @@ impl Answer {
             code: None,
             detail: None,
             message_id: Some(message_id.into()),
+            signal: None,
         }
     }
 
@@ -214,7 +248,14 @@ impl Answer {
             code: Some(code.into()),
             detail: Some(detail.into()),
             message_id: None,
+            signal: None,
         }
+    }
+
+    /// The same answer carrying `signal`.
+    pub fn with_signal(mut self, signal: Option<Signal>) -> Self {
+        self.signal = signal;
+        self
     }
 
     /// A timeout: always transient (the provider may or may not have the message).

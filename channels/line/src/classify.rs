@@ -72,6 +72,7 @@ pub fn classify_push(reply: &HttpReply<'_>, now: SystemTime) -> Answer {
                     snippet(reply.body)
                 )),
                 message_id: reply.request_id.map(str::to_string),
+                signal: None,
             },
         };
     }
@@ -101,6 +102,7 @@ pub fn classify_push(reply: &HttpReply<'_>, now: SystemTime) -> Answer {
                     code: Some(code),
                     detail: Some(format!("{detail} (delivered by an earlier attempt)")),
                     message_id: id,
+                    signal: None,
                 };
             }
             Class::Rejected

@@ -11,18 +11,25 @@
 //! | throttled, whole channel | `130429` (throughput), `4` (app call rate), `80007` (WABA rate), `133016` (register rate); an unknown code or non-Graph body with HTTP 429 |
 //! | throttled, this recipient only | `131056` (business/consumer pair rate limit) |
 //! | recipient unreachable | `131026`, `131049`, `130472`, `131021`, `130497` (country restriction, per recipient); `131050` with opt-out `stopped_marketing`; `100` when the text says the recipient is not a WhatsApp user |
-//! | rejected (this message can't go this way) | `131047` (24 h window closed), `131051`, `131053`, `132015`, `132016`, `132068`, `132069` |
+//! | rejected (this message can't go this way) | `131047` (24 h window closed), `131051`, `131053`, `132001` (template does not exist), `132015` (template paused), `132016` (template disabled), `132068`, `132069` |
 //! | channel restricted (cooldown) | `368` (policy block), `131048` (spam rate limit) |
 //! | channel banned (until an admin) | `131031` (account locked), `131042` (payment), `133007`, `1031` |
-//! | config error (disabled) | `0`, `190`, `3`, `10`, `200`–`299`, `33`, `100` (otherwise), `131005`, `131008`, `131009`, `131030`, `131045`, `131058`, `132000`–`132012`, `133010` |
+//! | config error (disabled) | `0`, `190`, `3`, `10`, `200`–`299`, `33`, `100` (otherwise), `131005`, `131008`, `131009`, `131030`, `131045`, `131058`, `132000`, `132002`–`132012`, `133010` |
 //! | anything else | transient with HTTP 5xx, throttled with HTTP 429, rejected otherwise |
+//!
+//! Some answers also carry a [`Signal`] ([`signal_for_code`]) about something narrower than
+//! the channel, so the gateway stops asking where the answer would be the same:
+//! `132015` → the template is paused, `132016` and `132001` → the template is disabled (or
+//! gone), `131049` → Meta holds this person's marketing for about a day. A missing or
+//! disabled template is this template's problem, not the channel's configuration: the channel
+//! stays in rotation for every other template and for free-form text.
 //!
 //! `Retry-After` (seconds) is kept on transient, throttled and restricted answers; without it,
 //! the `estimated_time_to_regain_access` of `x-business-use-case-usage` (minutes) is used.
 
 use std::time::Duration;
 
-use lifeboat_channel::{Answer, Class, OptOut, ThrottleScope};
+use lifeboat_channel::{Answer, Class, OptOut, Signal, ThrottleScope};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -105,7 +112,7 @@ pub fn class_for_code(
             opt_out: Some(OptOut::StoppedMarketing),
         },
         100 if says_not_a_whatsapp_user(text) => Class::RecipientUnreachable { opt_out: None },
-        131047 | 131051 | 131053 | 132015 | 132016 | 132068 | 132069 => Class::Rejected,
+        131047 | 131051 | 131053 | 132001 | 132015 | 132016 | 132068 | 132069 => Class::Rejected,
         368 | 131048 => Class::ChannelRestricted { retry_after },
         131031 | 131042 | 133007 | 1031 => Class::ChannelBanned,
         0
@@ -121,9 +128,21 @@ pub fn class_for_code(
         | 131030
         | 131045
         | 131058
-        | 132000..=132012
+        | 132000
+        | 132002..=132012
         | 133010 => Class::ConfigError,
         _ => class_for_status(http_status.unwrap_or(400), retry_after),
+    }
+}
+
+/// What a Graph error `code` says about the template or the recipient's marketing, beyond
+/// its class (the module's table).
+pub fn signal_for_code(code: i64) -> Option<Signal> {
+    match code {
+        132015 => Some(Signal::TemplatePaused),
+        132016 | 132001 => Some(Signal::TemplateDisabled),
+        131049 => Some(Signal::RecipientMarketingHeld),
+        _ => None,
     }
 }
 
@@ -176,7 +195,8 @@ pub fn classify_failure(status: u16, body: &[u8], retry_after: Option<Duration>)
             class_for_code(code, Some(status), &detail, retry_after),
             code.to_string(),
             detail,
-        ),
+        )
+        .with_signal(signal_for_code(code)),
         None => Answer::failed(
             class_for_status(status, retry_after),
             status.to_string(),
@@ -268,7 +288,9 @@ mod tests {
                 opt_out: Some(OptOut::StoppedMarketing)
             }
         );
-        for code in [131047, 131051, 131053, 132015, 132016, 132068, 132069] {
+        for code in [
+            131047, 131051, 131053, 132001, 132015, 132016, 132068, 132069,
+        ] {
             assert_eq!(class(code, 400), Class::Rejected, "{code}");
         }
         for code in [368, 131048] {
@@ -283,12 +305,46 @@ mod tests {
         }
         for code in [
             0, 3, 10, 33, 100, 190, 200, 250, 299, 131005, 131008, 131009, 131030, 131045, 131058,
-            132000, 132001, 132005, 132007, 132012, 133010,
+            132000, 132005, 132007, 132012, 133010,
         ] {
             assert_eq!(class(code, 400), Class::ConfigError, "{code}");
         }
         // A config code stays a config code even behind a 5xx (code 3 was seen with 500).
         assert_eq!(class(3, 500), Class::ConfigError);
+    }
+
+    #[test]
+    fn template_and_marketing_answers_carry_their_signal() {
+        let answer = |code: u64| {
+            classify_failure(
+                400,
+                format!(r#"{{"error":{{"message":"x","code":{code}}}}}"#).as_bytes(),
+                None,
+            )
+        };
+        let paused = answer(132015);
+        assert_eq!(
+            (paused.class, paused.signal),
+            (Class::Rejected, Some(Signal::TemplatePaused))
+        );
+        for code in [132016, 132001] {
+            let a = answer(code);
+            assert_eq!(
+                (a.class, a.signal),
+                (Class::Rejected, Some(Signal::TemplateDisabled)),
+                "{code}: the template's problem, not the channel's config"
+            );
+        }
+        let held = answer(131049);
+        assert_eq!(
+            (held.class, held.signal),
+            (
+                Class::RecipientUnreachable { opt_out: None },
+                Some(Signal::RecipientMarketingHeld)
+            )
+        );
+        assert_eq!(answer(131050).signal, None);
+        assert_eq!(answer(132000).class, Class::ConfigError);
     }
 
     #[test]

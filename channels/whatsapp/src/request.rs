@@ -65,6 +65,7 @@ mod tests {
                 name: "hello_world".into(),
                 language: "en_US".into(),
                 parameters: vec![],
+                alternative: None,
             },
         );
         assert!(body["template"].get("components").is_none());

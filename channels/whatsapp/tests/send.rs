@@ -366,7 +366,7 @@ async fn expired_token_190_is_a_config_error() {
 }
 
 #[tokio::test]
-async fn missing_template_132001_is_a_config_error() {
+async fn missing_template_132001_takes_that_template_out_not_the_channel() {
     let answer = answer_for(error_response(
         404,
         132001,
@@ -374,8 +374,28 @@ async fn missing_template_132001_is_a_config_error() {
         "template name (order_shipped) does not exist in en_US",
     ))
     .await;
-    assert_eq!(answer.class, Class::ConfigError);
+    assert_eq!(answer.class, Class::Rejected);
+    assert_eq!(
+        answer.signal,
+        Some(lifeboat_channel::Signal::TemplateDisabled)
+    );
     assert_eq!(answer.code.as_deref(), Some("132001"));
+}
+
+#[tokio::test]
+async fn paused_template_132015_says_so() {
+    let answer = answer_for(error_response(
+        400,
+        132015,
+        "(#132015) Cannot send message with a paused template",
+        "Template is paused due to low quality so it cannot be sent in a template message.",
+    ))
+    .await;
+    assert_eq!(answer.class, Class::Rejected);
+    assert_eq!(
+        answer.signal,
+        Some(lifeboat_channel::Signal::TemplatePaused)
+    );
 }
 
 // ---- transient ----

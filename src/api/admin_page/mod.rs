@@ -74,7 +74,7 @@ pub async fn page(
     headers: HeaderMap,
 ) -> Response {
     match sessions.csrf_of(&headers).await {
-        Ok(Some(csrf)) => dashboard(&state, &csrf, StatusCode::OK, None),
+        Ok(Some(csrf)) => dashboard(&state, &csrf, StatusCode::OK, None).await,
         Ok(None) => login_page(StatusCode::OK, None),
         Err(e) => session_failed(e),
     }
@@ -183,7 +183,7 @@ pub async fn enable(
         Err(refused) => return *refused,
     };
     if let Err(e) = state.states.enable(kind).await {
-        return store_failed(&state, &csrf, e);
+        return store_failed(&state, &csrf, e).await;
     }
     state.wake.notify_one();
     tracing::info!(channel = %kind, "admin page: channel enabled");
@@ -223,10 +223,11 @@ pub async fn disable(
             &csrf,
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("A reason of 1–500 characters is needed to disable a channel."),
-        );
+        )
+        .await;
     }
     if let Err(e) = state.states.disable(kind, reason).await {
-        return store_failed(&state, &csrf, e);
+        return store_failed(&state, &csrf, e).await;
     }
     tracing::info!(channel = %kind, "admin page: channel disabled");
     see_admin()
@@ -258,7 +259,7 @@ fn session_failed(e: crate::store::StoreError) -> Response {
     )
 }
 
-fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
+async fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Response {
     let reference = uuid::Uuid::new_v4();
     tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not save a channel change");
     // The cause stays in the log: store errors can name keys and paths.
@@ -274,5 +275,5 @@ fn store_failed(state: &AppState, csrf: &str, e: crate::store::StoreError) -> Re
             format!("The change could not be saved: internal error (reference {reference}); see the gateway's log."),
         )
     };
-    dashboard(state, csrf, status, Some(&message))
+    dashboard(state, csrf, status, Some(&message)).await
 }

@@ -261,8 +261,138 @@ fn timeline(state: &AppState, now: Timestamp) -> String {
     format!("<ol id=\"timeline\" reversed>\n{items}</ol>")
 }
 
+/// The WhatsApp section under the table: templates and their state at Meta.
+async fn whatsapp_section(state: &AppState, now: Timestamp) -> String {
+    let details = match crate::api::admin::whatsapp_details(state).await {
+        Ok(details) => details,
+        Err(e) => {
+            let reference = uuid::Uuid::new_v4();
+            tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not read the WhatsApp details");
+            return format!(
+                "<p class=\"error\" id=\"whatsapp-details-error\">The WhatsApp details could not \
+                 be read: internal error (reference {reference}); see the gateway's log.</p>"
+            );
+        }
+    };
+    let mut out = String::from("<h2>WhatsApp</h2>\n");
+    for (key, value) in &details {
+        out.push_str(&match *key {
+            "templates" => templates_table(value, now),
+            "portfolio" => portfolio_line(value),
+            "restrictions" => restrictions_list(value, now),
+            "pricing" => pricing_line(value),
+            _ => String::new(),
+        });
+    }
+    out
+}
+
+fn pricing_line(pricing: &Value) -> String {
+    let Some(categories) = pricing.as_object().filter(|c| !c.is_empty()) else {
+        return String::new();
+    };
+    let parts: Vec<String> = categories
+        .iter()
+        .map(|(category, c)| {
+            format!(
+                "{}: {} billable, {} free",
+                escape(category),
+                c["billable"].as_u64().unwrap_or(0),
+                c["free"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    format!(
+        "<p id=\"pricing\">Messages Meta priced (from its status webhooks): {}. Notifications \
+         that fell over to other channels are not in these counts.</p>\n",
+        parts.join("; ")
+    )
+}
+
+fn restrictions_list(restrictions: &Value, now: Timestamp) -> String {
+    let items: Vec<String> = restrictions
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let kind = text(r, "restriction_type");
+            let until = time_of(&r["until"])
+                .map(|u| when(u, now))
+                .unwrap_or_default();
+            format!(
+                "<li class=\"restriction\" data-type=\"{kind}\"><b>{kind}</b> until {until}: {}. \
+                 It ends by itself then.</li>\n",
+                text(r, "effect")
+            )
+        })
+        .collect();
+    if items.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<p>Meta restricts the WhatsApp account:</p>\n<ul id=\"restrictions\">\n{}</ul>\n",
+        items.concat()
+    )
+}
+
+fn portfolio_line(p: &Value) -> String {
+    let reached = p["reached_24h"].as_u64().unwrap_or(0);
+    let text = match (&p["limit"], p["left"].as_u64()) {
+        (Value::Number(limit), Some(left)) => format!(
+            "Messaging limit of the business portfolio: {reached} of {limit} new people reached \
+             in the last 24 h, <b id=\"portfolio-left\">{left} left</b> <span class=\"muted\">({})</span>.",
+            escape(p["source"].as_str().unwrap_or(""))
+        ),
+        (Value::String(_), _) => format!(
+            "Messaging limit of the business portfolio: unlimited ({reached} new people reached \
+             in the last 24 h)."
+        ),
+        _ => format!(
+            "Messaging limit of the business portfolio: not known yet (Meta names it in the \
+             business_capability_update webhook; or set policy.whatsapp.portfolio_limit). \
+             {reached} new people reached in the last 24 h."
+        ),
+    };
+    format!("<p id=\"portfolio\">{text}</p>\n")
+}
+
+fn templates_table(templates: &Value, now: Timestamp) -> String {
+    let rows: Vec<String> = templates
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let name = format!("{}/{}", text(t, "name"), text(t, "language"));
+            let state = text(t, "state");
+            let until = time_of(&t["paused_until"])
+                .map(|u| format!(" until {}", when(u, now)))
+                .unwrap_or_default();
+            format!(
+                "<tr class=\"template\" data-state=\"{state}\"><td>{name}</td>\
+                 <td class=\"state {state}\">{state}{until}</td><td>{quality}</td>\
+                 <td>{reason}</td></tr>\n",
+                quality = text(t, "quality"),
+                reason = text(t, "reason"),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return "<p class=\"muted\" id=\"templates-empty\">No WhatsApp template used yet.</p>\n"
+            .into();
+    }
+    format!(
+        "<table id=\"templates\">\n<thead><tr><th>Template</th><th>State at Meta</th>\
+         <th>Quality</th><th>Last change</th></tr></thead>\n<tbody>\n{}</tbody>\n</table>\n\
+         <p class=\"muted\">A paused or disabled template is not tried: notifications using it \
+         go to their alternative template, or to the next channel.</p>\n",
+        rows.concat()
+    )
+}
+
 /// The signed-in page: the channel table with a form per action, then the timeline.
-pub(super) fn dashboard(
+pub(super) async fn dashboard(
     state: &AppState,
     csrf: &str,
     status: StatusCode,
@@ -352,7 +482,7 @@ pub(super) fn dashboard(
          <table>\n<thead><tr><th>Channel</th><th>Configured</th><th>State</th>\
          <th>Reason</th><th>Since / until</th><th>Last error</th>\
          <th>Sent / failed per minute (1 h)</th><th>Actions</th></tr></thead>\n\
-         <tbody>\n{rows}</tbody>\n</table>\n\
+         <tbody>\n{rows}</tbody>\n</table>\n{whatsapp}\
          <h2>Recent changes</h2>\n{timeline}\n\
          <p class=\"muted\">Counts per minute are kept in memory: a restart starts them at zero. \
          The changes are kept in the store (the last {limit}).</p>\n\
@@ -360,6 +490,7 @@ pub(super) fn dashboard(
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",
         updated = when(now, now),
+        whatsapp = whatsapp_section(state, now).await,
         timeline = timeline(state, now),
         limit = crate::states::history::HISTORY_LIMIT,
     );

@@ -52,6 +52,8 @@ pub use whatsapp::start as start_whatsapp;
 pub const WHATSAPP_PHONE_NUMBER_ID: &str = "100000000000001";
 pub const WHATSAPP_ACCESS_TOKEN: &str = "sandbox-whatsapp-access-token";
 pub const WHATSAPP_API_VERSION: &str = "v23.0";
+/// Signs the WhatsApp webhooks the sandbox sends its gateway (a template approved again).
+pub const WHATSAPP_APP_SECRET: &str = "sandbox-whatsapp-app-secret";
 pub const TELEGRAM_BOT_TOKEN: &str = "1000000001:SANDBOX-sandbox-sandbox-sandbox-000";
 pub const TELEGRAM_BOT_USERNAME: &str = "lifeboat_sandbox_bot";
 pub const LINE_CHANNEL_ACCESS_TOKEN: &str = "sandbox-line-channel-access-token";
@@ -132,6 +134,8 @@ pub struct Simulated {
     refused_at: Mutex<Vec<DateTime<Utc>>>,
     last_refusal: Mutex<Option<String>>,
     seq: AtomicU64,
+    /// WhatsApp: templates Meta has paused (sends with them are answered 132015).
+    paused_templates: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,6 +153,7 @@ impl Simulated {
             refused_at: Mutex::new(Vec::new()),
             last_refusal: Mutex::new(None),
             seq: AtomicU64::new(0),
+            paused_templates: Mutex::default(),
         }
     }
 
@@ -158,6 +163,25 @@ impl Simulated {
 
     pub fn set_mode(&self, mode: Mode) {
         *lock(&self.mode) = mode;
+    }
+
+    /// WhatsApp: pauses (`true`) or approves again (`false`) a template by name.
+    pub fn set_template_paused(&self, name: &str, paused: bool) {
+        let mut set = lock(&self.paused_templates);
+        if paused {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    pub fn template_paused(&self, name: &str) -> bool {
+        lock(&self.paused_templates).contains(name)
+    }
+
+    /// The paused templates, by name.
+    pub fn paused_templates(&self) -> Vec<String> {
+        lock(&self.paused_templates).iter().cloned().collect()
     }
 
     /// Everything accepted so far, oldest first.

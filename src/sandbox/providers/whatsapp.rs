@@ -163,6 +163,17 @@ async fn whatsapp_send(
         sim.refuse(format!("to {to}: {}", describe(&mode)));
         return refusal.into_response();
     }
+    let template = request["template"]["name"].as_str().unwrap_or_default();
+    if request["type"] == "template" && sim.template_paused(template) {
+        sim.refuse(format!("to {to}: 132015 template {template} is paused"));
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            132015,
+            "(#132015) Cannot send message with a paused template",
+            "Template is paused due to low quality so it cannot be sent in a template message.",
+        )
+        .into_response();
+    }
     if sim.rejects(&to) {
         sim.refuse(format!("to {to}: 131026 Message Undeliverable"));
         return graph_error(

@@ -47,6 +47,7 @@ pub fn template_message(parameters: &[&str]) -> OutboundMessage {
         name: "order_shipped".into(),
         language: "en_US".into(),
         parameters: parameters.iter().map(|p| p.to_string()).collect(),
+        alternative: None,
     });
     message
 }
