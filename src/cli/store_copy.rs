@@ -139,12 +139,7 @@ async fn copy(from: &Path, to: &Path, merge: bool) -> ExitCode {
     if source.location == target.location {
         return same();
     }
-    let (Some(from_store), Some(to_store)) = (&source.portable, &target.portable) else {
-        return fail(
-            2,
-            "this build cannot copy to or from a PostgreSQL store yet (only between embedded stores)",
-        );
-    };
+    let (from_store, to_store) = (&source.portable, &target.portable);
     let outcome = copy_between(
         (&**from_store, &source.location),
         (&**to_store, &target.location),

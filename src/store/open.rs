@@ -18,7 +18,7 @@ pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     /// The same store, for `lifeboat store copy`; `None` for a backend whose records cannot
     /// be copied yet (PostgreSQL until its [`Portable`] lands).
-    pub portable: Option<Arc<dyn Portable>>,
+    pub portable: Arc<dyn Portable>,
     /// Where the store is, for logs (never a password).
     pub location: String,
     /// Background work of the backend (the purge), stopped when dropped.
@@ -45,8 +45,8 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
         tracing::info!(database = %store.location(), pool = config.pool, "using the PostgreSQL store");
         return Ok(OpenedStore {
             location: store.location().to_string(),
-            store,
-            portable: None,
+            store: store.clone(),
+            portable: store,
             _background: vec![Box::new(purger)],
         });
     }
@@ -71,7 +71,7 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
         })?;
     Ok(OpenedStore {
         store: sled.clone(),
-        portable: Some(sled),
+        portable: sled,
         location: config.path.display().to_string(),
         _background: vec![Box::new(purger)],
     })

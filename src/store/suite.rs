@@ -117,6 +117,7 @@ macro_rules! portable_suite {
 }
 
 portable_suite!(sled_portable, super::open_sled());
+portable_suite!(postgres_portable, super::open_postgres());
 
 const ANA_NUMBER: &str = "+48600100200";
 

@@ -1,9 +1,7 @@
 //! `lifeboat store copy`: a gateway's store, populated over HTTP, copied with the gateway
 //! stopped into another store, on which a new gateway serves the same contacts, consents and
-//! notifications, sends what was queued, and knows the idempotency keys. Sled to sled always;
-//! sled to PostgreSQL and back (a throw-away database on 127.0.0.1:5432, user postgres) as soon
-//! as the PostgreSQL store is `Portable` (until then the CLI refuses it and that part is
-//! skipped, saying so).
+//! notifications, sends what was queued, and knows the idempotency keys: sled to sled, and
+//! sled to PostgreSQL and back (a throw-away database on 127.0.0.1:5432, user postgres).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -335,13 +333,6 @@ async fn postgres_round_trip(
         dir.path().join("pg.toml"),
     );
     let to_pg = store_copy(source, &pg, false).await;
-    let stderr = text(&to_pg.stderr);
-    if stderr.contains("not supported yet")
-        || stderr.contains("cannot copy to or from a PostgreSQL store yet")
-    {
-        eprintln!("store_copy: this build cannot copy to or from PostgreSQL yet ({}); sled → PostgreSQL → sled skipped", stderr.trim());
-        return;
-    }
     assert!(to_pg.status.success(), "{to_pg:?}");
     let back = config_file(
         source_config,

@@ -1,5 +1,5 @@
 //! The PostgreSQL store: several gateway instances on one database (docs/postgres.md,
-//! ../shared/spec/fleet.md).
+//! docs/fleet.md).
 //!
 //! The client is tokio-postgres with a deadpool pool: statements are prepared once per
 //! connection and pipelined, arrays go over in binary (`UNNEST` multi-row writes), and nothing
