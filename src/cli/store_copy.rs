@@ -11,10 +11,8 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use super::fail;
-use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
 use crate::store::portable::{Imported, Portable, RecordKind};
 use crate::store::{error_chain, OpenedStore, StoreError};
@@ -88,15 +86,13 @@ fn same_folder(a: &StoreConfig, b: &StoreConfig) -> bool {
 /// Opens the store `config` names, saying which one (`source` or `target`) failed and, for a
 /// data folder another process holds, that the gateway must be stopped.
 async fn open(config: &StoreConfig, role: &str) -> Result<OpenedStore, ExitCode> {
-    crate::store::open(config, Arc::new(SystemClock::default()))
-        .await
-        .map_err(|e| match &e {
-            StoreError::Locked { .. } => fail(
-                1,
-                format!("{role}: {e}: stop the gateway using it before copying its store"),
-            ),
-            _ => fail(1, format!("{role}: {}", error_chain(&e))),
-        })
+    crate::store::open_idle(config).await.map_err(|e| match &e {
+        StoreError::Locked { .. } => fail(
+            1,
+            format!("{role}: {e}: stop the gateway using it before copying its store"),
+        ),
+        _ => fail(1, format!("{role}: {}", error_chain(&e))),
+    })
 }
 
 async fn copy(from: &Path, to: &Path, merge: bool) -> ExitCode {

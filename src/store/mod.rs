@@ -33,7 +33,7 @@ use crate::model::{
 
 pub use self::sled::{SledStore, DEFAULT_LEASE};
 pub use crate::config::RetentionConfig;
-pub use open::{open, OpenedStore};
+pub use open::{open, open_idle, OpenedStore};
 pub use postgres::PgStore;
 pub use retention::{Purged, Purger};
 

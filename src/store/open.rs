@@ -32,8 +32,22 @@ impl OpenedStore {
     }
 }
 
-/// Opens the store `config` selects.
+/// Opens the store `config` selects, with its background work (the retention purge).
 pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<OpenedStore> {
+    open_with(config, Some(clock)).await
+}
+
+/// Opens the store `config` selects without any background work: for `lifeboat store copy`,
+/// which must move every record as it is (a purge on the real clock would delete records a
+/// gateway on another clock, or with other retention settings, still keeps).
+pub async fn open_idle(config: &StoreConfig) -> StoreResult<OpenedStore> {
+    open_with(config, None).await
+}
+
+async fn open_with(
+    config: &StoreConfig,
+    purge: Option<Arc<dyn Clock>>,
+) -> StoreResult<OpenedStore> {
     if let Some(url) = &config.url {
         let options = PgOptions {
             url: url.clone(),
@@ -41,13 +55,20 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
             lease: config.lease,
         };
         let store = Arc::new(PgStore::open(&options).await?);
-        let purger = PgPurger::start(store.clone(), config.retention.clone(), clock);
+        let background: Vec<Box<dyn Send + Sync>> = match purge {
+            Some(clock) => vec![Box::new(PgPurger::start(
+                store.clone(),
+                config.retention.clone(),
+                clock,
+            ))],
+            None => Vec::new(),
+        };
         tracing::info!(database = %store.location(), pool = config.pool, "using the PostgreSQL store");
         return Ok(OpenedStore {
             location: store.location().to_string(),
             store: store.clone(),
             portable: store,
-            _background: vec![Box::new(purger)],
+            _background: background,
         });
     }
     let path = config.path.clone();
@@ -62,17 +83,21 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> StoreResult<Op
         source: std::io::Error::other(e.to_string()),
     })??;
     let sled = Arc::new(sled);
-    let purger =
-        Purger::start(sled.clone(), config.retention.clone(), clock).map_err(|source| {
-            StoreError::Start {
-                what: "the retention purge",
-                source,
-            }
-        })?;
+    let mut background: Vec<Box<dyn Send + Sync>> = Vec::new();
+    if let Some(clock) = purge {
+        let purger =
+            Purger::start(sled.clone(), config.retention.clone(), clock).map_err(|source| {
+                StoreError::Start {
+                    what: "the retention purge",
+                    source,
+                }
+            })?;
+        background.push(Box::new(purger));
+    }
     Ok(OpenedStore {
         store: sled.clone(),
         portable: sled,
         location: config.path.display().to_string(),
-        _background: vec![Box::new(purger)],
+        _background: background,
     })
 }
