@@ -483,7 +483,9 @@ async fn an_endpoint_that_never_answers_does_not_hold_up_deliveries_or_other_end
         assert_eq!(n["status"], "sent", "{n}");
     }
     let got = live
-        .wait_for(15, "every event at the live endpoint", |g| {
+        // Generous: on a loaded machine (CI runs the suite beside PostgreSQL) 40 deliveries
+        // once took longer than 15 s; what the bench measures is the speed, this the outcome.
+        .wait_for(60, "every event at the live endpoint", |g| {
             g.len() >= ids.len()
         })
         .await;
