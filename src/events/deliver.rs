@@ -362,15 +362,6 @@ impl Job {
             }
         };
         let store = &self.events.store;
-        if let Some(next) = next_at {
-            // The new due entry first: the record's durable update below covers it.
-            if let Err(e) = store
-                .kv_put_relaxed(namespaces::EVENT_DUE, &due_key(&self.ep.id, next, &id), b"")
-                .await
-            {
-                tracing::error!(event = %id, error = %e, "scheduling an event's next delivery failed");
-            }
-        }
         let endpoint = self.ep.id.clone();
         let (status, error, delivered) = match &answer {
             Answer::Delivered(s) => (Some(*s), None, true),
@@ -414,6 +405,19 @@ impl Job {
             .await
         {
             tracing::error!(event = %id, error = %e, "saving an event's delivery failed; it will be delivered again");
+        } else if let Some(next) = next_at.filter(|_| !delivered) {
+            // The next due entry only after the record says when: a worker that finds a due
+            // entry the record does not match drops it as stale, so the other order could lose
+            // the retry. Durable: a crash after this keeps the retry scheduled.
+            if let Err(e) = store
+                .kv_put(namespaces::EVENT_DUE, &due_key(&self.ep.id, next, &id), b"")
+                .await
+            {
+                tracing::error!(event = %id, error = %e, "scheduling an event's next delivery failed");
+            }
+            let _ = store
+                .kv_delete_relaxed(namespaces::EVENT_DUE, &self.key)
+                .await;
         } else if let Err(e) = store
             .kv_delete_relaxed(namespaces::EVENT_DUE, &self.key)
             .await

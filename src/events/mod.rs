@@ -335,12 +335,16 @@ impl Events {
         }
     }
 
-    /// Records `events`: the due entries relaxed, the records durably (the last durable write
-    /// makes every earlier one durable). Returns their ids.
+    /// Records `events`: each record before its due entries (a delivery worker that finds a
+    /// due entry whose record is missing drops the entry as stale, so the other order lost
+    /// events whenever a worker scanned between the two writes), every write relaxed but the
+    /// last, which is durable and so makes every earlier one durable (sled flushes everything;
+    /// PostgreSQL's WAL is durable up to a synchronous commit). Returns their ids.
     pub async fn try_record(&self, events: Vec<NewEvent>) -> StoreResult<Vec<String>> {
         let mut ids = Vec::with_capacity(events.len());
-        let count = events.len();
-        for (i, new) in events.into_iter().enumerate() {
+        let mut writes: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+        let mut types = Vec::with_capacity(events.len());
+        for new in events {
             let id = uuid::Uuid::now_v7().to_string();
             let now = self.clock.now();
             let deliveries: Vec<Delivery> = self
@@ -370,23 +374,28 @@ impl Events {
                 settled_at: None,
             };
             record.settle(now);
+            writes.push((namespaces::EVENTS, id.clone(), record.encode()));
             for d in &record.deliveries {
-                self.store
-                    .kv_put_relaxed(namespaces::EVENT_DUE, &due_key(&d.endpoint, now, &id), b"")
-                    .await?;
+                writes.push((
+                    namespaces::EVENT_DUE,
+                    due_key(&d.endpoint, now, &id),
+                    Vec::new(),
+                ));
             }
-            if i + 1 == count {
-                self.store
-                    .kv_put(namespaces::EVENTS, &id, &record.encode())
-                    .await?;
-            } else {
-                self.store
-                    .kv_put_relaxed(namespaces::EVENTS, &id, &record.encode())
-                    .await?;
-            }
-            self.metrics.event_recorded(new.event_type.as_str());
-            tracing::debug!(event = %id, r#type = new.event_type.as_str(), "event recorded");
+            types.push((id.clone(), new.event_type));
             ids.push(id);
+        }
+        let last = writes.len().saturating_sub(1);
+        for (i, (namespace, key, value)) in writes.into_iter().enumerate() {
+            if i == last {
+                self.store.kv_put(namespace, &key, &value).await?;
+            } else {
+                self.store.kv_put_relaxed(namespace, &key, &value).await?;
+            }
+        }
+        for (id, event_type) in types {
+            self.metrics.event_recorded(event_type.as_str());
+            tracing::debug!(event = %id, r#type = event_type.as_str(), "event recorded");
         }
         for w in &self.wake {
             w.notify_one();
@@ -446,12 +455,7 @@ impl Events {
             .filter(|e| e.wants(current.event.event_type))
             .cloned()
             .collect();
-        // The due entries first (relaxed): the record's durable update below covers them.
-        for e in &wanted {
-            self.store
-                .kv_put_relaxed(namespaces::EVENT_DUE, &due_key(&e.id, now, id), b"")
-                .await?;
-        }
+        let due: Vec<String> = wanted.iter().map(|e| due_key(&e.id, now, id)).collect();
         let edit = Box::new(move |old: Option<&[u8]>| {
             let old = old?;
             // A record this version cannot read is left as it is (`None` would delete it).
@@ -490,6 +494,11 @@ impl Events {
                 crate::store::Durability::Durable,
             )
             .await?;
+        // The due entries only once the record says the deliveries are pending now: a worker
+        // that finds a due entry the record does not match drops it as stale.
+        for key in &due {
+            self.store.kv_put(namespaces::EVENT_DUE, key, b"").await?;
+        }
         for w in &self.wake {
             w.notify_one();
         }
