@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract::Query;
+use super::extract::{is_canonical_uuid, page_limit, Query};
 use super::{ApiError, AppState};
 use crate::events::{EventQuery, EventType, Record};
 
@@ -23,11 +23,6 @@ pub struct ListParams {
     #[serde(rename = "type")]
     event_type: Option<String>,
     limit: Option<String>,
-}
-
-/// An event id: a hyphenated lowercase UUID.
-fn is_event_id(text: &str) -> bool {
-    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
 }
 
 /// What the API shows of an event: the event and where each endpoint stands with it (the
@@ -77,7 +72,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     if let Some(after) = &params.after {
-        if !is_event_id(after) {
+        if !is_canonical_uuid(after) {
             return Err(ApiError::validation(
                 "after",
                 "not an event id: pass `next_after` of the previous page or an event's id",
@@ -96,18 +91,7 @@ pub async fn list(
         })?),
         None => None,
     };
-    let limit = match &params.limit {
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::validation(
-                    "limit",
-                    format!("must be a number from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-        None => DEFAULT_LIMIT,
-    };
+    let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let (page, next) = state
         .events
         .list(&EventQuery {
@@ -136,7 +120,7 @@ pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !is_event_id(&id) {
+    if !is_canonical_uuid(&id) {
         return Err(ApiError::not_found("no such event"));
     }
     match state.events.retry(&id).await? {

@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::contacts::{check_contact_id, ContactBody};
-use super::extract::{JsonBody, Query};
+use super::extract::{is_canonical_uuid, page_limit, JsonBody, Query};
 use super::{ApiError, AppState};
 use crate::config::{parse_duration, RoutingConfig};
 use crate::model::{
@@ -437,23 +437,11 @@ pub async fn list(
         })?),
         None => None,
     };
-    let limit = match &params.limit {
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(ApiError::validation(
-                    "limit",
-                    "must be a number from 1 to 100",
-                ))
-            }
-        },
-        None => 20,
-    };
+    let limit = page_limit(params.limit.as_deref(), 20, 100)?;
     if let Some(c) = &params.cursor {
         // A cursor is the id of a notification (`next_cursor`): anything else would silently
         // page from an arbitrary place (often page one).
-        let is_id = uuid::Uuid::try_parse(c).is_ok_and(|u| u.hyphenated().to_string() == *c);
-        if !is_id {
+        if !is_canonical_uuid(c) {
             return Err(ApiError::validation(
                 "cursor",
                 "not a cursor: pass the `next_cursor` of the previous page",

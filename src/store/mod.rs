@@ -6,9 +6,10 @@
 //! iterators crossing the boundary. Edits (`update_contact`, `edit_notification`, `kv_update`)
 //! pass a pure function of the current record, which a backend may run more than once (a
 //! compare-and-set retry) and applies atomically: in SQL, a `SELECT ... FOR UPDATE` and an
-//! `UPDATE` in one transaction. A PostgreSQL backend (several gateway instances on one store)
-//! would claim with `FOR UPDATE SKIP LOCKED` plus a lease. Every backend runs the contract tests
-//! of `suite.rs` (`store_suite!`).
+//! `UPDATE` in one transaction. Two backends implement it: `sled/` (one process, the default) and
+//! `postgres/` (several gateway instances on one database; claims with `FOR UPDATE SKIP LOCKED`
+//! and a lease). [`open`] picks one from `[store]`. Both run the contract tests of `suite.rs`
+//! (`store_suite!`, `portable_suite!`).
 
 mod group_commit;
 mod journal;
