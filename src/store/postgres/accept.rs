@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::Json;
 
-use super::{body, contact_lock_keys, ms, write_contacts, Fail, Result, LOCK_CONTACTS};
+use super::{body, contact_lock_keys, grouped, ms, write_contacts, Fail, Result, LOCK_CONTACTS};
 use crate::model::{Contact, Notification, Timestamp};
 use crate::store::{AcceptOutcome, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
 
@@ -19,8 +19,6 @@ use crate::store::{AcceptOutcome, NewNotification, StoreResult, IDEMPOTENCY_WIND
 pub(super) const MAX_GROUP: usize = 512;
 /// Transactions in flight at once (one collects while another commits).
 pub(super) const COMMITTERS: usize = 3;
-/// Transaction retries after a deadlock (groups racing on keys or contacts).
-const RETRIES: usize = 5;
 
 pub(super) struct Request {
     pub new: NewNotification,
@@ -40,30 +38,13 @@ pub(super) fn start(
         let (pool, location, rx) = (pool.clone(), location.clone(), rx.clone());
         tokio::spawn(async move {
             loop {
-                let group = {
-                    let mut rx = rx.lock().await;
-                    let Some(first) = rx.recv().await else { return };
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(more) => group.push(more),
-                            Err(_) => break,
-                        }
-                    }
-                    group
+                let Some(group) = grouped::next_group(&rx, MAX_GROUP).await else {
+                    return;
                 };
                 let items: Vec<(&NewNotification, Timestamp)> =
                     group.iter().map(|r| (&r.new, r.at)).collect();
-                let mut tries = 0;
-                let outcome = loop {
-                    let attempt = tokio::time::timeout(super::CALL_TIMEOUT, apply(&pool, &items))
-                        .await
-                        .unwrap_or(Err(Fail::Timeout("accepting notifications")));
-                    match attempt {
-                        Err(e) if e.retry_at_once() && tries < RETRIES => tries += 1,
-                        other => break other,
-                    }
-                };
+                let outcome =
+                    grouped::with_retries("accepting notifications", || apply(&pool, &items)).await;
                 drop(items);
                 match outcome {
                     Ok(outcomes) => {

@@ -12,6 +12,15 @@ use crate::store::{namespaces, Durability, KvEdit};
 /// for the statement's own (implicit) transaction.
 const RELAXED: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) ";
 
+/// The statement's `WITH relaxed` prefix for a relaxed write, and `tail` (which must reference
+/// `relaxed`, so that the CTE runs); both empty for a durable one.
+fn durability_sql(durability: Durability, tail: &'static str) -> (&'static str, &'static str) {
+    match durability {
+        Durability::Durable => ("", ""),
+        Durability::Relaxed => (RELAXED, tail),
+    }
+}
+
 pub(super) async fn get(store: &PgStore, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
     let client = store.client().await?;
     let st = client
@@ -32,16 +41,7 @@ pub(super) async fn put(
     durability: Durability,
 ) -> Result<()> {
     let client = store.client().await?;
-    let prefix = match durability {
-        Durability::Durable => "",
-        Durability::Relaxed => RELAXED,
-    };
-    // The `relaxed` CTE is referenced, so that it runs.
-    let from = if prefix.is_empty() {
-        ""
-    } else {
-        " FROM relaxed"
-    };
+    let (prefix, from) = durability_sql(durability, " FROM relaxed");
     let st = client
         .prepare_cached(&format!(
             "{prefix}INSERT INTO kv (namespace, key, value, updated_at) SELECT $1, $2, $3, now(){from} \
@@ -75,15 +75,7 @@ pub(super) async fn delete(
     durability: Durability,
 ) -> Result<()> {
     let client = store.client().await?;
-    let prefix = match durability {
-        Durability::Durable => "",
-        Durability::Relaxed => RELAXED,
-    };
-    let and = if prefix.is_empty() {
-        ""
-    } else {
-        " AND EXISTS (SELECT 1 FROM relaxed)"
-    };
+    let (prefix, and) = durability_sql(durability, " AND EXISTS (SELECT 1 FROM relaxed)");
     let st = client
         .prepare_cached(&format!(
             "{prefix}DELETE FROM kv WHERE namespace = $1 AND key = $2{and}"

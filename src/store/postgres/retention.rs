@@ -22,7 +22,11 @@ impl PgStore {
         let mut purged = Vec::new();
         for rule in rules(cfg) {
             let count = self
-                .call("purging old records", self.purge_rule(&rule, now))
+                .call_within(
+                    super::PURGE_TIMEOUT,
+                    "purging old records",
+                    self.purge_rule(&rule, now),
+                )
                 .await?;
             purged.push((rule.what, count));
         }

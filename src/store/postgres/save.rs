@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::Json;
 
-use super::{erase_content, ms, Fail, Result};
+use super::{erase_content, grouped, ms, Result};
 use crate::model::Notification;
 use crate::store::StoreResult;
 
@@ -20,7 +20,6 @@ use crate::store::StoreResult;
 const MAX_GROUP: usize = 512;
 /// Transactions in flight at once.
 pub(super) const SAVERS: usize = 2;
-const RETRIES: usize = 5;
 
 pub(super) struct Request {
     pub n: Notification,
@@ -35,28 +34,11 @@ pub(super) fn start(pool: Pool, location: String, savers: usize) -> mpsc::Unboun
         let (pool, location, rx) = (pool.clone(), location.clone(), rx.clone());
         tokio::spawn(async move {
             loop {
-                let group = {
-                    let mut rx = rx.lock().await;
-                    let Some(first) = rx.recv().await else { return };
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(more) => group.push(more),
-                            Err(_) => break,
-                        }
-                    }
-                    group
+                let Some(group) = grouped::next_group(&rx, MAX_GROUP).await else {
+                    return;
                 };
-                let mut tries = 0;
-                let outcome = loop {
-                    let attempt = tokio::time::timeout(super::CALL_TIMEOUT, apply(&pool, &group))
-                        .await
-                        .unwrap_or(Err(Fail::Timeout("saving notifications")));
-                    match attempt {
-                        Err(e) if e.retry_at_once() && tries < RETRIES => tries += 1,
-                        other => break other,
-                    }
-                };
+                let outcome =
+                    grouped::with_retries("saving notifications", || apply(&pool, &group)).await;
                 match outcome {
                     Ok(()) => {
                         for request in group {
