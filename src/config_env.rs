@@ -85,8 +85,17 @@ pub fn apply(
         ));
     }
     if let Some(value) = store_path {
-        config.store.path = PathBuf::from(&value);
-        applied.push(format!("store.path = {value} (from LIFEBOAT_STORE_PATH)"));
+        if config.store.url.is_some() {
+            // The container image sets LIFEBOAT_STORE_PATH for everyone; a configuration on
+            // PostgreSQL keeps its database and says the path is not used (not an error: the
+            // same image serves both stores).
+            applied.push(format!(
+                "LIFEBOAT_STORE_PATH={value} is not used: store.url is set (the store is PostgreSQL)"
+            ));
+        } else {
+            config.store.path = PathBuf::from(&value);
+            applied.push(format!("store.path = {value} (from LIFEBOAT_STORE_PATH)"));
+        }
     }
     Ok(applied)
 }
@@ -183,5 +192,33 @@ path = "data/lifeboat.sled"
         );
         assert_eq!(c.server.public_url, "http://127.0.0.1:8080");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_store_path_variable_says_it_is_not_used_on_postgresql() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+api_keys = ["api-key-12345"]
+admin_token = "admin-token-12345"
+public_url = "http://127.0.0.1:8080"
+
+[store]
+url = "postgres://lifeboat:pw-not-shown@db:5432/lifeboat"
+"#;
+        let mut c = Config::from_toml(text, Path::new("test.toml"), &|_| None).unwrap();
+        let before = c.store.path.clone();
+        let applied = apply(
+            &mut c,
+            &env(&[("LIFEBOAT_STORE_PATH", "/data/lifeboat.sled")]),
+        )
+        .unwrap();
+        assert_eq!(c.store.path, before, "the path must not change");
+        assert_eq!(applied.len(), 1, "{applied:?}");
+        assert!(
+            applied[0].contains("not used") && applied[0].contains("store.url"),
+            "{applied:?}"
+        );
+        assert!(!applied[0].contains("pw-not-shown"), "{applied:?}");
     }
 }
