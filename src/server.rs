@@ -146,7 +146,7 @@ pub async fn run(
         dispatcher.waker(),
         ready.clone(),
         metrics.clone(),
-        policy,
+        policy.clone(),
         events.clone(),
     );
     let clock = options.clock.clone();
@@ -195,6 +195,8 @@ pub async fn run(
     // Best-effort work requests left running (receipt retries, STOP replies) ends here, so
     // that nothing outlives the gateway or keeps its store open.
     background.stop().await;
+    // Figures counted in memory for a quarter second (pricing, marketing sends) are written.
+    policy.flush_figures().await;
     // The backend's background work (the purge) stops before the last flush.
     drop(opened);
     store.flush().await?;

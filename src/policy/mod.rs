@@ -26,6 +26,7 @@
 //! `config/lifeboat.toml`); a bad value is a config error naming the key.
 
 pub mod caps;
+pub mod coalesce;
 pub mod holds;
 pub mod pacing;
 pub mod portfolio;
@@ -144,6 +145,12 @@ pub struct Policy {
     /// idempotency makes an announcement once per pause across restarts; this saves the
     /// lookups on every marketing send while a pause lasts.
     announced: std::sync::Mutex<HashSet<(ChannelKind, i64)>>,
+    /// Priced messages (status webhooks), written every quarter second.
+    pricing: pricing::Tally,
+    /// Marketing sends for the risk monitor, written every quarter second.
+    risk_sends: coalesce::Coalesced<risk::Sends>,
+    /// The WhatsApp portfolio's restriction and limit records, re-read at most every second.
+    portfolio: portfolio::Cache,
 }
 
 impl Policy {
@@ -158,11 +165,26 @@ impl Policy {
             shared_pacing: None,
             tier: TierLedger::new(store.clone()),
             holds: tokio::sync::Mutex::new(Holds::default()),
+            pricing: pricing::Tally::new(store.clone(), pricing::NAMESPACE),
+            risk_sends: coalesce::Coalesced::new(store.clone(), risk::NAMESPACE),
+            portfolio: portfolio::Cache::default(),
             store,
             config,
             events: None,
             announced: Default::default(),
         }
+    }
+
+    /// Counts a priced message (a status webhook's `pricing`); stored within a quarter second.
+    pub fn count_priced(&self, kind: ChannelKind, priced: crate::model::Pricing) {
+        self.pricing
+            .add(pricing::key(kind, priced), pricing::Counts::one(priced));
+    }
+
+    /// Writes the counted figures still in memory (a clean stop; tests that read them).
+    pub async fn flush_figures(&self) {
+        self.pricing.flush().await;
+        self.risk_sends.flush().await;
     }
 
     /// Alerts the admins (`[alerts] contacts`) when the risk monitor pauses marketing.
@@ -320,7 +342,8 @@ impl Policy {
             // Typed account restrictions: one direction of messaging is blocked until Meta's
             // expiration; the channel stays in rotation for the other.
             let business_initiated = tier::business_initiated(contact, now);
-            for r in portfolio::restrictions(self.store.as_ref(), now).await? {
+            let portfolio = self.portfolio.get(self.store.as_ref()).await?;
+            for r in portfolio.restrictions_at(now) {
                 let blocked = match r.restriction_type {
                     portfolio::Restriction::BizInitiated => business_initiated,
                     portfolio::Restriction::CustomerInitiated => !business_initiated,
@@ -402,8 +425,11 @@ impl Policy {
         if kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
             // Meta's portfolio limit holds every category back; the tier (with its warm-up)
             // is the gateway's own, stricter guardrail for marketing.
-            let limit = portfolio::limit_in_force(self.store.as_ref(), policy.portfolio_limit)
+            let limit = self
+                .portfolio
+                .get(self.store.as_ref())
                 .await?
+                .limit_in_force(policy.portfolio_limit)
                 .and_then(|(l, source)| Some((l.count()?, source)));
             let tier_size = policy.tier.filter(|_| marketing);
             if limit.is_some() || tier_size.is_some() {
@@ -512,8 +538,13 @@ impl Policy {
                 if c.category == Category::Marketing {
                     caps::record(self.store.as_ref(), &contact.id, now).await?;
                     holds.cap.remove(c.notification_id);
-                    risk::record_send(self.store.as_ref(), c.kind, self.config.risk.window, now)
-                        .await?;
+                    self.risk_sends.add(
+                        c.kind.as_str().to_string(),
+                        risk::Sends {
+                            at: vec![now.timestamp_millis()],
+                            window: self.config.risk.window,
+                        },
+                    );
                 }
                 if c.kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
                     self.tier.record(&contact.id, now).await?;

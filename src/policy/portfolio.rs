@@ -90,6 +90,7 @@ pub async fn set_limit(
     store
         .kv_update(NAMESPACE, LIMIT_KEY, edit, Durability::Durable)
         .await?;
+    written();
     tracing::info!(limit = ?limit, source, "WhatsApp portfolio messaging limit updated by Meta");
     Ok(())
 }
@@ -111,6 +112,75 @@ pub async fn limit_in_force(
         Some(r) => Some((r.limit, r.source)),
         None => configured.map(|l| (l, "policy.whatsapp.portfolio_limit".to_string())),
     })
+}
+
+/// What a send's decision reads of the portfolio: the restriction and limit records as stored
+/// (filter restrictions by `until` at use).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub restrictions: Vec<RestrictionRecord>,
+    pub limit: Option<LimitRecord>,
+}
+
+impl Snapshot {
+    /// The restrictions in force at `now`.
+    pub fn restrictions_at(&self, now: Timestamp) -> impl Iterator<Item = &RestrictionRecord> {
+        self.restrictions.iter().filter(move |r| r.until > now)
+    }
+
+    /// The limit in force and where it comes from: Meta's latest word, else the config.
+    pub fn limit_in_force(
+        &self,
+        configured: Option<PortfolioLimit>,
+    ) -> Option<(PortfolioLimit, String)> {
+        match &self.limit {
+            Some(r) => Some((r.limit, r.source.clone())),
+            None => configured.map(|l| (l, "policy.whatsapp.portfolio_limit".to_string())),
+        }
+    }
+}
+
+/// Bumped by every write of this process ([`set_limit`], [`set_restriction`]): a cached
+/// [`Snapshot`] older than the last write is read again.
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn written() {
+    WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The portfolio records for the send path, read from the store at most every
+/// [`Cache::FRESH`] (and at once after this process wrote one): two store reads per WhatsApp
+/// send (a scan and a get) were a third of a send's database round trips. Another instance's
+/// write is seen within [`Cache::FRESH`], like a channel state without its announcement.
+#[derive(Default)]
+pub struct Cache {
+    held: tokio::sync::Mutex<Option<(std::time::Instant, u64, std::sync::Arc<Snapshot>)>>,
+}
+
+impl Cache {
+    pub const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub async fn get(&self, store: &dyn Store) -> StoreResult<std::sync::Arc<Snapshot>> {
+        let mut held = self.held.lock().await;
+        let generation = WRITES.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, g, snap)) = held.as_ref() {
+            if *g == generation && at.elapsed() < Self::FRESH {
+                return Ok(snap.clone());
+            }
+        }
+        let mut restrictions = Vec::new();
+        for (_, value) in store.kv_scan(NAMESPACE, "restriction/").await? {
+            if let Ok(r) = serde_json::from_slice::<RestrictionRecord>(&value) {
+                restrictions.push(r);
+            }
+        }
+        let snap = std::sync::Arc::new(Snapshot {
+            restrictions,
+            limit: stored_limit(store).await?,
+        });
+        *held = Some((std::time::Instant::now(), generation, snap.clone()));
+        Ok(snap)
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +285,7 @@ pub async fn set_restriction(
             Durability::Durable,
         )
         .await?;
+    written();
     tracing::warn!(restriction = restriction.as_str(), until = %until.to_rfc3339(), "WhatsApp account restricted by Meta: {}", restriction.effect());
     Ok(())
 }

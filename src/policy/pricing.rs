@@ -5,7 +5,9 @@
 //! saved (`GET /v1/admin/channels`: `pricing`; `/metrics`: `lifeboat_priced_messages_total`).
 //!
 //! One record per channel and category in namespace `pricing`, key `<channel>/<category>`,
-//! counted with [`crate::store::Store::kv_update`].
+//! counted with [`crate::store::Store::kv_update`]: one at a time by [`count`], or gathered
+//! for a quarter second by [`Tally`] (what the webhooks use: one row update per status would
+//! serialise them on a shared database).
 
 use std::collections::BTreeMap;
 
@@ -24,24 +26,55 @@ pub struct Counts {
     pub free: u64,
 }
 
-/// Counts one priced message.
+/// Counts one priced message (at once; the webhooks use a [`Tally`]).
 pub async fn count(store: &dyn Store, kind: ChannelKind, pricing: Pricing) -> StoreResult<()> {
-    let key = format!("{kind}/{}", pricing.category.as_str());
-    let edit = Box::new(move |old: Option<&[u8]>| {
+    use super::coalesce::Delta;
+    let one = Counts::one(pricing);
+    let edit = Box::new(move |old: Option<&[u8]>| Some(one.apply(old)));
+    store
+        .kv_update(NAMESPACE, &key(kind, pricing), edit, Durability::Relaxed)
+        .await?;
+    Ok(())
+}
+
+/// Priced messages counted in memory and written every [`super::coalesce::EVERY`].
+pub type Tally = super::coalesce::Coalesced<Counts>;
+
+/// The key of `kind`'s record for `pricing`'s category.
+pub fn key(kind: ChannelKind, pricing: Pricing) -> String {
+    format!("{kind}/{}", pricing.category.as_str())
+}
+
+impl Counts {
+    /// One priced message.
+    pub fn one(pricing: Pricing) -> Counts {
+        if pricing.billable {
+            Counts {
+                billable: 1,
+                free: 0,
+            }
+        } else {
+            Counts {
+                billable: 0,
+                free: 1,
+            }
+        }
+    }
+}
+
+impl super::coalesce::Delta for Counts {
+    fn merge(&mut self, next: Self) {
+        self.billable += next.billable;
+        self.free += next.free;
+    }
+
+    fn apply(&self, old: Option<&[u8]>) -> Vec<u8> {
         let mut counts: Counts = old
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
-        if pricing.billable {
-            counts.billable += 1;
-        } else {
-            counts.free += 1;
-        }
-        Some(serde_json::to_vec(&counts).expect("counts serialize"))
-    });
-    store
-        .kv_update(NAMESPACE, &key, edit, Durability::Relaxed)
-        .await?;
-    Ok(())
+        counts.merge(*self);
+        serde_json::to_vec(&counts).expect("counts serialize")
+    }
 }
 
 /// A channel's priced messages by category.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ChannelQuality, Timestamp};
 use crate::store::{Durability, Store, StoreResult};
 
-const NAMESPACE: &str = "policy_risk";
+pub(crate) const NAMESPACE: &str = "policy_risk";
 /// Signals kept at most (when no sends come to roll them out).
 pub use crate::config::policy::RiskConfig;
 
@@ -211,6 +211,27 @@ pub async fn record_send(
     .await
 }
 
+/// Marketing sends waiting to be added to a channel's record (see [`super::coalesce`]): the
+/// policy counts sends this way; [`record_send`] is the one-at-a-time form.
+pub struct Sends {
+    /// Epoch ms, in the order they were counted.
+    pub at: Vec<i64>,
+    pub window: usize,
+}
+
+impl super::coalesce::Delta for Sends {
+    fn merge(&mut self, next: Self) {
+        self.at.extend(next.at);
+        self.window = next.window;
+    }
+
+    fn apply(&self, old: Option<&[u8]>) -> Vec<u8> {
+        let mut record = parse(old);
+        record.sends.extend(self.at.iter().copied());
+        record.trim(self.window);
+        serde_json::to_vec(&record).expect("a risk record serializes")
+    }
+}
 /// Whether `kind`'s marketing is paused, why, and the figures. `quality` is the channel's
 /// last quality signal (WhatsApp).
 pub async fn status(

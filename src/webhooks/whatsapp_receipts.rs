@@ -284,7 +284,7 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             state.events.receipt(&n).await;
         }
         Change::Priced(pricing) => {
-            crate::policy::pricing::count(store, WA, *pricing).await?;
+            state.policy.count_priced(WA, *pricing);
             state
                 .metrics
                 .priced(WA, pricing.category.as_str(), pricing.billable);

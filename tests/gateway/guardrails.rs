@@ -122,7 +122,7 @@ async fn marketing_at_23_in_warsaw_waits_until_8_there_then_goes() {
     assert_eq!(gw.wait_final(&t).await["status"], "sent");
     assert_eq!(gw.providers.sends("telegram").await, 1);
 
-    std::fs::write(gw.clock(), "2025-06-11T06:00:01Z").unwrap();
+    gw.move_clock("2025-06-11T06:00:01Z").await;
     let n = gw.wait_final(&id).await;
     assert_eq!(n["status"], "sent", "{n}");
     assert_eq!(
@@ -330,7 +330,16 @@ async fn blocks_pause_a_channels_marketing_and_transactional_goes_on() {
         "{done:?}"
     );
 
-    let row = gw.channel_state("telegram").await;
+    // Marketing sends reach the monitor's record within a quarter second (gathered, not one
+    // row update per send).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        let row = gw.channel_state("telegram").await;
+        if row["marketing"]["figures"]["sends"] == 7 || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(row["marketing"]["paused"], true, "{row}");
     assert_eq!(row["marketing"]["figures"]["sends"], 7, "{row}");
     assert_eq!(row["marketing"]["figures"]["signals"], 3, "{row}");

@@ -875,6 +875,14 @@ impl TestApp {
     pub fn clock(&self) -> std::path::PathBuf {
         self.dir.path().join("clock")
     }
+
+    /// Moves the gateway's test clock to `rfc3339` and waits until the gateway reads it (it
+    /// looks at the file every 20 ms): a request sent at once could still be stamped with the
+    /// old time.
+    pub async fn move_clock(&self, rfc3339: &str) {
+        std::fs::write(self.clock(), rfc3339).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A contact to create: `gw.contact("ana").telegram("5551234").consents_to(&["transactional"])

@@ -390,7 +390,7 @@ async fn a_131049_holds_one_persons_whatsapp_marketing_for_a_day_and_nothing_els
     );
 
     // A day later WhatsApp is asked again.
-    std::fs::write(gw.clock(), "2026-03-02T10:00:01Z").unwrap();
+    gw.move_clock("2026-03-02T10:00:01Z").await;
     let n = send(&gw, "ana", "marketing", promo).await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
@@ -614,7 +614,7 @@ async fn a_biz_initiated_restriction_lets_window_replies_through_and_ends_at_its
     assert_eq!(gw.providers.sends("whatsapp").await, 1);
 
     // At the expiration it ends by itself: no probe, no admin.
-    std::fs::write(gw.clock(), "2026-03-01T12:00:01Z").unwrap();
+    gw.move_clock("2026-03-01T12:00:01Z").await;
     let n = send(&gw, "ana", "transactional", shipped.clone()).await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
     let row = whatsapp_row(&gw).await;
@@ -671,6 +671,13 @@ async fn pricing_from_status_webhooks_is_kept_on_the_attempt_and_counted_once_pe
         json!({"billable": true, "category": "utility"}),
         "{n}"
     );
+    // The counts are written a quarter second after the status (gathered, not one row update
+    // per webhook); wait for them, then a little longer: three statuses still count one.
+    eventually("the priced message is counted", || async {
+        whatsapp_row(&gw).await["pricing"] != json!({})
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let row = whatsapp_row(&gw).await;
     assert_eq!(
         row["pricing"],
