@@ -57,6 +57,7 @@ macro_rules! store_suite {
                 kv_updates_from_many_tasks_at_once_lose_no_increment,
                 kv_update_creates_edits_and_deletes_a_record,
                 an_idempotency_key_answers_within_its_window_only,
+                many_contact_reads_at_once_each_get_their_own_answer,
             );
         }
     };
@@ -321,6 +322,53 @@ pub(super) async fn an_accept_repeating_the_contacts_addresses_leaves_the_contac
         .await
         .unwrap();
     assert_eq!(found.map(|c| c.id).as_deref(), Some("ana"));
+}
+
+/// Many callers reading contacts at once (the accept path's existence check, the workers'
+/// reads before a send; a backend may answer them as one group): each gets its own contact,
+/// and a missing one is missing, never another caller's answer.
+pub(super) async fn many_contact_reads_at_once_each_get_their_own_answer<S: Store>(store: Arc<S>) {
+    let now = Utc::now();
+    for i in 0..40 {
+        store
+            .upsert_contact(
+                &format!("c{i}"),
+                &patch_whatsapp(&format!("+4860010{i:04}")),
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..400)
+        .map(|k| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Ids c0..c59: c40 and above do not exist.
+                let i = (k * 7) % 60;
+                let id = format!("c{i}");
+                if k % 2 == 0 {
+                    let exists = store.contact_exists(&id).await.unwrap();
+                    assert_eq!(exists, i < 40, "{id}");
+                } else {
+                    let got = store.get_contact(&id).await.unwrap();
+                    match got {
+                        Some(c) => {
+                            assert!(i < 40, "{id} does not exist but was read");
+                            assert_eq!(c.id, id);
+                            assert_eq!(
+                                c.whatsapp.as_deref(),
+                                Some(format!("+4860010{i:04}").as_str())
+                            );
+                        }
+                        None => assert!(i >= 40, "{id} exists but was not read"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 pub(super) async fn the_address_index_follows_address_changes_and_erasure<S: Store>(store: Arc<S>) {

@@ -137,6 +137,27 @@ where
     }
 }
 
+/// A page size from the query string: `default` when absent, otherwise a number from 1 to
+/// `max` (422 naming `limit` for anything else).
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::validation(
+                "limit",
+                format!("must be a number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// Whether `text` is a UUID in its canonical hyphenated lower-case form (the ids and cursors
+/// the API hands out): anything else would silently page from an arbitrary place.
+pub fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,25 +225,4 @@ mod tests {
         );
         assert!(parse_json::<WithEnum>(br#"{"status": "granted"}"#).is_ok());
     }
-}
-
-/// A page size from the query string: `default` when absent, otherwise a number from 1 to
-/// `max` (422 naming `limit` for anything else).
-pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::validation(
-                "limit",
-                format!("must be a number from 1 to {max}"),
-            )),
-        },
-    }
-}
-
-/// Whether `text` is a UUID in its canonical hyphenated lower-case form (the ids and cursors
-/// the API hands out): anything else would silently page from an arbitrary place.
-pub fn is_canonical_uuid(text: &str) -> bool {
-    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
 }

@@ -20,6 +20,7 @@ pub mod bench;
 mod grouped;
 mod kv;
 mod portable;
+mod reads;
 mod retention;
 mod save;
 mod schema;
@@ -460,6 +461,7 @@ pub struct PgStore {
     lease: Duration,
     accepts: mpsc::UnboundedSender<accept::Request>,
     saves: mpsc::UnboundedSender<save::Request>,
+    reads: mpsc::UnboundedSender<reads::Request>,
     /// Bumped by every local write to the queue: a cached depth is reused only while unchanged.
     queue_writes: AtomicU64,
     depth: Mutex<Option<(Instant, u64, u64)>>,
@@ -513,6 +515,7 @@ impl PgStore {
         }
         let accepts = accept::start(pool.clone(), location.clone(), accept::COMMITTERS);
         let saves = save::start(pool.clone(), location.clone(), save::SAVERS);
+        let reads = reads::start(pool.clone(), location.clone(), reads::READERS);
         Ok(PgStore {
             pool,
             location,
@@ -520,6 +523,7 @@ impl PgStore {
             lease: options.lease,
             accepts,
             saves,
+            reads,
             queue_writes: AtomicU64::new(0),
             depth: Mutex::new(None),
         })
@@ -561,6 +565,25 @@ impl PgStore {
             Ok(Err(e)) => Err(e.into_store(&self.location)),
             Err(_) => Err(Fail::Timeout(what).into_store(&self.location)),
         }
+    }
+
+    /// Hands a contact read to the grouped readers (`reads.rs`) and waits for its answer.
+    async fn read_contact<T>(
+        &self,
+        id: &str,
+        want: reads::Want,
+        answered: tokio::sync::oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let stopped = || StoreError::Stopped {
+            what: "the store's contact readers",
+        };
+        self.reads
+            .send(reads::Request {
+                id: id.to_string(),
+                want,
+            })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -955,28 +978,15 @@ impl Store for PgStore {
     }
 
     async fn get_contact(&self, id: &str) -> StoreResult<Option<Contact>> {
-        self.call("reading a contact", async {
-            let client = self.client().await?;
-            let st = client
-                .prepare_cached("SELECT body FROM contacts WHERE id = $1")
-                .await?;
-            match client.query_opt(&st, &[&id]).await? {
-                Some(row) => Ok(Some(body(&row, 0, id)?)),
-                None => Ok(None),
-            }
-        })
-        .await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.read_contact(id, reads::Want::Body(answer), answered)
+            .await
     }
 
     async fn contact_exists(&self, id: &str) -> StoreResult<bool> {
-        self.call("reading a contact", async {
-            let client = self.client().await?;
-            let st = client
-                .prepare_cached("SELECT 1 FROM contacts WHERE id = $1")
-                .await?;
-            Ok(client.query_opt(&st, &[&id]).await?.is_some())
-        })
-        .await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.read_contact(id, reads::Want::Exists(answer), answered)
+            .await
     }
 
     async fn erase_contact(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
