@@ -103,6 +103,15 @@ mod tests {
         let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let t0 = at("2026-03-01T10:00:00Z");
         hold(&store, "+48600100200", "131049", t0).await.unwrap();
+        // Under the number's digest, not the number.
+        let keys: Vec<String> = store
+            .kv_scan(NAMESPACE, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [marketing_hold_key("+48600100200")]);
         let h = held(&store, "+48600100200", at("2026-03-02T09:59:59Z"))
             .await
             .unwrap();
@@ -114,6 +123,17 @@ mod tests {
                 .unwrap(),
             None
         );
+        // A record an earlier version kept under the number itself is honoured too.
+        let legacy = serde_json::to_vec(&Hold {
+            until: at("2026-03-02T10:00:00Z"),
+            code: "131049".into(),
+        })
+        .unwrap();
+        store
+            .kv_put(NAMESPACE, "+48600100207", &legacy)
+            .await
+            .unwrap();
+        assert!(held(&store, "+48600100207", t0).await.unwrap().is_some());
         assert!(is_us_number("+16505551234"));
         assert!(!is_us_number("+48600100200"));
     }
