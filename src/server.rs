@@ -150,8 +150,14 @@ pub async fn run(
         events.clone(),
     );
     let clock = options.clock.clone();
-    let mut telegram =
-        crate::telegram_bot::start(&config, store.clone(), clock, metrics, instance.clone());
+    let mut telegram = crate::telegram_bot::start(
+        &config,
+        store.clone(),
+        clock,
+        metrics,
+        events.clone(),
+        instance.clone(),
+    );
     let background = state.background.clone();
     let mut app = api::router(state);
     if let Some(routes) = telegram.take_routes() {

@@ -10,6 +10,8 @@
 
 pub mod backoff;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;
 pub mod transitions;
 pub mod worker;

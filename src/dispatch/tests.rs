@@ -131,7 +131,7 @@ async fn context(store: Arc<dyn Store>, registry: Registry) -> Arc<WorkerContext
     })
 }
 
-fn notification(id: &str, channels: Vec<ChannelKind>, now: Timestamp) -> Notification {
+pub(super) fn notification(id: &str, channels: Vec<ChannelKind>, now: Timestamp) -> Notification {
     Notification {
         id: id.into(),
         contact_id: "ana".into(),
@@ -273,7 +273,7 @@ async fn a_panicking_turn_is_saved_with_an_internal_error_and_never_sent_again()
 }
 
 /// Channels that always take the message, counting sends.
-fn working(kinds: &[(ChannelKind, &Arc<AtomicUsize>)]) -> Registry {
+pub(super) fn working(kinds: &[(ChannelKind, &Arc<AtomicUsize>)]) -> Registry {
     Registry::from_channels(
         kinds
             .iter()
@@ -288,7 +288,7 @@ fn working(kinds: &[(ChannelKind, &Arc<AtomicUsize>)]) -> Registry {
     )
 }
 
-async fn ana_on(store: &dyn Store, kinds: &[ChannelKind], now: Timestamp) {
+pub(super) async fn ana_on(store: &dyn Store, kinds: &[ChannelKind], now: Timestamp) {
     let patch = ContactPatch {
         line: Some("U4af4980629a1b2c3d4e5f60718293a4b".parse().unwrap()),
         email: Some("ana@example.com".parse().unwrap()),
@@ -307,7 +307,7 @@ async fn ana_on(store: &dyn Store, kinds: &[ChannelKind], now: Timestamp) {
     }
 }
 
-async fn accept(store: &dyn Store, n: Notification, now: Timestamp) {
+pub(super) async fn accept(store: &dyn Store, n: Notification, now: Timestamp) {
     let new = NewNotification {
         notification: n,
         contact_patch: None,

@@ -95,9 +95,12 @@ pub async fn process(ctx: &WorkerContext, mut n: Notification) -> StoreResult<No
     n.updated_at = ctx.clock.now();
     ctx.policy.release(&n.id).await;
     ctx.metrics.attempts_since(&n.attempts, recorded);
+    // The turn's events are written before its save and made due after it: a crash between
+    // the two loses none (the events' sweep makes them due at the next start), and no app
+    // hears of the turn before the save shows it. A failure is logged, never fails the turn.
+    let staged = ctx.events.notification_turn(status, recorded, &n).await;
     ctx.store.save_progress(&n).await?;
-    // After the save, durably; a failure is logged and never fails the turn.
-    ctx.events.notification_turn(status, recorded, &n).await;
+    ctx.events.release(staged).await;
     Ok(n)
 }
 

@@ -3,7 +3,8 @@
 //! channel back, the risk monitor pausing marketing) becomes one transactional notification
 //! per contact, accepted through the store's accept path like any other and routed by
 //! `routing.order` (a WhatsApp ban alert goes out on Telegram: WhatsApp is already banned
-//! when it is sent). Its idempotency key is derived from the change, so a change announced
+//! when it is sent). Its idempotency key is derived from the change (a state change's sequence
+//! number in the channel history, never the moment an instance saw it), so a change announced
 //! twice (a retried save, two instances seeing one ban) sends one alert.
 
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct Alerts {
 pub enum Alert {
     /// A channel's state changed (as its history records it).
     StateChanged {
+        /// The change's sequence number in the channel history (the same on every instance
+        /// that saw this change: the alert's key).
+        seq: u64,
         channel: ChannelKind,
         from: ChannelState,
         to: ChannelState,
@@ -62,9 +66,10 @@ impl Alert {
     /// Identifies the change: the same change gives the same key.
     pub fn key(&self) -> String {
         match self {
+            // Not the time: each instance sees a change at its own moment.
             Alert::StateChanged {
-                channel, to, at, ..
-            } => format!("state/{channel}/{}/{}", to.as_str(), at.timestamp_millis()),
+                seq, channel, to, ..
+            } => format!("state/{channel}/{}/{seq}", to.as_str()),
             Alert::MarketingPaused { channel, pause, .. } => {
                 format!("marketing_paused/{channel}/{pause}")
             }

@@ -59,7 +59,7 @@ pub(super) fn start(events: Arc<Events>) -> Workers {
         .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the events HTTP client builds");
-    let tasks = events
+    let mut tasks: Vec<JoinHandle<()>> = events
         .endpoints
         .iter()
         .zip(&events.wake)
@@ -73,6 +73,9 @@ pub(super) fn start(events: Arc<Events>) -> Workers {
             ))
         })
         .collect();
+    if events.enabled() {
+        tasks.push(tokio::spawn(super::sweep::run(events.clone(), stopped)));
+    }
     Workers { stop, tasks }
 }
 
@@ -147,7 +150,14 @@ async fn endpoint_loop(
             }
             continue;
         }
-        let due = match events.store.kv_scan(namespaces::EVENT_DUE, &prefix).await {
+        // The earliest due entries only: those in flight here (at most `concurrency`) or
+        // leased by other instances are skipped, the rest claimed up to `SCAN_BATCH`.
+        let read = SCAN_BATCH + 4 * events.config.concurrency;
+        let due = match events
+            .store
+            .kv_scan_page(namespaces::EVENT_DUE, &prefix, "", read)
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(endpoint = %ep.name, error = %e, "reading due events failed; retrying");

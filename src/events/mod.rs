@@ -4,11 +4,12 @@
 //! its id, a UUIDv7 (time ordered: `GET /v1/events?after=` pages by it), holding the event and
 //! one [`Delivery`] per endpoint its type is meant for. A delivery that is due has an entry in
 //! [`namespaces::EVENT_DUE`], keyed `{endpoint}/{due ms, 13 digits}/{event id}`, which the
-//! endpoint's worker scans in due order. Events are written durably by the code that saw the
-//! change, after its own save (the dispatcher after `save_progress`, a state change after the
-//! state's save): the due entries first (relaxed), then the record (durable, which makes both
-//! durable). A crash loses none of what was written; a write that fails is logged and never
-//! fails the send or the request that caused it.
+//! endpoint's worker scans in due order. The record is written first (durably), its due
+//! entries after it (relaxed): the dispatcher writes a turn's records before the turn's save
+//! and their due entries after it ([`Events::stage`], [`Events::release`]); a state change
+//! or a consent change writes both after its own save. A pending delivery whose due entry a
+//! crash lost is made due again by the sweep ([`sweep`]: at start and every 10 minutes). A
+//! write that fails is logged and never fails the send or the request that caused it.
 //!
 //! **Delivery** ([`deliver`]): one worker task per endpoint, at most `events.concurrency`
 //! deliveries in flight each, a 10 s timeout, a backoff per event (`retry_first` doubling up to
@@ -25,6 +26,7 @@
 pub mod alerts;
 pub(crate) mod deliver;
 pub mod sign;
+mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,6 +266,15 @@ pub struct NewEvent {
     pub data: Value,
 }
 
+/// Events whose records are written and whose due entries are not ([`Events::stage`]).
+#[derive(Debug, Default)]
+#[must_use = "staged events are delivered once released (or by the next sweep)"]
+pub struct Staged {
+    /// The events' ids.
+    pub ids: Vec<String>,
+    due: Vec<String>,
+}
+
 /// A page of `GET /v1/events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -327,22 +338,62 @@ impl Events {
     /// Records `events` durably and wakes the workers. A failure is logged, never returned:
     /// an event must not fail what caused it.
     pub async fn record(&self, events: Vec<NewEvent>) {
+        let staged = self.stage(events).await;
+        self.release(staged).await;
+    }
+
+    /// Writes the records of `events` durably, without their due entries: no worker delivers
+    /// them until [`Events::release`]. The dispatcher stages a turn's events before the turn's
+    /// save and releases them after it, so a crash between the save and the events cannot
+    /// lose them (the sweep makes a staged event due, see [`sweep`]) and an app never hears of
+    /// a change before `GET` shows it. A failure is logged, never returned.
+    pub async fn stage(&self, events: Vec<NewEvent>) -> Staged {
         if events.is_empty() || !self.enabled() {
-            return;
+            return Staged::default();
         }
-        if let Err(e) = self.try_record(events).await {
-            tracing::error!(error = %crate::store::error_chain(&e), "recording events failed; they will not be delivered");
+        match self.try_stage(events).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                tracing::error!(error = %crate::store::error_chain(&e), "recording events failed; they will not be delivered");
+                Staged::default()
+            }
         }
     }
 
-    /// Records `events`: each record before its due entries (a delivery worker that finds a
-    /// due entry whose record is missing drops the entry as stale, so the other order lost
-    /// events whenever a worker scanned between the two writes), every write relaxed but the
-    /// last, which is durable and so makes every earlier one durable (sled flushes everything;
-    /// PostgreSQL's WAL is durable up to a synchronous commit). Returns their ids.
+    /// Makes staged events due and wakes the workers. The due entries are relaxed writes: one
+    /// a crash loses is written again by the sweep at the next start.
+    pub async fn release(&self, staged: Staged) {
+        if staged.due.is_empty() {
+            return;
+        }
+        for key in &staged.due {
+            if let Err(e) = self
+                .store
+                .kv_put_relaxed(namespaces::EVENT_DUE, key, b"")
+                .await
+            {
+                tracing::error!(error = %crate::store::error_chain(&e), "making an event due failed; the next sweep will");
+            }
+        }
+        for w in &self.wake {
+            w.notify_one();
+        }
+    }
+
+    /// Records `events` ([`Events::stage`], then [`Events::release`]) and returns their ids.
     pub async fn try_record(&self, events: Vec<NewEvent>) -> StoreResult<Vec<String>> {
-        let mut ids = Vec::with_capacity(events.len());
-        let mut writes: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+        let staged = self.try_stage(events).await?;
+        let ids = staged.ids.clone();
+        self.release(staged).await;
+        Ok(ids)
+    }
+
+    /// Writes the records (every write relaxed but the last, which is durable and so makes
+    /// every earlier one durable: sled flushes everything, PostgreSQL's WAL is durable up to
+    /// a synchronous commit) and says which due entries they need.
+    async fn try_stage(&self, events: Vec<NewEvent>) -> StoreResult<Staged> {
+        let mut staged = Staged::default();
+        let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
         let mut types = Vec::with_capacity(events.len());
         for new in events {
             let id = uuid::Uuid::now_v7().to_string();
@@ -374,33 +425,31 @@ impl Events {
                 settled_at: None,
             };
             record.settle(now);
-            writes.push((namespaces::EVENTS, id.clone(), record.encode()));
-            for d in &record.deliveries {
-                writes.push((
-                    namespaces::EVENT_DUE,
-                    due_key(&d.endpoint, now, &id),
-                    Vec::new(),
-                ));
-            }
+            writes.push((id.clone(), record.encode()));
+            staged.due.extend(
+                record
+                    .deliveries
+                    .iter()
+                    .map(|d| due_key(&d.endpoint, now, &id)),
+            );
             types.push((id.clone(), new.event_type));
-            ids.push(id);
+            staged.ids.push(id);
         }
         let last = writes.len().saturating_sub(1);
-        for (i, (namespace, key, value)) in writes.into_iter().enumerate() {
+        for (i, (key, value)) in writes.into_iter().enumerate() {
             if i == last {
-                self.store.kv_put(namespace, &key, &value).await?;
+                self.store.kv_put(namespaces::EVENTS, &key, &value).await?;
             } else {
-                self.store.kv_put_relaxed(namespace, &key, &value).await?;
+                self.store
+                    .kv_put_relaxed(namespaces::EVENTS, &key, &value)
+                    .await?;
             }
         }
         for (id, event_type) in types {
             self.metrics.event_recorded(event_type.as_str());
             tracing::debug!(event = %id, r#type = event_type.as_str(), "event recorded");
         }
-        for w in &self.wake {
-            w.notify_one();
-        }
-        Ok(ids)
+        Ok(staged)
     }
 
     /// One event's record.
@@ -413,28 +462,37 @@ impl Events {
     }
 
     /// A page of events, oldest first, and the `after` of the next page (if there may be one).
+    /// Reads the namespace from `after` on in key ranges ([`Store::kv_scan_page`]) until the
+    /// page is full: a page costs its own records (and, with a type filter, the others'
+    /// records between them), not the whole namespace.
     pub async fn list(&self, query: &EventQuery) -> StoreResult<(Vec<Record>, Option<String>)> {
         let limit = query.limit.max(1);
+        let read = limit.clamp(64, 1000);
         let mut page = Vec::new();
-        for (key, value) in self.store.kv_scan(namespaces::EVENTS, "").await? {
-            if query
-                .after
-                .as_deref()
-                .is_some_and(|after| key.as_str() <= after)
-            {
-                continue;
+        let mut after = query.after.clone().unwrap_or_default();
+        'pages: loop {
+            let batch = self
+                .store
+                .kv_scan_page(namespaces::EVENTS, "", &after, read)
+                .await?;
+            let full = batch.len() == read;
+            for (key, value) in batch {
+                after = key;
+                let Some(record) = Record::parse(&value) else {
+                    continue;
+                };
+                if query
+                    .event_type
+                    .is_some_and(|t| t != record.event.event_type)
+                {
+                    continue;
+                }
+                page.push(record);
+                if page.len() == limit {
+                    break 'pages;
+                }
             }
-            let Some(record) = Record::parse(&value) else {
-                continue;
-            };
-            if query
-                .event_type
-                .is_some_and(|t| t != record.event.event_type)
-            {
-                continue;
-            }
-            page.push(record);
-            if page.len() == limit {
+            if !full {
                 break;
             }
         }
@@ -508,14 +566,20 @@ impl Events {
 
     // ---- what happened, as events ----
 
-    /// The events of one worker turn on `n`: `status` was its status before the turn and its
-    /// first `recorded` attempts were there before it. Called after the turn's save.
-    pub async fn notification_turn(&self, status: Status, recorded: usize, n: &Notification) {
+    /// The events of one worker turn on `n`, staged: `status` was its status before the turn
+    /// and its first `recorded` attempts were there before it. Called before the turn's save;
+    /// [`Events::release`] after it.
+    pub async fn notification_turn(
+        &self,
+        status: Status,
+        recorded: usize,
+        n: &Notification,
+    ) -> Staged {
         if !self.enabled() {
-            return;
+            return Staged::default();
         }
-        self.record(turn_events(status, recorded, n, self.clock.now()))
-            .await;
+        self.stage(turn_events(status, recorded, n, self.clock.now()))
+            .await
     }
 
     /// A receipt moved `n` to `delivered` or `read`.

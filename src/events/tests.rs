@@ -271,3 +271,170 @@ fn the_body_is_type_timestamp_and_data() {
         Ok(EventType::ConsentChanged)
     );
 }
+
+/// Two instances (two alert sources on one store) announce one state change, each at the
+/// moment it saw it: one alert notification per alert contact. Another change (another
+/// history number) is another alert.
+#[tokio::test]
+async fn one_state_change_seen_by_two_instances_sends_one_alert() {
+    use crate::events::alerts::Alert;
+    use crate::store::ListQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\napi_keys = [\"test-api-key-1\"]\nadmin_token = \"test-admin-token\"\n\
+         [store]\npath = {:?}\n[alerts]\ncontacts = [\"ops\"]\n",
+        dir.path().join("db").display().to_string()
+    );
+    let config =
+        crate::config::Config::from_toml(&text, Path::new("test.toml"), &|_| None).expect("config");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path, 8).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let a = Events::new(&config, store.clone(), clock.clone(), Arc::default());
+    let b = Events::new(&config, store.clone(), clock.clone(), Arc::default());
+    let now = clock.now();
+    store
+        .upsert_contact("ops", &crate::model::ContactPatch::default(), now)
+        .await
+        .unwrap();
+    let ban = |seq: u64, at: Timestamp| Alert::StateChanged {
+        seq,
+        channel: WA,
+        from: ChannelState::Active,
+        to: ChannelState::Banned,
+        reason: Some("131031".into()),
+        until: None,
+        at,
+    };
+    a.alerts().send(ban(7, now)).await;
+    b.alerts()
+        .send(ban(7, now + chrono::Duration::seconds(2)))
+        .await;
+    let alerts = || async {
+        let (list, _) = store
+            .list_notifications(&ListQuery {
+                contact_id: Some("ops".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        list
+    };
+    let sent = alerts().await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].text.contains("BANNED"), "{}", sent[0].text);
+
+    b.alerts()
+        .send(ban(9, now + chrono::Duration::hours(1)))
+        .await;
+    assert_eq!(alerts().await.len(), 2, "a later ban is another alert");
+}
+
+/// A crash between an event's record and its due entry (the dispatcher's save between them,
+/// or a retry's record update before its new due entry) leaves a pending delivery no worker
+/// finds: the sweep at start makes it due again and it is delivered.
+async fn pending_deliveries_without_a_due_entry_are_delivered_after_a_restart(
+    store: Arc<dyn Store>,
+) {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &format!("{}/hook", server.uri()));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let sent = |id: &str| NewEvent {
+        event_type: EventType::NotificationSent,
+        at: clock.now(),
+        data: json!({"id": id}),
+    };
+    // Before the crash: one turn's event staged (its save done, the release never came); one
+    // event whose due entry a crash lost after a retry's record update.
+    let before = Events::new(&config, store.clone(), clock.clone(), Arc::default());
+    let staged = before.stage(vec![sent("n1")]).await;
+    assert_eq!(staged.ids.len(), 1);
+    let lost = before.try_record(vec![sent("n2")]).await.unwrap();
+    for (key, _) in store.kv_scan(namespaces::EVENT_DUE, "").await.unwrap() {
+        store.kv_delete(namespaces::EVENT_DUE, &key).await.unwrap();
+    }
+    drop(staged);
+    drop(before);
+
+    // The next start: its sweep writes the missing due entries, the worker delivers both.
+    let after = Arc::new(Events::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        Arc::default(),
+    ));
+    let workers = after.start();
+    let mut delivered = Vec::new();
+    for _ in 0..500 {
+        delivered = server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.headers.get("webhook-id")?.to_str().ok().map(String::from))
+            .collect::<Vec<_>>();
+        if delivered.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    delivered.sort();
+    let mut want = vec![
+        after
+            .list(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|r| r.event.data["id"] == "n1")
+            .expect("the staged event is stored")
+            .event
+            .id,
+        lost[0].clone(),
+    ];
+    want.sort();
+    assert_eq!(
+        delivered, want,
+        "both pending deliveries are delivered once"
+    );
+    // Both records say so.
+    for id in &want {
+        let mut state = DeliveryState::Pending;
+        for _ in 0..200 {
+            state = after.get(id).await.unwrap().unwrap().deliveries[0].state;
+            if state == DeliveryState::Delivered {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(state, DeliveryState::Delivered, "{id}");
+    }
+    workers.stop(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_pending_deliveries_without_a_due_entry_are_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+    pending_deliveries_without_a_due_entry_are_delivered_after_a_restart(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pending_deliveries_without_a_due_entry_are_delivered_after_a_restart() {
+    let db = crate::store::postgres::testdb::TestDb::create().await;
+    let store = crate::store::PgStore::open(&db.options(crate::store::DEFAULT_LEASE))
+        .await
+        .unwrap();
+    pending_deliveries_without_a_due_entry_are_delivered_after_a_restart(Arc::new(store)).await;
+}

@@ -8,13 +8,18 @@
 //! their WhatsApp consent instead: permanent until they opt in again.)
 //!
 //! One record per number in namespace `whatsapp_marketing_holds` (the hold is about the
-//! number, whoever holds it), written with [`crate::store::Store::kv_update`]; an expired record
-//! is deleted when read.
+//! number, whoever holds it), keyed by the SHA-256 of the number
+//! ([`crate::store::namespaces::marketing_hold_key`]: no phone number in the key; an erasure of
+//! a contact deletes the hold on its number), written with
+//! [`crate::store::Store::kv_update`]. An expired record is deleted when read, and by the
+//! retention purge. Records of earlier versions, keyed by the number itself, are still read
+//! until they expire.
 
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Timestamp;
+use crate::store::namespaces::marketing_hold_key;
 use crate::store::{Durability, Store, StoreResult};
 
 pub(crate) const NAMESPACE: &str = crate::store::namespaces::WHATSAPP_MARKETING_HOLDS;
@@ -54,21 +59,30 @@ pub async fn hold(
         Some(serde_json::to_vec(&hold).expect("a hold serializes"))
     });
     let stored = store
-        .kv_update(NAMESPACE, address, edit, Durability::Durable)
+        .kv_update(
+            NAMESPACE,
+            &marketing_hold_key(address),
+            edit,
+            Durability::Durable,
+        )
         .await?;
     Ok(decode(stored.as_deref()).expect("just written"))
 }
 
 /// The hold on `address` in force at `now`, if any.
 pub async fn held(store: &dyn Store, address: &str, now: Timestamp) -> StoreResult<Option<Hold>> {
-    let Some(hold) = decode(store.kv_get(NAMESPACE, address).await?.as_deref()) else {
-        return Ok(None);
-    };
-    if hold.until <= now {
-        store.kv_delete_relaxed(NAMESPACE, address).await?;
-        return Ok(None);
+    // The record under the number's digest, else one an earlier version keyed by the number.
+    for key in [marketing_hold_key(address), address.to_string()] {
+        let Some(hold) = decode(store.kv_get(NAMESPACE, &key).await?.as_deref()) else {
+            continue;
+        };
+        if hold.until <= now {
+            store.kv_delete_relaxed(NAMESPACE, &key).await?;
+            continue;
+        }
+        return Ok(Some(hold));
     }
-    Ok(Some(hold))
+    Ok(None)
 }
 
 /// Whether `address` is a US/Canada (+1) number, to which Meta does not deliver marketing
@@ -89,6 +103,15 @@ mod tests {
         let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
         let t0 = at("2026-03-01T10:00:00Z");
         hold(&store, "+48600100200", "131049", t0).await.unwrap();
+        // Under the number's digest, not the number.
+        let keys: Vec<String> = store
+            .kv_scan(NAMESPACE, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, [marketing_hold_key("+48600100200")]);
         let h = held(&store, "+48600100200", at("2026-03-02T09:59:59Z"))
             .await
             .unwrap();
@@ -100,6 +123,17 @@ mod tests {
                 .unwrap(),
             None
         );
+        // A record an earlier version kept under the number itself is honoured too.
+        let legacy = serde_json::to_vec(&Hold {
+            until: at("2026-03-02T10:00:00Z"),
+            code: "131049".into(),
+        })
+        .unwrap();
+        store
+            .kv_put(NAMESPACE, "+48600100207", &legacy)
+            .await
+            .unwrap();
+        assert!(held(&store, "+48600100207", t0).await.unwrap().is_some());
         assert!(is_us_number("+16505551234"));
         assert!(!is_us_number("+48600100200"));
     }

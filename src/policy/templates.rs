@@ -89,6 +89,10 @@ pub struct TemplateRecord {
     pub reason: Option<String>,
     /// When it entered its state.
     pub since: Timestamp,
+    /// When the gateway last sent it, to a day ([`note_used`]): the retention purge forgets a
+    /// template unused and unchanged for `[store.retention] notifications`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Timestamp>,
 }
 
 impl TemplateRecord {
@@ -102,6 +106,7 @@ impl TemplateRecord {
             quality: None,
             reason: None,
             since: now,
+            last_used: None,
         }
     }
 
@@ -212,13 +217,35 @@ pub async fn apply(
     Ok((before, after))
 }
 
-/// Puts a template the gateway just sent in the registry (`approved`), if it is not there.
+/// How often [`note_used`] writes down that a template is still used.
+const USE_NOTED_EVERY: Duration = Duration::days(1);
+
+/// Puts a template the gateway just sent in the registry (`approved`), if it is not there, and
+/// notes its use at most once a day (one relaxed write per template and day: the retention
+/// purge forgets templates no longer used).
 pub async fn note_used(store: &dyn Store, t: &WhatsappTemplate, now: Timestamp) -> StoreResult<()> {
     let k = key(&t.name, &t.language);
-    if store.kv_get(NAMESPACE, &k).await?.is_none() {
-        let r = TemplateRecord::new(&t.name, &t.language, now);
-        let bytes = serde_json::to_vec(&r).expect("a template record serializes");
-        store.kv_insert_new(NAMESPACE, &k, &bytes).await?;
+    match decode(store.kv_get(NAMESPACE, &k).await?.as_deref()) {
+        None => {
+            let mut r = TemplateRecord::new(&t.name, &t.language, now);
+            r.last_used = Some(now);
+            let bytes = serde_json::to_vec(&r).expect("a template record serializes");
+            store.kv_insert_new(NAMESPACE, &k, &bytes).await?;
+        }
+        Some(r) if r.last_used.unwrap_or(r.since) + USE_NOTED_EVERY <= now => {
+            let edit = Box::new(move |old: Option<&[u8]>| {
+                let old = old?;
+                let Some(mut r) = decode(Some(old)) else {
+                    return Some(old.to_vec());
+                };
+                r.last_used = Some(r.last_used.map_or(now, |u| u.max(now)));
+                Some(serde_json::to_vec(&r).expect("a template record serializes"))
+            });
+            store
+                .kv_update(NAMESPACE, &k, edit, Durability::Relaxed)
+                .await?;
+        }
+        Some(_) => {}
     }
     Ok(())
 }

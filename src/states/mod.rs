@@ -728,12 +728,16 @@ impl ChannelStates {
                 boot,
             }
         });
+        let mut appended = history::Appended::New;
         if let Some(change) = &mut change {
-            // Written first (under a sequence number no other instance took).
-            history::append(self.store.as_ref(), change).await?;
+            // Written first (under a sequence number no other instance took), unless another
+            // instance recorded this very change already.
+            appended = history::append(self.store.as_ref(), change).await?;
         }
         self.store.save_channel_state(kind, &new).await?;
-        if let Some(change) = &change {
+        if appended == history::Appended::Same {
+            self.reload_history().await?;
+        } else if let Some(change) = &change {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
             history.push_back(change.clone());
             while history.len() > history::HISTORY_LIMIT {
@@ -762,15 +766,20 @@ impl ChannelStates {
         if was_probing {
             self.probe_lease(kind).release(self.store.as_ref()).await?;
         }
-        // After the save (and live): the event durably, the alerts through the accept path.
-        // Neither can fail the change.
+        // After the save (and live): the event durably (by the instance that recorded the
+        // change), the alerts through the accept path (keyed by the change's sequence number:
+        // an instance that made the same change sends the same alert, accepted once). Neither
+        // can fail the change.
         if let (Some(events), Some(c)) = (&self.events, change) {
-            events
-                .state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
-                .await;
+            if appended == history::Appended::New {
+                events
+                    .state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
+                    .await;
+            }
             events
                 .alerts()
                 .send(crate::events::alerts::Alert::StateChanged {
+                    seq: c.seq,
                     channel: c.channel,
                     from: c.from,
                     to: c.to,

@@ -385,6 +385,16 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_delete_relaxed(&self, namespace: &str, key: &str) -> StoreResult<()>;
     /// Every record of `namespace` whose key starts with `prefix`, in key order.
     async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// One page of [`Store::kv_scan`]: at most `limit` records whose key starts with `prefix`
+    /// and sorts after `after` (`""`: from the first), in key order, reading no more of the
+    /// namespace than that (a range read in both backends). For queues and listings that page.
+    async fn kv_scan_page(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>>;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> StoreResult<()>;

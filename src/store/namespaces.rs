@@ -27,10 +27,19 @@ pub const EVENT_DUE: &str = "event_due";
 /// WhatsApp templates the gateway used and their state from Meta (`policy::templates`),
 /// keyed by `<name>/<language>`.
 pub const WHATSAPP_TEMPLATES: &str = "whatsapp_templates";
-/// People whose WhatsApp marketing Meta holds (131049), keyed by number (`policy::holds`).
+/// People whose WhatsApp marketing Meta holds (131049), keyed by the SHA-256 of the number
+/// ([`marketing_hold_key`]; `policy::holds`). Records of earlier versions are keyed by the
+/// number itself: read, erased and purged as well.
 pub const WHATSAPP_MARKETING_HOLDS: &str = "whatsapp_marketing_holds";
 /// The business portfolio's messaging limit as Meta last named it, and the account's typed
 /// restrictions (`policy::portfolio`).
 pub const WHATSAPP_PORTFOLIO: &str = "whatsapp_portfolio";
 /// Billable and free messages per channel and pricing category (`policy::pricing`).
 pub const PRICING: &str = "pricing";
+
+/// The key of a number's record in [`WHATSAPP_MARKETING_HOLDS`]: the hex SHA-256 of the number,
+/// so the namespace lists no phone number; an erasure computes it from the contact's address.
+pub fn marketing_hold_key(number: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(number.as_bytes()))
+}

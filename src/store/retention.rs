@@ -138,6 +138,38 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
                 chrono::DateTime::from_timestamp((hour + 1) * 3600, 0)
             }),
         },
+        // WhatsApp 2026 (policy::holds, portfolio, templates): a 131049 hold once it ended; a
+        // typed account restriction once it expired (the portfolio's `limit` stays); a
+        // template unused and unchanged for as long as finished notifications are kept (one
+        // used again comes back `approved`; one Meta still pauses is not old).
+        Rule {
+            what: "whatsapp_marketing_holds",
+            prefix: namespace(super::namespaces::WHATSAPP_MARKETING_HOLDS),
+            keep: Duration::ZERO,
+            kind: Kind::Records(|_, v| until(v)),
+        },
+        Rule {
+            what: "whatsapp_restrictions",
+            prefix: namespace(super::namespaces::WHATSAPP_PORTFOLIO),
+            keep: Duration::ZERO,
+            kind: Kind::Records(|k, v| k.starts_with(b"restriction/").then(|| until(v)).flatten()),
+        },
+        Rule {
+            what: "whatsapp_templates",
+            prefix: namespace(super::namespaces::WHATSAPP_TEMPLATES),
+            keep: cfg.notifications,
+            kind: Kind::Records(|_, v| {
+                let record: serde_json::Value = serde_json::from_slice(v).ok()?;
+                ["since", "last_used", "paused_until"]
+                    .into_iter()
+                    .filter_map(|field| {
+                        serde_json::from_value::<Timestamp>(record.get(field)?.clone()).ok()
+                    })
+                    .max()
+                    // A record without `since` is not one this version wrote: kept.
+                    .filter(|_| record.get("since").is_some())
+            }),
+        },
         Rule {
             what: "marketing_caps",
             prefix: namespace(super::namespaces::POLICY_MARKETING_SENDS),
@@ -149,6 +181,12 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
             }),
         },
     ]
+}
+
+/// A record's `until` (a hold's or a restriction's end).
+fn until(value: &[u8]) -> Option<Timestamp> {
+    let record: serde_json::Value = serde_json::from_slice(value).ok()?;
+    serde_json::from_value(record.get("until")?.clone()).ok()
 }
 
 /// Records examined per batch; the purge pauses [`PAUSE`] after each.
@@ -248,7 +286,7 @@ impl Drop for Purger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -275,5 +313,111 @@ mod tests {
         );
         let e = toml::from_str::<RetentionConfig>("notifications = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("is not a duration"), "{e}");
+    }
+
+    /// The WhatsApp 2026 records (holds, typed restrictions, templates) are purged when they
+    /// end, for each backend's test: `purge` runs one pass at the given time.
+    pub(in crate::store) async fn whatsapp_records_go_when_they_end<F, Fut>(
+        store: &dyn crate::store::Store,
+        purge: F,
+    ) where
+        F: Fn(Timestamp) -> Fut,
+        Fut: std::future::Future<Output = Purged>,
+    {
+        use crate::policy::{holds, portfolio, templates};
+        use chrono::Duration as D;
+        let count = |purged: &Purged, what: &str| {
+            purged
+                .iter()
+                .find(|(w, _)| *w == what)
+                .map(|(_, n)| *n)
+                .unwrap_or_else(|| panic!("no rule {what}: {purged:?}"))
+        };
+        let t0 = chrono::Utc::now();
+        let template = |name: &str| lifeboat_channel::WhatsappTemplate {
+            name: name.into(),
+            language: "en".into(),
+            parameters: Vec::new(),
+            alternative: None,
+        };
+        holds::hold(store, "+48600100200", "131049", t0)
+            .await
+            .unwrap();
+        portfolio::set_restriction(
+            store,
+            portfolio::Restriction::BizInitiated,
+            t0 + D::hours(2),
+            t0,
+        )
+        .await
+        .unwrap();
+        portfolio::set_limit(
+            store,
+            portfolio::PortfolioLimit::Count(2000),
+            "test",
+            "TIER_2K",
+            t0,
+        )
+        .await
+        .unwrap();
+        for name in ["promo", "old"] {
+            templates::note_used(store, &template(name), t0)
+                .await
+                .unwrap();
+        }
+        templates::apply(
+            store,
+            "paused",
+            "en",
+            templates::Event::Paused {
+                until: Some(t0 + D::days(40)),
+            },
+            "PAUSED",
+            t0,
+        )
+        .await
+        .unwrap();
+
+        let purged = purge(t0 + D::hours(1)).await;
+        for what in [
+            "whatsapp_marketing_holds",
+            "whatsapp_restrictions",
+            "whatsapp_templates",
+        ] {
+            assert_eq!(count(&purged, what), 0, "{what}: {purged:?}");
+        }
+        // The hold (24 h) and the restriction (2 h) ended; the portfolio's limit stays.
+        let purged = purge(t0 + D::hours(25)).await;
+        assert_eq!(count(&purged, "whatsapp_marketing_holds"), 1, "{purged:?}");
+        assert_eq!(count(&purged, "whatsapp_restrictions"), 1, "{purged:?}");
+        assert_eq!(count(&purged, "whatsapp_templates"), 0, "{purged:?}");
+        let left = store
+            .kv_scan(super::super::namespaces::WHATSAPP_PORTFOLIO, "")
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["limit"]
+        );
+        assert!(store
+            .kv_scan(super::super::namespaces::WHATSAPP_MARKETING_HOLDS, "")
+            .await
+            .unwrap()
+            .is_empty());
+
+        // `promo` is used again after 20 days; `old` never: after the 30 days finished
+        // notifications are kept, `old` goes; `promo` and the still paused one stay.
+        templates::note_used(store, &template("promo"), t0 + D::days(20))
+            .await
+            .unwrap();
+        let purged = purge(t0 + D::days(31)).await;
+        assert_eq!(count(&purged, "whatsapp_templates"), 1, "{purged:?}");
+        let names: Vec<String> = templates::list(store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["paused", "promo"]);
     }
 }

@@ -44,12 +44,14 @@ macro_rules! store_suite {
                 an_accept_repeating_the_contacts_addresses_leaves_the_contact_as_it_was,
                 the_address_index_follows_address_changes_and_erasure,
                 every_contact_holding_an_address_is_found_and_kept_apart_on_erasure,
+                an_erasure_deletes_the_whatsapp_marketing_hold_on_the_contacts_number,
                 insert_if_absent_says_whether_it_inserted,
                 signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry,
                 entries_queued_before_where_claims_scan_from_are_still_claimed,
                 a_claim_is_never_handed_out_twice,
                 a_renewed_lease_keeps_the_claim,
                 kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix,
+                a_kv_page_starts_after_its_key_and_stays_in_its_prefix,
                 two_claimers_at_once_never_get_the_same_notification,
                 one_idempotency_key_from_many_tasks_at_once_creates_one_notification,
                 an_erasure_racing_saves_leaves_nothing_of_the_contact,
@@ -445,6 +447,52 @@ pub(super) async fn every_contact_holding_an_address_is_found_and_kept_apart_on_
     assert_eq!(holders().await, ["ana-work"]);
 }
 
+/// A 131049 marketing hold is kept under a digest of the number (no phone number in
+/// the store's keys), and erasing the contact deletes the hold on its number (also one an
+/// earlier version kept under the number itself); another person's hold stays.
+pub(super) async fn an_erasure_deletes_the_whatsapp_marketing_hold_on_the_contacts_number<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    use crate::store::namespaces::{marketing_hold_key, WHATSAPP_MARKETING_HOLDS};
+    const BOB_NUMBER: &str = "+48600300400";
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    store
+        .upsert_contact("bob", &patch_whatsapp(BOB_NUMBER), now)
+        .await
+        .unwrap();
+    let hold = serde_json::json!({"until": now + chrono::Duration::hours(24), "code": "131049"})
+        .to_string();
+    for key in [
+        marketing_hold_key(ANA_NUMBER),
+        marketing_hold_key(BOB_NUMBER),
+        // An earlier version's record, under the number itself.
+        ANA_NUMBER.to_string(),
+    ] {
+        store
+            .kv_put(WHATSAPP_MARKETING_HOLDS, &key, hold.as_bytes())
+            .await
+            .unwrap();
+    }
+    assert!(!marketing_hold_key(ANA_NUMBER).contains("48600"));
+
+    assert!(store.erase_contact("ana", now).await.unwrap());
+    let left: Vec<String> = store
+        .kv_scan(WHATSAPP_MARKETING_HOLDS, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        left,
+        [marketing_hold_key(BOB_NUMBER)],
+        "only bob's hold is left"
+    );
+}
+
 pub(super) async fn insert_if_absent_says_whether_it_inserted<S: Store>(store: Arc<S>) {
     assert!(store.kv_insert_new("seen", "line/1", b"a").await.unwrap());
     assert!(!store.kv_insert_new("seen", "line/1", b"b").await.unwrap());
@@ -633,6 +681,57 @@ pub(super) async fn kv_records_round_trip_and_scans_stay_in_their_namespace_and_
     );
     store.kv_delete_relaxed("optin", "tok1").await.unwrap();
     assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
+}
+
+/// `kv_scan_page` reads in key order from just after `after`, at most `limit` records, never
+/// outside its namespace and prefix: paging through it gives what one `kv_scan` gives.
+pub(super) async fn a_kv_page_starts_after_its_key_and_stays_in_its_prefix<S: Store>(
+    store: Arc<S>,
+) {
+    for key in ["a/1", "a/2", "a/3", "a/4", "a/5", "b/1", "a"] {
+        store
+            .kv_put_relaxed("due", key, key.as_bytes())
+            .await
+            .unwrap();
+    }
+    store.kv_put_relaxed("duex", "a/9", b"-").await.unwrap();
+    let keys = |page: Vec<(String, Vec<u8>)>| -> Vec<String> {
+        page.into_iter()
+            .map(|(k, v)| {
+                assert_eq!(k.as_bytes(), &v[..]);
+                k
+            })
+            .collect()
+    };
+    let page = |prefix: &'static str, after: &'static str, limit: usize| {
+        let store = store.clone();
+        async move {
+            keys(
+                store
+                    .kv_scan_page("due", prefix, after, limit)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    assert_eq!(page("a/", "", 2).await, ["a/1", "a/2"]);
+    assert_eq!(page("a/", "a/2", 2).await, ["a/3", "a/4"]);
+    assert_eq!(page("a/", "a/4", 2).await, ["a/5"]);
+    assert!(page("a/", "a/5", 2).await.is_empty());
+    // `after` before the prefix starts at the prefix; the whole namespace pages in key order.
+    assert_eq!(page("b/", "a/3", 5).await, ["b/1"]);
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let got = keys(store.kv_scan_page("due", "", &after, 3).await.unwrap());
+        let Some(last) = got.last().cloned() else {
+            break;
+        };
+        all.extend(got);
+        after = last;
+    }
+    assert_eq!(all, keys(store.kv_scan("due", "").await.unwrap()));
+    assert_eq!(all.len(), 7);
 }
 
 /// Workers claiming side by side share the queue out: every due notification is claimed

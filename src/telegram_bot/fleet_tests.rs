@@ -81,6 +81,7 @@ fn instance(
         bot,
         call_timeout: Duration::from_secs(5),
         metrics: Arc::default(),
+        events: None,
     });
     let election = Election::new(store.clone(), clock, InstanceId::named(name), timing());
     let (stop, stopped) = watch::channel(false);

@@ -1,8 +1,9 @@
 //! What the bot does with one update: `/start <token>` opts the person in, `/stop` and blocking
 //! the bot opt them out, `/status` tells them where they stand. Everything else is ignored.
 //!
-//! [`handle`] only touches the store and returns the reply to send (if any), so it can be
-//! tested without a Bot API; [`BotContext::process`] sends that reply. Handling is idempotent:
+//! [`handle`] only touches the store (and records `consent.changed` events for the app's
+//! endpoints, as the API's consent changes do) and returns the reply to send (if any), so it
+//! can be tested without a Bot API; [`BotContext::process`] sends that reply. Handling is idempotent:
 //! every update is applied once per `update_id` (a durable record, [`crate::webhooks::once`]),
 //! so an update seen again (a crash between handling and saving the offset, a webhook retry,
 //! a replay) changes nothing twice. `/stop` and blocking the bot revoke every contact holding
@@ -17,6 +18,7 @@ use teloxide::types::{ChatId, ChatMemberKind, Update, UpdateKind, User};
 use teloxide::Bot;
 
 use crate::clock::Clock;
+use crate::events::Events;
 use crate::model::{Consent, ConsentStatus, Contact, Timestamp};
 use crate::optin::{self, RedeemError};
 use crate::store::{Store, StoreResult};
@@ -33,6 +35,8 @@ pub struct BotContext {
     pub call_timeout: Duration,
     /// Counts the updates (`lifeboat_webhook_events_total{provider="telegram"}`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where `consent.changed` events go (`None`: not recorded).
+    pub events: Option<Arc<Events>>,
 }
 
 /// A message to send back.
@@ -49,6 +53,7 @@ impl BotContext {
         self.metrics.telegram_update(update);
         let reply = handle(
             self.store.as_ref(),
+            self.events.as_deref(),
             &self.business,
             update,
             self.clock.now(),
@@ -81,14 +86,16 @@ impl BotContext {
 /// Applies `update` to the store and says what to answer. Each update is applied once per
 /// `update_id` (recorded durably first, see [`crate::webhooks::once`]): a webhook retry or a
 /// replayed update changes nothing and gets no reply, even after the person opted in again.
+/// Each consent it changes is a `consent.changed` event in `events`.
 pub async fn handle(
     store: &dyn Store,
+    events: Option<&Events>,
     business: &str,
     update: &Update,
     now: Timestamp,
 ) -> StoreResult<Option<Reply>> {
     let seen = format!("update/{}", update.id.0);
-    let work = apply(store, business, update, now);
+    let work = apply(store, events, business, update, now);
     Ok(
         crate::webhooks::once(store, ChannelKind::Telegram, &seen, now, work)
             .await?
@@ -98,6 +105,7 @@ pub async fn handle(
 
 async fn apply(
     store: &dyn Store,
+    events: Option<&Events>,
     business: &str,
     update: &Update,
     now: Timestamp,
@@ -114,6 +122,7 @@ async fn apply(
                 Some("start") => {
                     start(
                         store,
+                        events,
                         business,
                         update_id,
                         chat_id,
@@ -123,7 +132,7 @@ async fn apply(
                     )
                     .await?
                 }
-                Some("stop") => stop(store, business, update_id, chat_id, now).await?,
+                Some("stop") => stop(store, events, business, update_id, chat_id, now).await?,
                 Some("status") => status(store, business, chat_id).await?,
                 Some("help") => help(business),
                 _ => return Ok(None),
@@ -136,7 +145,8 @@ async fn apply(
                 ChatMemberKind::Banned(_) => {
                     let evidence = format!("update {update_id}: the person blocked the bot");
                     for contact_id in
-                        revoke_chat(store, chat_id, "telegram_blocked", evidence, now).await?
+                        revoke_chat(store, events, chat_id, "telegram_blocked", evidence, now)
+                            .await?
                     {
                         tracing::info!(
                             update_id,
@@ -214,8 +224,10 @@ fn help(business: &str) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start(
     store: &dyn Store,
+    events: Option<&Events>,
     business: &str,
     update_id: u32,
     chat_id: i64,
@@ -258,6 +270,13 @@ async fn start(
     {
         Ok((contact, record)) => {
             tracing::info!(update_id, contact_id = %contact.id, "telegram: opted in with /start");
+            if let (Some(events), Some(consent)) =
+                (events, contact.consents.get(&ChannelKind::Telegram))
+            {
+                events
+                    .consent_changed(&contact.id, ChannelKind::Telegram, consent)
+                    .await;
+            }
             Ok(confirmation(business, &record.scopes))
         }
         Err(RedeemError::Expired(_)) => Ok(format!(
@@ -273,9 +292,11 @@ async fn start(
 
 /// Revokes the Telegram consent of every contact holding `chat_id` (an opt-out is about the
 /// chat, not about one of the contacts sharing it), skipping those revoked already, each with
-/// its own history entry; one opt-out for the risk figures. Returns the contacts it revoked.
+/// its own history entry and `consent.changed` event; one opt-out for the risk figures.
+/// Returns the contacts it revoked.
 async fn revoke_chat(
     store: &dyn Store,
+    events: Option<&Events>,
     chat_id: i64,
     source: &str,
     evidence: String,
@@ -300,11 +321,15 @@ async fn revoke_chat(
             evidence: Some(evidence.clone()),
             at: now,
         };
-        if store
+        if let Some(consent) = store
             .set_consent(&contact.id, ChannelKind::Telegram, consent)
             .await?
-            .is_some()
         {
+            if let Some(events) = events {
+                events
+                    .consent_changed(&contact.id, ChannelKind::Telegram, &consent)
+                    .await;
+            }
             revoked.push(contact.id);
         }
     }
@@ -316,6 +341,7 @@ async fn revoke_chat(
 
 async fn stop(
     store: &dyn Store,
+    events: Option<&Events>,
     business: &str,
     update_id: u32,
     chat_id: i64,
@@ -331,7 +357,7 @@ async fn stop(
         ));
     }
     let evidence = format!("update {update_id}");
-    for contact_id in revoke_chat(store, chat_id, "telegram_stop", evidence, now).await? {
+    for contact_id in revoke_chat(store, events, chat_id, "telegram_stop", evidence, now).await? {
         tracing::info!(update_id, contact_id = %contact_id, "telegram: opted out with /stop");
     }
     Ok(format!(
@@ -411,6 +437,7 @@ mod tests {
         let later = now + optin::TOKEN_LIFETIME + chrono::Duration::seconds(1);
         let reply = handle(
             &store,
+            None,
             "Acme",
             &message(6, 555, &format!("/start {token}")),
             later,
@@ -426,9 +453,15 @@ mod tests {
 
         // Redeemed once, then the same update again (a replay): one history entry, no reply.
         let update = message(7, 555, &format!("/start {token}"));
-        let reply = handle(&store, "Acme", &update, now).await.unwrap().unwrap();
+        let reply = handle(&store, None, "Acme", &update, now)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(reply.text.contains("/stop"), "{}", reply.text);
-        assert_eq!(handle(&store, "Acme", &update, now).await.unwrap(), None);
+        assert_eq!(
+            handle(&store, None, "Acme", &update, now).await.unwrap(),
+            None
+        );
         let history = store
             .consent_history("ana", ChannelKind::Telegram)
             .await
@@ -438,7 +471,7 @@ mod tests {
 
         // /stop twice: one revocation.
         for id in [8, 9] {
-            handle(&store, "Acme", &message(id, 555, "/stop"), now)
+            handle(&store, None, "Acme", &message(id, 555, "/stop"), now)
                 .await
                 .unwrap();
         }
@@ -450,7 +483,7 @@ mod tests {
         assert_eq!(history[1].source, "telegram_stop");
 
         // Plain text is ignored.
-        assert!(handle(&store, "Acme", &message(10, 555, "hi"), now)
+        assert!(handle(&store, None, "Acme", &message(10, 555, "hi"), now)
             .await
             .unwrap()
             .is_none());

@@ -106,6 +106,7 @@ pub fn start(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Arc<crate::metrics::Metrics>,
+    events: Arc<crate::events::Events>,
     instance: crate::fleet::InstanceId,
 ) -> BotHandle {
     let Some(ChannelSection::Configured { table, timeout, .. }) =
@@ -140,6 +141,7 @@ pub fn start(
         bot: channel.bot().clone(),
         call_timeout: *timeout,
         metrics,
+        events: Some(events),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let commands_ctx = ctx.clone();

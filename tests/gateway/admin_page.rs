@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Signs in; returns the `Set-Cookie` header and the `name=value` to send back.
-async fn sign_in(g: &Gateway) -> (String, String) {
+pub(crate) async fn sign_in(g: &Gateway) -> (String, String) {
     let answer = client()
         .post(g.url("/admin/login"))
         .form(&[("token", ADMIN_TOKEN)])
@@ -30,7 +30,7 @@ async fn sign_in(g: &Gateway) -> (String, String) {
     (set_cookie, pair)
 }
 
-async fn page(g: &Gateway, cookie: &str) -> (StatusCode, String) {
+pub(crate) async fn page(g: &Gateway, cookie: &str) -> (StatusCode, String) {
     let answer = client()
         .get(g.url("/admin"))
         .header(COOKIE, cookie)

@@ -511,3 +511,89 @@ async fn an_endpoint_that_never_answers_does_not_hold_up_deliveries_or_other_end
         .count();
     assert_eq!(dead_pending, ids.len(), "{page}");
 }
+
+/// The Telegram bot's consent changes are events like the API's: `/start <token>` (an opt-in
+/// link), `/stop` and blocking the bot each send one signed `consent.changed`.
+#[tokio::test]
+async fn the_telegram_bots_start_stop_and_block_send_consent_changed() {
+    use crate::telegram_bot::{
+        blocked_update, config as bot_config, mount_bot_api, mount_updates, optin_token,
+        text_update,
+    };
+    let receiver = Receiver::start(Mode::Script).await;
+    let rig = Rig::new().await;
+    mount_bot_api(&rig.providers).await;
+    let fake = mount_updates(&rig.providers).await;
+    let extra = format!("{FAST}{}", endpoint(&receiver.url(), "[\"consent.*\"]"));
+    let gw = rig.start_on(|p, dir| bot_config(p, dir, "") + &extra).await;
+    let token = optin_token(&gw, "c-1", json!(["transactional", "marketing"])).await;
+    gw.contact("c-2")
+        .telegram("777")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
+
+    fake.push(text_update(700, 555, &format!("/start {token}")));
+    fake.push(text_update(701, 555, "/stop"));
+    fake.push(blocked_update(702, 777, "kicked"));
+    let by_source = |got: &[Got], source: &str| -> Vec<Value> {
+        of_type(got, "consent.changed")
+            .into_iter()
+            .filter(|g| g.body["data"]["source"] == source)
+            .map(|g| g.body["data"].clone())
+            .collect()
+    };
+    let got = receiver
+        .wait_for(15, "the bot's three consent changes", |got| {
+            ["telegram_start", "telegram_stop", "telegram_blocked"]
+                .iter()
+                .all(|s| !by_source(got, s).is_empty())
+        })
+        .await;
+    let start = by_source(&got, "telegram_start");
+    assert_eq!(start.len(), 1, "{start:#?}");
+    assert_eq!(
+        (
+            &start[0]["contact_id"],
+            &start[0]["channel"],
+            &start[0]["status"]
+        ),
+        (&json!("c-1"), &json!("telegram"), &json!("granted"))
+    );
+    let mut scopes: Vec<&str> = start[0]["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    scopes.sort();
+    assert_eq!(scopes, ["marketing", "transactional"]);
+    let stop = by_source(&got, "telegram_stop");
+    assert_eq!(stop.len(), 1, "{stop:#?}");
+    assert_eq!(
+        (&stop[0]["contact_id"], &stop[0]["status"]),
+        (&json!("c-1"), &json!("revoked"))
+    );
+    let blocked = by_source(&got, "telegram_blocked");
+    assert_eq!(blocked.len(), 1, "{blocked:#?}");
+    assert_eq!(
+        (&blocked[0]["contact_id"], &blocked[0]["status"]),
+        (&json!("c-2"), &json!("revoked"))
+    );
+    // The same event is listed for replay.
+    let (status, page) = gw.get("/v1/events?type=consent.changed").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let sources: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["data"]["source"].as_str())
+        .collect();
+    for s in ["telegram_start", "telegram_stop", "telegram_blocked"] {
+        assert_eq!(
+            sources.iter().filter(|x| **x == s).count(),
+            1,
+            "{sources:?}"
+        );
+    }
+}

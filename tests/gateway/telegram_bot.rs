@@ -164,7 +164,7 @@ pub(crate) async fn wait_reply(server: &MockServer, chat_id: i64, needle: &str) 
     }
 }
 
-async fn optin_token(gw: &Gateway, contact_id: &str, scopes: Value) -> String {
+pub(crate) async fn optin_token(gw: &Gateway, contact_id: &str, scopes: Value) -> String {
     let (status, body) = gw
         .put(&format!("/v1/contacts/{contact_id}"), json!({}))
         .await;

@@ -793,3 +793,114 @@ async fn in_the_sandbox_a_paused_template_is_routed_around_and_comes_back_when_a
     let n = notify().await;
     assert_eq!(n["channel"], "whatsapp", "{n}");
 }
+
+/// The admin page's WhatsApp section, rendered by the real server after a signed-in admin
+/// asks for it: each template with its state and pause end, the typed restriction with its
+/// end, what is left of the portfolio's limit, and the billable counts.
+#[tokio::test]
+async fn the_admin_page_shows_templates_restrictions_the_portfolio_left_and_billable_counts() {
+    use crate::admin_page::{page, sign_in};
+    let gw = Rig::accepting()
+        .await
+        .start_at("2026-03-01T10:00:00Z", |p, dir| {
+            p.config(dir, &settings_without_cap())
+        })
+        .await;
+    person(&gw, "ana", "+48600100200", "5551234").await;
+    let (_, cookie) = sign_in(&gw).await;
+    let (_, html) = page(&gw, &cookie).await;
+    assert!(html.contains("id=\"templates-empty\""), "{html}");
+
+    // Ana gets a utility template (one new person of the portfolio's 2,000), which Meta prices.
+    let n = send(
+        &gw,
+        "ana",
+        "transactional",
+        json!({"whatsapp_template": template("receipt")}),
+    )
+    .await;
+    assert_eq!(n["channel"], "whatsapp", "{n}");
+    post_status(
+        &gw,
+        "wamid.TEST",
+        "delivered",
+        json!({"pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"}}),
+    )
+    .await;
+    post_change(
+        &gw,
+        "message_template_status_update",
+        json!({"event": "PAUSED", "message_template_id": 1,
+            "message_template_name": "promo", "message_template_language": "en_US",
+            "reason": "LOW_QUALITY"}),
+    )
+    .await;
+    post_change(
+        &gw,
+        "business_capability_update",
+        json!({"max_daily_conversations_per_business": "TIER_2K"}),
+    )
+    .await;
+    post_change(
+        &gw,
+        "account_update",
+        restriction(
+            "RESTRICTED_BIZ_INITIATED_MESSAGING",
+            "2026-03-01T12:00:00+0000",
+        ),
+    )
+    .await;
+    eventually("the pricing is counted", || async {
+        whatsapp_row(&gw).await["pricing"]["utility"]["billable"] == 1
+    })
+    .await;
+
+    let (status, html) = page(&gw, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    let section = &html[html.find("<h2>WhatsApp</h2>").expect("a WhatsApp section")..];
+    let row = |name: &str| -> &str {
+        let at = section
+            .find(&format!("<td>{name}</td>"))
+            .unwrap_or_else(|| panic!("no row for {name}: {section}"));
+        let start = section[..at].rfind("<tr").unwrap();
+        &section[start..at + section[at..].find("</tr>").unwrap()]
+    };
+    let promo = row("promo/en_US");
+    assert!(promo.contains("data-state=\"paused\""), "{promo}");
+    // Meta's pause, named without an end: the first is 3 h.
+    assert!(
+        promo.contains("paused until <time datetime=\"2026-03-01T13:00"),
+        "{promo}"
+    );
+    assert!(
+        promo.contains("LOW_QUALITY") || promo.contains("PAUSED"),
+        "{promo}"
+    );
+    let receipt = row("receipt/en_US");
+    assert!(receipt.contains("data-state=\"approved\""), "{receipt}");
+    assert!(
+        section.contains(
+            "<li class=\"restriction\" data-type=\"RESTRICTED_BIZ_INITIATED_MESSAGING\">"
+        ),
+        "{section}"
+    );
+    let restriction = &section[section.find("class=\"restriction\"").unwrap()..];
+    let restriction = &restriction[..restriction.find("</li>").unwrap()];
+    assert!(
+        restriction.contains("until <time datetime=\"2026-03-01T12:00:00Z\">"),
+        "{restriction}"
+    );
+    assert!(
+        restriction.contains("replies inside an open 24 h window still go"),
+        "{restriction}"
+    );
+    assert!(
+        section.contains("1 of 2000 new people reached in the last 24 h"),
+        "{section}"
+    );
+    assert!(
+        section.contains("<b id=\"portfolio-left\">1999 left</b>"),
+        "{section}"
+    );
+    assert!(section.contains("utility: 1 billable, 0 free"), "{section}");
+}

@@ -190,11 +190,48 @@ pub(super) async fn scan(
         .map_err(Fail::from)
 }
 
+/// At most `limit` records of `namespace` under `prefix` with keys after `after`, in key
+/// order: a range read on the primary key.
+pub(super) async fn scan_page(
+    store: &PgStore,
+    namespace: &str,
+    prefix: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let client = store.client().await?;
+    let upper = upper_bound(prefix);
+    let st = client
+        .prepare_cached(
+            "SELECT key, value FROM kv WHERE namespace = $1 AND key >= $2 AND key > $3 \
+             AND ($4::text IS NULL OR key < $4) ORDER BY key LIMIT $5",
+        )
+        .await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&st, &[&namespace, &prefix, &after, &upper, &limit])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+        .map(|all| {
+            all.into_iter()
+                .filter(|(k, _): &(String, Vec<u8>)| k.starts_with(prefix))
+                .collect()
+        })
+        .map_err(Fail::from)
+}
+
 /// What an erasure does to the records other modules keep about contact `id` (as the
-/// embedded store does): its marketing cap record and opt-in tokens go, its entries in the
-/// WhatsApp tier ledger are renamed to an anonymous id (the person still counts toward the
-/// 24 h tier). Returns how many records it changed.
-pub(super) async fn erase_mentions(tx: &impl GenericClient, id: &str) -> Result<u64> {
+/// embedded store does): its marketing cap record, opt-in tokens and the WhatsApp marketing
+/// hold (131049) on its number `whatsapp` go, its entries in the WhatsApp tier ledger are
+/// renamed to an anonymous id (the person still counts toward the 24 h tier). Returns how
+/// many records it changed.
+pub(super) async fn erase_mentions(
+    tx: &impl GenericClient,
+    id: &str,
+    whatsapp: Option<&str>,
+) -> Result<u64> {
     let mut changed = 0;
     let st = tx
         .prepare_cached("DELETE FROM kv WHERE namespace = $1 AND key = $2")
@@ -202,6 +239,14 @@ pub(super) async fn erase_mentions(tx: &impl GenericClient, id: &str) -> Result<
     changed += tx
         .execute(&st, &[&namespaces::POLICY_MARKETING_SENDS, &id])
         .await?;
+    if let Some(number) = whatsapp {
+        // Under the number's digest, and under the number itself (earlier versions).
+        for key in [namespaces::marketing_hold_key(number), number.to_string()] {
+            changed += tx
+                .execute(&st, &[&namespaces::WHATSAPP_MARKETING_HOLDS, &key])
+                .await?;
+        }
+    }
 
     let st = tx
         .prepare_cached("SELECT key, value FROM kv WHERE namespace = $1")

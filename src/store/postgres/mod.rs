@@ -890,9 +890,17 @@ async fn erase_in(
         .await?;
     let existed = tx.query_opt(&st, &[&id]).await?.is_some();
     let st = tx
-        .prepare_cached("DELETE FROM contact_addresses WHERE contact_id = $1")
+        .prepare_cached(
+            "DELETE FROM contact_addresses WHERE contact_id = $1 RETURNING channel, address",
+        )
         .await?;
-    tx.execute(&st, &[&id]).await?;
+    let mut whatsapp: Option<String> = None;
+    for row in tx.query(&st, &[&id]).await? {
+        let channel: String = row.try_get(0)?;
+        if channel == ChannelKind::Whatsapp.as_str() {
+            whatsapp = Some(row.try_get(1)?);
+        }
+    }
     let st = tx
         .prepare_cached("DELETE FROM consent_history WHERE contact_id = $1")
         .await?;
@@ -936,7 +944,7 @@ async fn erase_in(
             .await?;
         tx.execute(&st, &[&ids]).await?;
     }
-    let mentions = kv::erase_mentions(tx, id).await?;
+    let mentions = kv::erase_mentions(tx, id, whatsapp.as_deref()).await?;
     if !existed && changes == 0 && mentions == 0 {
         // Nothing of this contact: leave everything as it was (the caller rolls back).
         return Err(Fail::Store(StoreError::Stopped {
@@ -1339,6 +1347,20 @@ impl Store for PgStore {
     async fn kv_scan(&self, namespace: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
         self.call("scanning records", kv::scan(self, namespace, prefix))
             .await
+    }
+
+    async fn kv_scan_page(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.call(
+            "scanning records",
+            kv::scan_page(self, namespace, prefix, after, limit),
+        )
+        .await
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -457,3 +457,18 @@ async fn the_purge_deletes_what_retention_says_and_keeps_queued_work() {
         "queued work stays"
     );
 }
+
+/// The WhatsApp 2026 records are purged when they end, as on the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_holds_restrictions_and_unused_templates_are_purged_when_they_end() {
+    let db = TestDb::create().await;
+    let store = PgStore::open(&db.options(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let cfg = crate::store::RetentionConfig::default();
+    crate::store::retention::tests::whatsapp_records_go_when_they_end(&store, |now| {
+        let (store, cfg) = (&store, &cfg);
+        async move { store.purge_pass(cfg, now).await.unwrap() }
+    })
+    .await;
+}

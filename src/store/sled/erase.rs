@@ -130,7 +130,8 @@ impl SledStore {
             }
             batch.remove(k);
         }
-        let mentions = self.erase_mentions(id, &mut batch)?;
+        let whatsapp = old.as_ref().and_then(|c| c.address(ChannelKind::Whatsapp));
+        let mentions = self.erase_mentions(id, whatsapp, &mut batch)?;
         if !existed && changes == 0 && mentions == 0 {
             return Ok(false);
         }
@@ -150,11 +151,31 @@ impl SledStore {
     }
 
     /// Adds to an erasure's `batch` what other modules keep about contact `id`: its marketing
-    /// cap record and opt-in tokens are removed, and its entries in the WhatsApp tier ledger
-    /// are renamed to an anonymous id (the person still counts toward the 24 h tier: they
-    /// were reached). Returns how many records it changed.
-    fn erase_mentions(&self, id: &str, batch: &mut sled::Batch) -> StoreResult<usize> {
+    /// cap record, opt-in tokens and the WhatsApp marketing hold (131049) on its number
+    /// `whatsapp` are removed, and its entries in the WhatsApp tier ledger are renamed to an
+    /// anonymous id (the person still counts toward the 24 h tier: they were reached).
+    /// Returns how many records it changed.
+    fn erase_mentions(
+        &self,
+        id: &str,
+        whatsapp: Option<&str>,
+        batch: &mut sled::Batch,
+    ) -> StoreResult<usize> {
         let mut changed = 0;
+        if let Some(number) = whatsapp {
+            // Under the number's digest, and under the number itself (earlier versions).
+            let holds = crate::store::namespaces::WHATSAPP_MARKETING_HOLDS;
+            for k in [
+                crate::store::namespaces::marketing_hold_key(number),
+                number.to_string(),
+            ] {
+                let k = kv_key(holds, &k);
+                if self.tree.contains_key(&k).map_err(io)? {
+                    batch.remove(k);
+                    changed += 1;
+                }
+            }
+        }
         let caps = kv_key(crate::store::namespaces::POLICY_MARKETING_SENDS, id);
         if self.tree.contains_key(&caps).map_err(io)? {
             batch.remove(caps);

@@ -273,6 +273,16 @@ async fn guardrail_counters_and_webhook_records_are_purged_once_old() {
 }
 
 #[tokio::test]
+async fn whatsapp_holds_restrictions_and_unused_templates_are_purged_when_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+    crate::store::retention::tests::whatsapp_records_go_when_they_end(&store, |now| {
+        std::future::ready(purge(&store, now))
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_erasure_leaves_no_record_naming_the_contact() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = Utc::now();

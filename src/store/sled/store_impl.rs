@@ -360,6 +360,34 @@ impl Store for SledStore {
         })
     }
 
+    async fn kv_scan_page(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let within = kv_key(namespace, prefix);
+        let skip = kv_key(namespace, "").len();
+        let start = kv_key(namespace, if after > prefix { after } else { prefix });
+        blocking(|| {
+            self.tree
+                .range(start..)
+                .map(|item| item.map_err(io))
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&within)))
+                .filter(|item| {
+                    item.as_ref()
+                        .map_or(true, |(k, _)| &k[skip..] > after.as_bytes())
+                })
+                .take(limit)
+                .map(|item| {
+                    let (k, v) = item?;
+                    Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+                })
+                .collect()
+        })
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         // Called at shutdown: leave the queue's size for the next start, so a restart on a
         // long queue doesn't count it. `open` removes it again, so a crash never leaves a
