@@ -149,9 +149,11 @@ fn marketing<'a>(id: &'a str, contact: &'a Contact) -> Candidate<'a> {
 /// admit another one for her meanwhile. Once A's send is recorded, B still may not (the cap is
 /// spent); had A's send failed instead, B could.
 async fn the_last_place_under_the_cap_goes_to_one_instance_only(store: Arc<dyn Store>) {
-    let mut config = PolicyConfig::default();
-    config.marketing_per_day = 1;
-    config.quiet_hours = None;
+    let config = PolicyConfig {
+        marketing_per_day: 1,
+        quiet_hours: None,
+        ..PolicyConfig::default()
+    };
     let a = Policy::new(config.clone(), store.clone());
     let b = Policy::new(config, store.clone());
     let registry = Registry::from_channels(vec![Arc::new(Email) as Arc<dyn Channel>]);

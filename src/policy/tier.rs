@@ -127,8 +127,14 @@ async fn count_person(
     h: i64,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
     let live_from = oldest(now);
+    let key = format!("{REACHED}{contact_id}");
+    // A repeat (the common case) is a read, not a read-modify-write.
+    let current = store.kv_get(NAMESPACE, &key).await?;
+    if decode_reached(current.as_deref()).is_some_and(|r| r.hour >= live_from) {
+        return Ok(false);
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
     let mine = serde_json::to_vec(&Reached {
         hour: h,
         by: nonce.clone(),
@@ -138,7 +144,6 @@ async fn count_person(
         Some(r) if r.hour >= live_from => old.map(<[u8]>::to_vec),
         _ => Some(mine.clone()),
     });
-    let key = format!("{REACHED}{contact_id}");
     let stored = store
         .kv_update(NAMESPACE, &key, edit, Durability::Relaxed)
         .await?;
