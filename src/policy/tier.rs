@@ -27,13 +27,16 @@
 //! - `whatsapp/first_send`: the first business-initiated send (the warm-up's start), first
 //!   writer wins.
 //!
-//! No count is kept in memory (only `first_send`, which never changes once written): a person
-//! another instance reached counts here at the next decision. Records that roll off are deleted
+//! No count is kept in memory: a person another instance reached counts here at the next
+//! decision. What an instance remembers cannot under-count: `first_send` (never changes once
+//! written) and the people it knows to be counted with their hour (a counted person stays
+//! counted until that hour rolls off, whoever counted them), so a repeat send costs no store
+//! access. Records that roll off are deleted
 //! by the first instance to see a new hour (and by the store's purge). Ledgers of earlier
 //! versions (`whatsapp/<hour>/<contact id>`, and `whatsapp/<hour>` holding a JSON list of the
 //! hour's ids) are moved into this layout when an instance first uses the ledger.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -120,19 +123,20 @@ fn count_hour(key: &str) -> Option<i64> {
 }
 
 /// Counts `contact_id` as first reached in hour `h` unless they already count at `now`; says
-/// whether this call counted them (and added them to `h`'s count).
+/// whether this call counted them (and added them to `h`'s count), and the hour they count
+/// from.
 async fn count_person(
     store: &dyn Store,
     contact_id: &str,
     h: i64,
     now: Timestamp,
-) -> StoreResult<bool> {
+) -> StoreResult<(bool, i64)> {
     let live_from = oldest(now);
     let key = format!("{REACHED}{contact_id}");
-    // A repeat (the common case) is a read, not a read-modify-write.
+    // A repeat is a read, not a read-modify-write.
     let current = store.kv_get(NAMESPACE, &key).await?;
-    if decode_reached(current.as_deref()).is_some_and(|r| r.hour >= live_from) {
-        return Ok(false);
+    if let Some(r) = decode_reached(current.as_deref()).filter(|r| r.hour >= live_from) {
+        return Ok((false, r.hour));
     }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let mine = serde_json::to_vec(&Reached {
@@ -147,8 +151,10 @@ async fn count_person(
     let stored = store
         .kv_update(NAMESPACE, &key, edit, Durability::Relaxed)
         .await?;
-    if decode_reached(stored.as_deref()).is_none_or(|r| r.by != nonce) {
-        return Ok(false);
+    match decode_reached(stored.as_deref()) {
+        Some(r) if r.by != nonce => return Ok((false, r.hour)),
+        None => return Ok((false, h)),
+        Some(_) => {}
     }
     let add = Box::new(|old: Option<&[u8]>| {
         let n: u64 = old
@@ -159,7 +165,7 @@ async fn count_person(
     store
         .kv_update(NAMESPACE, &format!("{COUNTS}{h}"), add, Durability::Relaxed)
         .await?;
-    Ok(true)
+    Ok((true, h))
 }
 
 /// The durable ledger of unique business-initiated recipients, kept in the store (shared by
@@ -172,6 +178,10 @@ pub struct TierLedger {
     migrated: tokio::sync::OnceCell<()>,
     /// The hour this instance last cleared rolled-off records in.
     swept_at: Mutex<Option<i64>>,
+    /// People this instance knows to be counted, with the hour they count from: an
+    /// optimisation that cannot under-count (a person counted stays counted until their hour
+    /// rolls off, whoever counted them), so a repeat send to them costs no store access.
+    known: Mutex<HashMap<String, i64>>,
 }
 
 impl TierLedger {
@@ -181,6 +191,7 @@ impl TierLedger {
             first_send: Mutex::new(None),
             migrated: tokio::sync::OnceCell::new(),
             swept_at: Mutex::new(None),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,6 +241,7 @@ impl TierLedger {
             *swept = Some(hour(now));
         }
         let live_from = oldest(now);
+        (self.known.lock().unwrap_or_else(|p| p.into_inner())).retain(|_, h| *h >= live_from);
         for (key, _) in self.store.kv_scan(NAMESPACE, COUNTS).await? {
             if count_hour(&key).is_some_and(|h| h < live_from) {
                 self.store.kv_delete_relaxed(NAMESPACE, &key).await?;
@@ -273,13 +285,19 @@ impl TierLedger {
             .filter_map(|(_, v)| serde_json::from_slice::<u64>(&v).ok())
             .sum();
         let counted = !contact_id.is_empty()
-            && decode_reached(
-                (self.store)
-                    .kv_get(NAMESPACE, &format!("{REACHED}{contact_id}"))
-                    .await?
-                    .as_deref(),
-            )
-            .is_some_and(|r| r.hour >= live_from);
+            && match self.known_hour(contact_id, now) {
+                Some(_) => true,
+                None => {
+                    let key = format!("{REACHED}{contact_id}");
+                    let stored =
+                        decode_reached(self.store.kv_get(NAMESPACE, &key).await?.as_deref())
+                            .filter(|r| r.hour >= live_from);
+                    if let Some(r) = &stored {
+                        self.remember(contact_id, r.hour);
+                    }
+                    stored.is_some()
+                }
+            };
         Ok(Snapshot {
             count: count as usize,
             counted,
@@ -297,8 +315,22 @@ impl TierLedger {
                 .kv_insert_new(NAMESPACE, FIRST_SEND, &bytes)
                 .await?;
         }
-        count_person(self.store.as_ref(), contact_id, hour(now), now).await?;
+        if self.known_hour(contact_id, now).is_some() {
+            return Ok(());
+        }
+        let (_, h) = count_person(self.store.as_ref(), contact_id, hour(now), now).await?;
+        self.remember(contact_id, h);
         Ok(())
+    }
+
+    /// The hour `contact_id` counts from, if this instance knows them counted at `now`.
+    fn known_hour(&self, contact_id: &str, now: Timestamp) -> Option<i64> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(contact_id).copied().filter(|h| *h >= oldest(now))
+    }
+
+    fn remember(&self, contact_id: &str, h: i64) {
+        (self.known.lock().unwrap_or_else(|p| p.into_inner())).insert(contact_id.to_string(), h);
     }
 }
 
