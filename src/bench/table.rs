@@ -115,11 +115,16 @@ fn fleet_lines(f: &Value) -> String {
     format!(
         "2 inst.   accept {:.0}/s ({:.0} + {:.0}) vs {:.0}/s on one, p99 {:.2} ms, {} errors   (target >= one instance)\n\
          2 inst.   delivery {:.0}/s vs {:.0}/s on one ({} sent by A, {} by B), 202->provider p99 {:.2} ms   (target >= one instance)\n\
-         2 inst.   failover {} WhatsApp sends started after the ban was recorded (A {}, B {}); B showed the ban {:.1} ms after it was recorded (its last WhatsApp send {:.1} ms after); first fallback {:.2} ms after the ban answer; {} of {} not sent   (target 0, B within 100 ms)\n",
+         2 inst.   failover {} WhatsApp sends started after the ban was recorded (A {}, B {}); B showed the ban {:.1} ms after it was recorded ({}); first fallback {:.2} ms after the ban answer; {} of {} not sent   (target 0, B within 100 ms)\n",
         num(&a["per_sec"]), num(&a["a_per_sec"]), num(&a["b_per_sec"]), num(&a["one_instance_per_sec"]), num(&a["p99_ms"]), a["errors"],
         num(&d["per_sec"]), num(&d["one_instance_per_sec"]), d["sent_by_a"], d["sent_by_b"], num(&d["accept_to_provider_p99_ms"]),
         o["whatsapp_sends_after_ban_recorded"], o["a_requests_after_ban_recorded"], o["b_sends_after_ban_recorded"],
-        num(&o["b_saw_ban_after_ms"]), num(&o["b_last_whatsapp_send_after_ban_ms"]), num(&o["first_fallback_after_ban_ms"]),
+        num(&o["b_saw_ban_after_ms"]),
+        match o["b_last_whatsapp_send_after_ban_ms"].as_f64() {
+            Some(after) if after >= 0.0 => format!("its last WhatsApp send {after:.1} ms after"),
+            _ => "no WhatsApp send of B's after it".to_string(),
+        },
+        num(&o["first_fallback_after_ban_ms"]),
         o["not_sent"], o["notifications"],
     )
 }
