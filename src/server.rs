@@ -111,6 +111,12 @@ pub async fn run(
     // second; `states_changed` is where a store that announces changes wakes it sooner.
     let states_changed = Arc::new(tokio::sync::Notify::new());
     let states_watch = states.watch(states_changed, crate::states::REFRESH_EVERY);
+    // The admin table's counts are the fleet's: this instance's results go to the store in a
+    // batch every second.
+    let counts_writer = states.keep_counts(
+        options.clock.clone(),
+        crate::states::shared::COUNTS_FLUSH_EVERY,
+    );
     let cooldowns: BTreeMap<ChannelKind, _> = ChannelKind::ALL
         .iter()
         .map(|k| (*k, config.cooldown(*k)))
@@ -139,7 +145,7 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState::new(
         store.clone(),
-        states,
+        states.clone(),
         registry.clone(),
         config.clone(),
         options.clock.clone(),
@@ -198,6 +204,10 @@ pub async fn run(
     }
     // Events still in flight get a moment; the rest are delivered after the next start.
     event_workers.stop(std::time::Duration::from_secs(2)).await;
+    counts_writer.abort();
+    if let Err(e) = states.flush_counts(options.clock.now()).await {
+        tracing::warn!(error = %e, "could not write the last channel counts to the store");
+    }
     // Best-effort work requests left running (receipt retries, STOP replies) ends here, so
     // that nothing outlives the gateway or keeps its store open.
     background.stop().await;

@@ -13,14 +13,16 @@ use super::{ApiError, AppState};
 use crate::model::ChannelState;
 use crate::states::history;
 
-/// One row of the channel table, as `GET /v1/admin/channels` and the CLI show it.
-pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
+/// One row of the channel table, as `GET /v1/admin/channels` and the CLI show it. The counts
+/// and the quality signal are the fleet's, read from the store (the same on every instance).
+pub async fn channel_row(state: &AppState, kind: ChannelKind) -> crate::store::StoreResult<Value> {
     let now = state.clock.now();
     let status = state.states.current(kind);
-    let (sent, failed) = state.states.counts(kind, now);
+    let (sent, failed) = state.states.counts(kind, now).await?;
+    let quality = state.states.stored_quality(kind).await?;
     let configured = state.registry.get(kind).is_some();
     let missing = state.registry.missing(kind);
-    json!({
+    Ok(json!({
         "channel": kind,
         "configured": configured,
         "not_configured_reason": missing,
@@ -32,14 +34,14 @@ pub fn channel_row(state: &AppState, kind: ChannelKind) -> Value {
         "until": status.until,
         "last_error": status.last_error,
         "counts": {"sent_1h": sent, "failed_1h": failed},
-        "quality": state.states.quality(kind),
-    })
+        "quality": quality,
+    }))
 }
 
 /// [`channel_row`] plus the guardrails' view: `marketing` (paused or not, why, and the risk
 /// monitor's figures) and the pacing `rate` in force.
 async fn row_with_policy(state: &AppState, kind: ChannelKind) -> Result<Value, ApiError> {
-    let mut row = channel_row(state, kind);
+    let mut row = channel_row(state, kind).await?;
     let marketing = state.policy.marketing_status(&state.states, kind).await?;
     row["marketing"] = json!(marketing);
     row["rate"] = json!(state.policy.rate(kind, state.clock.now()));
@@ -199,7 +201,7 @@ pub async fn disable(
         return Err(ApiError::validation("reason", "must be 1–500 characters"));
     }
     state.states.disable(kind, reason).await?;
-    Ok(Json(channel_row(&state, kind)).into_response())
+    Ok(Json(channel_row(&state, kind).await?).into_response())
 }
 
 #[utoipa::path(

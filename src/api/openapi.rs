@@ -443,7 +443,8 @@ pub struct LastError {
     detail: Option<String>,
 }
 
-/// Sends and failures in the last hour.
+/// Notifications sent and failed on the channel in the last hour, by every instance sharing the
+/// store (the same on each; an instance's last second of results shows once it wrote them).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ChannelCounts {

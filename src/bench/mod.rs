@@ -25,6 +25,9 @@
 //!    accepts connections and never answers (dead): sends per second for each, and the dead
 //!    setup's rate relative to the live one's. The phases above run with no endpoint.
 //!
+//! 6. **two instances** (`--instances 2`, with `--store` only): [`fleet`]: accept, delivery and
+//!    failover with two sandboxes on one database, beside the one-instance figures.
+//!
 //! `--retention <age>` runs none of these but [`retention`]: a steady load on the store with a
 //! short retention, and its size on disk over time.
 //!
@@ -34,6 +37,7 @@
 //! in [`phases`], the sandbox child process in [`gateway`], `/proc` readings in [`probe`], and
 //! the printed table in [`table`](mod@table).
 
+mod fleet;
 mod gateway;
 mod load;
 mod pg;
@@ -98,6 +102,10 @@ pub struct BenchArgs {
         hide_env_values = true
     )]
     pub store: Option<String>,
+    /// Gateways on the one database (1 or 2): with 2, the two-instance accept, delivery and
+    /// failover figures are added (needs `--store`: the embedded store is one process's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub instances: u8,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -132,6 +140,12 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         .store
         .as_deref()
         .map(|url| SecretString::from(url.to_string()));
+    if args.instances > 1 && server.is_none() {
+        return Err(
+            "--instances 2 needs --store postgres://...: the embedded store is opened by one process only"
+                .into(),
+        );
+    }
     let tmp = tempfile::Builder::new()
         .prefix("lifeboat-bench")
         .tempdir_in(args.data.clone().unwrap_or_else(std::env::temp_dir))
@@ -141,6 +155,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "clients": args.clients,
         "smoke": args.smoke,
         "store_kind": if server.is_some() { "postgres" } else { "sled" },
+        "instances": args.instances,
     });
 
     if let Some(retention) = &args.retention {
@@ -239,5 +254,19 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     );
     figures["events"] =
         phases::events(&tmp.path().join("events"), args.clients, args.failover).await?;
+
+    // 6. Two instances on one database.
+    if let (2, Some(server)) = (args.instances, &server) {
+        figures["fleet"] = fleet::measure(
+            &tmp.path().join("fleet"),
+            server,
+            args.clients,
+            duration,
+            args.deliveries,
+            args.failover,
+            &figures,
+        )
+        .await?;
+    }
     Ok((figures, args.json))
 }

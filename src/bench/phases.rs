@@ -296,7 +296,7 @@ async fn failover_figures(gw: &Gateway, accepted: u64) -> Result<Value, String> 
 }
 
 /// How many notifications are not `sent` (up to 100 per status).
-async fn not_sent(gw: &Gateway) -> Result<usize, String> {
+pub(super) async fn not_sent(gw: &Gateway) -> Result<usize, String> {
     let mut count = 0;
     for status in ["queued", "sending", "failed", "expired"] {
         let page = gw

@@ -98,11 +98,35 @@ pub(super) fn table(f: &Value) -> String {
         "restart   ready in {:.0} ms, first send after {:.0} ms (shutdown took {:.0} ms)   (target <= 2000 ms)\n",
         num(&f["restart"]["ready_ms"]), num(&f["restart"]["first_send_ms"]), num(&f["memory"]["shutdown_ms"])
     ));
+    if let Some(fleet) = f.get("fleet") {
+        out.push_str(&fleet_lines(fleet));
+    }
     if f["smoke"] == true {
         smoke_table(&out)
     } else {
         out
     }
+}
+
+/// The two-instance lines (`--instances 2`).
+fn fleet_lines(f: &Value) -> String {
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let (a, d, o) = (&f["accept"], &f["delivery"], &f["failover"]);
+    format!(
+        "2 inst.   accept {:.0}/s ({:.0} + {:.0}) vs {:.0}/s on one, p99 {:.2} ms, {} errors   (target >= one instance)\n\
+         2 inst.   delivery {:.0}/s vs {:.0}/s on one ({} sent by A, {} by B), 202->provider p99 {:.2} ms   (target >= one instance)\n\
+         2 inst.   failover {} WhatsApp sends started after the ban was recorded (A {}, B {}); B showed the ban {:.1} ms after it was recorded ({}); first fallback {:.2} ms after the ban answer; {} of {} not sent   (target 0, B within 100 ms)\n",
+        num(&a["per_sec"]), num(&a["a_per_sec"]), num(&a["b_per_sec"]), num(&a["one_instance_per_sec"]), num(&a["p99_ms"]), a["errors"],
+        num(&d["per_sec"]), num(&d["one_instance_per_sec"]), d["sent_by_a"], d["sent_by_b"], num(&d["accept_to_provider_p99_ms"]),
+        o["whatsapp_sends_after_ban_recorded"], o["a_requests_after_ban_recorded"], o["b_sends_after_ban_recorded"],
+        num(&o["b_saw_ban_after_ms"]),
+        match o["b_last_whatsapp_send_after_ban_ms"].as_f64() {
+            Some(after) if after >= 0.0 => format!("its last WhatsApp send {after:.1} ms after"),
+            _ => "no WhatsApp send of B's after it".to_string(),
+        },
+        num(&o["first_fallback_after_ban_ms"]),
+        o["not_sent"], o["notifications"],
+    )
 }
 
 /// A `--smoke` run's table: its tiny sizes say nothing about speed, so the targets (which
@@ -151,6 +175,36 @@ mod tests {
         let text = table(&figures(false));
         assert!(text.contains("(target >= 10000/s)"), "{text}");
         assert!(!text.contains("smoke run"), "{text}");
+    }
+
+    #[test]
+    fn a_two_instance_run_adds_its_lines() {
+        let mut f = figures(false);
+        f["store_kind"] = json!("postgres");
+        assert!(!table(&f).contains("2 inst."));
+        f["fleet"] = json!({
+            "accept": {"per_sec": 900, "a_per_sec": 450, "b_per_sec": 450, "one_instance_per_sec": 800},
+            "delivery": {"per_sec": 700, "one_instance_per_sec": 600, "sent_by_a": 10, "sent_by_b": 12},
+            "failover": {"whatsapp_sends_after_ban_recorded": 3, "a_requests_after_ban_recorded": 1,
+                         "b_sends_after_ban_recorded": 2, "b_saw_ban_after_ms": 42.0,
+                         "not_sent": 0, "notifications": 40},
+        });
+        let text = table(&f);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("2 inst.")).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].contains("accept 900/s (450 + 450) vs 800/s on one"),
+            "{text}"
+        );
+        assert!(lines[1].contains("10 sent by A, 12 by B"), "{text}");
+        assert!(
+            lines[2].contains("3 WhatsApp sends started after the ban was recorded (A 1, B 2)"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("B showed the ban 42.0 ms after"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -27,8 +27,11 @@
 
 pub mod caps;
 pub mod coalesce;
+#[cfg(test)]
+mod fleet_tests;
 pub mod holds;
 pub mod pacing;
+pub mod places;
 pub mod portfolio;
 pub mod pricing;
 pub mod quiet_hours;
@@ -123,7 +126,10 @@ fn skip(reason: SkipReason) -> Decision {
     }
 }
 
-/// Sends in flight that hold a place under a cap (notification id → contact id).
+/// Sends in flight that hold a place under a cap (notification id → contact id): `cap`, this
+/// instance's places under the marketing cap (the places themselves are in the store,
+/// [`places`]; this is what to give back); `tier`, new WhatsApp people this instance is
+/// reaching right now (per instance, see docs/fleet.md).
 #[derive(Default)]
 struct Holds {
     cap: HashMap<String, String>,
@@ -403,15 +409,27 @@ impl Policy {
             }
         }
 
-        let mut holds = self.holds.lock().await;
-        if marketing {
-            let sent = caps::sent_in_window(self.store.as_ref(), &contact.id, now).await?;
-            let in_flight = holds
-                .cap
-                .iter()
-                .filter(|(id, who)| *who == &contact.id && *id != c.notification_id)
-                .count();
+        // The place under the cap is taken first (in the store, for the fleet), then the
+        // sends are read: see [`places`].
+        let capped = marketing && self.config.marketing_per_day > 0;
+        if capped {
+            let store = self.store.as_ref();
+            let in_flight = match mode {
+                Mode::Live => {
+                    self.holds
+                        .lock()
+                        .await
+                        .cap
+                        .insert(c.notification_id.to_string(), contact.id.clone());
+                    places::take(store, &contact.id, c.notification_id, now).await?
+                }
+                Mode::DryRun => places::others(store, &contact.id, c.notification_id, now).await?,
+            };
+            let sent = caps::sent_in_window(store, &contact.id, now).await?;
             if !caps::allows(self.config.marketing_per_day, sent, in_flight) {
+                if mode == Mode::Live {
+                    self.give_back_place(c.notification_id).await?;
+                }
                 return Ok(Decision::Skip {
                     reason: SkipReason::CapReached,
                     detail: Some(format!(
@@ -422,63 +440,12 @@ impl Policy {
             }
         }
 
-        if kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
-            // Meta's portfolio limit holds every category back; the tier (with its warm-up)
-            // is the gateway's own, stricter guardrail for marketing.
-            let limit = self
-                .portfolio
-                .get(self.store.as_ref())
-                .await?
-                .limit_in_force(policy.portfolio_limit)
-                .and_then(|(l, source)| Some((l.count()?, source)));
-            let tier_size = policy.tier.filter(|_| marketing);
-            if limit.is_some() || tier_size.is_some() {
-                let snap = self.tier.snapshot(&contact.id, now).await?;
-                let pending: HashSet<&String> = holds
-                    .tier
-                    .iter()
-                    .filter(|(id, _)| *id != c.notification_id)
-                    .map(|(_, who)| who)
-                    .collect();
-                let reached = snap.count + pending.len();
-                let new_person = !(snap.counted || pending.contains(&contact.id));
-                if new_person {
-                    if let Some((limit, source)) = &limit {
-                        if reached >= *limit as usize {
-                            return Ok(Decision::Skip {
-                                reason: SkipReason::PortfolioLimit,
-                                detail: Some(format!(
-                                    "{reached} new people reached outside their service window in 24 h: the business portfolio's WhatsApp messaging limit is {limit} ({source})"
-                                )),
-                            });
-                        }
-                    }
-                    if let Some(tier_size) = tier_size {
-                        let cap =
-                            tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
-                        if reached >= cap as usize {
-                            return Ok(Decision::Skip {
-                                reason: SkipReason::CapReached,
-                                detail: Some(format!(
-                                    "{reached} unique business-initiated WhatsApp recipients in 24 h (cap {cap})"
-                                )),
-                            });
-                        }
-                    }
-                }
-                if mode == Mode::Live {
-                    holds
-                        .tier
-                        .insert(c.notification_id.to_string(), contact.id.clone());
-                }
+        if let Some(skip) = self.tier_check(c, contact, now, mode).await? {
+            if capped && mode == Mode::Live {
+                self.give_back_place(c.notification_id).await?;
             }
+            return Ok(skip);
         }
-        if marketing && mode == Mode::Live {
-            holds
-                .cap
-                .insert(c.notification_id.to_string(), contact.id.clone());
-        }
-        drop(holds);
 
         let pace = match mode {
             Mode::Live => self.pacer.take(kind, address, c.notification_id, now),
@@ -509,6 +476,82 @@ impl Policy {
         })
     }
 
+    /// WhatsApp's portfolio limit and tier for a business-initiated send: a skip, or `None`
+    /// (and, live, the person held as pending until the send's answer).
+    async fn tier_check(
+        &self,
+        c: &Candidate<'_>,
+        contact: &Contact,
+        now: Timestamp,
+        mode: Mode,
+    ) -> StoreResult<Option<Decision>> {
+        let kind = c.kind;
+        let marketing = c.category == Category::Marketing;
+        let policy = self.config.channel(kind);
+        let mut holds = self.holds.lock().await;
+        if kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
+            // Meta's portfolio limit holds every category back; the tier (with its warm-up)
+            // is the gateway's own, stricter guardrail for marketing.
+            let limit = self
+                .portfolio
+                .get(self.store.as_ref())
+                .await?
+                .limit_in_force(policy.portfolio_limit)
+                .and_then(|(l, source)| Some((l.count()?, source)));
+            let tier_size = policy.tier.filter(|_| marketing);
+            if limit.is_some() || tier_size.is_some() {
+                let snap = self.tier.snapshot(&contact.id, now).await?;
+                let pending: HashSet<&String> = holds
+                    .tier
+                    .iter()
+                    .filter(|(id, _)| *id != c.notification_id)
+                    .map(|(_, who)| who)
+                    .collect();
+                let reached = snap.count + pending.len();
+                let new_person = !(snap.counted || pending.contains(&contact.id));
+                if new_person {
+                    if let Some((limit, source)) = &limit {
+                        if reached >= *limit as usize {
+                            return Ok(Some(Decision::Skip {
+                                reason: SkipReason::PortfolioLimit,
+                                detail: Some(format!(
+                                    "{reached} new people reached outside their service window in 24 h: the business portfolio's WhatsApp messaging limit is {limit} ({source})"
+                                )),
+                            }));
+                        }
+                    }
+                    if let Some(tier_size) = tier_size {
+                        let cap =
+                            tier::cap(tier_size, policy.warmup.as_ref(), snap.first_send, now);
+                        if reached >= cap as usize {
+                            return Ok(Some(Decision::Skip {
+                                reason: SkipReason::CapReached,
+                                detail: Some(format!(
+                                    "{reached} unique business-initiated WhatsApp recipients in 24 h (cap {cap})"
+                                )),
+                            }));
+                        }
+                    }
+                }
+                if mode == Mode::Live {
+                    holds
+                        .tier
+                        .insert(c.notification_id.to_string(), contact.id.clone());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives back this instance's place under a cap for `notification_id`, if it holds one.
+    async fn give_back_place(&self, notification_id: &str) -> StoreResult<()> {
+        let held = self.holds.lock().await.cap.remove(notification_id);
+        if let Some(contact_id) = held {
+            places::give_back(self.store.as_ref(), &contact_id, notification_id).await?;
+        }
+        Ok(())
+    }
+
     /// Counts what a send's answer means for the guardrails: a sent marketing message against
     /// the cap and in the risk figures, a business-initiated WhatsApp send in the tier, a
     /// channel-wide throttle answer in the pace.
@@ -534,10 +577,10 @@ impl Policy {
                 let Some(contact) = c.contact else {
                     return Ok(());
                 };
-                let mut holds = self.holds.lock().await;
                 if c.category == Category::Marketing {
+                    // Recorded before the place is given back: never counted in neither.
                     caps::record(self.store.as_ref(), &contact.id, now).await?;
-                    holds.cap.remove(c.notification_id);
+                    self.give_back_place(c.notification_id).await?;
                     self.risk_sends.add(
                         c.kind.as_str().to_string(),
                         risk::Sends {
@@ -547,6 +590,7 @@ impl Policy {
                     );
                 }
                 if c.kind == ChannelKind::Whatsapp && tier::business_initiated(contact, now) {
+                    let mut holds = self.holds.lock().await;
                     self.tier.record(&contact.id, now).await?;
                     holds.tier.remove(c.notification_id);
                 }
@@ -604,11 +648,13 @@ impl Policy {
         Ok(())
     }
 
-    /// Gives up the places a notification held under the caps (end of its turn).
+    /// Gives up the places a notification held under the caps (end of its turn). A place in
+    /// the store that cannot be given back now frees itself after [`places::TTL`].
     pub async fn release(&self, notification_id: &str) {
-        let mut holds = self.holds.lock().await;
-        holds.cap.remove(notification_id);
-        holds.tier.remove(notification_id);
+        if let Err(e) = self.give_back_place(notification_id).await {
+            tracing::warn!(error = %e, "could not give back a place under the marketing cap; it frees itself in 2 minutes");
+        }
+        self.holds.lock().await.tier.remove(notification_id);
     }
 
     /// A channel's marketing status and risk figures (the admin channel table).

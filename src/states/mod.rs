@@ -25,7 +25,7 @@
 //! (`phone_number_quality_update`) is kept beside the state ([`ChannelStates::set_quality`]) for
 //! the admin view and the guardrails.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ use lifeboat_channel::{Answer, ChannelKind, Class, ThrottleScope};
 #[cfg(test)]
 mod fleet_tests;
 pub mod history;
+pub mod shared;
+#[cfg(test)]
+mod shared_tests;
 
 use crate::fleet::lease::Lease;
 use crate::fleet::InstanceId;
@@ -105,9 +108,6 @@ pub enum Availability {
 struct Entry {
     status: ChannelStatus,
     probing: bool,
-    /// Minute buckets of (sent, failed) for the last hour (in memory: a restart starts them
-    /// again at zero).
-    counts: VecDeque<(i64, u64, u64)>,
     /// Sends since this process started (for what other channels carried during an outage).
     sent_total: u64,
 }
@@ -116,8 +116,10 @@ struct Entry {
 pub struct ChannelStates {
     store: Arc<dyn Store>,
     entries: RwLock<BTreeMap<ChannelKind, Entry>>,
-    /// Per-recipient pauses (WhatsApp pair rate limit), keyed by channel and address.
-    recipient_pauses: Mutex<HashMap<(ChannelKind, String), Timestamp>>,
+    /// Per-recipient pauses (WhatsApp pair rate limit), the fleet's ([`shared::Pauses`]).
+    recipient_pauses: shared::Pauses,
+    /// Sent and failed per channel and minute, the fleet's ([`shared::Counts`]).
+    counts: shared::Counts,
     /// Serialises state changes so that the durable save happens in the order of the changes.
     change_lock: tokio::sync::Mutex<()>,
     /// The last quality signal per channel (WhatsApp only, so far).
@@ -154,7 +156,6 @@ impl ChannelStates {
                     Entry {
                         status,
                         probing: false,
-                        counts: VecDeque::new(),
                         sent_total: 0,
                     },
                 )
@@ -171,7 +172,8 @@ impl ChannelStates {
         Ok(ChannelStates {
             store,
             entries: RwLock::new(entries),
-            recipient_pauses: Mutex::new(HashMap::new()),
+            recipient_pauses: shared::Pauses::default(),
+            counts: shared::Counts::default(),
             change_lock: tokio::sync::Mutex::new(()),
             quality: RwLock::new(quality),
             metrics: Arc::default(),
@@ -261,13 +263,9 @@ impl ChannelStates {
                 }
             }
         }
-        let pauses = self
-            .recipient_pauses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match pauses.get(&(kind, address.to_string())) {
-            Some(until) if *until > now => Availability::WaitUntil(*until),
-            _ => Availability::Open,
+        match self.recipient_pauses.until(kind, address, now) {
+            Some(until) => Availability::WaitUntil(until),
+            None => Availability::Open,
         }
     }
 
@@ -378,9 +376,8 @@ impl ChannelStates {
                 match scope {
                     ThrottleScope::Recipient => {
                         self.recipient_pauses
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert((kind, address.to_string()), until);
+                            .pause(self.store.as_ref(), kind, address, until)
+                            .await?;
                         self.note_error(kind, last_error());
                     }
                     ThrottleScope::Channel => {
@@ -593,19 +590,52 @@ impl ChannelStates {
         status
     }
 
-    /// Sends and failures per minute over the last hour, oldest first: 60 entries, the last
-    /// one the current minute.
-    pub fn per_minute(&self, kind: ChannelKind, now: Timestamp) -> Vec<(u64, u64)> {
-        let minute = now.timestamp() / 60;
-        let mut out = vec![(0, 0); 60];
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        for (m, s, f) in &entries[&kind].counts {
-            let age = minute - m;
-            if (0..60).contains(&age) {
-                out[59 - age as usize] = (*s, *f);
+    /// The fleet's sends and failures per minute over the last hour, oldest first: 60 entries,
+    /// the last one the current minute (read from the store, see [`shared::Counts`]).
+    pub async fn per_minute(
+        &self,
+        kind: ChannelKind,
+        now: Timestamp,
+    ) -> StoreResult<Vec<(u64, u64)>> {
+        self.counts.per_minute(self.store.as_ref(), kind, now).await
+    }
+
+    /// Writes this instance's counted results to the store now (they are also written every
+    /// [`shared::COUNTS_FLUSH_EVERY`] by [`ChannelStates::keep_counts`] and before each read).
+    pub async fn flush_counts(&self, now: Timestamp) -> StoreResult<()> {
+        self.counts.flush(self.store.as_ref(), now).await
+    }
+
+    /// Writes the counted results to the store every `every` until the handle is aborted.
+    pub fn keep_counts(
+        self: &Arc<Self>,
+        clock: Arc<dyn crate::clock::Clock>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let states = self.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(every).await;
+                match states.flush_counts(clock.now()).await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot write the channel counts to the store; they are kept for the next try");
+                    }
+                    Err(_) => {}
+                }
             }
-        }
-        out
+        })
+    }
+
+    /// The stored quality signal of a channel (the fleet's latest word; the admin table).
+    pub async fn stored_quality(&self, kind: ChannelKind) -> StoreResult<Option<ChannelQuality>> {
+        let raw = self
+            .store
+            .kv_get(&quality_namespace(kind), QUALITY_KEY)
+            .await?;
+        Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// The recent state changes, oldest first (at most [`history::HISTORY_LIMIT`]).
@@ -623,17 +653,13 @@ impl ChannelStates {
     }
 
     /// Notifications sent on `kind` and notifications that left it unsent after it was tried,
-    /// over the last hour: each notification counts once per channel (a retry or a throttled
-    /// wait is not a failure; the answer that finally moves it on, or the fall-over after its
-    /// waits, is). See [`ChannelStates::count_result`].
-    pub fn counts(&self, kind: ChannelKind, now: Timestamp) -> (u64, u64) {
-        let minute = now.timestamp() / 60;
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries[&kind]
-            .counts
-            .iter()
-            .filter(|(m, _, _)| minute - m < 60)
-            .fold((0, 0), |(s, f), (_, ds, df)| (s + ds, f + df))
+    /// over the last hour, by the whole fleet: each notification counts once per channel (a
+    /// retry or a throttled wait is not a failure; the answer that finally moves it on, or the
+    /// fall-over after its waits, is). See [`ChannelStates::count_result`].
+    pub async fn counts(&self, kind: ChannelKind, now: Timestamp) -> StoreResult<(u64, u64)> {
+        Ok((self.per_minute(kind, now).await?)
+            .into_iter()
+            .fold((0, 0), |(s, f), (ds, df)| (s + ds, f + df)))
     }
 
     /// Counts one notification's result on `kind` (the admin table's `sent_1h` / `failed_1h`):
@@ -641,26 +667,11 @@ impl ChannelStates {
     /// notification and channel.
     pub fn count_result(&self, kind: ChannelKind, sent: bool, now: Timestamp) {
         self.metrics.channel_result(kind, sent);
-        let minute = now.timestamp() / 60;
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get_mut(&kind).expect("entry");
         if sent {
-            entry.sent_total += 1;
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            entries.get_mut(&kind).expect("entry").sent_total += 1;
         }
-        let counts = &mut entry.counts;
-        match counts.back_mut() {
-            Some((m, s, f)) if *m == minute => {
-                if sent {
-                    *s += 1
-                } else {
-                    *f += 1
-                }
-            }
-            _ => counts.push_back((minute, sent as u64, (!sent) as u64)),
-        }
-        while counts.front().is_some_and(|(m, _, _)| minute - m >= 60) {
-            counts.pop_front();
-        }
+        self.counts.add(kind, sent, now);
     }
 
     fn note_error(&self, kind: ChannelKind, error: LastError) {
@@ -860,6 +871,7 @@ impl ChannelStates {
         if moved {
             self.reload_history().await?;
         }
+        self.recipient_pauses.reload(self.store.as_ref()).await?;
         *self.read_at.lock().unwrap_or_else(|p| p.into_inner()) = started;
         Ok(())
     }

@@ -8,6 +8,15 @@ pub const OPTIN: &str = "optin";
 pub const POLICY_MARKETING_SENDS: &str = "policy_marketing_sends";
 /// WhatsApp's unique-recipient buckets (`policy::tier`).
 pub const POLICY_TIER: &str = "policy_tier";
+/// Marketing sends in flight holding a place under a contact's cap (`policy::places`), keyed
+/// by contact id.
+pub const POLICY_CAP_PLACES: &str = "policy_cap_places";
+/// Per-recipient pauses a provider asked for (`states`), keyed `<channel>/<SHA-256 of the
+/// address>`.
+pub const RECIPIENT_PAUSES: &str = "recipient_pauses";
+/// Sent and failed notifications per channel and minute (`states`), keyed
+/// `<channel>/<minute since the epoch>`.
+pub const CHANNEL_COUNTS: &str = "channel_counts";
 /// Ids of applied provider webhook events (`webhooks::SEEN_NAMESPACE`).
 pub const WEBHOOK_SEEN: &str = "webhook_seen";
 /// Provider events that were not understood (`webhooks::EVENTS_NAMESPACE`).

@@ -130,11 +130,18 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
             what: "tier_ledger",
             prefix: namespace(super::namespaces::POLICY_TIER),
             keep: day,
-            kind: Kind::Records(|k, _| {
-                // `whatsapp/<hour>/<contact>` or `whatsapp/<hour>`: its age starts when the
-                // hour ends (`whatsapp/first_send` has no hour and stays).
+            kind: Kind::Records(|k, v| {
+                // Its age starts when its hour ends: `whatsapp/reached/<contact>` (the hour in
+                // the value), `whatsapp/count/<hour>`, and an earlier version's
+                // `whatsapp/<hour>/<contact>` or `whatsapp/<hour>` (`whatsapp/first_send` has no
+                // hour and stays).
                 let rest = std::str::from_utf8(k).ok()?.strip_prefix("whatsapp/")?;
-                let hour: i64 = rest.split('/').next()?.parse().ok()?;
+                let hour: i64 = if rest.starts_with("reached/") {
+                    serde_json::from_slice::<serde_json::Value>(v).ok()?["hour"].as_i64()?
+                } else {
+                    let rest = rest.strip_prefix("count/").unwrap_or(rest);
+                    rest.split('/').next()?.parse().ok()?
+                };
                 chrono::DateTime::from_timestamp((hour + 1) * 3600, 0)
             }),
         },

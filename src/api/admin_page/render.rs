@@ -402,7 +402,27 @@ pub(super) async fn dashboard(
     let now = state.clock.now();
     let mut rows = String::new();
     for kind in ChannelKind::ALL {
-        let row = channel_row(state, kind);
+        let read = async {
+            Ok::<_, crate::store::StoreError>((
+                channel_row(state, kind).await?,
+                state.states.per_minute(kind, now).await?,
+            ))
+        };
+        let (row, minutes) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                let reference = uuid::Uuid::new_v4();
+                tracing::error!(%reference, error = %crate::store::error_chain(&e), "admin page: the store could not read the channel table");
+                return html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Lifeboat admin",
+                    &format!(
+                        "<p class=\"error\" id=\"message\">The channel table could not be read: \
+                         internal error (reference {reference}); see the gateway's log.</p>"
+                    ),
+                );
+            }
+        };
         let name = kind.as_str();
         let channel_state = text(&row, "state");
         let state_label = channel_state.replace('_', " ");
@@ -469,7 +489,7 @@ pub(super) async fn dashboard(
              <td>since {since}<br>until {until_text}</td>\n<td>{last_error}</td>\n\
              <td>{chart}</td>\n<td>\n{enable}{disable}</td>\n</tr>\n",
             reason = text(&row, "reason"),
-            chart = chart(name, &state.states.per_minute(kind, now)),
+            chart = chart(name, &minutes),
         ));
     }
     let message = message
@@ -484,8 +504,8 @@ pub(super) async fn dashboard(
          <th>Sent / failed per minute (1 h)</th><th>Actions</th></tr></thead>\n\
          <tbody>\n{rows}</tbody>\n</table>\n{whatsapp}\
          <h2>Recent changes</h2>\n{timeline}\n\
-         <p class=\"muted\">Counts per minute are kept in memory: a restart starts them at zero. \
-         The changes are kept in the store (the last {limit}).</p>\n\
+         <p class=\"muted\">Counts per minute are the whole fleet's, kept in the store for an \
+         hour. The changes are kept in the store (the last {limit}).</p>\n\
          <form method=\"post\" action=\"/admin/logout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" id=\"sign-out\">Sign out</button></form>",

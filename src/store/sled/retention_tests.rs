@@ -252,7 +252,11 @@ async fn guardrail_counters_and_webhook_records_are_purged_once_old() {
 
     let purged = purge(&store, t0 + Duration::hours(26));
     assert_eq!(count(&purged, "marketing_caps"), 1);
-    assert_eq!(count(&purged, "tier_ledger"), 1);
+    assert_eq!(
+        count(&purged, "tier_ledger"),
+        2,
+        "the person's record and the hour's count"
+    );
     assert_eq!(count(&purged, "webhook_events"), 0);
     assert!(
         !mentions(&store, b"whatsapp/first_send").is_empty(),
