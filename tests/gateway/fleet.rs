@@ -329,13 +329,24 @@ async fn kill_9_of_one_instance_loses_nothing_the_other_finishes_its_work() {
             ResponseTemplate::new(200)
                 .set_body_json(json!({"messaging_product": "whatsapp",
                     "messages": [{"id": "wamid.SLOW"}]}))
-                .set_delay(Duration::from_millis(2500)),
+                .set_delay(Duration::from_secs(4)),
         )
         .with_priority(5)
         .mount(&rig.providers.whatsapp)
         .await;
     let dir_b = second_dir();
-    let a = member(&rig, rig.dir.path(), default_config).await;
+    // A WhatsApp timeout above that delay: the sends are slow, not failing.
+    let slow = |providers: &Providers, dir: &Path| {
+        let config = default_config(providers, dir);
+        let longer = config.replacen(
+            "timeout = \"2s\"\ncooldown",
+            "timeout = \"10s\"\ncooldown",
+            1,
+        );
+        assert_ne!(config, longer);
+        longer
+    };
+    let a = member(&rig, rig.dir.path(), slow).await;
     a.contact("ana")
         .whatsapp("+48600100200")
         .consents_to(&["transactional"])
@@ -354,8 +365,10 @@ async fn kill_9_of_one_instance_loses_nothing_the_other_finishes_its_work() {
         readyz(&a).await["leases"]["claims"] == count
     })
     .await;
-    let b = member(&rig, dir_b.path(), default_config).await;
+    let b = member(&rig, dir_b.path(), slow).await;
+    let in_flight = rig.providers.sends("whatsapp").await;
     a.kill9().await;
+    println!("killed a with {in_flight} sends in flight");
 
     // b takes each over once a's lease has run out, and sends it.
     for id in &ids {
