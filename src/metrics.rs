@@ -29,10 +29,10 @@
 //! | `lifeboat_priced_messages_total` | `channel`, `category`, `billable` | a message's first status webhook with `pricing` |
 //! | `lifeboat_claims_held` | — | read at scrape time: notifications this instance holds a claim (a lease) on |
 //! | `lifeboat_lease_held` | `lease` (`telegram/poller`, `channel_probe/<channel>`) | read at scrape time from the store: 1 if this instance holds it |
-//! | `lifeboat_db_pool_size`, `_open`, `_available`, `_waiting` | — | PostgreSQL only, read at scrape time: the pool's configured size, connections open, open and free, callers waiting |
-//! | `lifeboat_db_listener_up` | — | PostgreSQL only: 1 while the announcement listener connection listens |
-//! | `lifeboat_db_listener_reconnects_total` | — | PostgreSQL only: times the listener connection was made again after a loss |
-//! | `lifeboat_db_announcements_total` | `channel` (`states`, `work`), `direction` (`sent`, `heard`) | PostgreSQL only: `NOTIFY`s this instance sent, and other instances' it heard |
+//! | `lifeboat_db_pool_size`, `_open`, `_available`, `_waiting` | `backend` (`postgres`) | PostgreSQL only, read at scrape time: the pool's configured size, connections open, open and free, callers waiting |
+//! | `lifeboat_db_listener_up` | `backend` | PostgreSQL only: 1 while the announcement listener connection listens |
+//! | `lifeboat_db_listener_reconnects_total` | `backend` | PostgreSQL only: times the listener connection was made again after a loss |
+//! | `lifeboat_db_announcements_total` | `backend`, `channel` (`states`, `work`), `direction` (`sent`, `heard`) | PostgreSQL only: `NOTIFY`s this instance sent, and other instances' it heard |
 
 use std::future::Future;
 use std::time::Instant;
@@ -139,7 +139,7 @@ pub struct Metrics {
     priced: Family<Labels, Counter>,
     claims_held: Gauge,
     leases_held: Family<Labels, Gauge>,
-    /// The database figures: families without labels, so that a store without a database
+    /// The database figures: families (label `backend`), so that a store without a database
     /// (the embedded one) shows none.
     db_pool_size: Family<Labels, Gauge>,
     db_pool_open: Family<Labels, Gauge>,
@@ -555,7 +555,8 @@ impl Metrics {
         let Some(db) = &fleet.database else {
             return;
         };
-        let none = Vec::new();
+        // One label, so that the series read `lifeboat_db_pool_size{backend="postgres"}`.
+        let none: Labels = vec![("backend", "postgres".to_string())];
         self.db_pool_size
             .get_or_create(&none)
             .set(gauge(db.pool_max));
@@ -579,7 +580,7 @@ impl Metrics {
             }
         };
         catch_up(
-            &*self.db_listener_reconnects.get_or_create(&none),
+            &self.db_listener_reconnects.get_or_create(&none),
             db.listener_reconnects,
         );
         for (channel, direction, total) in [
@@ -589,7 +590,8 @@ impl Metrics {
             ("work", "heard", db.work_heard),
         ] {
             catch_up(
-                &*self.db_announcements.get_or_create(&vec![
+                &self.db_announcements.get_or_create(&vec![
+                    ("backend", "postgres".to_string()),
                     ("channel", channel.to_string()),
                     ("direction", direction.to_string()),
                 ]),

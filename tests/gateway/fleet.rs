@@ -232,7 +232,7 @@ async fn a_ban_answered_to_one_instance_stops_the_others_sends_on_that_channel()
     a.on_whatsapp_and_telegram("c-1").await;
     let heard_before = metric(
         &b,
-        "lifeboat_db_announcements_total{channel=\"states\",direction=\"heard\"} ",
+        "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"heard\"} ",
     )
     .await;
 
@@ -271,7 +271,7 @@ async fn a_ban_answered_to_one_instance_stops_the_others_sends_on_that_channel()
     eventually(5, "b counts a heard state announcement", || async {
         metric(
             &b,
-            "lifeboat_db_announcements_total{channel=\"states\",direction=\"heard\"} ",
+            "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"heard\"} ",
         )
         .await
             > heard_before
@@ -565,5 +565,70 @@ async fn the_combined_send_rate_of_two_instances_keeps_the_configured_pacing() {
         "sent by a: {}, by b: {}",
         metric(&a, sent).await,
         metric(&b, sent).await
+    );
+}
+
+#[tokio::test]
+async fn readyz_and_metrics_show_the_database_the_listener_and_what_each_instance_holds() {
+    if needs_postgres() {
+        return;
+    }
+    let rig = Rig::accepting().await;
+    let dir_b = second_dir();
+    let (a, b) = two(&rig, dir_b.path(), default_config).await;
+    for gw in [&a, &b] {
+        eventually(10, "the listener listens", || async {
+            readyz(gw).await["database"]["listener"] == "listening"
+        })
+        .await;
+        let body = readyz(gw).await;
+        assert_eq!(body["database"]["status"], "ok", "{body}");
+        assert_eq!(body["database"]["pool"]["size"], 16, "{body}");
+        assert!(
+            body["database"]["pool"]["open"].as_u64().unwrap() >= 1,
+            "{body}"
+        );
+        assert_eq!(body["leases"]["claims"], 0, "{body}");
+        assert!(body["leases"]["held"].is_array(), "{body}");
+        assert_eq!(
+            metric(gw, "lifeboat_db_pool_size{backend=\"postgres\"} ").await,
+            16.0
+        );
+        assert_eq!(
+            metric(gw, "lifeboat_db_listener_up{backend=\"postgres\"} ").await,
+            1.0
+        );
+        assert_eq!(metric(gw, "lifeboat_claims_held ").await, 0.0);
+    }
+    assert_ne!(
+        readyz(&a).await["instance"],
+        readyz(&b).await["instance"],
+        "two instances"
+    );
+    // Work accepted by a is announced to b (one announcement for the burst's window or two).
+    a.contact("ana")
+        .whatsapp("+48600100200")
+        .consents_to(&["transactional"])
+        .put()
+        .await;
+    let work_heard = "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"work\",direction=\"heard\"} ";
+    let before = metric(&b, work_heard).await;
+    for i in 0..20 {
+        a.notify(json!({"contact_id": "ana", "text": format!("announced {i}")}))
+            .await;
+    }
+    eventually(5, "b hears a's accepts", || async {
+        metric(&b, work_heard).await > before
+    })
+    .await;
+    let sent = metric(
+        &a,
+        "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"work\",direction=\"sent\"} ",
+    )
+    .await;
+    println!("20 accepts on a: {sent} work announcements sent");
+    assert!(
+        (1.0..20.0).contains(&sent),
+        "coalesced, not one per accept: {sent}"
     );
 }
