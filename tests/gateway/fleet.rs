@@ -230,11 +230,6 @@ async fn a_ban_answered_to_one_instance_stops_the_others_sends_on_that_channel()
     let dir_b = second_dir();
     let (a, b) = two(&rig, dir_b.path(), default_config).await;
     a.on_whatsapp_and_telegram("c-1").await;
-    let heard_before = metric(
-        &b,
-        "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"heard\"} ",
-    )
-    .await;
 
     let n = a
         .notify_and_wait(json!({"contact_id": "c-1", "text": "ban one"}))
@@ -244,17 +239,42 @@ async fn a_ban_answered_to_one_instance_stops_the_others_sends_on_that_channel()
         ["whatsapp:channel_banned", "telegram:sent"],
         "{n}"
     );
+    // Posted to a, but either instance may have sent it (b is woken by a's accept too): the
+    // one that stored the ban announced it; the other is the one under test.
+    let (sent, heard) = (
+        "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"sent\"} ",
+        "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"heard\"} ",
+    );
+    let (sent_a, sent_b) = (metric(&a, sent).await, metric(&b, sent).await);
+    assert!(
+        (sent_a > 0.0) != (sent_b > 0.0),
+        "one instance stored the ban: a {sent_a}, b {sent_b}"
+    );
+    let (banned_by, other) = if sent_a > 0.0 { (&a, &b) } else { (&b, &a) };
+    // The other heard of it through the database's announcement (not only its re-read).
+    eventually(
+        5,
+        "the other instance counts a heard state announcement",
+        || async { metric(other, heard).await > 0.0 },
+    )
+    .await;
+    assert_eq!(
+        metric(banned_by, heard).await,
+        0.0,
+        "nobody else changed a state"
+    );
 
     // Everything posted to the other instance from now on skips WhatsApp.
     let mut later = Vec::new();
     for i in 0..5 {
         later.push(
-            b.notify(json!({"contact_id": "c-1", "text": format!("ban later {i}")}))
+            other
+                .notify(json!({"contact_id": "c-1", "text": format!("ban later {i}")}))
                 .await,
         );
     }
     for id in later {
-        let n = b.wait_final(&id).await;
+        let n = other.wait_final(&id).await;
         assert_eq!(
             trail(&n),
             ["whatsapp:skipped:channel_banned", "telegram:sent"],
@@ -266,17 +286,7 @@ async fn a_ban_answered_to_one_instance_stops_the_others_sends_on_that_channel()
         1,
         "the ban answer was the only request WhatsApp got from the fleet"
     );
-    assert_eq!(b.channel_state("whatsapp").await["state"], "banned");
-    // b heard of it through the database's announcement (not only its periodic re-read).
-    eventually(5, "b counts a heard state announcement", || async {
-        metric(
-            &b,
-            "lifeboat_db_announcements_total{backend=\"postgres\",channel=\"states\",direction=\"heard\"} ",
-        )
-        .await
-            > heard_before
-    })
-    .await;
+    assert_eq!(other.channel_state("whatsapp").await["state"], "banned");
 }
 
 #[tokio::test]
