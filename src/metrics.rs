@@ -27,6 +27,12 @@
 //! | `lifeboat_event_deliveries_total` | `endpoint`, `result` (`delivered`, `failed`, `gave_up`) | each delivery attempt to an app endpoint |
 //! | `lifeboat_whatsapp_template_changes_total` | `to` (`approved`, `paused`, `disabled`) | a WhatsApp template's state changed (a send answer or a template webhook) |
 //! | `lifeboat_priced_messages_total` | `channel`, `category`, `billable` | a message's first status webhook with `pricing` |
+//! | `lifeboat_claims_held` | — | read at scrape time: notifications this instance holds a claim (a lease) on |
+//! | `lifeboat_lease_held` | `lease` (`telegram/poller`, `channel_probe/<channel>`) | read at scrape time from the store: 1 if this instance holds it |
+//! | `lifeboat_db_pool_size`, `_open`, `_available`, `_waiting` | `backend` (`postgres`) | PostgreSQL only, read at scrape time: the pool's configured size, connections open, open and free, callers waiting |
+//! | `lifeboat_db_listener_up` | `backend` | PostgreSQL only: 1 while the announcement listener connection listens |
+//! | `lifeboat_db_listener_reconnects_total` | `backend` | PostgreSQL only: times the listener connection was made again after a loss |
+//! | `lifeboat_db_announcements_total` | `backend`, `channel` (`states`, `work`), `direction` (`sent`, `heard`) | PostgreSQL only: `NOTIFY`s this instance sent, and other instances' it heard |
 
 use std::future::Future;
 use std::time::Instant;
@@ -41,6 +47,7 @@ use prometheus_client::registry::{Registry, Unit};
 use teloxide::types::{Update, UpdateKind};
 
 use crate::model::{Attempt, ChannelState, Notification, Outcome, SkipReason};
+use crate::store::DatabaseStatus;
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -130,6 +137,29 @@ pub struct Metrics {
     event_deliveries: Family<Labels, Counter>,
     template_changes: Family<Labels, Counter>,
     priced: Family<Labels, Counter>,
+    claims_held: Gauge,
+    leases_held: Family<Labels, Gauge>,
+    /// The database figures: families (label `backend`), so that a store without a database
+    /// (the embedded one) shows none.
+    db_pool_size: Family<Labels, Gauge>,
+    db_pool_open: Family<Labels, Gauge>,
+    db_pool_available: Family<Labels, Gauge>,
+    db_pool_waiting: Family<Labels, Gauge>,
+    db_listener_up: Family<Labels, Gauge>,
+    db_listener_reconnects: Family<Labels, Counter>,
+    db_announcements: Family<Labels, Counter>,
+}
+
+/// What the fleet figures of [`Metrics::render`] are read from at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct FleetFigures {
+    /// Notifications this instance holds a claim on.
+    pub claims: usize,
+    /// Every lease that exists in this gateway (`telegram/poller`, `channel_probe/<channel>`),
+    /// and whether this instance holds it.
+    pub leases: Vec<(String, bool)>,
+    /// The database's figures (`None`: the embedded store).
+    pub database: Option<DatabaseStatus>,
 }
 
 impl Default for Metrics {
@@ -163,6 +193,15 @@ impl Metrics {
             event_deliveries: Family::default(),
             template_changes: Family::default(),
             priced: Family::default(),
+            claims_held: Gauge::default(),
+            leases_held: Family::default(),
+            db_pool_size: Family::default(),
+            db_pool_open: Family::default(),
+            db_pool_available: Family::default(),
+            db_pool_waiting: Family::default(),
+            db_listener_up: Family::default(),
+            db_listener_reconnects: Family::default(),
+            db_announcements: Family::default(),
         };
         registry.register(
             "notifications_accepted",
@@ -236,6 +275,53 @@ impl Metrics {
             "Messages the provider priced (WhatsApp status `pricing`), once per message, by \
              channel, pricing category and whether it was billable",
             m.priced.clone(),
+        );
+        registry.register(
+            "claims_held",
+            "Notifications this instance holds a claim (a lease in the store) on right now",
+            m.claims_held.clone(),
+        );
+        registry.register(
+            "lease_held",
+            "1 for each lease this instance holds (the Telegram poller, a restricted channel's \
+             probe), 0 for the others",
+            m.leases_held.clone(),
+        );
+        registry.register(
+            "db_pool_size",
+            "The database pool's configured size ([store] pool)",
+            m.db_pool_size.clone(),
+        );
+        registry.register(
+            "db_pool_open",
+            "Database connections the pool has open",
+            m.db_pool_open.clone(),
+        );
+        registry.register(
+            "db_pool_available",
+            "Open database connections free right now",
+            m.db_pool_available.clone(),
+        );
+        registry.register(
+            "db_pool_waiting",
+            "Callers waiting for a database connection right now",
+            m.db_pool_waiting.clone(),
+        );
+        registry.register(
+            "db_listener_up",
+            "1 while the connection listening for the other instances' announcements is up",
+            m.db_listener_up.clone(),
+        );
+        registry.register(
+            "db_listener_reconnects",
+            "Times the announcement listener connection was made again after it was lost",
+            m.db_listener_reconnects.clone(),
+        );
+        registry.register(
+            "db_announcements",
+            "LISTEN/NOTIFY announcements between instances: sent by this one, and heard from \
+             the others, by channel (states, work)",
+            m.db_announcements.clone(),
         );
         // Both categories from the start, so `rate()` sees the first acceptance.
         for category in [Category::Transactional, Category::Marketing] {
@@ -438,7 +524,9 @@ impl Metrics {
         &self,
         channel_states: &[(ChannelKind, ChannelState)],
         queue_depth: u64,
+        fleet: &FleetFigures,
     ) -> String {
+        self.set_fleet(fleet);
         for &(kind, current) in channel_states {
             for state in STATES {
                 self.channel_state
@@ -454,6 +542,62 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    fn set_fleet(&self, fleet: &FleetFigures) {
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.claims_held.set(gauge(fleet.claims));
+        for (lease, held) in &fleet.leases {
+            self.leases_held
+                .get_or_create(&vec![("lease", lease.clone())])
+                .set(i64::from(*held));
+        }
+        let Some(db) = &fleet.database else {
+            return;
+        };
+        // One label, so that the series read `lifeboat_db_pool_size{backend="postgres"}`.
+        let none: Labels = vec![("backend", "postgres".to_string())];
+        self.db_pool_size
+            .get_or_create(&none)
+            .set(gauge(db.pool_max));
+        self.db_pool_open
+            .get_or_create(&none)
+            .set(gauge(db.pool_open));
+        self.db_pool_available
+            .get_or_create(&none)
+            .set(gauge(db.pool_available));
+        self.db_pool_waiting
+            .get_or_create(&none)
+            .set(gauge(db.pool_waiting));
+        self.db_listener_up
+            .get_or_create(&none)
+            .set(i64::from(db.listening));
+        // The store counts; the counters catch up with it.
+        let catch_up = |c: &Counter, total: u64| {
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        };
+        catch_up(
+            &self.db_listener_reconnects.get_or_create(&none),
+            db.listener_reconnects,
+        );
+        for (channel, direction, total) in [
+            ("states", "sent", db.states_sent),
+            ("work", "sent", db.work_sent),
+            ("states", "heard", db.states_heard),
+            ("work", "heard", db.work_heard),
+        ] {
+            catch_up(
+                &self.db_announcements.get_or_create(&vec![
+                    ("backend", "postgres".to_string()),
+                    ("channel", channel.to_string()),
+                    ("direction", direction.to_string()),
+                ]),
+                total,
+            );
+        }
     }
 }
 

@@ -108,8 +108,13 @@ pub async fn run(
             .with_events(events.clone()),
     );
     // Every instance re-reads the stored states (a ban recorded by another one) at least every
-    // second; `states_changed` is where a store that announces changes wakes it sooner.
-    let states_changed = Arc::new(tokio::sync::Notify::new());
+    // second, and at once when the store announces another instance's change (PostgreSQL's
+    // `LISTEN`; the embedded store, one process, announces nothing).
+    let announcements = store.announcements();
+    let states_changed = announcements
+        .as_ref()
+        .map(|a| a.states.clone())
+        .unwrap_or_default();
     let states_watch = states.watch(states_changed, crate::states::REFRESH_EVERY);
     // The admin table's counts are the fleet's: this instance's results go to the store in a
     // batch every second.
@@ -140,6 +145,16 @@ pub async fn run(
         events: events.clone(),
     });
     let dispatcher = Dispatcher::start(ctx, config.server.concurrency, options.hold_deliveries);
+    // Work another instance accepted wakes this scheduler too (else its queue poll finds it).
+    let work_wake = announcements.map(|a| {
+        let wake = dispatcher.waker();
+        tokio::spawn(async move {
+            loop {
+                a.work.notified().await;
+                wake.notify_one();
+            }
+        })
+    });
     // The app's event endpoints: their own tasks, apart from the notification workers.
     let event_workers = events.start();
     let ready = Arc::new(AtomicBool::new(true));
@@ -154,6 +169,7 @@ pub async fn run(
         metrics.clone(),
         policy.clone(),
         events.clone(),
+        dispatcher.claims(),
     );
     let clock = options.clock.clone();
     let mut telegram = crate::telegram_bot::start(
@@ -189,6 +205,9 @@ pub async fn run(
     ready.store(false, Ordering::Relaxed);
     telegram.stop().await;
     states_watch.abort();
+    if let Some(task) = work_wake {
+        task.abort();
+    }
     tracing::info!("stopped taking requests; letting in-flight sends finish");
     // One grace for the whole shutdown: what the connections used is not given again.
     let grace_left = config

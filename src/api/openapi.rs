@@ -653,6 +653,9 @@ pub struct Readiness {
     /// fleet answered.
     #[schema(example = "web-1-3f9a2c")]
     instance: String,
+    /// The database (PostgreSQL store only; null on the embedded store).
+    database: Option<ReadinessDatabase>,
+    leases: ReadinessLeases,
 }
 
 /// How many channels are configured, and how many of those are not disabled or banned.
@@ -661,6 +664,42 @@ pub struct Readiness {
 pub struct ReadinessChannels {
     configured: u64,
     usable: u64,
+}
+
+/// `/readyz`'s database: reachable or not, its connection pool, and the connection that
+/// listens for the other instances' announcements.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadinessDatabase {
+    /// `ok` or `failing`.
+    status: String,
+    pool: ReadinessPool,
+    /// `listening` or `reconnecting`.
+    listener: String,
+}
+
+/// The database connection pool of this instance.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadinessPool {
+    /// The configured size (`[store] pool`).
+    size: u64,
+    /// Connections open now.
+    open: u64,
+    /// Open connections free now.
+    available: u64,
+    /// Callers waiting for a connection now.
+    waiting: u64,
+}
+
+/// What this instance holds: claims on notifications, and leases (`telegram/poller`,
+/// `channel_probe/<channel>`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReadinessLeases {
+    claims: u64,
+    #[schema(example = json!(["telegram/poller"]))]
+    held: Vec<String>,
 }
 
 /// `GET /v1/admin/channels/history`.
@@ -927,6 +966,7 @@ mod tests {
             Arc::default(),
             policy,
             events,
+            Default::default(),
         ))
     }
 

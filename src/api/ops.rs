@@ -47,16 +47,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let probe = async {
         let ok = state.store.check().await.is_ok()
             && state.store.get_contact("readyz-probe").await.is_ok();
-        let depth = if ok {
-            state.store.queue_depth().await.unwrap_or(0)
+        let (depth, leases) = if ok {
+            (
+                state.store.queue_depth().await.unwrap_or(0),
+                held_leases(&state).await,
+            )
         } else {
-            0
+            (0, Vec::new())
         };
-        (ok, depth)
+        (ok, depth, leases)
     };
-    let (store_ok, queue_depth) = tokio::time::timeout(READYZ_STORE_WAIT, probe)
+    let (store_ok, queue_depth, leases) = tokio::time::timeout(READYZ_STORE_WAIT, probe)
         .await
-        .unwrap_or((false, 0));
+        .unwrap_or((false, 0, Vec::new()));
     let workers_ok = state.ready.load(Ordering::Relaxed);
     let configured: Vec<_> = state.registry.configured().map(|(kind, _)| kind).collect();
     let usable = configured
@@ -98,6 +101,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "workers": if workers_ok { "running" } else { "stopped" },
             "queue_depth": queue_depth,
             "instance": state.states.instance().as_str(),
+            "database": state.store.database_status().map(|db| database_json(&db, store_ok)),
+            "leases": {
+                "claims": state.claims.get(),
+                "held": leases,
+            },
         })),
     )
 }
@@ -120,6 +128,64 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // A store that cannot count its queue right now shows 0 rather than failing the scrape
     // (`/readyz` says the store is failing).
     let queue_depth = state.store.queue_depth().await.unwrap_or(0);
-    let text = state.metrics.render(&channel_states, queue_depth);
+    let held = tokio::time::timeout(READYZ_STORE_WAIT, held_leases(&state))
+        .await
+        .unwrap_or_default();
+    let leases = known_leases(&state)
+        .into_iter()
+        .map(|lease| {
+            let is_held = held.contains(&lease);
+            (lease, is_held)
+        })
+        .collect();
+    let fleet = crate::metrics::FleetFigures {
+        claims: state.claims.get(),
+        leases,
+        database: state.store.database_status(),
+    };
+    let text = state.metrics.render(&channel_states, queue_depth, &fleet);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+}
+
+/// The leases this gateway may take: the Telegram poller's (Telegram configured) and each
+/// configured channel's probe lease.
+fn known_leases(state: &AppState) -> Vec<String> {
+    let mut out = Vec::new();
+    let configured: Vec<ChannelKind> = state.registry.configured().map(|(k, _)| k).collect();
+    if configured.contains(&ChannelKind::Telegram) {
+        let (ns, key) = crate::fleet::lease::TELEGRAM_POLLER;
+        out.push(format!("{ns}/{key}"));
+    }
+    for kind in configured {
+        out.push(format!(
+            "{}/{kind}",
+            crate::store::namespaces::CHANNEL_PROBE
+        ));
+    }
+    out
+}
+
+/// The leases this instance holds now, as the store says (none if it cannot say).
+async fn held_leases(state: &AppState) -> Vec<String> {
+    crate::fleet::lease::held_by(
+        state.store.as_ref(),
+        state.states.instance(),
+        state.clock.now(),
+    )
+    .await
+    .unwrap_or_default()
+}
+
+/// `/readyz`'s `database`: reachable or not, the pool, the announcement listener.
+fn database_json(db: &crate::store::DatabaseStatus, reachable: bool) -> Value {
+    json!({
+        "status": if reachable { "ok" } else { "failing" },
+        "pool": {
+            "size": db.pool_max,
+            "open": db.pool_open,
+            "available": db.pool_available,
+            "waiting": db.pool_waiting,
+        },
+        "listener": if db.listening { "listening" } else { "reconnecting" },
+    })
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::fleet::HeldClaims;
 use worker::WorkerContext;
 
 /// How many notifications one claim takes at most.
@@ -33,13 +34,29 @@ const MIN_CLAIM: usize = 64;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// The notifications this dispatcher holds a claim on, from the claim until the worker's turn
-/// ends (its save released the claim), for the lease renewal.
+/// ends (its save released the claim), for the lease renewal; their number is published in
+/// `count` (`/readyz`, `/metrics`).
 #[derive(Clone, Default)]
-struct Held(Arc<Mutex<HashSet<String>>>);
+struct Held {
+    ids: Arc<Mutex<HashSet<String>>>,
+    count: HeldClaims,
+}
 
 impl Held {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, ids: impl Iterator<Item = String>) {
+        let mut held = self.lock();
+        held.extend(ids);
+        self.count.set(held.len());
+    }
+
+    fn remove(&self, id: &str) {
+        let mut held = self.lock();
+        held.remove(id);
+        self.count.set(held.len());
     }
 
     fn snapshot(&self) -> Vec<String> {
@@ -55,7 +72,7 @@ struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.held.lock().remove(&self.id);
+        self.held.remove(&self.id);
     }
 }
 
@@ -90,6 +107,7 @@ pub struct Dispatcher {
     task: JoinHandle<()>,
     slots: Arc<Semaphore>,
     concurrency: usize,
+    claims: HeldClaims,
 }
 
 impl Dispatcher {
@@ -99,13 +117,17 @@ impl Dispatcher {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(concurrency));
+        let claims = HeldClaims::default();
         let task = if held {
             let mut stopped = stopped;
             tokio::spawn(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             })
         } else {
-            let held = Held::default();
+            let held = Held {
+                ids: Arc::default(),
+                count: claims.clone(),
+            };
             tokio::spawn(renew(ctx.clone(), held.clone(), stopped.clone()));
             tokio::spawn(schedule(ctx, wake.clone(), stopped, slots.clone(), held))
         };
@@ -115,7 +137,13 @@ impl Dispatcher {
             task,
             slots,
             concurrency,
+            claims,
         }
+    }
+
+    /// How many notifications this dispatcher holds a claim on right now.
+    pub fn claims(&self) -> HeldClaims {
+        self.claims.clone()
     }
 
     /// Tells the scheduler new work is due (a notification was accepted).
@@ -178,7 +206,7 @@ async fn schedule(
             }
         };
         let full = batch.len() == limit;
-        held.lock().extend(batch.iter().map(|n| n.id.clone()));
+        held.add(batch.iter().map(|n| n.id.clone()));
         for n in batch {
             // At shutdown, claimed notifications not started yet keep their claim; the store
             // puts them back on the queue at the next start.

@@ -103,6 +103,33 @@ impl Lease {
     }
 }
 
+/// The Telegram poller's lease (`telegram_bot::Election`): namespace and key.
+pub const TELEGRAM_POLLER: (&str, &str) = ("telegram", "poller");
+
+/// The leases `owner` holds at `now`, named `namespace/key` (`telegram/poller`,
+/// `channel_probe/whatsapp`), for `/readyz` and `/metrics`. The claims on notifications are
+/// counted apart ([`super::HeldClaims`]).
+pub async fn held_by(
+    store: &dyn Store,
+    owner: &InstanceId,
+    now: Timestamp,
+) -> StoreResult<Vec<String>> {
+    let mine =
+        |raw: Option<&[u8]>| parse(raw).is_some_and(|h| h.owner == owner.as_str() && h.until > now);
+    let mut out = Vec::new();
+    let (ns, key) = TELEGRAM_POLLER;
+    if mine(store.kv_get(ns, key).await?.as_deref()) {
+        out.push(format!("{ns}/{key}"));
+    }
+    let probes = crate::store::namespaces::CHANNEL_PROBE;
+    for (key, raw) in store.kv_scan(probes, "").await? {
+        if mine(Some(raw.as_slice())) {
+            out.push(format!("{probes}/{key}"));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! What several gateway instances on one shared store need to act as one (docs/fleet.md): who
 //! this instance is ([`InstanceId`]) and the records in the store through which instances
 //! agree on who does something alone ([`lease::Lease`]: the probe of a restricted channel, the
-//! Telegram poller).
+//! Telegram poller), and what it holds ([`HeldClaims`], [`lease::held_by`]).
 //!
 //! Everything here is built on the [`Store`](crate::store::Store) trait alone (`kv_update`'s
 //! atomic read-modify-write), so it works on the embedded store (several handles in one
@@ -10,6 +10,8 @@
 pub mod lease;
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use rand::TryRngCore;
 
@@ -53,6 +55,21 @@ impl InstanceId {
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// How many notifications this instance holds a claim (a lease in the store) on right now:
+/// kept by the dispatcher, shown by `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct HeldClaims(Arc<AtomicUsize>);
+
+impl HeldClaims {
+    pub fn set(&self, n: usize) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

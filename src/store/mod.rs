@@ -234,6 +234,39 @@ pub struct ListQuery {
 
 pub use crate::config::retention::IDEMPOTENCY_WINDOW_SECS;
 
+/// What a shared store tells this instance about the others (docs/fleet.md): `states` fires
+/// when another instance stored a channel state change, `work` when another instance accepted
+/// notifications (at most about once per 100 ms per instance). Plain wake-ups, no payload:
+/// whoever waits re-reads the store. A store that announces nothing (the embedded one: one
+/// process) has none ([`Store::announcements`] is `None`).
+#[derive(Clone, Debug)]
+pub struct Announcements {
+    pub states: std::sync::Arc<tokio::sync::Notify>,
+    pub work: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// A database store's figures for `/readyz` and `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabaseStatus {
+    /// The pool's configured size (`[store] pool`).
+    pub pool_max: usize,
+    /// Connections open now.
+    pub pool_open: usize,
+    /// Open connections free now.
+    pub pool_available: usize,
+    /// Callers waiting for a connection now.
+    pub pool_waiting: usize,
+    /// Whether the dedicated listener connection is up and listening.
+    pub listening: bool,
+    /// Announcements this instance sent and heard (other instances' only), and how often the
+    /// listener connection had to be made again.
+    pub states_sent: u64,
+    pub work_sent: u64,
+    pub states_heard: u64,
+    pub work_heard: u64,
+    pub listener_reconnects: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the contact if needed and applies the patch.
@@ -317,6 +350,17 @@ pub trait Store: Send + Sync + 'static {
     /// always can while open; a database store answers whether it is reachable.
     async fn check(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// The wake-ups this store gives when other instances change channel states or accept
+    /// work (see [`Announcements`]); `None` for a store only one process uses.
+    fn announcements(&self) -> Option<Announcements> {
+        None
+    }
+
+    /// The database's pool and listener figures (`None`: not a database store).
+    fn database_status(&self) -> Option<DatabaseStatus> {
+        None
     }
 
     async fn channel_states(&self) -> StoreResult<BTreeMap<ChannelKind, ChannelStatus>>;

@@ -1,7 +1,8 @@
 //! Opening the store the config names, with the background work its backend needs (the
-//! retention purge: the embedded store's thread, or PostgreSQL's task), owned by one guard:
-//! the one place that knows which backends exist. `[store] url` selects PostgreSQL (its
-//! schema is migrated first); otherwise the embedded store at `[store] path`.
+//! retention purge: the embedded store's thread, or PostgreSQL's task; PostgreSQL's
+//! announcements between instances, [`super::postgres::announce`]), owned by one guard: the
+//! one place that knows which backends exist. `[store] url` selects PostgreSQL (its schema is
+//! migrated first); otherwise the embedded store at `[store] path`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 
 use super::portable::Portable;
-use super::postgres::{PgOptions, PgPurger, PgStore};
+use super::postgres::{AnnounceTasks, PgOptions, PgPurger, PgStore};
 use super::{Purger, SledStore, Store, StoreError, StoreResult};
 
 /// An open store and what runs beside it. Dropping it stops the background work (before the
@@ -55,12 +56,17 @@ async fn open_with(
             lease: config.lease,
         };
         let store = Arc::new(PgStore::open(&options).await?);
+        // A serving store also listens for the other instances' announcements and announces
+        // its own accepts (docs/fleet.md); a copy does neither.
         let background: Vec<Box<dyn Send + Sync>> = match purge {
-            Some(clock) => vec![Box::new(PgPurger::start(
-                store.clone(),
-                config.retention.clone(),
-                clock,
-            ))],
+            Some(clock) => vec![
+                Box::new(PgPurger::start(
+                    store.clone(),
+                    config.retention.clone(),
+                    clock,
+                )),
+                Box::new(AnnounceTasks::start(store.clone())),
+            ],
             None => Vec::new(),
         };
         tracing::info!(database = %store.location(), pool = config.pool, "using the PostgreSQL store");

@@ -20,8 +20,8 @@ use crate::fleet::lease::Lease;
 use crate::fleet::InstanceId;
 use crate::store::{Store, StoreResult};
 
-const NAMESPACE: &str = "telegram";
-const KEY: &str = "poller";
+const NAMESPACE: &str = crate::fleet::lease::TELEGRAM_POLLER.0;
+const KEY: &str = crate::fleet::lease::TELEGRAM_POLLER.1;
 
 /// How long the lease lasts, how often the holder renews it and how often the others try.
 #[derive(Debug, Clone, Copy)]

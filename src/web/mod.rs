@@ -54,6 +54,9 @@ pub struct Shared {
     pub background: crate::tasks::Background,
     /// Events for the app's endpoints (`GET /v1/events`, consent changes, receipts).
     pub events: Arc<crate::events::Events>,
+    /// How many notifications this instance's dispatcher holds a claim on (`/readyz`,
+    /// `/metrics`).
+    pub claims: crate::fleet::HeldClaims,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
         // Shared with the workers: one pacing and one set of holds for both.
         policy: Arc<crate::policy::Policy>,
         events: Arc<crate::events::Events>,
+        claims: crate::fleet::HeldClaims,
     ) -> Self {
         let keys = Arc::new(auth::Keys::from_config(&config));
         AppState(Arc::new(Shared {
@@ -85,6 +89,7 @@ impl AppState {
             policy,
             background: crate::tasks::Background::default(),
             events,
+            claims,
         }))
     }
 }

@@ -10,6 +10,7 @@ mod dispatch_limits;
 mod edge;
 mod events;
 mod failover;
+mod fleet;
 mod guardrails;
 mod harness;
 mod inbound;

@@ -15,6 +15,7 @@
 //! always before their queue rows, so writers never wait on each other in a cycle.
 
 mod accept;
+pub mod announce;
 #[doc(hidden)]
 pub mod bench;
 mod grouped;
@@ -50,13 +51,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Json, Type};
 
 use super::{
-    AcceptOutcome, ContactEdit, DbFailure, Durability, Edited, KvEdit, ListQuery, NewNotification,
-    NotificationEdit, Store, StoreError, StoreResult,
+    AcceptOutcome, Announcements, ContactEdit, DatabaseStatus, DbFailure, Durability, Edited,
+    KvEdit, ListQuery, NewNotification, NotificationEdit, Store, StoreError, StoreResult,
 };
 use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
 };
 
+pub use announce::AnnounceTasks;
 pub use retention::PgPurger;
 pub use schema::{Migrated, SchemaState, KNOWN_VERSION};
 
@@ -465,6 +467,10 @@ pub struct PgStore {
     /// Bumped by every local write to the queue: a cached depth is reused only while unchanged.
     queue_writes: AtomicU64,
     depth: Mutex<Option<(Instant, u64, u64)>>,
+    /// Where the database is (the listener connects outside the pool).
+    target: Target,
+    /// `LISTEN`/`NOTIFY` between instances ([`announce`]).
+    announcer: announce::Announcer,
 }
 
 impl PgStore {
@@ -526,6 +532,8 @@ impl PgStore {
             reads,
             queue_writes: AtomicU64::new(0),
             depth: Mutex::new(None),
+            target,
+            announcer: announce::Announcer::default(),
         })
     }
 
@@ -542,6 +550,18 @@ impl PgStore {
     /// Where the store is, for logs (no password).
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// `pg_notify(channel, '<owner> <what>')` on a pooled connection, committed at once.
+    async fn notify(&self, channel: &'static str, what: &str) -> StoreResult<()> {
+        let payload = announce::payload(&self.owner, what);
+        self.call("announcing to the other instances", async {
+            let client = self.client().await?;
+            let st = client.prepare_cached("SELECT pg_notify($1, $2)").await?;
+            client.query(&st, &[&channel, &payload]).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `work` with a bound on its time, telling its failure as a [`StoreError`].
@@ -1082,6 +1102,7 @@ impl Store for PgStore {
         let outcome = answered.await.map_err(|_| stopped())??;
         if outcome == AcceptOutcome::Created {
             self.queue_changed();
+            self.announcer.work_accepted();
         }
         Ok(outcome)
     }
@@ -1205,6 +1226,27 @@ impl Store for PgStore {
         self.call("counting the queue", self.depth_now()).await
     }
 
+    fn announcements(&self) -> Option<Announcements> {
+        Some(self.announcer.announcements())
+    }
+
+    fn database_status(&self) -> Option<DatabaseStatus> {
+        let pool = self.pool.status();
+        let a = &self.announcer;
+        Some(DatabaseStatus {
+            pool_max: pool.max_size,
+            pool_open: pool.size,
+            pool_available: pool.available,
+            pool_waiting: pool.waiting,
+            listening: a.listening(),
+            states_sent: a.states_sent.load(Ordering::Relaxed),
+            work_sent: a.work_sent.load(Ordering::Relaxed),
+            states_heard: a.states_heard.load(Ordering::Relaxed),
+            work_heard: a.work_heard.load(Ordering::Relaxed),
+            listener_reconnects: a.reconnects.load(Ordering::Relaxed),
+        })
+    }
+
     async fn check(&self) -> StoreResult<()> {
         self.call("checking the database", async {
             let client = self.client().await?;
@@ -1237,20 +1279,36 @@ impl Store for PgStore {
         kind: ChannelKind,
         status: &ChannelStatus,
     ) -> StoreResult<()> {
+        // The announcement is sent by the statement that stores the state: delivered at its
+        // commit, and only if it commits (the other instances never hear of a state that is
+        // not durable, nor miss one that is, while listening).
+        let payload = announce::payload(&self.owner, kind.as_str());
         self.call("saving a channel state", async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached(
-                    "INSERT INTO channel_states (channel, body) VALUES ($1, $2) \
-                     ON CONFLICT (channel) DO UPDATE SET body = EXCLUDED.body",
+                    "WITH saved AS ( \
+                       INSERT INTO channel_states (channel, body) VALUES ($1, $2) \
+                       ON CONFLICT (channel) DO UPDATE SET body = EXCLUDED.body RETURNING channel) \
+                     SELECT pg_notify($3, $4) FROM saved",
                 )
                 .await?;
             client
-                .execute(&st, &[&kind.as_str(), &Json(status)])
+                .query(
+                    &st,
+                    &[
+                        &kind.as_str(),
+                        &Json(status),
+                        &announce::STATES_CHANNEL,
+                        &payload,
+                    ],
+                )
                 .await?;
             Ok(())
         })
-        .await
+        .await?;
+        self.announcer.states_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn update_contact(&self, id: &str, edit: ContactEdit) -> StoreResult<Option<Contact>> {

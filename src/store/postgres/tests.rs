@@ -472,3 +472,186 @@ async fn whatsapp_holds_restrictions_and_unused_templates_are_purged_when_they_e
     })
     .await;
 }
+
+/// Two store handles on one database with their announcement tasks, both listening.
+async fn listening_pair(db: &TestDb) -> (Arc<PgStore>, Arc<PgStore>, Vec<super::AnnounceTasks>) {
+    let options = db.options(Duration::from_secs(30));
+    let a = Arc::new(PgStore::open(&options).await.unwrap());
+    let b = Arc::new(PgStore::open(&options).await.unwrap());
+    let tasks = vec![
+        super::AnnounceTasks::start(a.clone()),
+        super::AnnounceTasks::start(b.clone()),
+    ];
+    for s in [&a, &b] {
+        until_listening(s).await;
+        // The wake-ups every (re)connection gives (announcements may have been missed).
+        let ann = s.announcements().unwrap();
+        for n in [&ann.states, &ann.work] {
+            tokio::time::timeout(Duration::from_secs(5), n.notified())
+                .await
+                .expect("a new listener wakes its instance once");
+        }
+    }
+    (a, b, tasks)
+}
+
+async fn until_listening(s: &PgStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !s.database_status().unwrap().listening {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener did not connect within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (up to 10 s: the announcement, not the 1 s re-read, is all there is at this level)
+/// for `n`, and says how long it took.
+async fn heard(n: &tokio::sync::Notify, what: &str) -> Duration {
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), n.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no announcement within 10 s"));
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_stored_by_one_instance_is_announced_to_the_other_not_to_itself() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let (ann_a, ann_b) = (a.announcements().unwrap(), b.announcements().unwrap());
+    let mut banned = crate::model::ChannelStatus::active(Utc::now());
+    banned.state = crate::model::ChannelState::Banned;
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        a.save_channel_state(lifeboat_channel::ChannelKind::Whatsapp, &banned)
+            .await
+            .unwrap();
+        heard(&ann_b.states, "b hears a's state").await;
+        took.push(started.elapsed());
+    }
+    println!("a's state change stored and heard by b within {took:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ann_a.states.notified())
+            .await
+            .is_err(),
+        "an instance does not wake itself with its own announcement"
+    );
+    let (sa, sb) = (a.database_status().unwrap(), b.database_status().unwrap());
+    assert_eq!((sa.states_sent, sb.states_heard), (5, 5), "{sa:?} {sb:?}");
+    assert_eq!(sa.states_heard, 0, "{sa:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_are_announced_once_per_window_never_once_per_accept() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let ann_b = b.announcements().unwrap();
+    let started = std::time::Instant::now();
+    let accepts = 400;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..accepts / 8 {
+                let now = Utc::now();
+                a.accept(plain(&format!("n-{t}-{i}"), now), now)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = heard(&ann_b.work, "b hears a's accepts").await;
+    // The window after the last accept has passed: every owed announcement is sent.
+    tokio::time::sleep(super::announce::WORK_WINDOW * 3).await;
+    let elapsed = started.elapsed();
+    let (sa, sb) = (a.database_status().unwrap(), b.database_status().unwrap());
+    let windows = (elapsed.as_millis() / super::announce::WORK_WINDOW.as_millis()) as u64 + 1;
+    println!(
+        "{accepts} accepts in {elapsed:?}: {} announcements sent, {} heard by b ({took:?} after the last)",
+        sa.work_sent, sb.work_heard
+    );
+    assert!(sa.work_sent >= 1 && sb.work_heard >= 1, "{sa:?} {sb:?}");
+    assert!(
+        sa.work_sent <= windows,
+        "at most one announcement per {:?}: {} in {elapsed:?} ({windows} windows)",
+        super::announce::WORK_WINDOW,
+        sa.work_sent
+    );
+    assert!(sa.work_sent < accepts as u64 / 4, "{sa:?}");
+    assert_eq!(sb.work_sent, 0, "b accepted nothing: {sb:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_connection_is_made_again_and_announcements_flow_again() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let ann_b = b.announcements().unwrap();
+    // Cut every listener connection of this database (both instances').
+    let killed = admin(&db)
+        .await
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+            &[&super::announce::LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 2, "one listener connection per instance");
+    // b connects again and wakes its instance (what was announced meanwhile was missed).
+    heard(&ann_b.states, "b's wake-up after listening again").await;
+    until_listening(&b).await;
+    until_listening(&a).await;
+    assert!(b.database_status().unwrap().listener_reconnects >= 1);
+    let _ = tokio::time::timeout(Duration::from_millis(200), ann_b.states.notified()).await;
+    let mut banned = crate::model::ChannelStatus::active(Utc::now());
+    banned.state = crate::model::ChannelState::Disabled;
+    a.save_channel_state(lifeboat_channel::ChannelKind::Line, &banned)
+        .await
+        .unwrap();
+    heard(&ann_b.states, "b hears a's state after the reconnection").await;
+    // The pool never lent a connection to the listener.
+    let pooled = a.database_status().unwrap();
+    assert!(pooled.pool_open <= pooled.pool_max, "{pooled:?}");
+}
+
+/// The whole seam: another instance's disable reaches this instance's live channel states
+/// through the announcement alone (the periodic re-read set to an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_disable_is_live_here_through_the_announcement() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let kind = lifeboat_channel::ChannelKind::Whatsapp;
+    let on_a = crate::states::ChannelStates::load(a.clone() as Arc<dyn Store>)
+        .await
+        .unwrap();
+    let on_b = Arc::new(
+        crate::states::ChannelStates::load(b.clone() as Arc<dyn Store>)
+            .await
+            .unwrap(),
+    );
+    let watch = on_b.watch(b.announcements().unwrap().states, Duration::from_secs(3600));
+    // The watch loop's first read (the wake-up of the new listener) is done.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    on_a.disable(kind, "maintenance").await.unwrap();
+    let saved = started.elapsed();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_b.current(kind).state != crate::model::ChannelState::Disabled {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never saw a's disable (its re-read is an hour away: only the announcement can tell it)"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    println!(
+        "disable stored by a in {saved:?}; live on b {:?} after the store",
+        started.elapsed() - saved
+    );
+    watch.abort();
+}
