@@ -337,6 +337,10 @@ pub struct SharedBudget {
     store: std::sync::Arc<dyn crate::store::Store>,
     rates: BTreeMap<ChannelKind, Rate>,
     local: Mutex<BTreeMap<ChannelKind, Granted>>,
+    /// One refill from the store at a time: when a window turns, every worker finds its grant
+    /// spent at once; without this each took its own `kv_update` of the same row (hundreds a
+    /// second, each waiting for the previous one's row lock: 5 ms apiece on PostgreSQL).
+    refill: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -344,6 +348,15 @@ struct Granted {
     window: i64,
     granted: u32,
     used: u32,
+    /// The store said this window's budget is spent: no further refill in this window.
+    spent: bool,
+}
+
+/// What this instance's grant says before asking the store.
+enum Local {
+    Go,
+    Spent,
+    Ask,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -374,6 +387,7 @@ impl SharedBudget {
             store,
             rates,
             local: Mutex::new(BTreeMap::new()),
+            refill: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -389,14 +403,29 @@ impl SharedBudget {
         };
         let (window_ms, budget) = rate.window();
         let window = now.timestamp_millis().div_euclid(window_ms);
-        {
+        let next_window = || from_micros((window + 1) * window_ms * 1000);
+        let from_grant = || {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(g) = local.get_mut(&kind) {
-                if g.window == window && g.used < g.granted {
+            match local.get_mut(&kind) {
+                Some(g) if g.window == window && g.used < g.granted => {
                     g.used += 1;
-                    return Ok(None);
+                    Local::Go
                 }
+                Some(g) if g.window == window && g.spent => Local::Spent,
+                _ => Local::Ask,
             }
+        };
+        match from_grant() {
+            Local::Go => return Ok(None),
+            Local::Spent => return Ok(Some(next_window())),
+            Local::Ask => {}
+        }
+        let _refilling = self.refill.lock().await;
+        // Another worker may have refilled (or found the budget spent) while this one waited.
+        match from_grant() {
+            Local::Go => return Ok(None),
+            Local::Spent => return Ok(Some(next_window())),
+            Local::Ask => {}
         }
         let batch = (budget / 8).max(1);
         let grant = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -427,17 +456,18 @@ impl SharedBudget {
             )
             .await?;
         let grant = grant.load(std::sync::atomic::Ordering::SeqCst);
-        if grant == 0 {
-            return Ok(Some(from_micros((window + 1) * window_ms * 1000)));
-        }
         self.local.lock().unwrap_or_else(|p| p.into_inner()).insert(
             kind,
             Granted {
                 window,
                 granted: grant,
-                used: 1,
+                used: grant.min(1),
+                spent: grant == 0,
             },
         );
+        if grant == 0 {
+            return Ok(Some(next_window()));
+        }
         Ok(None)
     }
 }
@@ -497,6 +527,42 @@ mod shared_tests {
             a.take(ChannelKind::Telegram, spent).await.unwrap(),
             Some(next)
         );
+    }
+
+    /// When a window turns, every worker of an instance finds its grant spent at the same
+    /// moment: one of them refills from the store and the others take from that refill, so
+    /// the instance takes from the fleet's budget only what its workers use (and the store
+    /// sees a few updates, not one per worker).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_finding_the_grant_spent_at_once_refill_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        // Budget 800 a window, refilled 100 at a time.
+        let rates = BTreeMap::from([(ChannelKind::Whatsapp, Rate(800.0))]);
+        let budget = Arc::new(SharedBudget::new(store.clone(), rates));
+        let now = chrono::DateTime::parse_from_rfc3339("2025-06-10T12:00:00.500Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let workers: Vec<_> = (0..256)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move { budget.take(ChannelKind::Whatsapp, now).await.unwrap() })
+            })
+            .collect();
+        for w in workers {
+            assert_eq!(w.await.unwrap(), None, "every worker gets a slot");
+        }
+        let record: serde_json::Value = serde_json::from_slice(
+            &store
+                .kv_get(NAMESPACE_PACING, "whatsapp")
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        // 256 slots come from three refills of 100; a refill per worker would have taken the
+        // whole budget of 800 for 256 sends, starving the fleet's other instances.
+        assert_eq!(record["taken"], 300, "{record}");
     }
 
     #[test]
