@@ -32,15 +32,34 @@ pub fn allows(per_day: u32, sent: usize, in_flight: usize) -> bool {
     per_day == 0 || sent + in_flight < per_day as usize
 }
 
+/// One recorded send: its time (epoch ms) and, since fleet-wide places, the notification it
+/// was (older records hold the time alone).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Sent {
+    Of(i64, String),
+    At(i64),
+}
+
+impl Sent {
+    fn at(&self) -> i64 {
+        match self {
+            Sent::Of(t, _) | Sent::At(t) => *t,
+        }
+    }
+}
+
 /// A stored list (an unreadable one counts as empty).
-fn parse(bytes: Option<&[u8]>) -> Vec<i64> {
+fn parse(bytes: Option<&[u8]>) -> Vec<Sent> {
     bytes
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or_default()
 }
 
-async fn load(store: &dyn Store, contact_id: &str) -> StoreResult<Vec<i64>> {
-    Ok(parse(store.kv_get(NAMESPACE, contact_id).await?.as_deref()))
+/// The sends of the last 24 h of a stored list (see [`recent`]).
+fn recent_sends(sends: Vec<Sent>, now: Timestamp) -> Vec<Sent> {
+    let from = now.timestamp_millis() - DAY_MS;
+    sends.into_iter().filter(|s| s.at() > from).collect()
 }
 
 /// Marketing messages sent to the contact in the last 24 h.
@@ -49,17 +68,53 @@ pub async fn sent_in_window(
     contact_id: &str,
     now: Timestamp,
 ) -> StoreResult<usize> {
-    Ok(recent(&load(store, contact_id).await?, now).len())
+    Ok(sent_with_ids(store, contact_id, now).await?.0)
 }
 
-/// Counts a marketing message sent to the contact now.
+/// Marketing messages sent to the contact in the last 24 h, and which notifications they were
+/// (those recorded with their id): a notification whose send is recorded but whose in-flight
+/// place is not given back yet must not count twice.
+pub async fn sent_with_ids(
+    store: &dyn Store,
+    contact_id: &str,
+    now: Timestamp,
+) -> StoreResult<(usize, std::collections::HashSet<String>)> {
+    let sends = recent_sends(
+        parse(store.kv_get(NAMESPACE, contact_id).await?.as_deref()),
+        now,
+    );
+    let ids = sends
+        .iter()
+        .filter_map(|s| match s {
+            Sent::Of(_, id) => Some(id.clone()),
+            Sent::At(_) => None,
+        })
+        .collect();
+    Ok((sends.len(), ids))
+}
+
+/// Counts a marketing message sent to the contact now (without its notification id).
+pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> StoreResult<()> {
+    record_sent(store, contact_id, now, None).await
+}
+
+/// Counts notification `id`'s marketing message, sent to the contact now.
 /// An atomic update of the stored list, so concurrent sends (other workers, other instances
 /// on a shared store) each add theirs.
-pub async fn record(store: &dyn Store, contact_id: &str, now: Timestamp) -> StoreResult<()> {
+pub async fn record_sent(
+    store: &dyn Store,
+    contact_id: &str,
+    now: Timestamp,
+    id: Option<&str>,
+) -> StoreResult<()> {
+    let entry = match id {
+        Some(id) => Sent::Of(now.timestamp_millis(), id.to_string()),
+        None => Sent::At(now.timestamp_millis()),
+    };
     let edit = Box::new(move |old: Option<&[u8]>| {
-        let mut times = recent(&parse(old), now);
-        times.push(now.timestamp_millis());
-        Some(serde_json::to_vec(&times).expect("a list of integers serializes"))
+        let mut sends = recent_sends(parse(old), now);
+        sends.push(entry.clone());
+        Some(serde_json::to_vec(&sends).expect("a list of sends serializes"))
     });
     // Relaxed: a crash may forget the last half second of counts, not the cap itself.
     store
@@ -113,6 +168,33 @@ mod tests {
             sent_in_window(store.as_ref(), "ana", now).await.unwrap(),
             160
         );
+    }
+
+    /// Between a send's record and the return of its in-flight place the notification is in
+    /// both; the next decision counts it once (it skipped a message the cap allowed: with a
+    /// cap of 3 and two sends, the third was refused as "2 sent + 1 in flight").
+    #[tokio::test]
+    async fn a_recorded_send_still_holding_its_place_counts_once() {
+        use crate::policy::places;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), 8).unwrap();
+        let now = at("2025-06-10T09:00:00Z");
+        record_sent(&store, "ana", now, Some("n1")).await.unwrap();
+        places::take(&store, "ana", "n2", now).await.unwrap();
+        record_sent(&store, "ana", now, Some("n2")).await.unwrap();
+        // n2's place is not given back yet; n3 asks.
+        let before = places::take(&store, "ana", "n3", now).await.unwrap();
+        assert_eq!(before, ["n2"]);
+        let (sent, ids) = sent_with_ids(&store, "ana", now).await.unwrap();
+        assert_eq!(sent, 2);
+        let in_flight = before.iter().filter(|id| !ids.contains(*id)).count();
+        assert!(
+            allows(3, sent, in_flight),
+            "2 sends, n2 counted once: n3 may go"
+        );
+        // An older record (times only) still counts its sends.
+        record(&store, "ana", now).await.unwrap();
+        assert_eq!(sent_in_window(&store, "ana", now).await.unwrap(), 3);
     }
 
     #[tokio::test]

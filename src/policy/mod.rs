@@ -414,7 +414,7 @@ impl Policy {
         let capped = marketing && self.config.marketing_per_day > 0;
         if capped {
             let store = self.store.as_ref();
-            let in_flight = match mode {
+            let before = match mode {
                 Mode::Live => {
                     self.holds
                         .lock()
@@ -425,7 +425,9 @@ impl Policy {
                 }
                 Mode::DryRun => places::others(store, &contact.id, c.notification_id, now).await?,
             };
-            let sent = caps::sent_in_window(store, &contact.id, now).await?;
+            let (sent, sent_ids) = caps::sent_with_ids(store, &contact.id, now).await?;
+            // A place whose send is recorded already is counted once, as a send.
+            let in_flight = before.iter().filter(|id| !sent_ids.contains(*id)).count();
             if !caps::allows(self.config.marketing_per_day, sent, in_flight) {
                 if mode == Mode::Live {
                     self.give_back_place(c.notification_id).await?;
@@ -579,7 +581,13 @@ impl Policy {
                 };
                 if c.category == Category::Marketing {
                     // Recorded before the place is given back: never counted in neither.
-                    caps::record(self.store.as_ref(), &contact.id, now).await?;
+                    caps::record_sent(
+                        self.store.as_ref(),
+                        &contact.id,
+                        now,
+                        Some(c.notification_id),
+                    )
+                    .await?;
                     self.give_back_place(c.notification_id).await?;
                     self.risk_sends.add(
                         c.kind.as_str().to_string(),

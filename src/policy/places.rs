@@ -8,9 +8,11 @@
 //! taken *before* it count against it: the record's order is the order the store applied the
 //! updates in, the same for every instance, so of two sends racing for the last place exactly
 //! one goes (no clock comparison between instances is involved). The caller takes its place
-//! first and reads the contact's sends afterwards; a send is recorded ([`super::caps::record`])
-//! before its place is given back, so at every moment a send is counted in the one or the
-//! other and the check never under-counts.
+//! first and reads the contact's sends afterwards; a send is recorded with its notification's
+//! id ([`super::caps::record_sent`]) before its place is given back, so at every moment a send
+//! is counted in the one or the other and the check never under-counts; a place whose
+//! notification is already among the recorded sends is not counted again (it would over-count
+//! in the moment between the two writes and skip a message the cap allows).
 
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
@@ -41,14 +43,14 @@ fn encode(places: &[Place]) -> Option<Vec<u8>> {
     (!places.is_empty()).then(|| serde_json::to_vec(places).expect("places serialize"))
 }
 
-/// Takes (or renews) notification `id`'s place under `contact_id`'s cap and says how many live
-/// places were taken before it.
+/// Takes (or renews) notification `id`'s place under `contact_id`'s cap and says which
+/// notifications hold the live places taken before it.
 pub async fn take(
     store: &dyn Store,
     contact_id: &str,
     id: &str,
     now: Timestamp,
-) -> StoreResult<usize> {
+) -> StoreResult<Vec<String>> {
     let owned = id.to_string();
     let edit = Box::new(move |old: Option<&[u8]>| {
         let mut places = decode(old);
@@ -67,24 +69,26 @@ pub async fn take(
         .await?;
     let places = decode(stored.as_deref());
     Ok(places
-        .iter()
+        .into_iter()
         .take_while(|p| p.id != id)
         .filter(|p| p.until > now)
-        .count())
+        .map(|p| p.id)
+        .collect())
 }
 
-/// The live places of other notifications than `id` (a dry run: nothing is taken).
+/// The notifications holding live places other than `id`'s (a dry run: nothing is taken).
 pub async fn others(
     store: &dyn Store,
     contact_id: &str,
     id: &str,
     now: Timestamp,
-) -> StoreResult<usize> {
+) -> StoreResult<Vec<String>> {
     let places = decode(store.kv_get(NAMESPACE, contact_id).await?.as_deref());
     Ok(places
-        .iter()
+        .into_iter()
         .filter(|p| p.id != id && p.until > now)
-        .count())
+        .map(|p| p.id)
+        .collect())
 }
 
 /// Gives notification `id`'s place back (its send was recorded, or it ends without a send).

@@ -182,8 +182,13 @@ pub(super) fn rules(cfg: &RetentionConfig) -> Vec<Rule> {
             prefix: namespace(super::namespaces::POLICY_MARKETING_SENDS),
             keep: day,
             kind: Kind::Records(|_, v| {
-                let times: Vec<i64> = serde_json::from_slice(v).ok()?;
-                let last = times.into_iter().max()?;
+                // Each send is its time (epoch ms), or [time, notification id] since the
+                // cap's places are fleet-wide (`policy::caps`).
+                let sends: Vec<serde_json::Value> = serde_json::from_slice(v).ok()?;
+                let last = sends
+                    .iter()
+                    .filter_map(|s| s.as_i64().or_else(|| s.get(0)?.as_i64()))
+                    .max()?;
                 chrono::DateTime::from_timestamp_millis(last)
             }),
         },

@@ -227,7 +227,7 @@ async fn guardrail_counters_and_webhook_records_are_purged_once_old() {
     let t0 = Utc::now();
     let store = store_with_contact(dir.path(), t0).await;
     let dyn_store: Arc<dyn Store> = store.clone();
-    crate::policy::caps::record(dyn_store.as_ref(), CONTACT, t0)
+    crate::policy::caps::record_sent(dyn_store.as_ref(), CONTACT, t0, Some("n-1"))
         .await
         .unwrap();
     crate::policy::tier::TierLedger::new(dyn_store.clone())
