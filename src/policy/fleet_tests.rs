@@ -15,35 +15,7 @@ use crate::model::{Consent, ConsentStatus, Contact, SkipReason};
 use crate::states::ChannelStates;
 use crate::store::Store;
 
-/// Each test, once on a fresh embedded store and once on a fresh PostgreSQL database.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sled {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = crate::store::SledStore::open(&dir.path().join("db"), 8).unwrap();
-                    super::$name(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = crate::store::postgres::testdb::TestDb::create().await;
-                    let store = crate::store::PgStore::open(&db.options(crate::store::DEFAULT_LEASE))
-                        .await
-                        .unwrap();
-                    super::$name(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+crate::store::on_both_stores!(
     a_person_reached_by_one_instance_counts_on_the_other_at_once,
     the_same_new_people_reached_by_two_instances_at_once_count_once,
     the_last_place_under_the_cap_goes_to_one_instance_only,

@@ -12,35 +12,7 @@ use super::{Availability, ChannelStates};
 use crate::model::ChannelQuality;
 use crate::store::Store;
 
-/// Each test, once on a fresh embedded store and once on a fresh PostgreSQL database.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sled {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = crate::store::SledStore::open(&dir.path().join("db"), 8).unwrap();
-                    super::$name(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = crate::store::postgres::testdb::TestDb::create().await;
-                    let store = crate::store::PgStore::open(&db.options(crate::store::DEFAULT_LEASE))
-                        .await
-                        .unwrap();
-                    super::$name(std::sync::Arc::new(store)).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+crate::store::on_both_stores!(
     a_recipient_paused_by_one_instance_waits_on_the_other,
     both_instances_show_the_fleets_counts_and_quality,
 );

@@ -11,6 +11,39 @@
 //! and a lease). [`open`] picks one from `[store]`. Both run the contract tests of `suite.rs`
 //! (`store_suite!`, `portable_suite!`).
 
+#[cfg(test)]
+/// Instantiates each named test (an `async fn(Arc<S: Store>)` of the calling module) once on a
+/// fresh embedded store and once on a fresh PostgreSQL database (`LIFEBOAT_TEST_DATABASE_URL`):
+/// the two-instances-on-one-store tests of `policy` and `states`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = crate::store::SledStore::open(&dir.path().join("db"), 8).unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::store::postgres::testdb::TestDb::create().await;
+                    let store = crate::store::PgStore::open(&db.options(crate::store::DEFAULT_LEASE))
+                        .await
+                        .unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use on_both_stores;
+
 mod group_commit;
 mod journal;
 pub mod namespaces;
