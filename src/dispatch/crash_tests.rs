@@ -76,8 +76,12 @@ impl Store for DiesAtSave {
     ) -> StoreResult<(Vec<Notification>, Option<String>)> {
         self.inner.list_notifications(query).await
     }
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
-        self.inner.claim_due(now, limit).await
+    async fn claim_lanes(
+        &self,
+        now: Timestamp,
+        limits: &crate::store::ClaimLimits,
+    ) -> StoreResult<Vec<Notification>> {
+        self.inner.claim_lanes(now, limits).await
     }
     async fn renew_claims(&self, ids: &[String], now: Timestamp) -> StoreResult<usize> {
         self.inner.renew_claims(ids, now).await

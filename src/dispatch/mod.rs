@@ -32,6 +32,46 @@ const CLAIM_BATCH: usize = 512;
 const MIN_CLAIM: usize = 64;
 /// The longest the scheduler sleeps without looking at the queue.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// After a claim that did not fill its batch, the next one waits at least this long, however
+/// often accepts wake the scheduler: while a paced backlog waits, a wake-up per accept would
+/// otherwise be a claim per accept that finds nothing it may take.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(5);
+/// The soonest the scheduler comes back for a paced channel's next slots.
+const PACED_WAKE_MIN: Duration = Duration::from_millis(20);
+
+/// What one claim may take from each lane of the queue (issue 19): from the lane of a channel
+/// that can send and is paced, only the sends its pacing allows now, so a backlog waiting on
+/// pacing stays untouched in the store (no claim, no decision, no save) until its slots come;
+/// from every other lane (not paced, or banned, disabled, restricted, not configured: their
+/// notifications fall over to the next channel) up to `limit`.
+struct Gate {
+    limits: crate::store::ClaimLimits,
+    /// When each paced lane has its next slot.
+    next_slot: Vec<(crate::store::Lane, Duration)>,
+}
+
+fn gate(ctx: &WorkerContext, now: crate::model::Timestamp, limit: usize) -> Gate {
+    use crate::model::ChannelState;
+    use crate::store::{ClaimLimits, Lane};
+    let mut limits = ClaimLimits::any(limit);
+    let mut next_slot = Vec::new();
+    for kind in lifeboat_channel::ChannelKind::ALL {
+        if ctx.registry.get(kind).is_none() {
+            continue;
+        }
+        if !matches!(
+            ctx.states.current(kind).state,
+            ChannelState::Active | ChannelState::Throttled
+        ) {
+            continue;
+        }
+        if let Some((ready, next)) = ctx.policy.claimable(kind, now) {
+            limits.lanes.insert(Lane::Channel(kind), ready);
+            next_slot.push((Lane::Channel(kind), next.to_std().unwrap_or(Duration::ZERO)));
+        }
+    }
+    Gate { limits, next_slot }
+}
 
 /// The notifications this dispatcher holds a claim on, from the claim until the worker's turn
 /// ends (its save released the claim), for the lease renewal; their number is published in
@@ -180,6 +220,7 @@ async fn schedule(
     slots: Arc<Semaphore>,
     held: Held,
 ) {
+    let mut last_round: std::time::Instant;
     loop {
         if *stopped.borrow() {
             return;
@@ -197,7 +238,10 @@ async fn schedule(
             Err(_) => return,
         };
         let limit = free.clamp(MIN_CLAIM, CLAIM_BATCH);
-        let batch = match ctx.store.claim_due(ctx.clock.now(), limit).await {
+        let now = ctx.clock.now();
+        let gate = gate(&ctx, now, limit);
+        last_round = std::time::Instant::now();
+        let batch = match ctx.store.claim_lanes(now, &gate.limits).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "claiming due notifications failed; retrying");
@@ -206,6 +250,20 @@ async fn schedule(
             }
         };
         let full = batch.len() == limit;
+        // A paced lane that gave all it was allowed may hold more: come back at its next slot.
+        let paced_wake = gate
+            .next_slot
+            .iter()
+            .filter(|(lane, _)| {
+                let allowed = gate.limits.of(*lane);
+                batch
+                    .iter()
+                    .filter(|n| crate::store::Lane::of(n) == *lane)
+                    .count()
+                    >= allowed
+            })
+            .map(|(_, next)| (*next).max(PACED_WAKE_MIN))
+            .min();
         held.add(batch.iter().map(|n| n.id.clone()));
         for n in batch {
             // At shutdown, claimed notifications not started yet keep their claim; the store
@@ -239,13 +297,20 @@ async fn schedule(
         if full {
             continue;
         }
-        let sleep = match ctx.store.next_due().await {
+        let due_in = match ctx.store.next_due().await {
             Ok(Some(due)) => due
                 .signed_duration_since(ctx.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(IDLE_POLL),
             _ => IDLE_POLL,
+        };
+        let sleep = match paced_wake {
+            // What is due now waits in a paced lane (the others gave all they had): come back
+            // at its next slot, or when woken.
+            Some(paced) if due_in.is_zero() => paced.min(IDLE_POLL),
+            Some(paced) => due_in.min(paced),
+            None => due_in,
         };
         if sleep.is_zero() {
             // Due work exists but every slot was taken: wait for a slot or a wake-up.
@@ -260,6 +325,14 @@ async fn schedule(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
             _ = stopped.changed() => {}
+        }
+        // Woken early (an accept, a worker's put-back): not more than one claim per gap.
+        let since = last_round.elapsed();
+        if since < MIN_ROUND_GAP {
+            tokio::select! {
+                _ = tokio::time::sleep(MIN_ROUND_GAP - since) => {}
+                _ = stopped.changed() => {}
+            }
         }
     }
 }

@@ -407,3 +407,74 @@ async fn two_dispatchers_on_one_store_send_each_notification_once() {
         "200 notifications, 200 sends"
     );
 }
+
+/// Issue 19: a backlog waiting on a paced channel is left in the store untouched until its
+/// turn (no claim, no decision, no save per waiting notification), the channel is sent at its
+/// configured rate, and notifications bound for another channel are not held up behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_backlog_waits_untouched_while_other_channels_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db")).await;
+    let (email, line) = (Arc::default(), Arc::default());
+    let registry = working(&[(ChannelKind::Email, &email), (ChannelKind::Line, &line)]);
+    let accepted = Utc::now();
+    ana_on(
+        store.as_ref(),
+        &[ChannelKind::Email, ChannelKind::Line],
+        accepted,
+    )
+    .await;
+    // Email is paced at 20/s by default; 600 wait for it, then 20 for LINE (2,000/s).
+    for i in 0..600 {
+        let n = notification(&format!("e{i:03}"), vec![ChannelKind::Email], accepted);
+        accept(store.as_ref(), n, accepted).await;
+    }
+    for i in 0..20 {
+        let n = notification(&format!("l{i:02}"), vec![ChannelKind::Line], accepted);
+        accept(store.as_ref(), n, accepted).await;
+    }
+    let started = std::time::Instant::now();
+    let dispatcher = Dispatcher::start(context(store.clone(), registry).await, 64, false);
+    for i in 0..20 {
+        assert_eq!(
+            wait_final(store.as_ref(), &format!("l{i:02}")).await.status,
+            Status::Sent
+        );
+    }
+    let line_done = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = email.load(Ordering::SeqCst);
+    assert!(dispatcher.shutdown(Duration::from_secs(5)).await);
+    // Of the email backlog, only what was sent (and at most one pacing window more) was
+    // ever taken up: the rest still has its accepted record, untouched.
+    let mut touched_unsent = 0;
+    for i in 0..600 {
+        let n = store
+            .get_notification(&format!("e{i:03}"))
+            .await
+            .unwrap()
+            .unwrap();
+        if n.status == Status::Queued && n.updated_at != n.created_at {
+            touched_unsent += 1;
+        }
+    }
+    eprintln!(
+        "LINE done after {line_done:?}; {sent} emails sent in {elapsed:.2}s; {touched_unsent} \
+         waiting emails were touched"
+    );
+    assert!(
+        line_done < Duration::from_secs(2),
+        "LINE's notifications waited behind email's backlog: {line_done:?}"
+    );
+    assert!(sent >= 20, "email sends at its rate: {sent}");
+    let allowed = 20.0 + 20.0 * elapsed + 1.0;
+    assert!(
+        (sent as f64) <= allowed,
+        "{sent} emails in {elapsed:.2}s, more than the 20/s pacing allows ({allowed:.0})"
+    );
+    assert!(
+        touched_unsent <= 40,
+        "{touched_unsent} of the waiting emails were claimed and put back before their turn"
+    );
+}

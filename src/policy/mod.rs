@@ -713,6 +713,25 @@ impl Policy {
     }
 
     /// The pacing rate in force on a channel (slowed after a throttle answer).
+    /// How many notifications to claim from `kind`'s lane of the queue now, and when more
+    /// may be claimable (`None`: not paced, claim freely): the sends the channel's pacing
+    /// allows now, none while this instance found the fleet's budget for the window spent.
+    pub fn claimable(
+        &self,
+        kind: ChannelKind,
+        now: Timestamp,
+    ) -> Option<(usize, chrono::Duration)> {
+        let (ready, next) = self.pacer.available(kind, now)?;
+        if let Some(until) = self
+            .shared_pacing
+            .as_ref()
+            .and_then(|s| s.spent_until(kind, now))
+        {
+            return Some((0, (until - now).max(next)));
+        }
+        Some((ready, next))
+    }
+
     pub fn rate(&self, kind: ChannelKind, now: Timestamp) -> Option<f64> {
         self.pacer.rate(kind, now)
     }

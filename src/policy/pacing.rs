@@ -178,6 +178,34 @@ impl Pacer {
         }
     }
 
+    /// How many sends `kind` can start now, and how long until the next one after those
+    /// (`None`: not paced). What the dispatcher claims from the channel's lane of the queue: a
+    /// backlog waiting on pacing stays in the store, untouched, until its slots come.
+    pub fn available(&self, kind: ChannelKind, now: Timestamp) -> Option<(usize, Duration)> {
+        let &(rate, _) = self.rates.get(&kind)?;
+        let now_us = micros(now);
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let factor = match state.slow.get(&kind) {
+            Some(&(f, until)) if until > now_us => f,
+            _ => 1.0,
+        };
+        let interval = rate.interval_us(factor).max(1);
+        let burst = rate.burst();
+        let tat = state
+            .channels
+            .get(&kind)
+            .map_or(now_us, |b| b.tat.max(now_us));
+        // A send may go at `tat - tolerance`, the next one `interval` after, and so on.
+        let first = tat - interval * (burst - 1);
+        let (ready, next) = if first > now_us {
+            (0, first - now_us)
+        } else {
+            let ready = ((now_us - first) / interval + 1).min(burst);
+            (ready, interval - (now_us - first) % interval)
+        };
+        Some((ready as usize, Duration::microseconds(next)))
+    }
+
     /// A provider asked the whole channel to slow down: halve its rate for a minute.
     pub fn slow_down(&self, kind: ChannelKind, now: Timestamp) {
         let now_us = micros(now);
@@ -312,6 +340,40 @@ mod tests {
     }
 
     #[test]
+    fn what_is_available_follows_the_bucket() {
+        let p = pacer(20.0, None);
+        let now = t0();
+        assert_eq!(
+            p.available(TG, now),
+            Some((20, ms(50))),
+            "a full bucket: one second's worth"
+        );
+        for i in 0..15 {
+            assert!(matches!(p.take(TG, "c", &i.to_string(), now), Pace::Go(_)));
+        }
+        assert_eq!(p.available(TG, now).unwrap().0, 5);
+        for i in 15..20 {
+            assert!(matches!(p.take(TG, "c", &i.to_string(), now), Pace::Go(_)));
+        }
+        assert_eq!(
+            p.available(TG, now),
+            Some((0, ms(50))),
+            "spent: the next in 50 ms"
+        );
+        assert_eq!(p.available(TG, now + ms(120)).unwrap().0, 2);
+        assert_eq!(p.available(TG, now + Duration::seconds(5)).unwrap().0, 20);
+        // Booked slots count as taken.
+        assert!(matches!(p.take(TG, "c", "late", now), Pace::WaitUntil(_)));
+        assert_eq!(p.available(TG, now + ms(50)).unwrap().0, 0);
+        assert_eq!(p.available(ChannelKind::Email, now), None, "not paced");
+        p.slow_down(TG, now);
+        assert_eq!(
+            p.available(TG, now + Duration::seconds(5)),
+            Some((20, ms(100)))
+        );
+    }
+
+    #[test]
     fn unpaced_channels_always_go() {
         let p = pacer(1.0, None);
         for i in 0..100 {
@@ -388,6 +450,21 @@ impl SharedBudget {
             rates,
             local: Mutex::new(BTreeMap::new()),
             refill: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// When `kind`'s fleet budget is next worth asking for, if this instance already found
+    /// the current window's budget spent.
+    pub fn spent_until(&self, kind: ChannelKind, now: Timestamp) -> Option<Timestamp> {
+        let &rate = self.rates.get(&kind)?;
+        let (window_ms, _) = rate.window();
+        let window = now.timestamp_millis().div_euclid(window_ms);
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        match local.get(&kind) {
+            Some(g) if g.window == window && g.spent && g.used >= g.granted => {
+                Some(from_micros((window + 1) * window_ms * 1000))
+            }
+            _ => None,
         }
     }
 

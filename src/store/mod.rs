@@ -46,6 +46,7 @@ pub(crate) use on_both_stores;
 
 mod group_commit;
 mod journal;
+pub mod lanes;
 pub mod namespaces;
 mod open;
 pub mod portable;
@@ -67,6 +68,7 @@ use crate::model::{
 
 pub use self::sled::{SledStore, DEFAULT_LEASE};
 pub use crate::config::RetentionConfig;
+pub use lanes::{ClaimLimits, Lane};
 pub use open::{open, open_idle, OpenedStore};
 pub use postgres::PgStore;
 pub use retention::{Purged, Purger};
@@ -348,7 +350,18 @@ pub trait Store: Send + Sync + 'static {
     /// lease ends, at `now + self.lease()` unless [`Store::renew_claims`] extends it, or until
     /// `save_progress` releases it. A lease that ends without its save (a crash, a stuck or
     /// lost worker) leaves the notification claimable again, as it was: at least once.
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>>;
+    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
+        self.claim_lanes(now, &ClaimLimits::any(limit)).await
+    }
+    /// [`Store::claim_due`] with a limit per lane (the lane a notification waits in is
+    /// [`Lane::of`] it, kept in step by every write that queues it): the earliest due of what
+    /// each lane may give, at most `limits.total`. The dispatcher takes from a paced channel's
+    /// lane only what the channel can send now.
+    async fn claim_lanes(
+        &self,
+        now: Timestamp,
+        limits: &ClaimLimits,
+    ) -> StoreResult<Vec<Notification>>;
     /// Extends the leases of claims this store handle holds among `ids` to `now + lease()`,
     /// and says how many it still held (a lease that had already ended and was taken by
     /// another claimer is not renewed). The dispatcher calls it for everything it holds,

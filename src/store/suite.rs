@@ -48,6 +48,7 @@ macro_rules! store_suite {
                 insert_if_absent_says_whether_it_inserted,
                 signals_edit_only_unclaimed_notifications_and_keep_one_queue_entry,
                 entries_queued_before_where_claims_scan_from_are_still_claimed,
+                a_claim_takes_from_each_lane_at_most_its_limit_earliest_first,
                 a_claim_is_never_handed_out_twice,
                 a_renewed_lease_keeps_the_claim,
                 kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix,
@@ -601,6 +602,76 @@ pub(super) async fn entries_queued_before_where_claims_scan_from_are_still_claim
     store.edit_notification("n2", edit).await.unwrap();
     assert_eq!(ids(&store.claim_due(now, 10).await.unwrap()), ["n2"]);
     assert!(store.claim_due(now, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
+
+/// The queue's lanes: each notification waits in the lane of the channel its plan tries next;
+/// a claim takes from a lane at most that lane's limit (a paced channel's backlog stays where
+/// it is, the other lanes are not held up behind it), the earliest due first across lanes, at
+/// most the total; a save that moves a notification on to another channel moves it to that
+/// channel's lane.
+pub(super) async fn a_claim_takes_from_each_lane_at_most_its_limit_earliest_first<S: Store>(
+    store: Arc<S>,
+) {
+    use super::{ClaimLimits, Lane};
+    let now = Utc::now();
+    let at = |s: i64| now - chrono::Duration::seconds(100 - s);
+    let accept = |id: String, channels: Vec<ChannelKind>, due: Timestamp| {
+        let mut n = sample_notification(&id, now);
+        n.channels = channels;
+        n.next_attempt_at = Some(due);
+        let store = store.clone();
+        async move { store.accept(plain(n), now).await.unwrap() }
+    };
+    let tg = ChannelKind::Telegram;
+    // A Telegram backlog due first, then email, then a plan that starts on WhatsApp.
+    for i in 0..20 {
+        accept(format!("t{i:02}"), vec![tg, ChannelKind::Email], at(i)).await;
+    }
+    for i in 0..3 {
+        accept(format!("e{i}"), vec![ChannelKind::Email], at(30 + i)).await;
+    }
+    accept("w0".into(), vec![ChannelKind::Whatsapp, tg], at(40)).await;
+    let limits = |telegram: usize, total: usize| ClaimLimits {
+        total,
+        lanes: [(Lane::Channel(tg), telegram)].into_iter().collect(),
+    };
+    // Two from the Telegram lane; the other lanes are not held up behind its backlog.
+    let first = store.claim_lanes(now, &limits(2, 100)).await.unwrap();
+    assert_eq!(ids(&first), ["t00", "t01", "e0", "e1", "e2", "w0"]);
+    // Nothing more from Telegram's lane while its limit is 0; the earliest first overall.
+    assert!(store
+        .claim_lanes(now, &limits(0, 100))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(&store.claim_lanes(now, &limits(5, 3)).await.unwrap()),
+        ["t02", "t03", "t04"]
+    );
+    // w0 fell over to Telegram and waits there now: it is claimed with Telegram's lane.
+    let mut w0 = first.iter().find(|n| n.id == "w0").unwrap().clone();
+    w0.cursor.index = 1;
+    w0.next_attempt_at = Some(at(1));
+    store.save_progress(&w0).await.unwrap();
+    assert_eq!(Lane::of(&w0), Lane::Channel(tg));
+    assert!(store
+        .claim_lanes(
+            now,
+            &ClaimLimits {
+                total: 100,
+                lanes: [(Lane::Channel(tg), 0)].into_iter().collect()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(&store.claim_lanes(now, &limits(2, 100)).await.unwrap()),
+        ["w0", "t05"]
+    );
+    // A plain claim takes from every lane.
+    assert_eq!(store.claim_due(now, 100).await.unwrap().len(), 14);
     assert_eq!(store.next_due().await.unwrap(), None);
 }
 

@@ -13,7 +13,7 @@ use tokio_postgres::types::Json;
 
 use super::{body, contact_lock_keys, grouped, ms, write_contacts, Fail, Result, LOCK_CONTACTS};
 use crate::model::{Contact, Notification, Timestamp};
-use crate::store::{AcceptOutcome, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
+use crate::store::{AcceptOutcome, Lane, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
 
 /// Most accepts in one transaction.
 pub(super) const MAX_GROUP: usize = 512;
@@ -238,6 +238,7 @@ async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<V
         let mut updated = Vec::with_capacity(created.len());
         let mut bodies: Vec<Json<&Notification>> = Vec::with_capacity(created.len());
         let mut dues = Vec::with_capacity(created.len());
+        let mut lanes = Vec::with_capacity(created.len());
         for &i in &created {
             let (new, at) = items[i];
             let note = &new.notification;
@@ -247,6 +248,7 @@ async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<V
             updated.push(note.updated_at);
             bodies.push(Json(note));
             dues.push(ms(note.next_attempt_at.unwrap_or(at)));
+            lanes.push(Lane::of(note).as_str());
         }
         let st_n = tx
             .prepare_cached(
@@ -256,13 +258,14 @@ async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<V
             .await?;
         let st_q = tx
             .prepare_cached(
-                "INSERT INTO queue (id, available_at) SELECT * FROM unnest($1::text[], $2::timestamptz[])",
+                "INSERT INTO queue (id, available_at, lane) \
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])",
             )
             .await?;
         // Pipelined: both go out before either answer is awaited.
         let params_n: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&ids, &contacts, &statuses, &updated, &bodies];
-        let params_q: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ids, &dues];
+        let params_q: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &dues, &lanes];
         let (a, b) = tokio::join!(tx.execute(&st_n, &params_n), tx.execute(&st_q, &params_q));
         a?;
         b?;

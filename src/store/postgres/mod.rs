@@ -51,8 +51,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Json, Type};
 
 use super::{
-    AcceptOutcome, Announcements, ContactEdit, DatabaseStatus, DbFailure, Durability, Edited,
-    KvEdit, ListQuery, NewNotification, NotificationEdit, Store, StoreError, StoreResult,
+    AcceptOutcome, Announcements, ClaimLimits, ContactEdit, DatabaseStatus, DbFailure, Durability,
+    Edited, KvEdit, Lane, ListQuery, NewNotification, NotificationEdit, Store, StoreError,
+    StoreResult,
 };
 use crate::model::{
     ChannelStatus, Consent, Contact, ContactPatch, Notification, Status, Timestamp,
@@ -705,20 +706,42 @@ impl PgStore {
         Ok(Some(contact))
     }
 
-    async fn claim_now(&self, now: Timestamp, limit: usize) -> Result<Vec<Notification>> {
+    async fn claim_now(&self, now: Timestamp, limits: &ClaimLimits) -> Result<Vec<Notification>> {
         let client = self.client().await?;
+        // Each lane's earliest due rows (its own limit, by its index), then the earliest of
+        // those up to the total. Rows a lane gave that the total leaves out are only locked
+        // until this statement's end.
         let st = client
             .prepare_cached(
                 "WITH due AS MATERIALIZED ( \
-                   SELECT id, available_at, owner FROM queue WHERE available_at <= $1 \
-                   ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                   SELECT d.id, d.available_at, d.owner \
+                   FROM unnest($5::text[], $6::int8[]) AS l(lane, n) \
+                   CROSS JOIN LATERAL ( \
+                     SELECT id, available_at, owner FROM queue \
+                     WHERE queue.lane = l.lane AND available_at <= $1 \
+                     ORDER BY available_at, id LIMIT l.n FOR UPDATE SKIP LOCKED) d \
+                   ORDER BY d.available_at, d.id LIMIT $2) \
                  UPDATE queue q SET available_at = $3, owner = $4 FROM due WHERE q.id = due.id \
                  RETURNING q.id, due.available_at, due.owner",
             )
             .await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (mut lanes, mut wants): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
+        for lane in Lane::ALL {
+            let want = limits.of(lane);
+            if want > 0 {
+                lanes.push(lane.as_str());
+                wants.push(i64::try_from(want).unwrap_or(i64::MAX));
+            }
+        }
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limits.total).unwrap_or(i64::MAX);
         let rows = client
-            .query(&st, &[&now, &limit, &self.until(now), &self.owner])
+            .query(
+                &st,
+                &[&now, &limit, &self.until(now), &self.owner, &lanes, &wants],
+            )
             .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -810,11 +833,13 @@ impl PgStore {
             Some(due) => {
                 let st = tx
                     .prepare_cached(
-                        "INSERT INTO queue (id, available_at, owner) VALUES ($1, $2, NULL) \
-                         ON CONFLICT (id) DO UPDATE SET available_at = EXCLUDED.available_at, owner = NULL",
+                        "INSERT INTO queue (id, available_at, owner, lane) VALUES ($1, $2, NULL, $3) \
+                         ON CONFLICT (id) DO UPDATE SET available_at = EXCLUDED.available_at, owner = NULL, \
+                         lane = EXCLUDED.lane",
                     )
                     .await?;
-                tx.execute(&st, &[&id, &ms(due)]).await?;
+                tx.execute(&st, &[&id, &ms(due), &Lane::of(&n).as_str()])
+                    .await?;
             }
             None => {
                 let st = tx.prepare_cached("DELETE FROM queue WHERE id = $1").await?;
@@ -1120,11 +1145,15 @@ impl Store for PgStore {
             .await
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
-        if limit == 0 {
+    async fn claim_lanes(
+        &self,
+        now: Timestamp,
+        limits: &ClaimLimits,
+    ) -> StoreResult<Vec<Notification>> {
+        if limits.total == 0 {
             return Ok(Vec::new());
         }
-        self.call("claiming due notifications", self.claim_now(now, limit))
+        self.call("claiming due notifications", self.claim_now(now, limits))
             .await
     }
 
@@ -1210,14 +1239,14 @@ impl Store for PgStore {
             let client = self.client().await?;
             let st = client
                 .prepare_cached(
-                    "SELECT available_at FROM queue WHERE owner IS NULL ORDER BY available_at LIMIT 1",
+                    "SELECT min(d.available_at) FROM unnest($1::text[]) AS l(lane) \
+                     CROSS JOIN LATERAL (SELECT available_at FROM queue \
+                       WHERE queue.lane = l.lane AND owner IS NULL \
+                       ORDER BY available_at LIMIT 1) d",
                 )
                 .await?;
-            Ok(client
-                .query_opt(&st, &[])
-                .await?
-                .map(|row| row.try_get(0))
-                .transpose()?)
+            let lanes: Vec<&str> = Lane::ALL.iter().map(|lane| lane.as_str()).collect();
+            Ok(client.query_one(&st, &[&lanes]).await?.try_get(0)?)
         })
         .await
     }

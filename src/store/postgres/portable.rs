@@ -255,10 +255,14 @@ impl PgStore {
                         if let Some(at) = queued_at {
                             let st = tx
                                 .prepare_cached(
-                                    "INSERT INTO queue (id, available_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                                    "INSERT INTO queue (id, available_at, lane) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
                                 )
                                 .await?;
-                            tx.execute(&st, &[&n.id, &ms(*at)]).await?;
+                            tx.execute(
+                                &st,
+                                &[&n.id, &ms(*at), &crate::store::Lane::of(n).as_str()],
+                            )
+                            .await?;
                         }
                         if !erased {
                             super::save::index_message_ids(&tx, std::slice::from_ref(n)).await?;

@@ -14,7 +14,7 @@ use tokio_postgres::types::Json;
 
 use super::{erase_content, grouped, ms, Result};
 use crate::model::Notification;
-use crate::store::StoreResult;
+use crate::store::{Lane, StoreResult};
 
 /// Most saves in one transaction.
 const MAX_GROUP: usize = 512;
@@ -81,7 +81,8 @@ async fn apply(pool: &Pool, group: &[Request]) -> Result<()> {
     }
 
     let mut saved: Vec<Notification> = Vec::with_capacity(ids.len());
-    let (mut requeue, mut requeue_at, mut dequeue) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut requeue, mut requeue_at, mut requeue_lane, mut dequeue) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for id in &ids {
         let mut n = last[id].clone();
         if erased.contains(*id) {
@@ -93,6 +94,7 @@ async fn apply(pool: &Pool, group: &[Request]) -> Result<()> {
                 Some(due) => {
                     requeue.push(*id);
                     requeue_at.push(ms(due));
+                    requeue_lane.push(Lane::of(&n).as_str());
                 }
                 None => dequeue.push(*id),
             }
@@ -114,9 +116,10 @@ async fn apply(pool: &Pool, group: &[Request]) -> Result<()> {
         .await?;
     let st_r = tx
         .prepare_cached(
-            "INSERT INTO queue (id, available_at, owner) \
-             SELECT id, at, NULL FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at) \
-             ON CONFLICT (id) DO UPDATE SET available_at = EXCLUDED.available_at, owner = NULL",
+            "INSERT INTO queue (id, available_at, owner, lane) \
+             SELECT id, at, NULL, lane FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS u(id, at, lane) \
+             ON CONFLICT (id) DO UPDATE SET available_at = EXCLUDED.available_at, owner = NULL, \
+             lane = EXCLUDED.lane",
         )
         .await?;
     let st_d = tx
@@ -136,7 +139,8 @@ async fn apply(pool: &Pool, group: &[Request]) -> Result<()> {
             if requeue.is_empty() {
                 Ok(0)
             } else {
-                tx.execute(&st_r, &[&requeue, &requeue_at]).await
+                tx.execute(&st_r, &[&requeue, &requeue_at, &requeue_lane])
+                    .await
             }
         },
         async {

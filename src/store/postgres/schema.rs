@@ -8,7 +8,10 @@ use super::{Fail, Target};
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order: `(version, SQL)`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_queue_lanes.sql")),
+];
 
 /// The schema version this binary writes and reads.
 pub const KNOWN_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

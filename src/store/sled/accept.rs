@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::claims::FirstQueued;
 use super::claims::ScanFrom;
-use super::keys::{decode, encode, key, queue_key};
+use super::keys::{decode, encode, key, queue_key_of};
 use super::{io, lock_stripe, write_contact, SledStore};
 use crate::model::{Contact, Notification, Status, Timestamp};
 use crate::store::journal::{self, Journal, JournalError, Stage};
@@ -120,7 +121,7 @@ impl SledStore {
                 missing.push((kkey, value));
             }
         }
-        let qkey = queue_key(stored.next_attempt_at.unwrap_or(record.at), &stored.id);
+        let qkey = queue_key_of(&stored, stored.next_attempt_at.unwrap_or(record.at));
         if !self.tree.contains_key(&qkey).map_err(io)? {
             missing.push((qkey, Vec::new()));
         }
@@ -192,7 +193,7 @@ impl Stage for AcceptStage {
         let mut writes = Vec::with_capacity(items.len() * 4);
         let mut keys = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
-        let mut first_queued: Option<Vec<u8>> = None;
+        let mut first_queued = FirstQueued::default();
         for (new, at) in items {
             match stage_accepted(
                 &self.tree,
@@ -204,10 +205,7 @@ impl Stage for AcceptStage {
             ) {
                 Ok(None) => {
                     let n = &new.notification;
-                    let qk = queue_key(n.next_attempt_at.unwrap_or(at), &n.id);
-                    if first_queued.as_ref().is_none_or(|first| qk < *first) {
-                        first_queued = Some(qk);
-                    }
+                    first_queued.note(&queue_key_of(n, n.next_attempt_at.unwrap_or(at)));
                     out.push((
                         Some(encode(&JournalRecord { new, at })),
                         Ok(AcceptOutcome::Created),
@@ -222,9 +220,7 @@ impl Stage for AcceptStage {
             .try_for_each(|(k, v)| self.tree.insert(k, v).map(drop))
         {
             Ok(()) => {
-                if let Some(first) = first_queued {
-                    self.scan_from.queued(&first);
-                }
+                self.scan_from.queued_first(&first_queued);
             }
             Err(e) => {
                 // sled failed (the disk): the whole group is answered with the error and not
@@ -320,7 +316,7 @@ fn stage_accepted(
         key("x/", &[n.contact_id.as_bytes(), n.id.as_bytes()]),
         Vec::new(),
     ));
-    writes.push((queue_key(due, &n.id), Vec::new()));
+    writes.push((queue_key_of(n, due), Vec::new()));
     // The key last: a key found in the store always has a queued notification behind it.
     writes.extend(idem_record);
     Ok(None)

@@ -5,40 +5,83 @@
 //! and start after the run of claimed ones at its head ([`ScanFrom`]). The API shows a claimed
 //! notification as `sending` until its save starts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use chrono::Utc;
 
-use super::keys::{decode, encode, key, queue_entry_due, queue_entry_id, queue_key};
+use super::keys::{
+    decode, encode, key, queue_end, queue_entry_due, queue_entry_id, queue_entry_lane, queue_key,
+    queue_key_of, queue_prefix,
+};
 use super::{io, SledStore};
 use crate::model::{Notification, Status, Timestamp};
-use crate::store::StoreResult;
+use crate::store::{ClaimLimits, Lane, StoreResult};
 
-/// Where scans of the queue start: every queue entry before this key is claimed. Claimed
-/// notifications keep their entries until their save, so without it every claim would walk
-/// past all of them again (up to `server.concurrency` and more). A claim moves it past what it
-/// finds claimed at the head of the queue; every write that queues an entry before it moves it
-/// back (after the entry is in sled, under the same lock as the claim's scan, so no entry is
-/// ever behind it unclaimed).
-pub(super) struct ScanFrom(Mutex<Vec<u8>>);
+/// Where scans of each lane of the queue start: every queue entry of the lane before this key
+/// is claimed. Claimed notifications keep their entries until their save, so without it every
+/// claim would walk past all of them again (up to `server.concurrency` and more). A claim moves
+/// it past what it finds claimed at the head of the lane; every write that queues an entry
+/// before it moves it back (after the entry is in sled, under the same lock as the claim's
+/// scan, so no entry is ever behind it unclaimed).
+pub(super) struct ScanFrom(Mutex<BTreeMap<Lane, Vec<u8>>>);
 
 impl ScanFrom {
     pub(super) fn new() -> ScanFrom {
-        ScanFrom(Mutex::new(b"q/".to_vec()))
+        ScanFrom(Mutex::new(
+            Lane::ALL
+                .into_iter()
+                .map(|lane| (lane, queue_prefix(lane).to_vec()))
+                .collect(),
+        ))
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Lane, Vec<u8>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A queue entry `k` was written: scans must see it.
     pub(super) fn queued(&self, k: &[u8]) {
         let mut from = self.lock();
-        if k < from.as_slice() {
-            *from = k.to_vec();
+        back_to(&mut from, k);
+    }
+}
+
+/// The first queue entry of each lane among a group of writes (accepts, an import), for
+/// [`ScanFrom::queued_first`].
+#[derive(Default)]
+pub(super) struct FirstQueued(BTreeMap<Lane, Vec<u8>>);
+
+impl FirstQueued {
+    pub(super) fn note(&mut self, k: &[u8]) {
+        let first = self
+            .0
+            .entry(queue_entry_lane(k))
+            .or_insert_with(|| k.to_vec());
+        if k < first.as_slice() {
+            *first = k.to_vec();
         }
+    }
+}
+
+impl ScanFrom {
+    /// A group of queue entries was written: scans must see them.
+    pub(super) fn queued_first(&self, first: &FirstQueued) {
+        let mut from = self.lock();
+        for k in first.0.values() {
+            back_to(&mut from, k);
+        }
+    }
+}
+
+/// Moves the scan start of `k`'s lane back to `k` if it is past it.
+fn back_to(from: &mut BTreeMap<Lane, Vec<u8>>, k: &[u8]) {
+    let start = from
+        .entry(queue_entry_lane(k))
+        .or_insert_with(|| b"q/".to_vec());
+    if k < start.as_slice() {
+        *start = k.to_vec();
     }
 }
 
@@ -77,7 +120,7 @@ impl SledStore {
                 let mut n: Notification = decode(&nkey, &v)?;
                 n.next_attempt_at = Some(now);
                 batch.insert(nkey, encode(&n));
-                batch.insert(queue_key(now, &id), &[][..]);
+                batch.insert(queue_key_of(&n, now), &[][..]);
                 released += 1;
             }
         }
@@ -112,10 +155,15 @@ impl SledStore {
         self.claimed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`crate::store::Store::claim_due`]: leases up to `limit` due notifications, after taking back the
-    /// leases that ended without their save.
-    pub(super) fn claim(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
-        let end = queue_key(now + chrono::Duration::milliseconds(1), "");
+    /// [`crate::store::Store::claim_lanes`]: leases the earliest due notifications, at most
+    /// what `limits` allows from each lane, after taking back the leases that ended without
+    /// their save.
+    pub(super) fn claim(
+        &self,
+        now: Timestamp,
+        limits: &ClaimLimits,
+    ) -> StoreResult<Vec<Notification>> {
+        let due_by = now + chrono::Duration::milliseconds(1);
         let until = now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
         let mut from = self.scan_from.lock();
         let mut claims = self.claims();
@@ -129,49 +177,89 @@ impl SledStore {
         for id in ended {
             if let Some(claim) = claims.remove(&id) {
                 tracing::warn!(notification = %id, "a claim's lease ended without its save; the notification is claimable again");
-                if claim.queue_key < *from {
-                    *from = claim.queue_key;
-                }
+                back_to(&mut from, &claim.queue_key);
                 self.queue_depth.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let mut claimed = Vec::new();
-        let mut orphans = sled::Batch::default();
-        let mut orphaned = false;
-        let start = from.clone();
-        // Every entry this scan passes ends up claimed (or dropped), so the start follows it.
-        // (A test clock may go back: then there is nothing before `end` to scan.)
-        let entries = if start < end {
-            Some(self.tree.range(start..end))
-        } else {
-            None
-        };
-        for item in entries.into_iter().flatten() {
-            if claimed.len() >= limit {
-                break;
+        // Each lane's due entries from its scan start, up to as many unclaimed ones as the
+        // lane may give (claimed ones are passed over). (A test clock may go back: then there
+        // is nothing before the end to scan.)
+        let mut seen: Vec<(Lane, Vec<(Vec<u8>, bool)>)> = Vec::new();
+        for lane in Lane::ALL {
+            let want = limits.of(lane);
+            let start = from
+                .get(&lane)
+                .cloned()
+                .unwrap_or_else(|| queue_prefix(lane).to_vec());
+            let end = queue_key(lane, due_by, "");
+            if want == 0 || start >= end {
+                continue;
             }
-            let (qk, _) = item.map_err(io)?;
-            let id = queue_entry_id(&qk);
-            if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry(id) {
-                match self.get::<Notification>(&key("n/", &[slot.key().as_bytes()]))? {
-                    Some(n) => {
-                        slot.insert(Claim {
-                            queue_key: qk.to_vec(),
-                            saving: false,
-                            until,
-                        });
-                        claimed.push(n);
-                    }
-                    // A queue entry without its record cannot be sent; drop it.
-                    None => {
-                        orphans.remove(qk.clone());
-                        orphaned = true;
+            let mut entries = Vec::new();
+            let mut free = 0;
+            for item in self.tree.range(start..end) {
+                let (qk, _) = item.map_err(io)?;
+                let unclaimed = !claims.contains_key(&queue_entry_id(&qk));
+                entries.push((qk.to_vec(), unclaimed));
+                if unclaimed {
+                    free += 1;
+                    if free >= want {
+                        break;
                     }
                 }
             }
-            // Just after `qk`: the smallest key greater than it.
-            *from = qk.to_vec();
-            from.push(0);
+            seen.push((lane, entries));
+        }
+        // The earliest due of those, across lanes, up to the total.
+        let mut candidates: Vec<(Option<Timestamp>, String)> = seen
+            .iter()
+            .flat_map(|(_, entries)| entries.iter())
+            .filter(|(_, unclaimed)| *unclaimed)
+            .map(|(qk, _)| (queue_entry_due(qk), queue_entry_id(qk)))
+            .collect();
+        candidates.sort();
+        candidates.truncate(limits.total);
+        let picked: HashMap<String, usize> = candidates
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (_, id))| (id, rank))
+            .collect();
+
+        let mut claimed = Vec::new();
+        let mut orphans = sled::Batch::default();
+        let mut orphaned = false;
+        for (lane, entries) in seen {
+            for (qk, unclaimed) in entries {
+                let id = queue_entry_id(&qk);
+                if unclaimed && !picked.contains_key(&id) {
+                    // Left for a later claim: the lane's scan start stays before it.
+                    break;
+                }
+                if unclaimed {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = claims.entry(id) {
+                        match self.get::<Notification>(&key("n/", &[slot.key().as_bytes()]))? {
+                            Some(n) => {
+                                slot.insert(Claim {
+                                    queue_key: qk.clone(),
+                                    saving: false,
+                                    until,
+                                });
+                                claimed.push(n);
+                            }
+                            // A queue entry without its record cannot be sent; drop it.
+                            None => {
+                                orphans.remove(qk.clone());
+                                orphaned = true;
+                            }
+                        }
+                    }
+                }
+                // Every entry passed so far is claimed (or dropped): the scan start follows,
+                // just after `qk` (the smallest key greater than it).
+                let mut next = qk;
+                next.push(0);
+                from.insert(lane, next);
+            }
         }
         if orphaned {
             // A batch takes sled's exclusive lock: only when there is something to drop.
@@ -179,6 +267,8 @@ impl SledStore {
         }
         self.queue_depth
             .fetch_sub(claimed.len() as i64, Ordering::Relaxed);
+        // Earliest due first, as the claim picked them.
+        claimed.sort_by_key(|n: &Notification| picked.get(&n.id).copied());
         Ok(claimed)
     }
 
@@ -200,13 +290,23 @@ impl SledStore {
     pub(super) fn first_unclaimed_due(&self) -> StoreResult<Option<Timestamp>> {
         let from = self.scan_from.lock();
         let claims = self.claims();
-        for item in self.tree.range(from.clone()..b"q0".to_vec()) {
-            let (k, _) = item.map_err(io)?;
-            if claims.contains_key(&queue_entry_id(&k)) {
-                continue;
+        let mut first: Option<Timestamp> = None;
+        for lane in Lane::ALL {
+            let start = from
+                .get(&lane)
+                .cloned()
+                .unwrap_or_else(|| queue_prefix(lane).to_vec());
+            for item in self.tree.range(start..queue_end(lane)) {
+                let (k, _) = item.map_err(io)?;
+                if claims.contains_key(&queue_entry_id(&k)) {
+                    continue;
+                }
+                if let Some(due) = queue_entry_due(&k) {
+                    first = Some(first.map_or(due, |f| f.min(due)));
+                }
+                break;
             }
-            return Ok(queue_entry_due(&k));
         }
-        Ok(None)
+        Ok(first)
     }
 }

@@ -8,7 +8,9 @@ use lifeboat_channel::ChannelKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::keys::{address_key, decode, encode, key, kv_key, message_index_keys, queue_key};
+use super::keys::{
+    address_key, decode, encode, key, kv_key, message_index_keys, queue_key, queue_key_of,
+};
 use super::saver::Write;
 use super::{io, SledStore};
 use crate::model::{Contact, Notification, Status, Timestamp};
@@ -111,8 +113,14 @@ impl SledStore {
                 if claim.is_some() {
                     claimed_ids.push(n.id.clone());
                 }
+                // Its entry, in its lane (or where versions before lanes wrote it).
+                let mut entries = Vec::new();
                 if let Some(due) = n.queue_due() {
-                    let qk = queue_key(due, &n.id);
+                    entries.push(queue_key_of(&n, due));
+                    entries.push(queue_key(crate::store::Lane::Other, due, &n.id));
+                    entries.dedup();
+                }
+                for qk in entries {
                     if self.tree.get(&qk).map_err(io)?.is_some() {
                         // The entry a claim was taken from is not counted in the depth;
                         // one a save already applied wrote is (or is about to be).

@@ -6,6 +6,7 @@ use lifeboat_channel::ChannelKind;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::model::{Notification, Timestamp};
+use crate::store::Lane;
 use crate::store::{StoreError, StoreResult};
 
 /// `prefix` then `parts`, separated by a 0 byte.
@@ -57,12 +58,45 @@ pub(super) fn message_index_keys(n: &Notification) -> impl Iterator<Item = Vec<u
     })
 }
 
-pub(super) fn queue_key(due: Timestamp, id: &str) -> Vec<u8> {
+/// The key prefix of a lane of the queue: `q/` for [`Lane::Other`] (the one queue of versions
+/// before lanes, whose entries stay valid there), `q<letter>/` for a channel's lane.
+pub(super) fn queue_prefix(lane: Lane) -> &'static [u8] {
+    match lane {
+        Lane::Other => b"q/",
+        Lane::Channel(ChannelKind::Whatsapp) => b"qw/",
+        Lane::Channel(ChannelKind::Telegram) => b"qt/",
+        Lane::Channel(ChannelKind::Line) => b"ql/",
+        Lane::Channel(ChannelKind::Email) => b"qe/",
+    }
+}
+
+/// Just past every key of `lane`'s range of the queue.
+pub(super) fn queue_end(lane: Lane) -> Vec<u8> {
+    let mut end = queue_prefix(lane).to_vec();
+    *end.last_mut().expect("a prefix") = b'0';
+    end
+}
+
+/// The lane whose range holds queue entry `qk`.
+pub(super) fn queue_entry_lane(qk: &[u8]) -> Lane {
+    Lane::ALL
+        .into_iter()
+        .find(|&lane| qk.starts_with(queue_prefix(lane)))
+        .unwrap_or(Lane::Other)
+}
+
+/// The queue entry of notification `id`, due at `due`, in `lane`.
+pub(super) fn queue_key(lane: Lane, due: Timestamp, id: &str) -> Vec<u8> {
     let ms = due.timestamp_millis().max(0) as u64;
-    let mut k = b"q/".to_vec();
+    let mut k = queue_prefix(lane).to_vec();
     k.extend_from_slice(&ms.to_be_bytes());
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The queue entry `n` has while it is queued at `due` (in the lane of its next channel).
+pub(super) fn queue_key_of(n: &Notification, due: Timestamp) -> Vec<u8> {
+    queue_key(Lane::of(n), due, &n.id)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(k: &[u8], v: &[u8]) -> StoreResult<T> {
@@ -84,16 +118,23 @@ pub(super) fn consent_history_prefix(contact_id: &str, channel: ChannelKind) -> 
     k
 }
 
-/// Bytes of a queue key before the notification id: `q/` and the due time (8 bytes).
-const QUEUE_ID_AT: usize = 10;
+/// Bytes of a queue key before its due time: `q/`, or `q<letter>/` in a channel's lane.
+fn queue_due_at(qk: &[u8]) -> usize {
+    if qk.get(1) == Some(&b'/') {
+        2
+    } else {
+        3
+    }
+}
 
 /// The notification id of queue entry `qk`.
 pub(super) fn queue_entry_id(qk: &[u8]) -> String {
-    String::from_utf8_lossy(&qk[QUEUE_ID_AT..]).into_owned()
+    String::from_utf8_lossy(&qk[queue_due_at(qk) + 8..]).into_owned()
 }
 
 /// When queue entry `qk` is due.
 pub(super) fn queue_entry_due(qk: &[u8]) -> Option<Timestamp> {
-    let ms: [u8; 8] = qk[2..QUEUE_ID_AT].try_into().ok()?;
+    let at = queue_due_at(qk);
+    let ms: [u8; 8] = qk.get(at..at + 8)?.try_into().ok()?;
     DateTime::from_timestamp_millis(u64::from_be_bytes(ms) as i64)
 }

@@ -8,7 +8,7 @@
 //! | `h/` | contact id, 0, channel, 0, sequence (u64 BE) | one consent change |
 //! | `n/` | notification id (UUIDv7, so time-ordered) | notification |
 //! | `x/` | contact id, 0, notification id | (index: a contact's notifications) |
-//! | `q/` | due time (ms, u64 BE), notification id | (the queue, earliest first) |
+//! | `q/`, `qw/`, `qt/`, `ql/`, `qe/` | due time (ms, u64 BE), notification id | (the queue, earliest first, one range per lane: `q/` for [`crate::store::Lane::Other`], `q<letter>/` for the lane of WhatsApp, Telegram, LINE, email) |
 //! | `f/` | notification id | queue key it was claimed from (written by versions before claims were kept in memory; released at open) |
 //! | `k/` | idempotency key | notification id, body fingerprint, time |
 //! | `s/` | channel name | channel state |
@@ -80,7 +80,7 @@ use self::keys::{address_key, decode, encode, ADDRESS_INDEX_KEY, QUEUE_DEPTH_KEY
 use self::saver::Saver;
 use super::group_commit::GroupCommit;
 use super::journal::Journal;
-use super::{StoreError, StoreResult};
+use super::{Lane, StoreError, StoreResult};
 use crate::model::Contact;
 
 pub(super) use self::accept::IdemRecord;
@@ -221,7 +221,10 @@ impl SledStore {
             Some(saved) if saved.len() == 8 => {
                 i64::from_be_bytes(saved.as_ref().try_into().expect("8 bytes"))
             }
-            _ => store.tree.scan_prefix(b"q/").count() as i64,
+            _ => Lane::ALL
+                .iter()
+                .map(|&lane| store.tree.scan_prefix(keys::queue_prefix(lane)).count() as i64)
+                .sum(),
         };
         store.queue_depth.store(depth, Ordering::Relaxed);
         store.release_stale_claims()?;

@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use lifeboat_channel::ChannelKind;
 
 use super::accept::IdemRecord;
-use super::keys::{consent_history_prefix, decode, encode, key, message_index_keys, queue_key};
+use super::claims::FirstQueued;
+use super::keys::{consent_history_prefix, decode, encode, key, message_index_keys, queue_key_of};
 use super::{io, write_contact, SledStore};
 use crate::model::{ChannelStatus, Consent, Contact, Notification};
 use crate::store::portable::{Imported, Page, Portable, Record, RecordKind};
@@ -72,7 +73,7 @@ impl SledStore {
                 let queued_at = match notification.queue_due() {
                     Some(due) => self
                         .tree
-                        .contains_key(queue_key(due, &notification.id))
+                        .contains_key(queue_key_of(&notification, due))
                         .map_err(io)?
                         .then_some(due),
                     None => None,
@@ -163,13 +164,13 @@ impl SledStore {
 
     /// [`Portable::import`] up to the flush: returns what it did, how many queue entries it
     /// wrote and the earliest of them.
-    fn import_now(&self, records: Vec<Record>) -> StoreResult<(Imported, i64, Option<Vec<u8>>)> {
+    fn import_now(&self, records: Vec<Record>) -> StoreResult<(Imported, i64, FirstQueued)> {
         let mut batch = sled::Batch::default();
         let mut done = Imported::default();
         // Keys this page writes: a record twice in one page is written once.
         let mut taken: HashSet<Vec<u8>> = HashSet::new();
         let mut queued = 0i64;
-        let mut first_queued: Option<Vec<u8>> = None;
+        let mut first_queued = FirstQueued::default();
         for record in records {
             let (main, value) = match &record {
                 Record::Contact { contact, .. } => {
@@ -240,10 +241,8 @@ impl SledStore {
                         batch.insert(mkey, n.id.as_bytes());
                     }
                     if let Some(due) = queued_at {
-                        let qk = queue_key(*due, &n.id);
-                        if first_queued.as_ref().is_none_or(|first| qk < *first) {
-                            first_queued = Some(qk.clone());
-                        }
+                        let qk = queue_key_of(n, *due);
+                        first_queued.note(&qk);
                         batch.insert(qk, &[][..]);
                         queued += 1;
                     }
@@ -273,9 +272,7 @@ impl Portable for SledStore {
     async fn import(&self, records: Vec<Record>) -> StoreResult<Imported> {
         let (done, queued, first_queued) = super::blocking(|| self.import_now(records))?;
         if done.written > 0 {
-            if let Some(qk) = first_queued {
-                self.scan_from.queued(&qk);
-            }
+            self.scan_from.queued_first(&first_queued);
             self.queue_depth.fetch_add(queued, Ordering::Relaxed);
             self.durable().await?;
         }

@@ -4,7 +4,7 @@
 use tokio::sync::oneshot;
 
 use super::erase::{erased_save, Erasing};
-use super::keys::{encode, key, message_index_keys, queue_key};
+use super::keys::{encode, key, message_index_keys, queue_key_of};
 use crate::model::Notification;
 use crate::store::threads::Joined;
 use crate::store::{StoreError, StoreResult};
@@ -115,7 +115,7 @@ pub(super) fn save_writes(
     let mut writes: Vec<Write> = Vec::with_capacity(4);
     writes.push((key("n/", &[n.id.as_bytes()]), Some(encode(n))));
     writes.extend(message_index_keys(n).map(|k| (k, Some(n.id.as_bytes().to_vec()))));
-    let requeued_at = n.queue_due().map(|due| queue_key(due, &n.id));
+    let requeued_at = n.queue_due().map(|due| queue_key_of(n, due));
     if let Some(qk) = &requeued_at {
         writes.push((qk.clone(), Some(Vec::new())));
     }

@@ -9,14 +9,14 @@ use lifeboat_channel::ChannelKind;
 
 use super::keys::{
     address_prefix, consent_history_prefix, decode, encode, key, kv_key, message_index_keys,
-    message_key, queue_key, QUEUE_DEPTH_KEY,
+    message_key, queue_key, queue_key_of, QUEUE_DEPTH_KEY,
 };
 use super::saver::save_writes;
 use super::{blocking, io, SledStore};
 use crate::model::{ChannelStatus, Consent, Contact, ContactPatch, Notification, Timestamp};
 use crate::store::{
-    AcceptOutcome, ContactEdit, Durability, Edited, KvEdit, ListQuery, NewNotification,
-    NotificationEdit, Store, StoreResult,
+    AcceptOutcome, ClaimLimits, ContactEdit, Durability, Edited, KvEdit, Lane, ListQuery,
+    NewNotification, NotificationEdit, Store, StoreResult,
 };
 
 #[async_trait]
@@ -125,8 +125,12 @@ impl Store for SledStore {
         blocking(|| self.list_notifications_now(query))
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
-        self.claim(now, limit)
+    async fn claim_lanes(
+        &self,
+        now: Timestamp,
+        limits: &ClaimLimits,
+    ) -> StoreResult<Vec<Notification>> {
+        self.claim(now, limits)
     }
 
     async fn renew_claims(&self, ids: &[String], now: Timestamp) -> StoreResult<usize> {
@@ -179,12 +183,14 @@ impl Store for SledStore {
             }
             let (before, after) = (old.queue_due(), n.queue_due());
             let mut queued_at = None;
-            if before != after {
+            if before != after || Lane::of(&old) != Lane::of(&n) {
                 if let Some(due) = before {
-                    batch.remove(queue_key(due, id));
+                    batch.remove(queue_key_of(&old, due));
+                    // An entry written before lanes existed.
+                    batch.remove(queue_key(Lane::Other, due, id));
                 }
                 if let Some(due) = after {
-                    let qk = queue_key(due, id);
+                    let qk = queue_key_of(&n, due);
                     batch.insert(qk.clone(), &[][..]);
                     queued_at = Some(qk);
                 }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use lifeboat_channel::ChannelKind;
 
 use super::accept::JournalRecord;
-use super::keys::{decode, encode, key, queue_key, ADDRESS_INDEX_KEY};
+use super::keys::{decode, encode, key, queue_key, queue_key_of, ADDRESS_INDEX_KEY};
 use super::saver::save_writes;
 use super::SledStore;
 use crate::model::{ContactPatch, Notification, Status, Timestamp};
@@ -162,7 +162,7 @@ async fn a_crash_leaves_a_claimed_notification_on_the_queue() {
         sent.status = Status::Sent;
         sent.next_attempt_at = None;
         store.save_progress(&sent).await.unwrap();
-        assert_eq!(store.tree.scan_prefix(b"q/").count(), 1);
+        assert_eq!(store.tree.scan_prefix(b"q").count(), 1);
         store.db.flush().unwrap();
         // A crash now: n1 was claimed, never saved.
     }
@@ -259,7 +259,7 @@ async fn a_record_recovered_without_its_queue_entry_is_completed_from_the_journa
 fn every_prefix_of_a_save_leaves_the_notification_queued_or_done() {
     let now = Utc::now();
     let accepted = sample_notification("n1", now);
-    let claimed_at = queue_key(now, "n1");
+    let claimed_at = queue_key_of(&accepted, now);
     let mut retry = accepted.clone();
     retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
     let mut sent = accepted.clone();
@@ -282,7 +282,7 @@ fn every_prefix_of_a_save_leaves_the_notification_queued_or_done() {
             let record: Notification = decode(b"n/n1", &tree[&key("n/", &[b"n1"])]).unwrap();
             let queued = tree
                 .keys()
-                .any(|k| k.starts_with(b"q/") && k.ends_with(b"n1"));
+                .any(|k| k.starts_with(b"q") && k.ends_with(b"n1"));
             assert!(
                 queued || record.queue_due().is_none(),
                 "after {cut} of {} writes saving {:?}, n1 is neither queued nor done",
@@ -382,4 +382,61 @@ async fn kv_records_survive_reopening() {
     );
     assert_eq!(store.kv_get("optin", "tok2").await.unwrap(), None);
     assert_eq!(store.kv_get("other", "tok1").await.unwrap(), None);
+}
+
+/// A data folder of a version before the queue's lanes: its entries are all under `q/`. They
+/// are claimed (from the `Other` lane, which no pacing holds back), and a save or an edit
+/// moves them to their channel's lane without leaving the old entry behind.
+#[tokio::test]
+async fn queue_entries_written_before_lanes_are_claimed_and_moved_on() {
+    use crate::store::{ClaimLimits, Lane};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let now = Utc::now();
+    {
+        let store = SledStore::open(&path, 8).unwrap();
+        for id in ["old1", "old2"] {
+            let n = sample_notification(id, now);
+            assert_ne!(Lane::of(&n), Lane::Other);
+            store
+                .tree
+                .insert(key("n/", &[id.as_bytes()]), encode(&n))
+                .unwrap();
+            store
+                .tree
+                .insert(queue_key(Lane::Other, now, id), Vec::<u8>::new())
+                .unwrap();
+        }
+        store.db.flush().unwrap();
+    }
+    let store = reopen(&path).await;
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    let every_channel_held = ClaimLimits {
+        total: 10,
+        lanes: Lane::ALL
+            .into_iter()
+            .filter(|lane| *lane != Lane::Other)
+            .map(|lane| (lane, 0))
+            .collect(),
+    };
+    let claimed = store.claim_lanes(now, &every_channel_held).await.unwrap();
+    assert_eq!(
+        claimed.len(),
+        2,
+        "old entries are not stranded behind a lane's limit"
+    );
+    let mut retry = claimed[0].clone();
+    retry.next_attempt_at = Some(now + chrono::Duration::seconds(30));
+    store.save_progress(&retry).await.unwrap();
+    let entries: Vec<Vec<u8>> = store
+        .tree
+        .scan_prefix(b"q")
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .filter(|k| k.ends_with(retry.id.as_bytes()))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![queue_key_of(&retry, now + chrono::Duration::seconds(30))]
+    );
 }
