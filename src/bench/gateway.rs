@@ -29,6 +29,11 @@ pub(super) struct Place {
 }
 
 impl Place {
+    /// A delivering sandbox paced at the providers' rates.
+    pub(super) async fn start_paced(&self) -> Result<Gateway, String> {
+        Gateway::start_paced(&self.dir, self.db.as_ref()).await
+    }
+
     pub(super) async fn start(&self, hold: bool) -> Result<Gateway, String> {
         Gateway::start(&self.dir, self.db.as_ref(), hold).await
     }
@@ -66,6 +71,23 @@ impl Gateway {
         hold: bool,
         extra: &[&str],
     ) -> Result<Gateway, String> {
+        let mut args = vec!["--unpaced"];
+        args.extend_from_slice(extra);
+        Self::spawn(data, db, hold, &args).await
+    }
+
+    /// A delivering sandbox whose channels are paced at the providers' real rates (the
+    /// default of `lifeboat sandbox`), without events endpoints.
+    pub(super) async fn start_paced(data: &Path, db: Option<&BenchDb>) -> Result<Gateway, String> {
+        Self::spawn(data, db, false, &["--events-off"]).await
+    }
+
+    async fn spawn(
+        data: &Path,
+        db: Option<&BenchDb>,
+        hold: bool,
+        extra: &[&str],
+    ) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = Command::new(exe);
         // The database's URL through the environment: a command line is visible to every user.
@@ -73,7 +95,7 @@ impl Gateway {
             Some(db) => cmd.env("LIFEBOAT_SANDBOX_STORE_URL", db.url().expose_secret()),
             None => cmd.env_remove("LIFEBOAT_SANDBOX_STORE_URL"),
         };
-        cmd.args(["sandbox", "--unpaced", "--listen", "127.0.0.1:0", "--data"])
+        cmd.args(["sandbox", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

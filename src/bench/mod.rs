@@ -10,7 +10,10 @@
 //! 1. **no-op and accept** (a sandbox holding deliveries, so the accept path is measured
 //!    alone): `GET /healthz` and `POST /v1/notifications` from `--clients` keep-alive
 //!    connections for `--duration`; every accept must answer 202. The accept rate is also
-//!    given as a ratio to the no-op rate: the machine's HTTP ceiling.
+//!    given as a ratio to the no-op rate: the machine's HTTP ceiling. (Run after phase 2:)
+//!    **accept with the dispatcher at work** ([`phases::dispatching`]), as a real gateway
+//!    runs: (a) channels paced at the providers' rates, so the queue grows, then the CPU while
+//!    `--queued` notifications wait on pacing; (b) every channel sending.
 //! 2. **memory and restart** (same sandbox): accept more until `--queued` notifications wait
 //!    in the queue; peak RSS and bytes on disk per queued notification; then SIGTERM and a
 //!    fresh start on the same data: time until `/readyz` answers and until the first send.
@@ -106,6 +109,10 @@ pub struct BenchArgs {
     /// failover figures are added (needs `--store`: the embedded store is one process's).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub instances: u8,
+    /// Only the accept phases with the dispatcher at work (paced, and every channel
+    /// sending): the figures of issue 19 without the rest.
+    #[arg(long)]
+    pub dispatching_only: bool,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -194,6 +201,11 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         }
     };
 
+    if args.dispatching_only {
+        dispatching_phases(&args, duration, &place, &mut figures).await?;
+        return Ok((figures, args.json));
+    }
+
     // 0. The store alone, in this process, before any gateway runs.
     let store_count = args.deliveries.saturating_mul(2).max(1);
     eprintln!("bench: the store alone ({store_count} notifications)");
@@ -234,6 +246,9 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     figures["restart"] = restart;
     figures["backlog"] = backlog;
 
+    // 1a, 1b. Accept with the dispatcher at work.
+    dispatching_phases(&args, duration, &place, &mut figures).await?;
+
     // 3. Delivery.
     eprintln!("bench: delivering {} notifications", args.deliveries);
     let live = place("live").await?;
@@ -269,4 +284,41 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         .await?;
     }
     Ok((figures, args.json))
+}
+
+/// Phases 1a and 1b: accept with the dispatcher at work, paced at the providers' rates (the
+/// queue grows; then the CPU while `--queued` notifications wait on pacing), and with every
+/// channel sending (accept and delivery share the cores).
+async fn dispatching_phases<F, Fut>(
+    args: &BenchArgs,
+    duration: std::time::Duration,
+    place: &F,
+    figures: &mut Value,
+) -> Result<(), String>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = Result<Place, String>>,
+{
+    eprintln!(
+        "bench: accept with the dispatcher at work, paced ({} clients, {}s)",
+        args.clients,
+        duration.as_secs_f64()
+    );
+    let paced = place("paced").await?;
+    let gw = paced.start_paced().await?;
+    gw.setup_contact().await?;
+    figures["accept_paced"] =
+        phases::dispatching(&gw, args.clients, duration, Some(args.queued)).await?;
+    drop(gw);
+    drop(paced);
+    eprintln!(
+        "bench: accept with the dispatcher at work, every channel sending ({} clients, {}s)",
+        args.clients,
+        duration.as_secs_f64()
+    );
+    let sending = place("sending").await?;
+    let gw = sending.start(false).await?;
+    gw.setup_contact().await?;
+    figures["accept_sending"] = phases::dispatching(&gw, args.clients, duration, None).await?;
+    Ok(())
 }

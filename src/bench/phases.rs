@@ -193,6 +193,79 @@ pub(super) async fn delivery(gw: &Gateway, clients: usize, count: u64) -> Result
     }))
 }
 
+/// Accept with the dispatcher at work (issue 19): `POST /v1/notifications` from `clients`
+/// connections for `duration` while the gateway delivers, as every real gateway runs. With a
+/// `paced` sandbox (channels paced at the providers' rates: WhatsApp 80/s) the queue grows:
+/// then the backlog is topped up to `wait` notifications and the gateway's CPU is read for
+/// 5 s while they wait on pacing (% of one core), with WhatsApp's sends per second meanwhile.
+/// Unpaced, every channel can send, so accept and delivery share the cores.
+pub(super) async fn dispatching(
+    gw: &Gateway,
+    clients: usize,
+    duration: Duration,
+    wait: Option<u64>,
+) -> Result<Value, String> {
+    let (cpu0, sent0, t0) = (
+        gw.cpu_time(),
+        gw.received_count("whatsapp").await?,
+        Instant::now(),
+    );
+    let posted = load_phase(gw, clients, Until::Elapsed(duration), false, "dispatching", None).await;
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let sent = gw.received_count("whatsapp").await?.saturating_sub(sent0);
+    let cpu = gw.cpu_time().saturating_sub(cpu0);
+    let mut figures = json!({
+        "per_sec": posted.rate().round(), "p50_ms": ms(posted.percentile(0.5)), "p99_ms": ms(posted.percentile(0.99)),
+        "errors": posted.errors, "accepted": posted.ok,
+        "whatsapp_sends_per_sec": (sent as f64 / secs).round(),
+        "gateway_cpu_us": cpu_us_per_request(cpu, posted.ok),
+    });
+    let Some(wait) = wait else {
+        return Ok(figures);
+    };
+    let depth = || async {
+        Ok::<u64, String>(
+            gw.expect("GET", "/readyz", API_KEY, None).await?["queue_depth"]
+                .as_u64()
+                .unwrap_or(0),
+        )
+    };
+    let waiting = depth().await?;
+    if wait > waiting {
+        eprintln!("bench: topping the paced backlog up to {wait} notifications");
+        let more = load_phase(
+            gw,
+            clients,
+            Until::Count(wait - waiting),
+            false,
+            "waiting",
+            None,
+        )
+        .await;
+        if more.errors > 0 {
+            return Err(format!("{} accepts failed while topping up", more.errors));
+        }
+    }
+    // Settle (the last accepts' wake-ups), then read the CPU of the waiting gateway.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = depth().await?;
+    let (cpu0, sent0, t0) = (
+        gw.cpu_time(),
+        gw.received_count("whatsapp").await?,
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = gw.cpu_time().saturating_sub(cpu0);
+    let sent = gw.received_count("whatsapp").await?.saturating_sub(sent0);
+    figures["waiting"] = json!({
+        "queued": waiting,
+        "cpu_percent_of_a_core": (cpu.as_secs_f64() / secs * 1000.0).round() / 10.0,
+        "whatsapp_sends_per_sec": (sent as f64 / secs).round(),
+    });
+    Ok(figures)
+}
+
 /// When the simulated provider received each `delivery <n>` message, by `n`.
 fn receipts(received: &Value) -> HashMap<u64, DateTime<Utc>> {
     received
