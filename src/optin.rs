@@ -83,6 +83,7 @@ pub async fn find(store: &dyn Store, token: &str) -> Result<Option<OptinToken>, 
 /// with the token's scopes, recording `source` and `evidence` in the consent history.
 pub async fn redeem(
     store: &dyn Store,
+    events: Option<&crate::events::Events>,
     token: &str,
     channel: ChannelKind,
     address: &str,
@@ -112,10 +113,11 @@ pub async fn redeem(
     if bound.is_none() {
         return Err(RedeemError::ContactGone);
     }
-    store
-        .set_consent(
-            &record.contact_id,
-            channel,
+    crate::events::set_consent(
+        events,
+        store,
+        &record.contact_id,
+        channel,
             Consent {
                 status: ConsentStatus::Granted,
                 scopes: record.scopes.clone(),
@@ -160,6 +162,7 @@ mod tests {
 
         let (contact, _) = redeem(
             &store,
+            None,
             &token,
             ChannelKind::Telegram,
             "5551234",
@@ -181,6 +184,7 @@ mod tests {
         assert!(matches!(
             redeem(
                 &store,
+                None,
                 &token,
                 ChannelKind::Line,
                 "U1",
@@ -194,6 +198,7 @@ mod tests {
         assert!(matches!(
             redeem(
                 &store,
+                None,
                 "AAAAAAAAAAAAAAAAAAAAAAAA",
                 ChannelKind::Line,
                 "U1",

@@ -214,15 +214,11 @@ pub async fn put_consent(
     let kind = parse_channel(&channel)?;
     let consent = body.into_consent(state.clock.now())?;
     match state
-        .store
-        .set_consent(contact_id.as_str(), kind, consent)
+        .events
+        .set_consent(state.store.as_ref(), contact_id.as_str(), kind, consent)
         .await?
     {
         Some(record) => {
-            state
-                .events
-                .consent_changed(contact_id.as_str(), kind, &record)
-                .await;
             Ok(Json(json!({
                 "contact_id": contact_id,
                 "channel": kind,

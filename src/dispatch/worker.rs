@@ -456,8 +456,9 @@ pub(crate) async fn revoke(
                 (status, scopes)
             }
         };
-        let done = store
+        let done = events
             .set_consent(
+                store,
                 &holder.id,
                 kind,
                 Consent {
@@ -469,9 +470,8 @@ pub(crate) async fn revoke(
                 },
             )
             .await?;
-        if let Some(consent) = done {
+        if done.is_some() {
             tracing::info!(contact = %holder.id, channel = %kind, "consent revoked by a provider signal");
-            events.consent_changed(&holder.id, kind, &consent).await;
         }
     }
     crate::policy::risk::signal(store, kind, &source, now).await?;
