@@ -81,6 +81,7 @@ pub async fn find(store: &dyn Store, token: &str) -> Result<Option<OptinToken>, 
 
 /// Redeems `token` on `channel`: binds `address` to the token's contact and grants consent
 /// with the token's scopes, recording `source` and `evidence` in the consent history.
+#[allow(clippy::too_many_arguments)]
 pub async fn redeem(
     store: &dyn Store,
     events: Option<&crate::events::Events>,
@@ -118,15 +119,15 @@ pub async fn redeem(
         store,
         &record.contact_id,
         channel,
-            Consent {
-                status: ConsentStatus::Granted,
-                scopes: record.scopes.clone(),
-                source: source.to_string(),
-                evidence: Some(evidence),
-                at: now,
-            },
-        )
-        .await?;
+        Consent {
+            status: ConsentStatus::Granted,
+            scopes: record.scopes.clone(),
+            source: source.to_string(),
+            evidence: Some(evidence),
+            at: now,
+        },
+    )
+    .await?;
     let contact = store
         .get_contact(&record.contact_id)
         .await?

@@ -218,18 +218,16 @@ pub async fn put_consent(
         .set_consent(state.store.as_ref(), contact_id.as_str(), kind, consent)
         .await?
     {
-        Some(record) => {
-            Ok(Json(json!({
-                "contact_id": contact_id,
-                "channel": kind,
-                "status": record.status,
-                "scopes": record.scopes,
-                "source": record.source,
-                "evidence": record.evidence,
-                "at": record.at,
-            }))
-            .into_response())
-        }
+        Some(record) => Ok(Json(json!({
+            "contact_id": contact_id,
+            "channel": kind,
+            "status": record.status,
+            "scopes": record.scopes,
+            "source": record.source,
+            "evidence": record.evidence,
+            "at": record.at,
+        }))
+        .into_response()),
         None => Err(ApiError::not_found(format!(
             "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} first"
         ))),

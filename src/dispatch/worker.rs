@@ -56,7 +56,7 @@ pub struct WorkerContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The guardrails: decides, with the channel state, whether a channel is tried now.
     pub policy: Arc<crate::policy::Policy>,
-    /// Records the turn's events for the app's endpoints, after the turn's save.
+    /// Stages the turn's events for the app's endpoints before the turn's save, releases them after.
     pub events: Arc<crate::events::Events>,
 }
 

@@ -422,8 +422,7 @@ async fn a_consent_event_of_a_failed_save_is_never_delivered(inner: Arc<dyn Stor
             assert!(saved.is_err(), "the save failed");
         }
     };
-    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies))
-        .await;
+    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies)).await;
     // No contact: nothing saved, no event.
     let events = events_on(inner.clone(), chrono::Duration::zero());
     assert!(events
@@ -468,8 +467,7 @@ async fn a_state_event_of_a_failed_save_is_never_delivered(inner: Arc<dyn Store>
             assert!(states.disable(WA, "x").await.is_err(), "the save failed");
         }
     };
-    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies))
-        .await;
+    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies)).await;
 }
 
 /// `n1`, sent on WhatsApp as message `wamid.A`, saved in `inner`.
@@ -570,8 +568,7 @@ async fn a_receipt_event_of_a_failed_save_is_never_delivered(inner: Arc<dyn Stor
             );
         }
     };
-    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies))
-        .await;
+    assert_failed_save_leaves_no_event(&inner, fail(Then::Fails), fail(Then::FailsAndDies)).await;
     assert_eq!(
         inner.get_notification("n1").await.unwrap().unwrap().status,
         Status::Sent

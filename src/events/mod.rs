@@ -6,10 +6,13 @@
 //! [`namespaces::EVENT_DUE`], keyed `{endpoint}/{due ms, 13 digits}/{event id}`, which the
 //! endpoint's worker scans in due order. The record is written first (durably), its due
 //! entries after it (relaxed): the dispatcher writes a turn's records before the turn's save
-//! and their due entries after it ([`Events::stage`], [`Events::release`]); a state change
-//! or a consent change writes both after its own save. A pending delivery whose due entry a
-//! crash lost is made due again by the sweep ([`sweep`]: at start and every 10 minutes). A
-//! write that fails is logged and never fails the send or the request that caused it.
+//! and their due entries after it ([`Events::stage`], [`Events::release`]); a state change,
+//! a consent change and a WhatsApp receipt likewise around their own save, with the change
+//! named in the record ([`Events::stage_change`], [`Change`]) and the record deleted if the
+//! save fails ([`Events::discard`]). A pending delivery whose due entry a crash lost is made
+//! due again by the sweep ([`sweep`]: at start and every 10 minutes), the event of a change
+//! only once the store shows the change saved. A write that fails is logged and never fails
+//! the send or the request that caused it.
 //!
 //! **Delivery** ([`deliver`]): one worker task per endpoint, at most `events.concurrency`
 //! deliveries in flight each, a 10 s timeout, a backoff per event (`retry_first` doubling up to
@@ -853,7 +856,11 @@ pub async fn set_consent(
     consent: Consent,
 ) -> StoreResult<Option<Consent>> {
     match events {
-        Some(events) => events.set_consent(store, contact_id, channel, consent).await,
+        Some(events) => {
+            events
+                .set_consent(store, contact_id, channel, consent)
+                .await
+        }
         None => store.set_consent(contact_id, channel, consent).await,
     }
 }
@@ -921,6 +928,6 @@ pub fn turn_events(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,11 @@
 //! ever find. At start, and every [`SWEEP_EVERY`] after (another instance on the store may be
 //! the one that crashed), each pending delivery to a configured endpoint whose due entry is
 //! missing gets it back, durably. The periodic sweeps leave records younger than [`GRACE`] to
-//! the live writer about to make them due; the one at start takes every record. The sweep reads the `events` namespace in pages with a
+//! the live writer about to make them due; the one at start takes every record. The event of
+//! a change saved apart from it (a state, a consent, a receipt: `super::Change`) is made due
+//! only once the store shows that change saved, and deleted once [`DISCARD_AFTER`] has
+//! passed without (its save failed and the process died before deleting it, or the process
+//! died before the save). The sweep reads the `events` namespace in pages with a
 //! short pause between them (retention keeps it to about a week of events); a record whose
 //! deliveries all ended costs only its parse.
 

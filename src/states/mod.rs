@@ -744,7 +744,14 @@ impl ChannelStates {
         let staged = match (&self.events, &change) {
             (Some(events), Some(c)) => Some(
                 events
-                    .stage_state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
+                    .stage_state_changed(
+                        c.channel,
+                        c.from,
+                        c.to,
+                        c.reason.as_deref(),
+                        c.until,
+                        c.at,
+                    )
                     .await,
             ),
             _ => None,

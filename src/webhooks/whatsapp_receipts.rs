@@ -258,15 +258,13 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
     // does not apply it): a crash after the edit cannot lose it, and Meta's redelivery of the
     // receipt would not bring it back (the receipt is applied by then).
     let staged = match &pending.change {
-        Change::Receipt(to) if state.events.enabled() => {
-            match store.get_notification(&id).await? {
-                Some(mut n) => match n.record_receipt(WA, &pending.wamid, *to, now) {
-                    true => Some(state.events.stage_receipt(&n, WA, &pending.wamid).await),
-                    false => None,
-                },
-                None => None,
-            }
-        }
+        Change::Receipt(to) if state.events.enabled() => match store.get_notification(&id).await? {
+            Some(mut n) => match n.record_receipt(WA, &pending.wamid, *to, now) {
+                true => Some(state.events.stage_receipt(&n, WA, &pending.wamid).await),
+                false => None,
+            },
+            None => None,
+        },
         _ => None,
     };
     let discard = |staged: Option<crate::events::Staged>| async {
