@@ -409,14 +409,19 @@ impl Events {
         if staged.due.is_empty() {
             return;
         }
-        for key in &staged.due {
-            if let Err(e) = self
-                .store
-                .kv_put_relaxed(namespaces::EVENT_DUE, key, b"")
-                .await
-            {
-                tracing::error!(error = %crate::store::error_chain(&e), "making an event due failed; the next sweep will");
-            }
+        // One write for all of them (one statement on PostgreSQL): each endpoint configured
+        // must not cost the caller (a notification worker) another round trip.
+        let due: Vec<(String, Vec<u8>)> = staged
+            .due
+            .into_iter()
+            .map(|key| (key, Vec::new()))
+            .collect();
+        if let Err(e) = self
+            .store
+            .kv_put_many_relaxed(namespaces::EVENT_DUE, &due)
+            .await
+        {
+            tracing::error!(error = %crate::store::error_chain(&e), "making events due failed; the next sweep will");
         }
         for w in &self.wake {
             w.notify_one();
