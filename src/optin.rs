@@ -81,8 +81,10 @@ pub async fn find(store: &dyn Store, token: &str) -> Result<Option<OptinToken>, 
 
 /// Redeems `token` on `channel`: binds `address` to the token's contact and grants consent
 /// with the token's scopes, recording `source` and `evidence` in the consent history.
+#[allow(clippy::too_many_arguments)]
 pub async fn redeem(
     store: &dyn Store,
+    events: Option<&crate::events::Events>,
     token: &str,
     channel: ChannelKind,
     address: &str,
@@ -112,19 +114,20 @@ pub async fn redeem(
     if bound.is_none() {
         return Err(RedeemError::ContactGone);
     }
-    store
-        .set_consent(
-            &record.contact_id,
-            channel,
-            Consent {
-                status: ConsentStatus::Granted,
-                scopes: record.scopes.clone(),
-                source: source.to_string(),
-                evidence: Some(evidence),
-                at: now,
-            },
-        )
-        .await?;
+    crate::events::set_consent(
+        events,
+        store,
+        &record.contact_id,
+        channel,
+        Consent {
+            status: ConsentStatus::Granted,
+            scopes: record.scopes.clone(),
+            source: source.to_string(),
+            evidence: Some(evidence),
+            at: now,
+        },
+    )
+    .await?;
     let contact = store
         .get_contact(&record.contact_id)
         .await?
@@ -160,6 +163,7 @@ mod tests {
 
         let (contact, _) = redeem(
             &store,
+            None,
             &token,
             ChannelKind::Telegram,
             "5551234",
@@ -181,6 +185,7 @@ mod tests {
         assert!(matches!(
             redeem(
                 &store,
+                None,
                 &token,
                 ChannelKind::Line,
                 "U1",
@@ -194,6 +199,7 @@ mod tests {
         assert!(matches!(
             redeem(
                 &store,
+                None,
                 "AAAAAAAAAAAAAAAAAAAAAAAA",
                 ChannelKind::Line,
                 "U1",

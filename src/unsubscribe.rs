@@ -244,8 +244,10 @@ async fn unsubscribe(
             } else {
                 ConsentStatus::Granted
             };
-            if let Some(consent) = store
+            state
+                .events
                 .set_consent(
+                    store,
                     &holder.id,
                     ChannelKind::Email,
                     Consent {
@@ -256,13 +258,7 @@ async fn unsubscribe(
                         at: now,
                     },
                 )
-                .await?
-            {
-                state
-                    .events
-                    .consent_changed(&holder.id, ChannelKind::Email, &consent)
-                    .await;
-            }
+                .await?;
             removed = true;
             tracing::info!(contact = %holder.id, evidence, "email marketing unsubscribed");
         }

@@ -214,26 +214,20 @@ pub async fn put_consent(
     let kind = parse_channel(&channel)?;
     let consent = body.into_consent(state.clock.now())?;
     match state
-        .store
-        .set_consent(contact_id.as_str(), kind, consent)
+        .events
+        .set_consent(state.store.as_ref(), contact_id.as_str(), kind, consent)
         .await?
     {
-        Some(record) => {
-            state
-                .events
-                .consent_changed(contact_id.as_str(), kind, &record)
-                .await;
-            Ok(Json(json!({
-                "contact_id": contact_id,
-                "channel": kind,
-                "status": record.status,
-                "scopes": record.scopes,
-                "source": record.source,
-                "evidence": record.evidence,
-                "at": record.at,
-            }))
-            .into_response())
-        }
+        Some(record) => Ok(Json(json!({
+            "contact_id": contact_id,
+            "channel": kind,
+            "status": record.status,
+            "scopes": record.scopes,
+            "source": record.source,
+            "evidence": record.evidence,
+            "at": record.at,
+        }))
+        .into_response()),
         None => Err(ApiError::not_found(format!(
             "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} first"
         ))),

@@ -267,8 +267,13 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "bench: events, {} notifications per setup (no endpoint, live, live + dead)",
         args.failover
     );
-    figures["events"] =
-        phases::events(&tmp.path().join("events"), args.clients, args.failover).await?;
+    figures["events"] = phases::events(
+        &tmp.path().join("events"),
+        server.as_ref(),
+        args.clients,
+        args.failover,
+    )
+    .await?;
 
     // 6. Two instances on one database.
     if let (2, Some(server)) = (args.instances, &server) {

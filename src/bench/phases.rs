@@ -403,8 +403,11 @@ pub(super) async fn dead_endpoint() -> Result<(String, tokio::task::JoinHandle<(
 /// Delivery with events: `count` notifications on a fresh sandbox for each of no endpoint,
 /// the sandbox's own (live) receiver, and that receiver plus an endpoint that never answers.
 /// Sends per second for each, and how many events the live receiver got.
+/// With `server` (`--store`), each setup on a database of its own, as the other phases: the
+/// embedded store otherwise.
 pub(super) async fn events(
     dir: &std::path::Path,
+    server: Option<&secrecy::SecretString>,
     clients: usize,
     count: u64,
 ) -> Result<Value, String> {
@@ -419,7 +422,11 @@ pub(super) async fn events(
         ),
     ];
     for (name, args) in setups {
-        let gw = Gateway::start_with(&dir.join(name), None, false, &args).await?;
+        let db = match server {
+            Some(server) => Some(super::pg::BenchDb::create(server).await?),
+            None => None,
+        };
+        let gw = Gateway::start_with(&dir.join(name), db.as_ref(), false, &args).await?;
         gw.setup_contact().await?;
         let figures = delivery(&gw, clients, count).await?;
         let events = gw
@@ -431,6 +438,7 @@ pub(super) async fn events(
             "events_received_by_live_endpoint": events.as_array().map_or(0, |e| e.len()),
         });
         drop(gw);
+        drop(db);
     }
     dead.abort();
     let rate = |k: &str| out[k]["per_sec"].as_f64().unwrap_or(0.0);

@@ -56,7 +56,7 @@ pub struct WorkerContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The guardrails: decides, with the channel state, whether a channel is tried now.
     pub policy: Arc<crate::policy::Policy>,
-    /// Records the turn's events for the app's endpoints, after the turn's save.
+    /// Stages the turn's events for the app's endpoints before the turn's save, releases them after.
     pub events: Arc<crate::events::Events>,
 }
 
@@ -456,8 +456,9 @@ pub(crate) async fn revoke(
                 (status, scopes)
             }
         };
-        let done = store
+        let done = events
             .set_consent(
+                store,
                 &holder.id,
                 kind,
                 Consent {
@@ -469,9 +470,8 @@ pub(crate) async fn revoke(
                 },
             )
             .await?;
-        if let Some(consent) = done {
+        if done.is_some() {
             tracing::info!(contact = %holder.id, channel = %kind, "consent revoked by a provider signal");
-            events.consent_changed(&holder.id, kind, &consent).await;
         }
     }
     crate::policy::risk::signal(store, kind, &source, now).await?;

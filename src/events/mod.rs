@@ -6,10 +6,13 @@
 //! [`namespaces::EVENT_DUE`], keyed `{endpoint}/{due ms, 13 digits}/{event id}`, which the
 //! endpoint's worker scans in due order. The record is written first (durably), its due
 //! entries after it (relaxed): the dispatcher writes a turn's records before the turn's save
-//! and their due entries after it ([`Events::stage`], [`Events::release`]); a state change
-//! or a consent change writes both after its own save. A pending delivery whose due entry a
-//! crash lost is made due again by the sweep ([`sweep`]: at start and every 10 minutes). A
-//! write that fails is logged and never fails the send or the request that caused it.
+//! and their due entries after it ([`Events::stage`], [`Events::release`]); a state change,
+//! a consent change and a WhatsApp receipt likewise around their own save, with the change
+//! named in the record ([`Events::stage_change`], [`Change`]) and the record deleted if the
+//! save fails ([`Events::discard`]). A pending delivery whose due entry a crash lost is made
+//! due again by the sweep ([`sweep`]: at start and every 10 minutes), the event of a change
+//! only once the store shows the change saved. A write that fails is logged and never fails
+//! the send or the request that caused it.
 //!
 //! **Delivery** ([`deliver`]): one worker task per endpoint, at most `events.concurrency`
 //! deliveries in flight each, a 10 s timeout, a backoff per event (`retry_first` doubling up to
@@ -180,6 +183,46 @@ pub struct Record {
     /// `None` while one is pending (never purged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_at: Option<Timestamp>,
+    /// The change this event reports, when the event was staged before that change's own
+    /// save ([`Events::stage_change`]): the sweep makes such a record due only once the store
+    /// shows the change saved, and drops it once [`sweep::DISCARD_AFTER`] has passed without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+/// A change saved apart from its event: what the store holds once it is saved
+/// ([`Events::saved`]). Staged with the event before the save, so that the sweep can tell a
+/// change saved by a process that died before it made the event due (deliver it) from one
+/// whose save failed or never came (drop it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A channel's state moved at `at`: saved once its stored status moved at `at` or later
+    /// (`since`; a later move can only follow a saved one, or stand for it).
+    State { channel: ChannelKind, at: Timestamp },
+    /// A contact's consent on `channel`: saved once the consent history holds a record whose
+    /// SHA-256 (of its JSON) is `digest` (the history is appended with the consent, atomically;
+    /// the digest keeps the evidence out of the event's record).
+    Consent {
+        contact_id: String,
+        channel: ChannelKind,
+        digest: String,
+    },
+    /// A WhatsApp receipt: saved once the attempt that carried message `message_id` shows
+    /// `status` (`delivered` or `read`) or `read`.
+    Receipt {
+        notification_id: String,
+        channel: ChannelKind,
+        message_id: String,
+        status: Status,
+    },
+}
+
+/// The digest a [`Change::Consent`] holds.
+fn consent_digest(consent: &Consent) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(consent).expect("a consent serializes"),
+    ))
 }
 
 impl Record {
@@ -351,7 +394,7 @@ impl Events {
         if events.is_empty() || !self.enabled() {
             return Staged::default();
         }
-        match self.try_stage(events).await {
+        match self.try_stage(events, None).await {
             Ok(staged) => staged,
             Err(e) => {
                 tracing::error!(error = %crate::store::error_chain(&e), "recording events failed; they will not be delivered");
@@ -366,23 +409,99 @@ impl Events {
         if staged.due.is_empty() {
             return;
         }
-        for key in &staged.due {
-            if let Err(e) = self
-                .store
-                .kv_put_relaxed(namespaces::EVENT_DUE, key, b"")
-                .await
-            {
-                tracing::error!(error = %crate::store::error_chain(&e), "making an event due failed; the next sweep will");
-            }
+        // One write for all of them (one statement on PostgreSQL): each endpoint configured
+        // must not cost the caller (a notification worker) another round trip.
+        let due: Vec<(String, Vec<u8>)> = staged
+            .due
+            .into_iter()
+            .map(|key| (key, Vec::new()))
+            .collect();
+        if let Err(e) = self
+            .store
+            .kv_put_many_relaxed(namespaces::EVENT_DUE, &due)
+            .await
+        {
+            tracing::error!(error = %crate::store::error_chain(&e), "making events due failed; the next sweep will");
         }
         for w in &self.wake {
             w.notify_one();
         }
     }
 
+    /// Stages `events` ([`Events::stage`]) as the events of `change`, which is saved next:
+    /// after the save [`Events::release`] makes them due, after a failed save (or one that
+    /// turned out to change nothing) [`Events::discard`] deletes them. If the process dies in
+    /// between, the sweep decides by what the store holds ([`Events::saved`]): a change that
+    /// was saved gets its events delivered, one that was not gets them deleted.
+    pub async fn stage_change(&self, events: Vec<NewEvent>, change: Change) -> Staged {
+        if events.is_empty() || !self.enabled() {
+            return Staged::default();
+        }
+        match self.try_stage(events, Some(change)).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                tracing::error!(error = %crate::store::error_chain(&e), "recording events failed; they will not be delivered");
+                Staged::default()
+            }
+        }
+    }
+
+    /// Deletes staged events whose change was not saved: they never happened. A failure is
+    /// logged; the sweep deletes them later (their change is not in the store).
+    pub async fn discard(&self, staged: Staged) {
+        for id in &staged.ids {
+            if let Err(e) = self.store.kv_delete(namespaces::EVENTS, id).await {
+                tracing::warn!(event = %id, error = %crate::store::error_chain(&e), "deleting the event of a change that was not saved failed; the sweep will");
+            }
+        }
+    }
+
+    /// Whether the store shows `change` saved (see [`Change`]).
+    pub async fn saved(&self, change: &Change) -> StoreResult<bool> {
+        Ok(match change {
+            Change::State { channel, at } => self
+                .store
+                .channel_states()
+                .await?
+                .get(channel)
+                .is_some_and(|s| s.since >= *at),
+            Change::Consent {
+                contact_id,
+                channel,
+                digest,
+            } => self
+                .store
+                .consent_history(contact_id, *channel)
+                .await?
+                .iter()
+                .any(|c| consent_digest(c) == *digest),
+            Change::Receipt {
+                notification_id,
+                channel,
+                message_id,
+                status,
+            } => {
+                let shows = |o: Outcome| match status {
+                    Status::Read => o == Outcome::Read,
+                    _ => matches!(o, Outcome::Delivered | Outcome::Read),
+                };
+                self.store
+                    .get_notification(notification_id)
+                    .await?
+                    .is_some_and(|n| {
+                        n.attempts.iter().any(|a| {
+                            a.channel == *channel
+                                && a.provider_message_id.as_deref() == Some(message_id.as_str())
+                                && shows(a.outcome)
+                        })
+                    })
+            }
+        })
+    }
+
     /// Records `events` ([`Events::stage`], then [`Events::release`]) and returns their ids.
     pub async fn try_record(&self, events: Vec<NewEvent>) -> StoreResult<Vec<String>> {
-        let staged = self.try_stage(events).await?;
+        let staged = self.try_stage(events, None).await?;
         let ids = staged.ids.clone();
         self.release(staged).await;
         Ok(ids)
@@ -391,7 +510,11 @@ impl Events {
     /// Writes the records (every write relaxed but the last, which is durable and so makes
     /// every earlier one durable: sled flushes everything, PostgreSQL's WAL is durable up to
     /// a synchronous commit) and says which due entries they need.
-    async fn try_stage(&self, events: Vec<NewEvent>) -> StoreResult<Staged> {
+    async fn try_stage(
+        &self,
+        events: Vec<NewEvent>,
+        change: Option<Change>,
+    ) -> StoreResult<Staged> {
         let mut staged = Staged::default();
         let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
         let mut types = Vec::with_capacity(events.len());
@@ -423,6 +546,7 @@ impl Events {
                 },
                 deliveries,
                 settled_at: None,
+                change: change.clone(),
             };
             record.settle(now);
             writes.push((id.clone(), record.encode()));
@@ -582,20 +706,48 @@ impl Events {
             .await
     }
 
-    /// A receipt moved `n` to `delivered` or `read`.
+    /// A receipt moved `n` to `delivered` or `read`: its event, recorded after the save. Only
+    /// for a receipt [`Events::stage_receipt`] did not foresee (the notification changed
+    /// between its read and the edit).
     pub async fn receipt(&self, n: &Notification) {
-        let t = match n.status {
-            Status::Delivered => EventType::NotificationDelivered,
-            Status::Read => EventType::NotificationRead,
-            _ => return,
+        let Some(t) = receipt_type(n.status) else {
+            return;
         };
         self.record(vec![notification_event(t, n, self.clock.now())])
             .await;
     }
 
-    /// A channel's state changed (as its history records it).
+    /// The event of a receipt that moves `n` (as it will be saved: the receipt applied) to
+    /// `delivered` or `read` on the attempt that carried `message_id` on `channel`, staged
+    /// before the edit that saves it.
+    pub async fn stage_receipt(
+        &self,
+        n: &Notification,
+        channel: ChannelKind,
+        message_id: &str,
+    ) -> Staged {
+        let Some(t) = receipt_type(n.status) else {
+            return Staged::default();
+        };
+        if !self.enabled() {
+            return Staged::default();
+        }
+        self.stage_change(
+            vec![notification_event(t, n, self.clock.now())],
+            Change::Receipt {
+                notification_id: n.id.clone(),
+                channel,
+                message_id: message_id.to_string(),
+                status: n.status,
+            },
+        )
+        .await
+    }
+
+    /// The `channel.state_changed` event of a change (as its history records it), staged
+    /// before the state's save.
     #[allow(clippy::too_many_arguments)]
-    pub async fn state_changed(
+    pub async fn stage_state_changed(
         &self,
         channel: ChannelKind,
         from: ChannelState,
@@ -603,35 +755,61 @@ impl Events {
         reason: Option<&str>,
         until: Option<Timestamp>,
         at: Timestamp,
-    ) {
-        self.record(vec![NewEvent {
-            event_type: EventType::ChannelStateChanged,
-            at,
-            data: json!({
-                "channel": channel,
-                "from": from,
-                "to": to,
-                "reason": reason,
-                "until": until,
-            }),
-        }])
-        .await;
+    ) -> Staged {
+        self.stage_change(
+            vec![NewEvent {
+                event_type: EventType::ChannelStateChanged,
+                at,
+                data: json!({
+                    "channel": channel,
+                    "from": from,
+                    "to": to,
+                    "reason": reason,
+                    "until": until,
+                }),
+            }],
+            Change::State { channel, at },
+        )
+        .await
     }
 
-    /// A contact's consent on a channel changed (set by the API, a person or a provider).
-    pub async fn consent_changed(&self, contact_id: &str, channel: ChannelKind, consent: &Consent) {
-        self.record(vec![NewEvent {
-            event_type: EventType::ConsentChanged,
-            at: consent.at,
-            data: json!({
-                "contact_id": contact_id,
-                "channel": channel,
-                "status": consent.status,
-                "scopes": consent.scopes,
-                "source": consent.source,
-            }),
-        }])
-        .await;
+    /// Saves a contact's consent on a channel ([`Store::set_consent`] on `store`) with its
+    /// `consent.changed` event: staged before the save, due after it, deleted if the save
+    /// failed or found no contact. Returns what the save returns.
+    pub async fn set_consent(
+        &self,
+        store: &dyn Store,
+        contact_id: &str,
+        channel: ChannelKind,
+        consent: Consent,
+    ) -> StoreResult<Option<Consent>> {
+        let staged = if self.enabled() {
+            self.stage_change(
+                vec![consent_event(contact_id, channel, &consent)],
+                Change::Consent {
+                    contact_id: contact_id.to_string(),
+                    channel,
+                    digest: consent_digest(&consent),
+                },
+            )
+            .await
+        } else {
+            Staged::default()
+        };
+        match store.set_consent(contact_id, channel, consent).await {
+            Ok(Some(saved)) => {
+                self.release(staged).await;
+                Ok(Some(saved))
+            }
+            Ok(None) => {
+                self.discard(staged).await;
+                Ok(None)
+            }
+            Err(e) => {
+                self.discard(staged).await;
+                Err(e)
+            }
+        }
     }
 
     /// Starts one delivery worker per endpoint.
@@ -646,6 +824,49 @@ fn notification_event(t: EventType, n: &Notification, at: Timestamp) -> NewEvent
         event_type: t,
         at,
         data: serde_json::to_value(NotificationView::from(n)).expect("a notification serializes"),
+    }
+}
+
+/// The event type of a receipt that moved a notification to `status`.
+fn receipt_type(status: Status) -> Option<EventType> {
+    match status {
+        Status::Delivered => Some(EventType::NotificationDelivered),
+        Status::Read => Some(EventType::NotificationRead),
+        _ => None,
+    }
+}
+
+/// The `consent.changed` event of `consent`.
+fn consent_event(contact_id: &str, channel: ChannelKind, consent: &Consent) -> NewEvent {
+    NewEvent {
+        event_type: EventType::ConsentChanged,
+        at: consent.at,
+        data: json!({
+            "contact_id": contact_id,
+            "channel": channel,
+            "status": consent.status,
+            "scopes": consent.scopes,
+            "source": consent.source,
+        }),
+    }
+}
+
+/// Saves a consent with its event ([`Events::set_consent`]), or without one when there are no
+/// events (a caller that has none, as the Telegram bot's tests).
+pub async fn set_consent(
+    events: Option<&Events>,
+    store: &dyn Store,
+    contact_id: &str,
+    channel: ChannelKind,
+    consent: Consent,
+) -> StoreResult<Option<Consent>> {
+    match events {
+        Some(events) => {
+            events
+                .set_consent(store, contact_id, channel, consent)
+                .await
+        }
+        None => store.set_consent(contact_id, channel, consent).await,
     }
 }
 
@@ -711,5 +932,7 @@ pub fn turn_events(
     out
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

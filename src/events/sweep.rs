@@ -8,7 +8,11 @@
 //! ever find. At start, and every [`SWEEP_EVERY`] after (another instance on the store may be
 //! the one that crashed), each pending delivery to a configured endpoint whose due entry is
 //! missing gets it back, durably. The periodic sweeps leave records younger than [`GRACE`] to
-//! the live writer about to make them due; the one at start takes every record. The sweep reads the `events` namespace in pages with a
+//! the live writer about to make them due; the one at start takes every record. The event of
+//! a change saved apart from it (a state, a consent, a receipt: `super::Change`) is made due
+//! only once the store shows that change saved, and deleted once [`DISCARD_AFTER`] has
+//! passed without (its save failed and the process died before deleting it, or the process
+//! died before the save). The sweep reads the `events` namespace in pages with a
 //! short pause between them (retention keeps it to about a week of events); a record whose
 //! deliveries all ended costs only its parse.
 
@@ -26,6 +30,10 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How old a record must be before a periodic sweep makes it due (its writer, if alive, has
 /// long written its due entries by then).
 const GRACE: chrono::Duration = chrono::Duration::seconds(60);
+/// How long the event of a change ([`super::Change`]) waits for the store to show the change
+/// saved before a sweep deletes it: far longer than any save takes, so that only the event of
+/// a save that failed or never came is dropped.
+pub(super) const DISCARD_AFTER: chrono::Duration = chrono::Duration::minutes(10);
 /// Records read per page.
 const PAGE: usize = 256;
 /// The pause between two pages.
@@ -74,9 +82,12 @@ impl Events {
         Ok(rebuilt)
     }
 
-    /// The due entries `record`'s pending deliveries miss, written.
+    /// The due entries `record`'s pending deliveries miss, written; for the event of a change
+    /// saved apart from it ([`super::Change`]), only once the store shows the change saved, and the
+    /// record deleted instead once [`DISCARD_AFTER`] has passed without.
     async fn rebuild(&self, record: &Record) -> StoreResult<usize> {
         let mut rebuilt = 0;
+        let mut saved = None;
         for d in &record.deliveries {
             let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at) else {
                 continue;
@@ -91,12 +102,37 @@ impl Events {
                 .await?
                 .is_none()
             {
+                if let Some(change) = &record.change {
+                    if saved.is_none() {
+                        saved = Some(self.saved(change).await?);
+                    }
+                    if saved == Some(false) {
+                        self.drop_unsaved(record).await?;
+                        return Ok(rebuilt);
+                    }
+                }
                 self.store.kv_put(namespaces::EVENT_DUE, &key, b"").await?;
                 tracing::info!(event = %record.event.id, endpoint = %d.name, "events: a pending delivery had no due entry (a crash between two writes); due again");
                 rebuilt += 1;
             }
         }
         Ok(rebuilt)
+    }
+}
+
+impl Events {
+    /// The event of a change the store does not show saved: deleted once it is older than
+    /// [`DISCARD_AFTER`] (its save failed, or its process died before it), left for the next
+    /// sweep before (its save may be under way in a live process).
+    async fn drop_unsaved(&self, record: &Record) -> StoreResult<()> {
+        let id = &record.event.id;
+        let now = self.clock.now();
+        if made_at(id).is_some_and(|m| now - m < DISCARD_AFTER) {
+            return Ok(());
+        }
+        self.store.kv_delete(namespaces::EVENTS, id).await?;
+        tracing::info!(event = %id, r#type = record.event.event_type.as_str(), "events: dropped the event of a change that was never saved");
+        Ok(())
     }
 }
 

@@ -739,13 +739,51 @@ impl ChannelStates {
                 boot,
             }
         });
+        // The change's event is staged before the change is saved and made due after it (or
+        // deleted if the save fails): a crash after the save cannot lose it (docs/events.md).
+        let staged = match (&self.events, &change) {
+            (Some(events), Some(c)) => Some(
+                events
+                    .stage_state_changed(
+                        c.channel,
+                        c.from,
+                        c.to,
+                        c.reason.as_deref(),
+                        c.until,
+                        c.at,
+                    )
+                    .await,
+            ),
+            _ => None,
+        };
+        let discard = |staged: Option<crate::events::Staged>| async {
+            if let (Some(events), Some(staged)) = (&self.events, staged) {
+                events.discard(staged).await;
+            }
+        };
         let mut appended = history::Appended::New;
         if let Some(change) = &mut change {
             // Written first (under a sequence number no other instance took), unless another
             // instance recorded this very change already.
-            appended = history::append(self.store.as_ref(), change).await?;
+            appended = match history::append(self.store.as_ref(), change).await {
+                Ok(appended) => appended,
+                Err(e) => {
+                    discard(staged).await;
+                    return Err(e);
+                }
+            };
         }
-        self.store.save_channel_state(kind, &new).await?;
+        // Another instance recorded this very change: its event is that instance's.
+        let staged = if appended == history::Appended::Same {
+            discard(staged).await;
+            None
+        } else {
+            staged
+        };
+        if let Err(e) = self.store.save_channel_state(kind, &new).await {
+            discard(staged).await;
+            return Err(e);
+        }
         if appended == history::Appended::Same {
             self.reload_history().await?;
         } else if let Some(change) = &change {
@@ -774,19 +812,17 @@ impl ChannelStates {
             // Any verdict ends a probe; a new restriction rests before the next probe anyway.
             std::mem::replace(&mut entry.probing, false)
         };
-        if was_probing {
-            self.probe_lease(kind).release(self.store.as_ref()).await?;
-        }
-        // After the save (and live): the event durably (by the instance that recorded the
+        // After the save (and live): the event made due (by the instance that recorded the
         // change), the alerts through the accept path (keyed by the change's sequence number:
         // an instance that made the same change sends the same alert, accepted once). Neither
         // can fail the change.
+        if let (Some(events), Some(staged)) = (&self.events, staged) {
+            events.release(staged).await;
+        }
+        if was_probing {
+            self.probe_lease(kind).release(self.store.as_ref()).await?;
+        }
         if let (Some(events), Some(c)) = (&self.events, change) {
-            if appended == history::Appended::New {
-                events
-                    .state_changed(c.channel, c.from, c.to, c.reason.as_deref(), c.until, c.at)
-                    .await;
-            }
             events
                 .alerts()
                 .send(crate::events::alerts::Alert::StateChanged {

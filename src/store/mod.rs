@@ -457,6 +457,21 @@ pub trait Store: Send + Sync + 'static {
     /// counters on the send path, where losing the last moment's counts in a crash is better
     /// than a flush per send.
     async fn kv_put_relaxed(&self, namespace: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// [`Store::kv_put_relaxed`] of several records of one namespace at once: one statement
+    /// on PostgreSQL (one round trip and one pooled connection, however many records), one by
+    /// one on the embedded store (where a relaxed write is a memory write). For the events'
+    /// due entries, one per endpoint of each event, written on the notification workers'
+    /// path: each endpoint configured must not cost those workers another round trip.
+    async fn kv_put_many_relaxed(
+        &self,
+        namespace: &str,
+        records: &[(String, Vec<u8>)],
+    ) -> StoreResult<()> {
+        for (key, value) in records {
+            self.kv_put_relaxed(namespace, key, value).await?;
+        }
+        Ok(())
+    }
     /// Applies `edit` to `namespace`/`key` atomically and returns what the record holds after
     /// it: no concurrent write to that record, from this process or another instance on the
     /// same store, is lost. For counters and lists kept in one record (caps, risk figures).

@@ -53,6 +53,7 @@ macro_rules! store_suite {
                 a_renewed_lease_keeps_the_claim,
                 kv_records_round_trip_and_scans_stay_in_their_namespace_and_prefix,
                 a_kv_page_starts_after_its_key_and_stays_in_its_prefix,
+                many_relaxed_puts_at_once_write_each_record_once,
                 two_claimers_at_once_never_get_the_same_notification,
                 one_idempotency_key_from_many_tasks_at_once_creates_one_notification,
                 an_erasure_racing_saves_leaves_nothing_of_the_contact,
@@ -752,6 +753,28 @@ pub(super) async fn kv_records_round_trip_and_scans_stay_in_their_namespace_and_
     );
     store.kv_delete_relaxed("optin", "tok1").await.unwrap();
     assert_eq!(store.kv_scan("optin", "").await.unwrap().len(), 2);
+}
+
+/// `kv_put_many_relaxed` writes every record it is given (overwriting, like `kv_put`), in its
+/// namespace only; a key given twice keeps its last value.
+pub(super) async fn many_relaxed_puts_at_once_write_each_record_once<S: Store>(store: Arc<S>) {
+    store.kv_put("due", "a/1", b"old").await.unwrap();
+    store.kv_put_many_relaxed("due", &[]).await.unwrap();
+    let records: Vec<(String, Vec<u8>)> =
+        [("a/1", "new"), ("a/2", ""), ("b/1", "x"), ("a/2", "last")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+    store.kv_put_many_relaxed("due", &records).await.unwrap();
+    assert_eq!(
+        store.kv_scan("due", "").await.unwrap(),
+        vec![
+            ("a/1".to_string(), b"new".to_vec()),
+            ("a/2".to_string(), b"last".to_vec()),
+            ("b/1".to_string(), b"x".to_vec()),
+        ]
+    );
+    assert!(store.kv_scan("duex", "").await.unwrap().is_empty());
 }
 
 /// `kv_scan_page` reads in key order from just after `after`, at most `limit` records, never

@@ -259,6 +259,7 @@ async fn start(
     let evidence = format!("update {update_id} from {who}");
     match optin::redeem(
         store,
+        events,
         token,
         ChannelKind::Telegram,
         &address,
@@ -270,13 +271,6 @@ async fn start(
     {
         Ok((contact, record)) => {
             tracing::info!(update_id, contact_id = %contact.id, "telegram: opted in with /start");
-            if let (Some(events), Some(consent)) =
-                (events, contact.consents.get(&ChannelKind::Telegram))
-            {
-                events
-                    .consent_changed(&contact.id, ChannelKind::Telegram, consent)
-                    .await;
-            }
             Ok(confirmation(business, &record.scopes))
         }
         Err(RedeemError::Expired(_)) => Ok(format!(
@@ -321,15 +315,10 @@ async fn revoke_chat(
             evidence: Some(evidence.clone()),
             at: now,
         };
-        if let Some(consent) = store
-            .set_consent(&contact.id, ChannelKind::Telegram, consent)
+        if crate::events::set_consent(events, store, &contact.id, ChannelKind::Telegram, consent)
             .await?
+            .is_some()
         {
-            if let Some(events) = events {
-                events
-                    .consent_changed(&contact.id, ChannelKind::Telegram, &consent)
-                    .await;
-            }
             revoked.push(contact.id);
         }
     }

@@ -210,6 +210,7 @@ async fn redeem_token_in(
         };
         match optin::redeem(
             store,
+            Some(&*state.events),
             word,
             ChannelKind::Line,
             user_id,
@@ -221,12 +222,6 @@ async fn redeem_token_in(
         {
             Ok((contact, _)) => {
                 tracing::info!(contact = %contact.id, "LINE opt-in redeemed");
-                if let Some(consent) = contact.consents.get(&ChannelKind::Line) {
-                    state
-                        .events
-                        .consent_changed(&contact.id, ChannelKind::Line, consent)
-                        .await;
-                }
             }
             Err(RedeemError::Store(e)) => return Err(e.into()),
             Err(e) => tracing::info!("LINE opt-in not applied: {e}"),

@@ -226,9 +226,12 @@ pub(crate) async fn revoke_address(
             evidence: Some(evidence.to_string()),
             at: now,
         };
-        if let Some(consent) = store.set_consent(&contact.id, kind, consent).await? {
+        if events
+            .set_consent(store, &contact.id, kind, consent)
+            .await?
+            .is_some()
+        {
             tracing::info!(contact = %contact.id, channel = %kind, source, "consent revoked by the person");
-            events.consent_changed(&contact.id, kind, &consent).await;
             revoked += 1;
         }
     }

@@ -378,6 +378,7 @@ async fn apply_message(
         Some(Intent::Start(token)) => {
             match optin::redeem(
                 store,
+                Some(&*state.events),
                 token,
                 ChannelKind::Whatsapp,
                 address,
@@ -389,12 +390,6 @@ async fn apply_message(
             {
                 Ok((contact, _)) => {
                     tracing::info!(contact = %contact.id, "WhatsApp opt-in redeemed");
-                    if let Some(consent) = contact.consents.get(&ChannelKind::Whatsapp) {
-                        state
-                            .events
-                            .consent_changed(&contact.id, ChannelKind::Whatsapp, consent)
-                            .await;
-                    }
                 }
                 Err(RedeemError::Store(e)) => return Err(e.into()),
                 Err(e) => tracing::info!("WhatsApp START not applied: {e}"),

@@ -253,6 +253,25 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
     let Some(id) = store.find_by_message_id(WA, &pending.wamid).await? else {
         return Ok(false);
     };
+    // A receipt's event is staged before the edit that saves the receipt, from the
+    // notification as the edit will leave it, and made due after it (or deleted if the edit
+    // does not apply it): a crash after the edit cannot lose it, and Meta's redelivery of the
+    // receipt would not bring it back (the receipt is applied by then).
+    let staged = match &pending.change {
+        Change::Receipt(to) if state.events.enabled() => match store.get_notification(&id).await? {
+            Some(mut n) => match n.record_receipt(WA, &pending.wamid, *to, now) {
+                true => Some(state.events.stage_receipt(&n, WA, &pending.wamid).await),
+                false => None,
+            },
+            None => None,
+        },
+        _ => None,
+    };
+    let discard = |staged: Option<crate::events::Staged>| async {
+        if let Some(staged) = staged {
+            state.events.discard(staged).await;
+        }
+    };
     let applied = Arc::new(AtomicBool::new(false));
     let edit: crate::store::NotificationEdit = {
         let (wamid, change, applied) = (
@@ -270,18 +289,31 @@ async fn apply(state: &AppState, pending: &Pending, now: Timestamp) -> StoreResu
             applied.store(done, Ordering::Relaxed);
         })
     };
-    let n = match store.edit_notification(&id, edit).await? {
-        Edited::Missing => return Ok(true),
-        Edited::Claimed => return Ok(false),
-        Edited::Done(n) => n,
+    let edited = store.edit_notification(&id, edit).await;
+    let n = match edited {
+        Ok(Edited::Done(n)) if applied.load(Ordering::Relaxed) => n,
+        Ok(Edited::Done(_)) | Ok(Edited::Missing) => {
+            discard(staged).await;
+            return Ok(true);
+        }
+        Ok(Edited::Claimed) => {
+            discard(staged).await;
+            return Ok(false);
+        }
+        Err(e) => {
+            discard(staged).await;
+            return Err(e);
+        }
     };
-    if !applied.load(Ordering::Relaxed) {
-        return Ok(true);
-    }
     match &pending.change {
         Change::Receipt(to) => {
             tracing::debug!(notification = %n.id, status = to.status().as_str(), "WhatsApp receipt applied");
-            state.events.receipt(&n).await;
+            match staged {
+                Some(staged) => state.events.release(staged).await,
+                // The notification changed between the read and the edit (rare): recorded
+                // after the edit, as the edit left it.
+                None => state.events.receipt(&n).await,
+            }
         }
         Change::Priced(pricing) => {
             state.policy.count_priced(WA, *pricing);

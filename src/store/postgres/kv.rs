@@ -52,6 +52,31 @@ pub(super) async fn put(
     Ok(())
 }
 
+/// Several relaxed puts as one statement (`unnest` of the keys and values). A key given twice
+/// keeps its last value (one `INSERT ... ON CONFLICT DO UPDATE` must not touch a row twice).
+pub(super) async fn put_many_relaxed(
+    store: &PgStore,
+    namespace: &str,
+    records: &[(String, Vec<u8>)],
+) -> Result<()> {
+    let mut last: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
+    for (key, value) in records {
+        last.insert(key.as_str(), value.as_slice());
+    }
+    let keys: Vec<&str> = last.keys().copied().collect();
+    let values: Vec<&[u8]> = last.values().copied().collect();
+    let client = store.client().await?;
+    let st = client
+        .prepare_cached(&format!(
+            "{RELAXED}INSERT INTO kv (namespace, key, value, updated_at) \
+             SELECT $1, r.key, r.value, now() FROM unnest($2::text[], $3::bytea[]) AS r(key, value), relaxed \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+        ))
+        .await?;
+    client.execute(&st, &[&namespace, &keys, &values]).await?;
+    Ok(())
+}
+
 pub(super) async fn insert_new(
     store: &PgStore,
     namespace: &str,

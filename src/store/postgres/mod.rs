@@ -1401,6 +1401,21 @@ impl Store for PgStore {
         .await
     }
 
+    async fn kv_put_many_relaxed(
+        &self,
+        namespace: &str,
+        records: &[(String, Vec<u8>)],
+    ) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.call(
+            "writing records",
+            kv::put_many_relaxed(self, namespace, records),
+        )
+        .await
+    }
+
     async fn kv_update(
         &self,
         namespace: &str,
