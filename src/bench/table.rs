@@ -22,6 +22,10 @@ pub(super) fn table(f: &Value) -> String {
         )
     };
     let mut out = String::new();
+    if f.get("accept").is_none() && f.get("accept_paced").is_some() {
+        // `--dispatching-only`.
+        return dispatching_lines(f);
+    }
     out.push_str(&format!(
         "Lifeboat benchmark ({} cores, {} clients, store: {})\n\n",
         f["machine"]["cores"],
