@@ -1381,9 +1381,41 @@ impl Store for PgStore {
     ) -> StoreResult<Option<Vec<u8>>> {
         self.call(
             "updating a record",
-            kv::update(self, namespace, key, edit, durability),
+            kv::update(self, namespace, key, edit, durability, None),
         )
         .await
+        .map(|(after, _)| after)
+    }
+
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let payload = announce::payload(&self.owner, &announce::record_what(namespace));
+        let (after, announced) = self
+            .call(
+                "updating a record",
+                kv::update(
+                    self,
+                    namespace,
+                    key,
+                    edit,
+                    Durability::Durable,
+                    Some((announce::STATES_CHANNEL, &payload)),
+                ),
+            )
+            .await?;
+        if announced {
+            self.announcer.states_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.announcer.record_changed();
+        Ok(after)
+    }
+
+    fn records_changed(&self) -> u64 {
+        self.announcer.records_changed()
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
