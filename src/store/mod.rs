@@ -300,6 +300,11 @@ pub struct DatabaseStatus {
     pub states_heard: u64,
     pub work_heard: u64,
     pub listener_reconnects: u64,
+    /// What this instance did with the database since it started, by name: grouped
+    /// transactions and the requests they carried (`accept_groups`/`accepts`,
+    /// `save_groups`/`saves`, `read_groups`/`reads`), claims and rows claimed, lease renewals
+    /// and rows renewed, connections taken from the pool and the microseconds spent waiting.
+    pub work: Vec<(&'static str, u64)>,
 }
 
 #[async_trait]
