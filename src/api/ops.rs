@@ -187,5 +187,6 @@ fn database_json(db: &crate::store::DatabaseStatus, reachable: bool) -> Value {
             "waiting": db.pool_waiting,
         },
         "listener": if db.listening { "listening" } else { "reconnecting" },
+        "work": db.work.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     })
 }

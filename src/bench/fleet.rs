@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
+use super::cost;
 use super::gateway::{notify_request, wait_until, Gateway};
 use super::load::{self, LoadResult, Until};
 use super::pg::BenchDb;
@@ -38,7 +39,7 @@ const B_OFFSET: u64 = 1_000_000_000;
 struct Pair {
     a: Gateway,
     b: Gateway,
-    _db: BenchDb,
+    db: BenchDb,
 }
 
 async fn pair(dir: &Path, server: &SecretString, hold: bool) -> Result<Pair, String> {
@@ -46,7 +47,7 @@ async fn pair(dir: &Path, server: &SecretString, hold: bool) -> Result<Pair, Str
     let a = Gateway::start(&dir.join("a"), Some(&db), hold).await?;
     let b = Gateway::start(&dir.join("b"), Some(&db), hold).await?;
     a.setup_contact().await?;
-    Ok(Pair { a, b, _db: db })
+    Ok(Pair { a, b, db })
 }
 
 /// `count` notifications (or `duration` of them) posted to `gw` from `clients` connections,
@@ -83,7 +84,7 @@ pub(super) async fn measure(
     clients: usize,
     duration: Duration,
     deliveries: u64,
-    failover_count: u64,
+    failover_count: Option<u64>,
     one: &Value,
 ) -> Result<Value, String> {
     let half = (clients / 2).max(1);
@@ -93,6 +94,7 @@ pub(super) async fn measure(
         duration.as_secs_f64()
     );
     let held = pair(&dir.join("held"), server, true).await?;
+    let before = cost::read(&[&held.a, &held.b], Some(&held.db)).await;
     let (ra, rb) = both(
         post(
             &held.a,
@@ -114,6 +116,7 @@ pub(super) async fn measure(
         ),
     )
     .await?;
+    let after = cost::read(&[&held.a, &held.b], Some(&held.db)).await;
     drop(held);
     let elapsed = ra.elapsed.max(rb.elapsed).as_secs_f64().max(1e-9);
     let mut lat: Vec<Duration> = ra.latencies.iter().chain(&rb.latencies).copied().collect();
@@ -124,16 +127,26 @@ pub(super) async fn measure(
         "p50_ms": ms(load::percentile(&lat, 0.5)), "p99_ms": ms(load::percentile(&lat, 0.99)),
         "errors": ra.errors + rb.errors,
         "one_instance_per_sec": one["accept"]["per_sec"],
+        "cost": cost::per_notification(&before, &after, ra.ok + rb.ok),
+        "one_instance_cost": one["accept"]["cost"],
     });
 
     eprintln!("bench: two instances, delivering {deliveries} notifications");
     let live = pair(&dir.join("live"), server, false).await?;
-    let delivery = delivery(&live, half, deliveries, one).await?;
+    let before = cost::read(&[&live.a, &live.b], Some(&live.db)).await;
+    let mut delivery = delivery(&live, half, deliveries, one).await?;
+    let after = cost::read(&[&live.a, &live.b], Some(&live.db)).await;
+    let delivered = delivery["notifications"].as_u64().unwrap_or(0);
+    delivery["cost"] = cost::per_notification(&before, &after, delivered);
+    delivery["one_instance_cost"] = one["delivery"]["cost"].clone();
 
-    eprintln!("bench: two instances, failover with {failover_count} notifications");
-    let failover = failover(&live, half, failover_count).await?;
+    let mut out = json!({"accept": accept, "delivery": delivery});
+    if let Some(count) = failover_count {
+        eprintln!("bench: two instances, failover with {count} notifications");
+        out["failover"] = failover(&live, half, count).await?;
+    }
     drop(live);
-    Ok(json!({"accept": accept, "delivery": delivery, "failover": failover}))
+    Ok(out)
 }
 
 /// When each `delivery <n>` message reached either simulated WhatsApp, by `n`, and how many

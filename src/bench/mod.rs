@@ -40,6 +40,7 @@
 //! in [`phases`], the sandbox child process in [`gateway`], `/proc` readings in [`probe`], and
 //! the printed table in [`table`](mod@table).
 
+mod cost;
 mod fleet;
 mod gateway;
 mod load;
@@ -113,6 +114,11 @@ pub struct BenchArgs {
     /// sending): the figures of issue 19 without the rest.
     #[arg(long)]
     pub dispatching_only: bool,
+    /// With `--instances 2`: only the accept and delivery phases, on one instance and then on
+    /// two, with their CPU per notification (no store-alone, queue, restart, failover or events
+    /// phases): the quick comparison of one instance with two.
+    #[arg(long, requires = "store")]
+    pub compare_only: bool,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -163,6 +169,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "smoke": args.smoke,
         "store_kind": if server.is_some() { "postgres" } else { "sled" },
         "instances": args.instances,
+        "compare_only": args.compare_only,
     });
 
     if let Some(retention) = &args.retention {
@@ -206,16 +213,21 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         return Ok((figures, args.json));
     }
 
+    let full = !args.compare_only;
     // 0. The store alone, in this process, before any gateway runs.
-    let store_count = args.deliveries.saturating_mul(2).max(1);
-    eprintln!("bench: the store alone ({store_count} notifications)");
-    figures["store"] = match &server {
-        None => store::measure_sled(&tmp.path().join("store"), args.clients, store_count).await?,
-        Some(server) => {
-            let db = BenchDb::create(server).await?;
-            store::measure_postgres(&db, args.clients, store_count).await?
-        }
-    };
+    if full {
+        let store_count = args.deliveries.saturating_mul(2).max(1);
+        eprintln!("bench: the store alone ({store_count} notifications)");
+        figures["store"] = match &server {
+            None => {
+                store::measure_sled(&tmp.path().join("store"), args.clients, store_count).await?
+            }
+            Some(server) => {
+                let db = BenchDb::create(server).await?;
+                store::measure_postgres(&db, args.clients, store_count).await?
+            }
+        };
+    }
 
     // 1. No-op ceiling and accept, deliveries held.
     eprintln!(
@@ -228,52 +240,69 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
     gw.setup_contact().await?;
     let (noop, noop_rate) = phases::noop(&gw, args.clients, duration).await;
     figures["noop"] = noop;
+    let before = cost::read(&[&gw], held.db.as_ref()).await;
     let (accept, accepted) = phases::accept(&gw, args.clients, duration, noop_rate).await;
+    let after = cost::read(&[&gw], held.db.as_ref()).await;
     figures["accept"] = accept;
+    figures["accept"]["cost"] = cost::per_notification(&before, &after, accepted);
 
     // 2. Memory with a full queue, then restart, then the backlog drained alone.
-    phases::fill_queue(&gw, args.clients, args.queued, accepted).await?;
-    let memory = phases::memory(gw, &held).await?;
-    eprintln!(
-        "bench: restarting on {} queued notifications",
-        memory["queued"]
-    );
-    let (gw, restart) = phases::restart(&held).await?;
-    let backlog = phases::backlog(&gw, duration).await?;
-    drop(gw);
+    if full {
+        phases::fill_queue(&gw, args.clients, args.queued, accepted).await?;
+        let memory = phases::memory(gw, &held).await?;
+        eprintln!(
+            "bench: restarting on {} queued notifications",
+            memory["queued"]
+        );
+        let (gw, restart) = phases::restart(&held).await?;
+        let backlog = phases::backlog(&gw, duration).await?;
+        drop(gw);
+        figures["memory"] = memory;
+        figures["restart"] = restart;
+        figures["backlog"] = backlog;
+    } else {
+        drop(gw);
+    }
     drop(held);
-    figures["memory"] = memory;
-    figures["restart"] = restart;
-    figures["backlog"] = backlog;
 
     // 1a, 1b. Accept with the dispatcher at work.
-    dispatching_phases(&args, duration, &place, &mut figures).await?;
+    if full {
+        dispatching_phases(&args, duration, &place, &mut figures).await?;
+    }
 
     // 3. Delivery.
     eprintln!("bench: delivering {} notifications", args.deliveries);
     let live = place("live").await?;
     let gw = live.start(false).await?;
     gw.setup_contact().await?;
+    let before = cost::read(&[&gw], live.db.as_ref()).await;
     figures["delivery"] = phases::delivery(&gw, args.clients, args.deliveries).await?;
+    let after = cost::read(&[&gw], live.db.as_ref()).await;
+    let delivered = figures["delivery"]["notifications"].as_u64().unwrap_or(0);
+    figures["delivery"]["cost"] = cost::per_notification(&before, &after, delivered);
 
-    // 4. Failover: ban WhatsApp once half are accepted.
-    eprintln!("bench: failover with {} notifications", args.failover);
-    figures["failover"] = phases::failover(&gw, args.clients, args.failover).await?;
+    if full {
+        // 4. Failover: ban WhatsApp once half are accepted.
+        eprintln!("bench: failover with {} notifications", args.failover);
+        figures["failover"] = phases::failover(&gw, args.clients, args.failover).await?;
+    }
     drop(gw);
     drop(live);
 
     // 5. Events: delivery with no endpoint, a live one, and a live one plus a dead one.
-    eprintln!(
-        "bench: events, {} notifications per setup (no endpoint, live, live + dead)",
-        args.failover
-    );
-    figures["events"] = phases::events(
-        &tmp.path().join("events"),
-        server.as_ref(),
-        args.clients,
-        args.failover,
-    )
-    .await?;
+    if full {
+        eprintln!(
+            "bench: events, {} notifications per setup (no endpoint, live, live + dead)",
+            args.failover
+        );
+        figures["events"] = phases::events(
+            &tmp.path().join("events"),
+            server.as_ref(),
+            args.clients,
+            args.failover,
+        )
+        .await?;
+    }
 
     // 6. Two instances on one database.
     if let (2, Some(server)) = (args.instances, &server) {
@@ -283,7 +312,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
             args.clients,
             duration,
             args.deliveries,
-            args.failover,
+            full.then_some(args.failover),
             &figures,
         )
         .await?;

@@ -71,6 +71,20 @@ impl BenchDb {
         &self.url
     }
 
+    /// The server processes serving this database now (`pg_stat_activity`): their CPU is the
+    /// database's share of a phase.
+    pub(super) async fn backend_pids(&self) -> Result<Vec<i32>, String> {
+        let rows = client(&self.server)
+            .await?
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1",
+                &[&self.name],
+            )
+            .await
+            .map_err(|e| error_text(&e))?;
+        Ok(rows.iter().map(|r| r.get::<_, i32>(0)).collect())
+    }
+
     /// `pg_database_size`: what the database takes on the server's disk.
     pub(super) async fn size_bytes(&self) -> Result<u64, String> {
         let row = client(&self.server)

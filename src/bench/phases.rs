@@ -210,7 +210,15 @@ pub(super) async fn dispatching(
         gw.received_count("whatsapp").await?,
         Instant::now(),
     );
-    let posted = load_phase(gw, clients, Until::Elapsed(duration), false, "dispatching", None).await;
+    let posted = load_phase(
+        gw,
+        clients,
+        Until::Elapsed(duration),
+        false,
+        "dispatching",
+        None,
+    )
+    .await;
     let secs = t0.elapsed().as_secs_f64().max(1e-9);
     let sent = gw.received_count("whatsapp").await?.saturating_sub(sent0);
     let cpu = gw.cpu_time().saturating_sub(cpu0);

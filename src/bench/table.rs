@@ -11,6 +11,8 @@ pub(super) fn table(f: &Value) -> String {
     }
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let postgres = f["store_kind"] == "postgres";
+    // `--compare-only`: accept and delivery only (on one instance and two).
+    let full = f["compare_only"] != true;
     // The targets of the issue for each store on this kind of machine (PostgreSQL's server
     // shares the two cores with the gateway and the load generator).
     let (accept_target, delivery_target) = if postgres {
@@ -53,20 +55,24 @@ pub(super) fn table(f: &Value) -> String {
         "delivery  {:>9.0}/s   202->provider p50 {:.2} ms  p99 {:.2} ms   {} notifications, gateway CPU {:.1} us each (accept, send, simulated provider)   {delivery_target}\n",
         num(&f["delivery"]["per_sec"]), num(&f["delivery"]["accept_to_provider_p50_ms"]), num(&f["delivery"]["accept_to_provider_p99_ms"]), f["delivery"]["notifications"], num(&f["delivery"]["gateway_cpu_us"])
     ));
-    out.push_str(&format!(
-        "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
-        num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
-    ));
-    out.push_str(&format!(
-        "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   ({})\n",
-        num(&f["store"]["accept"]["per_sec"]), num(&f["store"]["accept"]["cpu_us"]),
-        num(&f["store"]["delivery"]["per_sec"]), num(&f["store"]["delivery"]["cpu_us"]),
-        if postgres {
-            "the PostgreSQL store alone, no HTTP, all cores; CPU of this process, not the server's"
-        } else {
-            "the sled store alone, no HTTP, all cores"
-        }
-    ));
+    if full {
+        out.push_str(&format!(
+            "backlog   {:>9.0}/s   delivery alone: the restarted gateway draining its queue, gateway CPU {:.1} us per send (send, simulated provider)\n",
+            num(&f["backlog"]["per_sec"]), num(&f["backlog"]["gateway_cpu_us"])
+        ));
+    }
+    if full {
+        out.push_str(&format!(
+            "store     accept {:.0}/s at {:.1} us CPU each; claim + contact read + save {:.0}/s at {:.1} us each   ({})\n",
+            num(&f["store"]["accept"]["per_sec"]), num(&f["store"]["accept"]["cpu_us"]),
+            num(&f["store"]["delivery"]["per_sec"]), num(&f["store"]["delivery"]["cpu_us"]),
+            if postgres {
+                "the PostgreSQL store alone, no HTTP, all cores; CPU of this process, not the server's"
+            } else {
+                "the sled store alone, no HTTP, all cores"
+            }
+        ));
+    }
     let threads = |phase: &str| -> String {
         f[phase]["gateway_threads_us"]
             .as_object()
@@ -78,33 +84,44 @@ pub(super) fn table(f: &Value) -> String {
             })
             .unwrap_or_default()
     };
-    for phase in ["accept", "delivery", "backlog"] {
+    for phase in ["accept", "delivery", "backlog"]
+        .into_iter()
+        .filter(|p| full || *p != "backlog")
+    {
         out.push_str(&format!(
             "threads   {phase}: gateway CPU us per notification by thread: {}\n",
             threads(phase)
         ));
     }
-    out.push_str(&format!(
-        "failover  {} WhatsApp requests after the ban answer ({} after the ban was recorded), first fallback {:.2} ms after it, {} of {} not sent   (target 0)\n",
-        f["failover"]["whatsapp_requests_after_ban_answer"], f["failover"]["whatsapp_requests_after_ban_recorded"],
-        num(&f["failover"]["first_fallback_after_ban_ms"]), f["failover"]["not_sent"], f["failover"]["notifications"]
-    ));
+    if full {
+        out.push_str(&format!(
+            "failover  {} WhatsApp requests after the ban answer ({} after the ban was recorded), first fallback {:.2} ms after it, {} of {} not sent   (target 0)\n",
+            f["failover"]["whatsapp_requests_after_ban_answer"], f["failover"]["whatsapp_requests_after_ban_recorded"],
+            num(&f["failover"]["first_fallback_after_ban_ms"]), f["failover"]["not_sent"], f["failover"]["notifications"]
+        ));
+    }
     let e = &f["events"];
-    out.push_str(&format!(
-        "events    delivery {:.0}/s with no endpoint, {:.0}/s with a live one, {:.0}/s with a live and a dead one ({:+.1}% vs live; {} events at the live endpoint by the last send)   (target within 10%)\n",
-        num(&e["no_endpoint"]["per_sec"]), num(&e["live_endpoint"]["per_sec"]),
-        num(&e["live_and_dead_endpoint"]["per_sec"]), num(&e["dead_vs_live_pct"]),
-        e["live_and_dead_endpoint"]["events_received_by_live_endpoint"]
-    ));
-    out.push_str(&format!(
-        "memory    {} queued: peak RSS {:.0} MB, {} bytes {} per queued notification   (target <= 200 MB for 1,000,000)\n",
-        f["memory"]["queued"], num(&f["memory"]["peak_rss_mb"]), f["memory"]["disk_bytes_per_queued"],
-        if postgres { "in the database" } else { "on disk" }
-    ));
-    out.push_str(&format!(
-        "restart   ready in {:.0} ms, first send after {:.0} ms (shutdown took {:.0} ms)   (target <= 2000 ms)\n",
-        num(&f["restart"]["ready_ms"]), num(&f["restart"]["first_send_ms"]), num(&f["memory"]["shutdown_ms"])
-    ));
+    if full {
+        out.push_str(&format!(
+            "events    delivery {:.0}/s with no endpoint, {:.0}/s with a live one, {:.0}/s with a live and a dead one ({:+.1}% vs live; {} events at the live endpoint by the last send)   (target within 10%)\n",
+            num(&e["no_endpoint"]["per_sec"]), num(&e["live_endpoint"]["per_sec"]),
+            num(&e["live_and_dead_endpoint"]["per_sec"]), num(&e["dead_vs_live_pct"]),
+            e["live_and_dead_endpoint"]["events_received_by_live_endpoint"]
+        ));
+    }
+    if full {
+        out.push_str(&format!(
+            "memory    {} queued: peak RSS {:.0} MB, {} bytes {} per queued notification   (target <= 200 MB for 1,000,000)\n",
+            f["memory"]["queued"], num(&f["memory"]["peak_rss_mb"]), f["memory"]["disk_bytes_per_queued"],
+            if postgres { "in the database" } else { "on disk" }
+        ));
+    }
+    if full {
+        out.push_str(&format!(
+            "restart   ready in {:.0} ms, first send after {:.0} ms (shutdown took {:.0} ms)   (target <= 2000 ms)\n",
+            num(&f["restart"]["ready_ms"]), num(&f["restart"]["first_send_ms"]), num(&f["memory"]["shutdown_ms"])
+        ));
+    }
     if let Some(fleet) = f.get("fleet") {
         out.push_str(&fleet_lines(fleet));
     }
@@ -119,7 +136,7 @@ pub(super) fn table(f: &Value) -> String {
 fn fleet_lines(f: &Value) -> String {
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let (a, d, o) = (&f["accept"], &f["delivery"], &f["failover"]);
-    format!(
+    let mut out = format!(
         "2 inst.   accept {:.0}/s ({:.0} + {:.0}) vs {:.0}/s on one, p99 {:.2} ms, {} errors   (target >= one instance)\n\
          2 inst.   delivery {:.0}/s vs {:.0}/s on one ({} sent by A, {} by B), 202->provider p99 {:.2} ms   (target >= one instance)\n\
          2 inst.   failover {} WhatsApp sends started after the ban was recorded (A {}, B {}); B showed the ban {:.1} ms after it was recorded ({}); first fallback {:.2} ms after the ban answer; {} of {} not sent   (target 0, B within 100 ms)\n",
@@ -133,7 +150,42 @@ fn fleet_lines(f: &Value) -> String {
         },
         num(&o["first_fallback_after_ban_ms"]),
         o["not_sent"], o["notifications"],
-    )
+    );
+    if f.get("failover").is_none() {
+        out = out
+            .lines()
+            .filter(|l| !l.starts_with("2 inst.   failover"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+    }
+    for (phase, what) in [("accept", "accept"), ("delivery", "delivery")] {
+        let (two, one) = (&f[phase]["cost"], &f[phase]["one_instance_cost"]);
+        if two.is_null() || one.is_null() {
+            continue;
+        }
+        out.push_str(&format!(
+            "2 inst.   {what} CPU per notification: gateways {:.1} us on two ({}) vs {:.1} us on one; database {:.1} vs {:.1} us; load generator {:.1} vs {:.1} us; total {:.1} vs {:.1} us   (a second instance should add no cost per notification)\n",
+            num(&two["gateways_cpu_us"]),
+            two["per_gateway_cpu_us"].as_array().map(|v| v.iter().map(|x| format!("{:.1}", num(x))).collect::<Vec<_>>().join(" + ")).unwrap_or_default(),
+            num(&one["gateways_cpu_us"]),
+            num(&two["database_cpu_us"]), num(&one["database_cpu_us"]),
+            num(&two["generator_cpu_us"]), num(&one["generator_cpu_us"]),
+            num(&two["total_cpu_us"]), num(&one["total_cpu_us"]),
+        ));
+        let work = |c: &Value| -> String {
+            c["work"].as_array().map(|all| all.iter().map(|w| format!(
+                "{:.1} accepts / {:.1} saves / {:.1} reads per group, {} claims of {:.1}, {} renewals, {:.1} transactions per 100, pool wait {:.1} us per get",
+                num(&w["accepts_per_group"]), num(&w["saves_per_group"]), num(&w["reads_per_group"]),
+                w["claims"], num(&w["claimed_per_claim"]), w["renewals"], num(&w["transactions_per_100"]), num(&w["pool_wait_us_per_get"]),
+            )).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+        };
+        out.push_str(&format!(
+            "2 inst.   {what} database work: two: {}; one: {}\n",
+            work(two),
+            work(one)
+        ));
+    }
+    out
 }
 
 /// A `--smoke` run's table: its tiny sizes say nothing about speed, so the targets (which
@@ -212,6 +264,38 @@ mod tests {
             lines[2].contains("B showed the ban 42.0 ms after"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_two_instance_run_prints_the_cpu_per_notification_of_one_and_two() {
+        let mut f = figures(false);
+        f["store_kind"] = json!("postgres");
+        f["compare_only"] = json!(true);
+        let cost = |gw: &[f64], db: f64| {
+            json!({"gateways_cpu_us": gw.iter().sum::<f64>(), "per_gateway_cpu_us": gw, "database_cpu_us": db,
+                   "generator_cpu_us": 7.0, "total_cpu_us": gw.iter().sum::<f64>() + db + 7.0,
+                   "work": [{"accepts_per_group": 14.5, "claims": 0}]})
+        };
+        f["fleet"] = json!({
+            "accept": {"per_sec": 900, "a_per_sec": 450, "b_per_sec": 450, "one_instance_per_sec": 800,
+                       "cost": cost(&[23.0, 24.0], 50.0), "one_instance_cost": cost(&[33.0], 34.0)},
+            "delivery": {"per_sec": 700, "one_instance_per_sec": 600, "sent_by_a": 10, "sent_by_b": 12},
+        });
+        let text = table(&f);
+        assert!(!text.contains("failover"), "{text}");
+        assert!(!text.starts_with("memory"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("2 inst.   accept CPU per notification"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.contains(
+                "gateways 47.0 us on two (23.0 + 24.0) vs 33.0 us on one; database 50.0 vs 34.0 us"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("total 104.0 vs 74.0 us"), "{line}");
+        assert!(text.contains("14.5 accepts"), "{text}");
     }
 
     #[test]

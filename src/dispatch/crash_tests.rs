@@ -151,6 +151,17 @@ impl Store for DiesAtSave {
     ) -> StoreResult<Option<Vec<u8>>> {
         self.inner.kv_update(namespace, key, edit, durability).await
     }
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.kv_update_announced(namespace, key, edit).await
+    }
+    fn records_changed(&self) -> u64 {
+        self.inner.records_changed()
+    }
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
         self.inner.kv_delete(namespace, key).await
     }

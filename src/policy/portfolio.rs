@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::Timestamp;
-use crate::store::{Durability, Store, StoreResult};
+use crate::store::{Store, StoreResult};
 
 pub(crate) const NAMESPACE: &str = crate::store::namespaces::WHATSAPP_PORTFOLIO;
 const LIMIT_KEY: &str = "limit";
@@ -88,9 +88,8 @@ pub async fn set_limit(
         }
     });
     store
-        .kv_update(NAMESPACE, LIMIT_KEY, edit, Durability::Durable)
+        .kv_update_announced(NAMESPACE, LIMIT_KEY, edit)
         .await?;
-    written();
     tracing::info!(limit = ?limit, source, "WhatsApp portfolio messaging limit updated by Meta");
     Ok(())
 }
@@ -140,18 +139,13 @@ impl Snapshot {
     }
 }
 
-/// Bumped by every write of this process ([`set_limit`], [`set_restriction`]): a cached
-/// [`Snapshot`] older than the last write is read again.
-static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn written() {
-    WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-}
-
 /// The portfolio records for the send path, read from the store at most every
-/// [`Cache::FRESH`] (and at once after this process wrote one): two store reads per WhatsApp
-/// send (a scan and a get) were a third of a send's database round trips. Another instance's
-/// write is seen within [`Cache::FRESH`], like a channel state without its announcement.
+/// [`Cache::FRESH`], and at once after an announced record changed
+/// ([`Store::records_changed`]: [`set_limit`] and [`set_restriction`] write with
+/// [`Store::kv_update_announced`], so this instance's writes and, on a shared store, every
+/// other instance's announcement make the next use read again). Two store reads per WhatsApp
+/// send (a scan and a get) were a third of a send's database round trips. [`Cache::FRESH`] is
+/// the backstop for a lost announcement.
 #[derive(Default)]
 pub struct Cache {
     held: tokio::sync::Mutex<Option<(std::time::Instant, u64, std::sync::Arc<Snapshot>)>>,
@@ -162,7 +156,9 @@ impl Cache {
 
     pub async fn get(&self, store: &dyn Store) -> StoreResult<std::sync::Arc<Snapshot>> {
         let mut held = self.held.lock().await;
-        let generation = WRITES.load(std::sync::atomic::Ordering::SeqCst);
+        // Read before the records: a change announced during the read makes the next use
+        // read again.
+        let generation = store.records_changed();
         if let Some((at, g, snap)) = held.as_ref() {
             if *g == generation && at.elapsed() < Self::FRESH {
                 return Ok(snap.clone());
@@ -278,14 +274,12 @@ pub async fn set_restriction(
     };
     let bytes = serde_json::to_vec(&record).expect("a restriction serializes");
     store
-        .kv_update(
+        .kv_update_announced(
             NAMESPACE,
             &restriction.key(),
             Box::new(move |_| Some(bytes.clone())),
-            Durability::Durable,
         )
         .await?;
-    written();
     tracing::warn!(restriction = restriction.as_str(), until = %until.to_rfc3339(), "WhatsApp account restricted by Meta: {}", restriction.effect());
     Ok(())
 }

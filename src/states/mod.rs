@@ -516,11 +516,16 @@ impl ChannelStates {
         }
     }
 
-    /// Records a quality signal durably, then makes it live.
+    /// Records a quality signal durably (announced to the other instances sharing the store,
+    /// whose watch loop re-reads it at once), then makes it live.
     pub async fn set_quality(&self, kind: ChannelKind, quality: ChannelQuality) -> StoreResult<()> {
         let bytes = serde_json::to_vec(&quality).expect("quality always serializes");
         self.store
-            .kv_put(&quality_namespace(kind), QUALITY_KEY, &bytes)
+            .kv_update_announced(
+                &quality_namespace(kind),
+                QUALITY_KEY,
+                Box::new(move |_| Some(bytes.clone())),
+            )
             .await?;
         if quality.is_flagged() {
             tracing::warn!(channel = %kind, event = %quality.event, limit = ?quality.current_limit, "provider says message quality is low");

@@ -273,7 +273,9 @@ pub use crate::config::retention::IDEMPOTENCY_WINDOW_SECS;
 /// when another instance stored a channel state change, `work` when another instance accepted
 /// notifications (at most about once per 100 ms per instance). Plain wake-ups, no payload:
 /// whoever waits re-reads the store. A store that announces nothing (the embedded one: one
-/// process) has none ([`Store::announcements`] is `None`).
+/// process) has none ([`Store::announcements`] is `None`). `states` also fires for another
+/// instance's announced record ([`Store::kv_update_announced`]: the quality signal, read with
+/// the states).
 #[derive(Clone, Debug)]
 pub struct Announcements {
     pub states: std::sync::Arc<tokio::sync::Notify>,
@@ -300,6 +302,11 @@ pub struct DatabaseStatus {
     pub states_heard: u64,
     pub work_heard: u64,
     pub listener_reconnects: u64,
+    /// What this instance did with the database since it started, by name: grouped
+    /// transactions and the requests they carried (`accept_groups`/`accepts`,
+    /// `save_groups`/`saves`, `read_groups`/`reads`), claims and rows claimed, lease renewals
+    /// and rows renewed, connections taken from the pool and the microseconds spent waiting.
+    pub work: Vec<(&'static str, u64)>,
 }
 
 #[async_trait]
@@ -484,6 +491,23 @@ pub trait Store: Send + Sync + 'static {
         edit: KvEdit,
         durability: Durability,
     ) -> StoreResult<Option<Vec<u8>>>;
+    /// A durable [`Store::kv_update`] that also tells the other instances sharing the store
+    /// that a record of `namespace` changed, for records every instance caches and must see at
+    /// once (the WhatsApp quality signal, the portfolio's restrictions and limit; docs/fleet.md).
+    /// PostgreSQL sends `pg_notify('lifeboat_states', ...)` in the update's own transaction:
+    /// heard at its commit and only if it commits, never when the edit left the record as it
+    /// was. The others' listeners bump their [`Store::records_changed`] and fire
+    /// [`Announcements::states`].
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>>;
+    /// How many announced record changes ([`Store::kv_update_announced`]) this handle knows
+    /// of: its own, and on a shared store the other instances' it heard. A cache of such
+    /// records read at a lower count is stale (the count only grows).
+    fn records_changed(&self) -> u64;
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()>;
     /// Deletes without waiting for the disk (see [`Store::kv_put_relaxed`]): for records that
     /// only expire, where one that comes back after a crash is harmless.

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Json;
 
+use super::tally::Tally;
 use super::{body, contact_lock_keys, grouped, ms, write_contacts, Fail, Result, LOCK_CONTACTS};
 use crate::model::{Contact, Notification, Timestamp};
 use crate::store::{AcceptOutcome, Lane, NewNotification, StoreResult, IDEMPOTENCY_WINDOW_SECS};
@@ -19,6 +20,11 @@ use crate::store::{AcceptOutcome, Lane, NewNotification, StoreResult, IDEMPOTENC
 pub(super) const MAX_GROUP: usize = 512;
 /// Transactions in flight at once (one collects while another commits).
 pub(super) const COMMITTERS: usize = 3;
+/// A group starts at once only while fewer than this many of these transactions are in
+/// flight; else it collects until one ends ([`grouped::Groups`]): under load, fewer and larger
+/// commits. Measured at 64 clients: 10 → 29 accepts per transaction, the server's CPU per
+/// accept 46–50 → 28–30 µs (two instances: 5.5 → 14 per transaction, 73–76 → 46–49 µs).
+const PARALLEL: usize = 1;
 
 pub(super) struct Request {
     pub new: NewNotification,
@@ -31,20 +37,26 @@ pub(super) fn start(
     pool: Pool,
     location: String,
     committers: usize,
+    tally: Arc<Tally>,
 ) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let rx = Arc::new(Mutex::new(rx));
+    let rx = Arc::new(grouped::Groups::new(rx, PARALLEL));
     for _ in 0..committers {
-        let (pool, location, rx) = (pool.clone(), location.clone(), rx.clone());
+        let (pool, location, rx, tally) =
+            (pool.clone(), location.clone(), rx.clone(), tally.clone());
         tokio::spawn(async move {
             loop {
-                let Some(group) = grouped::next_group(&rx, MAX_GROUP).await else {
+                let Some((group, in_flight)) = rx.next(MAX_GROUP).await else {
                     return;
                 };
                 let items: Vec<(&NewNotification, Timestamp)> =
                     group.iter().map(|r| (&r.new, r.at)).collect();
-                let outcome =
-                    grouped::with_retries("accepting notifications", || apply(&pool, &items)).await;
+                Tally::group(&tally.accept_groups, &tally.accepts, items.len());
+                let outcome = grouped::with_retries("accepting notifications", || {
+                    apply(&pool, &tally, &items)
+                })
+                .await;
+                drop(in_flight);
                 drop(items);
                 match outcome {
                     Ok(outcomes) => {
@@ -66,8 +78,12 @@ pub(super) fn start(
 }
 
 /// Writes one group in one transaction; the outcome of each, in order.
-async fn apply(pool: &Pool, items: &[(&NewNotification, Timestamp)]) -> Result<Vec<AcceptOutcome>> {
-    let mut client = pool.get().await?;
+async fn apply(
+    pool: &Pool,
+    tally: &Tally,
+    items: &[(&NewNotification, Timestamp)],
+) -> Result<Vec<AcceptOutcome>> {
+    let mut client = tally.get(pool).await?;
     let tx = client.transaction().await?;
     let n = items.len();
     let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; n];

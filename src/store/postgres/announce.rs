@@ -4,7 +4,12 @@
 //! - `lifeboat_states`: sent by the statement that stores a channel state
 //!   (`save_channel_state`: `pg_notify` in the same statement, so it is delivered when, and
 //!   only if, the write commits; never before the state is durable, never for a write that
-//!   failed). Rare (a ban, a restriction, an admin toggle), so one per change.
+//!   failed). Rare (a ban, a restriction, an admin toggle), so one per change. Also sent,
+//!   in the same transaction, by an announced record's update (`kv_update_announced`: the
+//!   WhatsApp quality signal, the portfolio's restriction and limit records; payload
+//!   `kv <namespace>`): a listener bumps its handle's `records_changed` (the portfolio cache
+//!   reads again at its next use) and fires the states wake-up (the quality signal is re-read
+//!   with the states).
 //! - `lifeboat_work`: "notifications were accepted here", coalesced: an accept only marks that
 //!   one is owed ([`Announcer::work_accepted`]); one task sends at most one `NOTIFY` per
 //!   [`WORK_WINDOW`] for all the accepts of that window. Never one per accept: a `NOTIFY` takes
@@ -63,6 +68,8 @@ pub(crate) struct Announcer {
     pub states_heard: AtomicU64,
     pub work_heard: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Announced record changes, this handle's and those heard ([`crate::store::Store::records_changed`]).
+    records: AtomicU64,
 }
 
 impl Announcer {
@@ -78,6 +85,15 @@ impl Announcer {
         self.owed.notify_one();
     }
 
+    /// An announced record changed (here, or another instance said so).
+    pub fn record_changed(&self) {
+        self.records.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn records_changed(&self) -> u64 {
+        self.records.load(Ordering::SeqCst)
+    }
+
     pub fn listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed)
     }
@@ -87,6 +103,13 @@ impl Announcer {
 pub(crate) fn payload(owner: &str, what: &str) -> String {
     format!("{owner} {what}")
 }
+
+/// What an announced record's change says: `kv <namespace>`.
+pub(crate) fn record_what(namespace: &str) -> String {
+    format!("{RECORD_PREFIX}{namespace}")
+}
+
+const RECORD_PREFIX: &str = "kv ";
 
 /// The listener and the work announcer of one store handle; both stop when this is dropped.
 pub struct AnnounceTasks {
@@ -160,6 +183,7 @@ async fn listen(store: Arc<PgStore>) {
                     }
                 } else {
                     // Whatever was announced while not listening was missed: look now.
+                    announcer.record_changed();
                     announcer.states.notify_one();
                     announcer.work.notify_one();
                     announcer.listening.store(true, Ordering::Relaxed);
@@ -213,6 +237,10 @@ async fn serve(
                 match n.channel() {
                     STATES_CHANNEL => {
                         announcer.states_heard.fetch_add(1, Ordering::Relaxed);
+                        let what = n.payload().split_once(' ').map_or("", |(_, w)| w);
+                        if what.starts_with(RECORD_PREFIX) {
+                            announcer.record_changed();
+                        }
                         announcer.states.notify_one();
                     }
                     WORK_CHANNEL => {

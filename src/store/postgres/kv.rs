@@ -112,14 +112,18 @@ pub(super) async fn delete(
 
 /// The read-modify-write: the row locked (`FOR UPDATE`) while `edit` runs; a record absent
 /// when read is inserted with `ON CONFLICT DO NOTHING`, and if another writer inserted it
-/// meanwhile, the whole update runs again on what that one wrote.
+/// meanwhile, the whole update runs again on what that one wrote. With `announce` (a channel
+/// and payload), a change (not an edit that left the record as it was) also sends
+/// `pg_notify` in the same transaction: delivered at the commit, only if it commits. Says
+/// what the record holds after it, and whether it announced.
 pub(super) async fn update(
     store: &PgStore,
     namespace: &str,
     key: &str,
     mut edit: KvEdit,
     durability: Durability,
-) -> Result<Option<Vec<u8>>> {
+    announce: Option<(&str, &str)>,
+) -> Result<(Option<Vec<u8>>, bool)> {
     let mut client = store.client().await?;
     loop {
         let tx = client.transaction().await?;
@@ -166,8 +170,16 @@ pub(super) async fn update(
             }
             (None, None) => {}
         }
+        let announced = match announce {
+            Some((channel, payload)) if old != new => {
+                let st = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+                tx.execute(&st, &[&channel, &payload]).await?;
+                true
+            }
+            _ => false,
+        };
         tx.commit().await?;
-        return Ok(new);
+        return Ok((new, announced));
     }
 }
 

@@ -25,6 +25,7 @@ mod reads;
 mod retention;
 mod save;
 mod schema;
+mod tally;
 #[doc(hidden)]
 pub mod testdb;
 #[cfg(test)]
@@ -35,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -472,6 +473,8 @@ pub struct PgStore {
     target: Target,
     /// `LISTEN`/`NOTIFY` between instances ([`announce`]).
     announcer: announce::Announcer,
+    /// What this handle did with the database ([`tally`]).
+    tally: Arc<tally::Tally>,
 }
 
 impl PgStore {
@@ -520,9 +523,20 @@ impl PgStore {
                 .await
                 .map_err(|e| Fail::from(e).into_store(&location))?;
         }
-        let accepts = accept::start(pool.clone(), location.clone(), accept::COMMITTERS);
-        let saves = save::start(pool.clone(), location.clone(), save::SAVERS);
-        let reads = reads::start(pool.clone(), location.clone(), reads::READERS);
+        let tally = Arc::new(tally::Tally::default());
+        let accepts = accept::start(
+            pool.clone(),
+            location.clone(),
+            accept::COMMITTERS,
+            tally.clone(),
+        );
+        let saves = save::start(pool.clone(), location.clone(), save::SAVERS, tally.clone());
+        let reads = reads::start(
+            pool.clone(),
+            location.clone(),
+            reads::READERS,
+            tally.clone(),
+        );
         Ok(PgStore {
             pool,
             location,
@@ -535,6 +549,7 @@ impl PgStore {
             depth: Mutex::new(None),
             target,
             announcer: announce::Announcer::default(),
+            tally,
         })
     }
 
@@ -608,7 +623,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        Ok(self.pool.get().await?)
+        self.tally.get(&self.pool).await
     }
 
     fn queue_changed(&self) {
@@ -743,6 +758,7 @@ impl PgStore {
                 &[&now, &limit, &self.until(now), &self.owner, &lanes, &wants],
             )
             .await?;
+        tally::Tally::group(&self.tally.claims, &self.tally.claimed, rows.len());
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -1173,7 +1189,10 @@ impl Store for PgStore {
             let mut tries = 0;
             loop {
                 match client.execute(&st, &[&ids, &until, &self.owner]).await {
-                    Ok(n) => return Ok(n as usize),
+                    Ok(n) => {
+                        tally::Tally::group(&self.tally.renewals, &self.tally.renewed, n as usize);
+                        return Ok(n as usize);
+                    }
                     Err(e) => {
                         let e = Fail::from(e);
                         if e.retry_at_once() && tries < RETRIES {
@@ -1273,6 +1292,7 @@ impl Store for PgStore {
             states_heard: a.states_heard.load(Ordering::Relaxed),
             work_heard: a.work_heard.load(Ordering::Relaxed),
             listener_reconnects: a.reconnects.load(Ordering::Relaxed),
+            work: self.tally.figures(),
         })
     }
 
@@ -1425,9 +1445,41 @@ impl Store for PgStore {
     ) -> StoreResult<Option<Vec<u8>>> {
         self.call(
             "updating a record",
-            kv::update(self, namespace, key, edit, durability),
+            kv::update(self, namespace, key, edit, durability, None),
         )
         .await
+        .map(|(after, _)| after)
+    }
+
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let payload = announce::payload(&self.owner, &announce::record_what(namespace));
+        let (after, announced) = self
+            .call(
+                "updating a record",
+                kv::update(
+                    self,
+                    namespace,
+                    key,
+                    edit,
+                    Durability::Durable,
+                    Some((announce::STATES_CHANNEL, &payload)),
+                ),
+            )
+            .await?;
+        if announced {
+            self.announcer.states_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.announcer.record_changed();
+        Ok(after)
+    }
+
+    fn records_changed(&self) -> u64 {
+        self.announcer.records_changed()
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {

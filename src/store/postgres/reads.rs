@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
+use super::tally::Tally;
 use super::{body, grouped, Result};
 use crate::model::Contact;
 use crate::store::StoreResult;
@@ -36,15 +37,19 @@ pub(super) fn start(
     pool: Pool,
     location: String,
     readers: usize,
+    tally: Arc<Tally>,
 ) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let rx = Arc::new(Mutex::new(rx));
+    let rx = Arc::new(grouped::Groups::new(rx, usize::MAX));
     for _ in 0..readers {
-        let (pool, location, rx) = (pool.clone(), location.clone(), rx.clone());
+        let (pool, location, rx, tally) =
+            (pool.clone(), location.clone(), rx.clone(), tally.clone());
         tokio::spawn(async move {
-            while let Some(group) = grouped::next_group(&rx, MAX_GROUP).await {
+            while let Some((group, _in_flight)) = rx.next(MAX_GROUP).await {
                 let ids: Vec<&str> = group.iter().map(|r| r.id.as_str()).collect();
-                match grouped::with_retries("reading contacts", || read(&pool, &ids)).await {
+                Tally::group(&tally.read_groups, &tally.reads, ids.len());
+                match grouped::with_retries("reading contacts", || read(&pool, &tally, &ids)).await
+                {
                     Ok(found) => {
                         for r in group {
                             match r.want {
@@ -81,8 +86,12 @@ pub(super) fn start(
 
 /// The stored bodies of those of `ids` that exist, by id (undecoded: an existence check
 /// needs no decoding).
-async fn read(pool: &Pool, ids: &[&str]) -> Result<HashMap<String, tokio_postgres::Row>> {
-    let client = pool.get().await?;
+async fn read(
+    pool: &Pool,
+    tally: &Tally,
+    ids: &[&str],
+) -> Result<HashMap<String, tokio_postgres::Row>> {
+    let client = tally.get(pool).await?;
     let st = client
         .prepare_cached("SELECT id, body FROM contacts WHERE id = ANY($1)")
         .await?;

@@ -655,3 +655,223 @@ async fn another_instances_disable_is_live_here_through_the_announcement() {
     );
     watch.abort();
 }
+
+/// An announced record (`kv_update_announced`: the quality signal, the portfolio records) is
+/// heard by the other instance, which counts it in `records_changed`; not by the writer; and
+/// an edit that leaves the record as it was announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_record_is_heard_by_the_other_instance_when_it_changed() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let (ann_a, ann_b) = (a.announcements().unwrap(), b.announcements().unwrap());
+    let put =
+        |value: &'static [u8]| -> crate::store::KvEdit { Box::new(move |_| Some(value.to_vec())) };
+    let (a0, b0) = (a.records_changed(), b.records_changed());
+    let started = std::time::Instant::now();
+    a.kv_update_announced("whatsapp_portfolio", "limit", put(b"one"))
+        .await
+        .unwrap();
+    let took = heard(&ann_b.states, "b hears a's record").await;
+    println!(
+        "a's record stored and heard by b {:?} after the store began",
+        started.elapsed().max(took)
+    );
+    assert_eq!(b.records_changed(), b0 + 1, "b counts the change it heard");
+    assert_eq!(a.records_changed(), a0 + 1, "a counts its own change");
+    assert_eq!(
+        b.kv_get("whatsapp_portfolio", "limit")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"one"[..]),
+        "what b is told of is committed"
+    );
+    // The same value again: nothing changed, nothing announced.
+    a.kv_update_announced("whatsapp_portfolio", "limit", put(b"one"))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ann_b.states.notified())
+            .await
+            .is_err(),
+        "an edit that changed nothing is not announced"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), ann_a.states.notified())
+            .await
+            .is_err(),
+        "an instance does not wake itself with its own announcement"
+    );
+    let (sa, sb) = (a.database_status().unwrap(), b.database_status().unwrap());
+    assert_eq!((sa.states_sent, sb.states_heard), (1, 1), "{sa:?} {sb:?}");
+    assert_eq!(b.records_changed(), b0 + 1);
+}
+
+/// Another instance's WhatsApp quality signal (`phone_number_quality_update`) is live here
+/// through the announcement alone (the periodic re-read set to an hour), well under the 1 s
+/// re-read it had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_quality_signal_is_live_here_through_the_announcement() {
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let kind = lifeboat_channel::ChannelKind::Whatsapp;
+    let on_a = crate::states::ChannelStates::load(a.clone() as Arc<dyn Store>)
+        .await
+        .unwrap();
+    let on_b = Arc::new(
+        crate::states::ChannelStates::load(b.clone() as Arc<dyn Store>)
+            .await
+            .unwrap(),
+    );
+    let watch = on_b.watch(b.announcements().unwrap().states, Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!on_b.quality_flagged(kind));
+    let quality = crate::model::ChannelQuality {
+        event: "FLAGGED".into(),
+        current_limit: Some("TIER_1K".into()),
+        old_limit: None,
+        max_daily_conversations_per_business: None,
+        at: Utc::now(),
+    };
+    let started = std::time::Instant::now();
+    on_a.set_quality(kind, quality.clone()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on_b.quality(kind).as_ref() != Some(&quality) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never saw a's quality signal (its re-read is an hour away: only the announcement can tell it)"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    println!("a's quality signal live on b {took:?} after a began storing it");
+    assert!(on_b.quality_flagged(kind));
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    watch.abort();
+}
+
+/// A WhatsApp channel that is never called (the decisions are what is tested).
+struct Whatsapp;
+
+#[async_trait::async_trait]
+impl lifeboat_channel::Channel for Whatsapp {
+    fn kind(&self) -> lifeboat_channel::ChannelKind {
+        lifeboat_channel::ChannelKind::Whatsapp
+    }
+    async fn send(&self, _message: &lifeboat_channel::OutboundMessage) -> lifeboat_channel::Answer {
+        lifeboat_channel::Answer::sent("wamid-1")
+    }
+    async fn health(&self) -> lifeboat_channel::Health {
+        lifeboat_channel::Health::Ok("fake".into())
+    }
+}
+
+/// A restriction Meta sent to one instance (`account_update`) and a limit
+/// (`business_capability_update`) stop the other instance's business-initiated WhatsApp sends
+/// at once: its portfolio cache (re-read every 1 s otherwise) reads again after the
+/// announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_portfolio_restriction_and_limit_apply_here_at_once() {
+    use crate::model::SkipReason;
+    use crate::policy::{portfolio, Candidate, Decision, Mode, Policy, PolicyConfig};
+    use lifeboat_channel::{Category, ChannelKind};
+
+    let db = TestDb::create().await;
+    let (a, b, _tasks) = listening_pair(&db).await;
+    let policy_b = Policy::new(PolicyConfig::default(), b.clone() as Arc<dyn Store>);
+    let registry = crate::channels::Registry::from_channels(vec![
+        Arc::new(Whatsapp) as Arc<dyn lifeboat_channel::Channel>
+    ]);
+    let states = crate::states::ChannelStates::load(b.clone() as Arc<dyn Store>)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let mut ana = crate::model::Contact::new("ana", now);
+    ana.whatsapp = Some("+48600100200".into());
+    ana.consents.insert(
+        ChannelKind::Whatsapp,
+        crate::model::Consent {
+            status: crate::model::ConsentStatus::Granted,
+            scopes: vec![Category::Transactional],
+            source: "test".into(),
+            evidence: None,
+            at: now,
+        },
+    );
+    let mut n = 0;
+    let mut decide = || {
+        n += 1;
+        let id = format!("n-{n}");
+        let (policy_b, registry, states, ana) = (&policy_b, &registry, &states, &ana);
+        async move {
+            let c = Candidate {
+                notification_id: &id,
+                category: Category::Transactional,
+                has_template: true,
+                template: None,
+                kind: ChannelKind::Whatsapp,
+                contact: Some(ana),
+            };
+            policy_b
+                .decide(registry, states, &c, Utc::now(), Mode::DryRun)
+                .await
+                .unwrap()
+        }
+    };
+    // B has read the portfolio (nothing restricted): its cache is fresh for a second.
+    let first = decide().await;
+    assert!(matches!(first, Decision::Go { .. }), "{first:?}");
+
+    // How long until B's decisions say `reason` (the cache's own re-read is 1 s away).
+    async fn until<F: std::future::Future<Output = Decision>>(
+        mut decide: impl FnMut() -> F,
+        reason: SkipReason,
+        started: std::time::Instant,
+    ) -> Duration {
+        loop {
+            let d = decide().await;
+            if matches!(&d, Decision::Skip { reason: r, .. } if *r == reason) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "b never applied a's portfolio record: {d:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // Meta names a limit of 0 new people to A (the limit is checked after the restriction:
+    // first).
+    let started = std::time::Instant::now();
+    portfolio::set_limit(
+        a.as_ref(),
+        portfolio::PortfolioLimit::Count(0),
+        "business_capability_update",
+        "0",
+        now,
+    )
+    .await
+    .unwrap();
+    let limited = until(&mut decide, SkipReason::PortfolioLimit, started).await;
+    println!("a's limit applied by b {limited:?} after a began storing it");
+    assert!(
+        limited < Duration::from_millis(500),
+        "b took {limited:?} (its cache's re-read is 1 s)"
+    );
+
+    let started = std::time::Instant::now();
+    portfolio::set_restriction(
+        a.as_ref(),
+        portfolio::Restriction::BizInitiated,
+        now + chrono::Duration::hours(2),
+        now,
+    )
+    .await
+    .unwrap();
+    let restricted = until(&mut decide, SkipReason::ChannelRestricted, started).await;
+    println!("a's restriction applied by b {restricted:?} after a began storing it");
+    assert!(
+        restricted < Duration::from_millis(500),
+        "b took {restricted:?} (its cache's re-read is 1 s)"
+    );
+}

@@ -111,6 +111,8 @@ pub struct SledStore {
     scan_from: Arc<ScanFrom>,
     /// How long a claim lasts without renewal.
     lease: std::time::Duration,
+    /// Announced record changes made through this handle ([`Store::records_changed`]).
+    records_changed: std::sync::atomic::AtomicU64,
 }
 
 /// Runs `scan`, a walk over sled whose length no caller bounds (every notification for a
@@ -213,6 +215,7 @@ impl SledStore {
             erasing,
             scan_from,
             lease: DEFAULT_LEASE,
+            records_changed: Default::default(),
         };
         store.migrate_address_index()?;
         store.replay_journal(&path.with_extension("journal"))?;

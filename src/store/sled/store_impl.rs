@@ -341,6 +341,26 @@ impl Store for SledStore {
         Ok(after)
     }
 
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        k: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        // One process: nobody else to tell; this handle's own caches see the count move.
+        let after = self
+            .kv_update(namespace, k, edit, Durability::Durable)
+            .await;
+        self.records_changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        after
+    }
+
+    fn records_changed(&self) -> u64 {
+        self.records_changed
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn kv_delete(&self, namespace: &str, k: &str) -> StoreResult<()> {
         self.tree.remove(kv_key(namespace, k)).map_err(io)?;
         self.durable().await
