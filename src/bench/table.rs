@@ -206,6 +206,25 @@ fn smoke_table(full: &str) -> String {
     out
 }
 
+/// The lines of phases 1a and 1b (accept with the dispatcher at work).
+fn dispatching_lines(f: &Value) -> String {
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let (p, s) = (&f["accept_paced"], &f["accept_sending"]);
+    let mut out = format!(
+        "accept    {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   dispatcher at work, channels paced at the providers' rates (WhatsApp sent {:.0}/s meanwhile), {} errors, gateway CPU {:.1} us each   (target >= 20000/s, what an operator should expect)\n",
+        num(&p["per_sec"]), num(&p["p50_ms"]), num(&p["p99_ms"]), num(&p["whatsapp_sends_per_sec"]), p["errors"], num(&p["gateway_cpu_us"])
+    );
+    out.push_str(&format!(
+        "waiting   {} notifications waiting on pacing: gateway CPU {:.1}% of a core, WhatsApp sent {:.0}/s   (target <= 5% for 1,000,000)\n",
+        p["waiting"]["queued"], num(&p["waiting"]["cpu_percent_of_a_core"]), num(&p["waiting"]["whatsapp_sends_per_sec"])
+    ));
+    out.push_str(&format!(
+        "accept    {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   dispatcher at work, every channel sending ({:.0} sends/s meanwhile), {} errors, gateway CPU {:.1} us each (accept and send)\n",
+        num(&s["per_sec"]), num(&s["p50_ms"]), num(&s["p99_ms"]), num(&s["whatsapp_sends_per_sec"]), s["errors"], num(&s["gateway_cpu_us"])
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,23 +327,4 @@ mod tests {
         assert!(text.contains("(target >= 6000/s)"), "{text}");
         assert!(text.contains("bytes in the database"), "{text}");
     }
-}
-
-/// The lines of phases 1a and 1b (accept with the dispatcher at work).
-fn dispatching_lines(f: &Value) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let (p, s) = (&f["accept_paced"], &f["accept_sending"]);
-    let mut out = format!(
-        "accept    {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   dispatcher at work, channels paced at the providers' rates (WhatsApp sent {:.0}/s meanwhile), {} errors, gateway CPU {:.1} us each   (target >= 20000/s, what an operator should expect)\n",
-        num(&p["per_sec"]), num(&p["p50_ms"]), num(&p["p99_ms"]), num(&p["whatsapp_sends_per_sec"]), p["errors"], num(&p["gateway_cpu_us"])
-    );
-    out.push_str(&format!(
-        "waiting   {} notifications waiting on pacing: gateway CPU {:.1}% of a core, WhatsApp sent {:.0}/s   (target <= 5% for 1,000,000)\n",
-        p["waiting"]["queued"], num(&p["waiting"]["cpu_percent_of_a_core"]), num(&p["waiting"]["whatsapp_sends_per_sec"])
-    ));
-    out.push_str(&format!(
-        "accept    {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   dispatcher at work, every channel sending ({:.0} sends/s meanwhile), {} errors, gateway CPU {:.1} us each (accept and send)\n",
-        num(&s["per_sec"]), num(&s["p50_ms"]), num(&s["p99_ms"]), num(&s["whatsapp_sends_per_sec"]), s["errors"], num(&s["gateway_cpu_us"])
-    ));
-    out
 }

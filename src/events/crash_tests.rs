@@ -167,9 +167,13 @@ impl Store for Dying {
     ) -> StoreResult<(Vec<Notification>, Option<String>)> {
         self.inner.list_notifications(query).await
     }
-    async fn claim_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Notification>> {
+    async fn claim_lanes(
+        &self,
+        now: Timestamp,
+        limits: &crate::store::ClaimLimits,
+    ) -> StoreResult<Vec<Notification>> {
         self.alive()?;
-        self.inner.claim_due(now, limit).await
+        self.inner.claim_lanes(now, limits).await
     }
     async fn renew_claims(&self, ids: &[String], now: Timestamp) -> StoreResult<usize> {
         self.alive()?;
@@ -245,6 +249,18 @@ impl Store for Dying {
     ) -> StoreResult<Option<Vec<u8>>> {
         self.alive()?;
         self.inner.kv_update(namespace, key, edit, durability).await
+    }
+    async fn kv_update_announced(
+        &self,
+        namespace: &str,
+        key: &str,
+        edit: KvEdit,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        self.alive()?;
+        self.inner.kv_update_announced(namespace, key, edit).await
+    }
+    fn records_changed(&self) -> u64 {
+        self.inner.records_changed()
     }
     async fn kv_delete(&self, namespace: &str, key: &str) -> StoreResult<()> {
         self.alive()?;

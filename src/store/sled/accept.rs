@@ -121,7 +121,7 @@ impl SledStore {
                 missing.push((kkey, value));
             }
         }
-        let qkey = queue_key_of(&stored, stored.next_attempt_at.unwrap_or(record.at));
+        let qkey = queue_key_of(stored, stored.next_attempt_at.unwrap_or(record.at));
         if !self.tree.contains_key(&qkey).map_err(io)? {
             missing.push((qkey, Vec::new()));
         }

@@ -85,6 +85,9 @@ fn back_to(from: &mut BTreeMap<Lane, Vec<u8>>, k: &[u8]) {
     }
 }
 
+/// A queue entry a claim's scan passed, and whether it was unclaimed.
+type Seen = (Vec<u8>, bool);
+
 /// A claimed notification (kept in memory, by id).
 pub(super) struct Claim {
     /// The queue entry it was claimed from.
@@ -184,7 +187,7 @@ impl SledStore {
         // Each lane's due entries from its scan start, up to as many unclaimed ones as the
         // lane may give (claimed ones are passed over). (A test clock may go back: then there
         // is nothing before the end to scan.)
-        let mut seen: Vec<(Lane, Vec<(Vec<u8>, bool)>)> = Vec::new();
+        let mut seen: Vec<(Lane, Vec<Seen>)> = Vec::new();
         for lane in Lane::ALL {
             let want = limits.of(lane);
             let start = from
