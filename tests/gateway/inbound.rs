@@ -193,7 +193,7 @@ async fn a_replayed_whatsapp_message_does_not_reopen_the_service_window() {
 
     // A day later the window is closed, and the same signed message posted again (a replay)
     // does not open it.
-    std::fs::write(gw.dir.path().join("clock"), "2026-06-11T11:30:00Z").unwrap();
+    gw.move_clock("2026-06-11T11:30:00Z").await;
     assert_eq!(
         free_text_trail(&gw, "ana").await,
         ["whatsapp:skipped:outside_window"]
