@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 
 use secrecy::ExposeSecret;
 
+use super::cpucap::{self, CpuGroup};
 use super::load::{self, Conn, LoadResult, Until};
 use super::pg::BenchDb;
 use super::probe::{bytes_on_disk, cpu_time_of, thread_cpu_of};
@@ -50,6 +51,9 @@ impl Place {
 /// A `lifeboat sandbox` child process.
 pub(super) struct Gateway {
     child: Child,
+    /// With `--instance-cpu`: the group capping its CPU (after `child`: dropped once the
+    /// child is being killed).
+    _cpu: Option<CpuGroup>,
     pub(super) addr: SocketAddr,
     pid: u32,
 }
@@ -89,7 +93,18 @@ impl Gateway {
         extra: &[&str],
     ) -> Result<Gateway, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-        let mut cmd = Command::new(exe);
+        let cpu = cpucap::next_group()?;
+        let mut cmd = match &cpu {
+            None => Command::new(exe),
+            Some(group) => {
+                // The shell joins the group, then becomes the gateway (same pid).
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", r#"echo $$ > "$1" && shift && exec "$@""#, "sh"])
+                    .arg(group.procs())
+                    .arg(exe);
+                cmd
+            }
+        };
         // The database's URL through the environment: a command line is visible to every user.
         match db {
             Some(db) => cmd.env("LIFEBOAT_SANDBOX_STORE_URL", db.url().expose_secret()),
@@ -124,7 +139,12 @@ impl Gateway {
         .flatten()
         .ok_or("the sandbox did not start")?;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Gateway { child, addr, pid })
+        Ok(Gateway {
+            child,
+            _cpu: cpu,
+            addr,
+            pid,
+        })
     }
 
     pub(super) async fn call(

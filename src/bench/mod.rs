@@ -41,6 +41,7 @@
 //! the printed table in [`table`](mod@table).
 
 mod cost;
+mod cpucap;
 mod fleet;
 mod gateway;
 mod load;
@@ -119,6 +120,11 @@ pub struct BenchArgs {
     /// phases): the quick comparison of one instance with two.
     #[arg(long, requires = "store")]
     pub compare_only: bool,
+    /// Run every gateway the bench starts with at most this many cores (a control group's CPU
+    /// quota, as a container's `--cpus`; needs root): on a small machine, a second instance
+    /// then brings CPU of its own, as on a machine of its own, instead of sharing the first's.
+    #[arg(long, value_name = "CORES")]
+    pub instance_cpu: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -159,6 +165,9 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
                 .into(),
         );
     }
+    if let Some(cores) = args.instance_cpu {
+        cpucap::cap_gateways(cores)?;
+    }
     let tmp = tempfile::Builder::new()
         .prefix("lifeboat-bench")
         .tempdir_in(args.data.clone().unwrap_or_else(std::env::temp_dir))
@@ -170,6 +179,7 @@ async fn measure(mut args: BenchArgs) -> Result<(Value, bool), String> {
         "store_kind": if server.is_some() { "postgres" } else { "sled" },
         "instances": args.instances,
         "compare_only": args.compare_only,
+        "instance_cpu": cpucap::cores(),
     });
 
     if let Some(retention) = &args.retention {

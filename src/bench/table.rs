@@ -29,10 +29,14 @@ pub(super) fn table(f: &Value) -> String {
         return dispatching_lines(f);
     }
     out.push_str(&format!(
-        "Lifeboat benchmark ({} cores, {} clients, store: {})\n\n",
+        "Lifeboat benchmark ({} cores, {} clients, store: {}{})\n\n",
         f["machine"]["cores"],
         f["clients"],
-        if postgres { "PostgreSQL" } else { "sled" }
+        if postgres { "PostgreSQL" } else { "sled" },
+        match f["instance_cpu"].as_f64() {
+            Some(cores) => format!(", each gateway capped at {cores} cores"),
+            None => String::new(),
+        }
     ));
     out.push_str(&format!(
         "no-op     {:>9.0}/s   p50 {:>7.2} ms  p99 {:>7.2} ms   GET /healthz, the HTTP ceiling\n",
