@@ -330,22 +330,19 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     merge_header_key(&mut req, &headers)?;
     let valid = ValidatedRequest::try_from(req)?;
-    let contact_id = &valid.contact_id;
-    if valid.patch.as_ref().is_none_or(|p| p.is_empty())
-        && !state.store.contact_exists(contact_id.as_str()).await?
-    {
-        return Err(ApiError::validation(
-            "contact_id",
-            format!(
-                "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} or pass its addresses in `to`"
-            ),
-        ));
-    }
+    let contact_id = valid.contact_id.clone();
     let now = state.clock.now();
     let new = valid.into_new(&state.config.routing, &app, now)?;
     let id = new.notification.id.clone();
     let category = new.notification.category;
-    match state.store.accept(new, now).await? {
+    // Without `to`, the contact must exist: checked by the store with the write (one call).
+    match state.store.accept_known(new, now).await? {
+        AcceptOutcome::UnknownContact => Err(ApiError::validation(
+                "contact_id",
+                format!(
+                "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} or pass its addresses in `to`"
+            ),
+        )),
         AcceptOutcome::Created => {
             state.wake.notify_one();
             state.metrics.accepted(category);

@@ -62,6 +62,7 @@ macro_rules! store_suite {
                 kv_update_creates_edits_and_deletes_a_record,
                 an_idempotency_key_answers_within_its_window_only,
                 many_contact_reads_at_once_each_get_their_own_answer,
+                accept_known_stores_nothing_for_a_missing_contact_even_among_many_at_once,
             );
         }
     };
@@ -856,6 +857,109 @@ pub(super) async fn two_claimers_at_once_never_get_the_same_notification<S: Stor
     }
     assert_eq!(seen.len(), all.len(), "every notification was claimed");
     assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+/// `accept_known` (the API's accept) as many callers at the same moment use it, so that a
+/// grouping store answers them in one group: each gets its own answer. Without a patch, a
+/// missing contact stores nothing (no notification, no queue entry, no idempotency key);
+/// with a patch the contact is made; plain `accept` checks nothing.
+pub(super) async fn accept_known_stores_nothing_for_a_missing_contact_even_among_many_at_once<
+    S: Store,
+>(
+    store: Arc<S>,
+) {
+    let now = Utc::now();
+    add_ana(&*store, now).await;
+    let to = |id: &str, contact: &str| {
+        let mut n = sample_notification(id, now);
+        n.contact_id = contact.into();
+        n
+    };
+    let mut created = 0u64;
+    for round in 0..10 {
+        // (id, what is sent, the answer expected)
+        let mut cases: Vec<(String, NewNotification, bool, AcceptOutcome)> = Vec::new();
+        let mut case = |name: &str, new: NewNotification, known: bool, want: AcceptOutcome| {
+            let id = new.notification.id.clone();
+            assert!(id.ends_with(name));
+            cases.push((id, new, known, want));
+        };
+        let r = format!("r{round}");
+        case(
+            "known",
+            plain(to(&format!("{r}known"), "ana")),
+            true,
+            AcceptOutcome::Created,
+        );
+        case(
+            "ghost",
+            plain(to(&format!("{r}ghost"), "ghost")),
+            true,
+            AcceptOutcome::UnknownContact,
+        );
+        case(
+            "ghostkeyed",
+            keyed(to(&format!("{r}ghostkeyed"), "ghost"), &format!("{r}k1")),
+            true,
+            AcceptOutcome::UnknownContact,
+        );
+        case(
+            "knownkeyed",
+            keyed(to(&format!("{r}knownkeyed"), "ana"), &format!("{r}k2")),
+            true,
+            AcceptOutcome::Created,
+        );
+        let mut patched = plain(to(&format!("{r}patched"), &format!("new{round}")));
+        patched.contact_patch = Some(patch_whatsapp("+14155550199"));
+        case("patched", patched, true, AcceptOutcome::Created);
+        case(
+            "unchecked",
+            plain(to(&format!("{r}unchecked"), "ghost")),
+            false,
+            AcceptOutcome::Created,
+        );
+        // Only unknown ones in a group of their own too (every row left out).
+        case(
+            "ghost2",
+            plain(to(&format!("{r}ghost2"), "ghost2")),
+            true,
+            AcceptOutcome::UnknownContact,
+        );
+
+        let barrier = Arc::new(tokio::sync::Barrier::new(cases.len()));
+        let callers: Vec<_> = cases
+            .into_iter()
+            .map(|(id, new, known, want)| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let got = match known {
+                        true => store.accept_known(new, now).await.unwrap(),
+                        false => store.accept(new, now).await.unwrap(),
+                    };
+                    (id, got, want)
+                })
+            })
+            .collect();
+        for caller in callers {
+            let (id, got, want) = caller.await.unwrap();
+            assert_eq!(got, want, "{id}");
+            let stored = store.get_notification(&id).await.unwrap();
+            assert_eq!(stored.is_some(), want == AcceptOutcome::Created, "{id}");
+            created += u64::from(want == AcceptOutcome::Created);
+        }
+        assert_eq!(store.queue_depth().await.unwrap(), created, "round {round}");
+        assert!(store.contact_exists(&format!("new{round}")).await.unwrap());
+        assert!(!store.contact_exists("ghost").await.unwrap());
+
+        // The unknown contact's key was not taken: it creates once the contact is right.
+        let retry = keyed(to(&format!("{r}retry"), "ana"), &format!("{r}k1"));
+        assert_eq!(
+            store.accept_known(retry, now).await.unwrap(),
+            AcceptOutcome::Created
+        );
+        created += 1;
+    }
 }
 
 /// The same idempotency key (and body) sent by several callers at the same moment: one

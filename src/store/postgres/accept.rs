@@ -29,6 +29,9 @@ const PARALLEL: usize = 1;
 pub(super) struct Request {
     pub new: NewNotification,
     pub at: Timestamp,
+    /// Its contact must exist (`Store::accept_known` without a patch): checked in the group's
+    /// statement, `UnknownContact` if not.
+    pub check_contact: bool,
     pub answer: oneshot::Sender<StoreResult<AcceptOutcome>>,
 }
 
@@ -51,9 +54,10 @@ pub(super) fn start(
                 };
                 let items: Vec<(&NewNotification, Timestamp)> =
                     group.iter().map(|r| (&r.new, r.at)).collect();
+                let checks: Vec<bool> = group.iter().map(|r| r.check_contact).collect();
                 Tally::group(&tally.accept_groups, &tally.accepts, items.len());
                 let outcome = grouped::with_retries("accepting notifications", || {
-                    apply(&pool, &tally, &items)
+                    apply(&pool, &tally, &items, &checks)
                 })
                 .await;
                 drop(in_flight);
@@ -77,22 +81,45 @@ pub(super) fn start(
     tx
 }
 
-/// Writes one group in one transaction; the outcome of each, in order.
+/// Writes one group in one transaction; the outcome of each, in order. `checks[i]`: the
+/// contact of `items[i]` must exist.
 async fn apply(
     pool: &Pool,
     tally: &Tally,
     items: &[(&NewNotification, Timestamp)],
+    checks: &[bool],
 ) -> Result<Vec<AcceptOutcome>> {
     let plain = items.iter().all(|(new, _)| {
         new.idempotency.is_none() && new.contact_patch.as_ref().is_none_or(|p| p.is_empty())
     });
     if plain {
-        return insert_plain(pool, tally, items).await;
+        return insert_plain(pool, tally, items, checks).await;
     }
     let mut client = tally.get(pool).await?;
     let tx = client.transaction().await?;
     let n = items.len();
     let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; n];
+
+    // Contacts that must exist, before any key is taken: an unknown one stores nothing.
+    let mut to_check: Vec<&str> = (0..n)
+        .filter(|&i| checks[i])
+        .map(|i| items[i].0.notification.contact_id.as_str())
+        .collect();
+    if !to_check.is_empty() {
+        to_check.sort_unstable();
+        to_check.dedup();
+        let st = tx.prepare_cached(KNOWN_CONTACTS).await?;
+        let mut known = std::collections::HashSet::with_capacity(to_check.len());
+        for row in tx.query(&st, &[&to_check]).await? {
+            let id: String = row.try_get(0)?;
+            known.insert(id);
+        }
+        for i in (0..n).filter(|&i| checks[i]) {
+            if !known.contains(&items[i].0.notification.contact_id) {
+                outcomes[i] = Some(AcceptOutcome::UnknownContact);
+            }
+        }
+    }
 
     // Idempotency keys: the first of the group with a key tries to store it; later ones with
     // the same key answer against it.
@@ -101,7 +128,7 @@ async fn apply(
     let (mut keys, mut key_ids, mut fingerprints, mut key_ats) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, (new, at)) in items.iter().enumerate() {
-        let Some(idem) = &new.idempotency else {
+        let (Some(idem), None) = (&new.idempotency, &outcomes[i]) else {
             continue;
         };
         match first_with.get(idem.key.as_str()) {
@@ -179,7 +206,9 @@ async fn apply(
                 let (_, theirs) = &earlier[k.as_str()];
                 answer(mine, theirs, id)
             }
-            Some(AcceptOutcome::Created) => unreachable!("outcomes are only set for earlier ones"),
+            Some(AcceptOutcome::Created | AcceptOutcome::UnknownContact) => {
+                unreachable!("a first with a key is created, a duplicate or a conflict")
+            }
         });
     }
 
@@ -282,6 +311,22 @@ const INSERT_BOTH: &str =
      INSERT INTO queue (id, available_at, lane) \
      SELECT * FROM unnest($1::text[], $6::timestamptz[], $7::text[])";
 
+/// [`INSERT_BOTH`] for a group with contacts that must exist (`$8[i]`: row `i`'s must;
+/// `$9`: those contacts, once each): rows whose contact is missing are left out, and the ids
+/// inserted come back. The contacts are looked up by their primary key once each (a
+/// `= ANY` index scan), not probed per row, so the plan does not depend on the table's size.
+const INSERT_BOTH_KNOWN: &str =
+    "WITH known AS MATERIALIZED (SELECT id FROM contacts WHERE id = ANY($9::text[])), \
+     u AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], \
+                                             $6::timestamptz[], $7::text[], $8::bool[]) \
+           AS u(id, contact_id, status, updated_at, body, due, lane, must) \
+         WHERE NOT u.must OR u.contact_id IN (SELECT id FROM known)), \
+     n AS (INSERT INTO notifications (id, contact_id, status, updated_at, body) \
+           SELECT id, contact_id, status, updated_at, body FROM u) \
+     INSERT INTO queue (id, available_at, lane) SELECT id, due, lane FROM u RETURNING id";
+/// The contacts among `$1` that exist.
+const KNOWN_CONTACTS: &str = "SELECT id FROM contacts WHERE id = ANY($1)";
+
 /// A group with no idempotency key and no contact patch: nothing to decide on the server, so
 /// the notifications and their queue rows go in one statement, committed on its own (one
 /// round trip instead of `BEGIN`, the inserts and `COMMIT`: a group's fixed cost, which
@@ -290,26 +335,43 @@ async fn insert_plain(
     pool: &Pool,
     tally: &Tally,
     items: &[(&NewNotification, Timestamp)],
+    checks: &[bool],
 ) -> Result<Vec<AcceptOutcome>> {
     let client = tally.get(pool).await?;
     let all: Vec<usize> = (0..items.len()).collect();
     let rows = Rows::of(items, &all);
-    let st = client.prepare_cached(INSERT_BOTH).await?;
-    client
-        .execute(
-            &st,
-            &[
-                &rows.ids,
-                &rows.contacts,
-                &rows.statuses,
-                &rows.updated,
-                &rows.bodies,
-                &rows.dues,
-                &rows.lanes,
-            ],
-        )
+    if !checks.contains(&true) {
+        let st = client.prepare_cached(INSERT_BOTH).await?;
+        client.execute(&st, &rows.both_params()).await?;
+        return Ok(vec![AcceptOutcome::Created; items.len()]);
+    }
+    let mut to_check: Vec<&str> = (0..items.len())
+        .filter(|&i| checks[i])
+        .map(|i| rows.contacts[i])
+        .collect();
+    to_check.sort_unstable();
+    to_check.dedup();
+    let st = client.prepare_cached(INSERT_BOTH_KNOWN).await?;
+    let [a, b, c, d, e, f, g] = rows.both_params();
+    let inserted = client
+        .query(&st, &[a, b, c, d, e, f, g, &checks, &to_check])
         .await?;
-    Ok(vec![AcceptOutcome::Created; items.len()])
+    if inserted.len() == items.len() {
+        return Ok(vec![AcceptOutcome::Created; items.len()]);
+    }
+    let mut created = std::collections::HashSet::with_capacity(inserted.len());
+    for row in &inserted {
+        let id: &str = row.try_get(0)?;
+        created.insert(id);
+    }
+    Ok(rows
+        .ids
+        .iter()
+        .map(|id| match created.contains(id) {
+            true => AcceptOutcome::Created,
+            false => AcceptOutcome::UnknownContact,
+        })
+        .collect())
 }
 
 /// The columns of the created notifications and their queue rows, as arrays for `unnest`.
@@ -361,6 +423,18 @@ impl<'a> Rows<'a> {
 
     fn queue_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 3] {
         [&self.ids, &self.dues, &self.lanes]
+    }
+
+    fn both_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.ids,
+            &self.contacts,
+            &self.statuses,
+            &self.updated,
+            &self.bodies,
+            &self.dues,
+            &self.lanes,
+        ]
     }
 }
 

@@ -603,6 +603,33 @@ impl PgStore {
         }
     }
 
+    /// Hands an accept to the grouped committers (`accept.rs`) and waits for its answer.
+    async fn accept_grouped(
+        &self,
+        new: NewNotification,
+        now: Timestamp,
+        check_contact: bool,
+    ) -> StoreResult<AcceptOutcome> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Stopped {
+            what: "the store's committer",
+        };
+        self.accepts
+            .send(accept::Request {
+                new,
+                at: now,
+                check_contact,
+                answer,
+            })
+            .map_err(|_| stopped())?;
+        let outcome = answered.await.map_err(|_| stopped())??;
+        if outcome == AcceptOutcome::Created {
+            self.queue_changed();
+            self.announcer.work_accepted();
+        }
+        Ok(outcome)
+    }
+
     /// Hands a contact read to the grouped readers (`reads.rs`) and waits for its answer.
     async fn read_contact<T>(
         &self,
@@ -1129,23 +1156,16 @@ impl Store for PgStore {
     }
 
     async fn accept(&self, new: NewNotification, now: Timestamp) -> StoreResult<AcceptOutcome> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let stopped = || StoreError::Stopped {
-            what: "the store's committer",
-        };
-        self.accepts
-            .send(accept::Request {
-                new,
-                at: now,
-                answer,
-            })
-            .map_err(|_| stopped())?;
-        let outcome = answered.await.map_err(|_| stopped())??;
-        if outcome == AcceptOutcome::Created {
-            self.queue_changed();
-            self.announcer.work_accepted();
-        }
-        Ok(outcome)
+        self.accept_grouped(new, now, false).await
+    }
+
+    async fn accept_known(
+        &self,
+        new: NewNotification,
+        now: Timestamp,
+    ) -> StoreResult<AcceptOutcome> {
+        let check = new.needs_known_contact();
+        self.accept_grouped(new, now, check).await
     }
 
     async fn get_notification(&self, id: &str) -> StoreResult<Option<Notification>> {
