@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
@@ -27,9 +26,6 @@ pub(super) const COMMITTERS: usize = 3;
 /// accept 46–50 → 28–30 µs (two instances: 5.5 → 14 per transaction, 73–76 → 46–49 µs).
 const PARALLEL: usize = 1;
 
-/// How long after a group ended the next waits for as many accepts ([`grouped::Groups::with_regroup`]).
-const REGROUP: Duration = Duration::from_millis(1);
-
 pub(super) struct Request {
     pub new: NewNotification,
     pub at: Timestamp,
@@ -47,7 +43,7 @@ pub(super) fn start(
     tally: Arc<Tally>,
 ) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel::<Request>();
-    let rx = Arc::new(grouped::Groups::new(rx, PARALLEL).with_regroup(REGROUP));
+    let rx = Arc::new(grouped::Groups::new(rx, PARALLEL));
     for _ in 0..committers {
         let (pool, location, rx, tally) =
             (pool.clone(), location.clone(), rx.clone(), tally.clone());
