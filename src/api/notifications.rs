@@ -98,7 +98,8 @@ fn duration_field(field: &str, value: &Option<String>) -> Result<Option<Duration
 
 /// A [`NotificationRequest`] that passed every check that needs nothing but the request;
 /// what still depends on the config (`routing.order`, `routing.expires_in`) and on the store
-/// (does the contact exist) is settled by [`ValidatedRequest::into_new`] and `create`.
+/// (does the contact exist: `Store::accept_known`, with the write) is settled by
+/// [`ValidatedRequest::into_new`] and `create`.
 pub struct ValidatedRequest {
     contact_id: ContactId,
     patch: Option<ContactPatch>,
@@ -338,8 +339,8 @@ pub async fn create(
     // Without `to`, the contact must exist: checked by the store with the write (one call).
     match state.store.accept_known(new, now).await? {
         AcceptOutcome::UnknownContact => Err(ApiError::validation(
-                "contact_id",
-                format!(
+            "contact_id",
+            format!(
                 "no contact `{contact_id}`: create it with PUT /v1/contacts/{contact_id} or pass its addresses in `to`"
             ),
         )),

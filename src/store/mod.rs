@@ -329,7 +329,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Contact>;
     async fn get_contact(&self, id: &str) -> StoreResult<Option<Contact>>;
-    /// Whether the contact exists, without reading it (the accept path only needs that).
+    /// Whether the contact exists, without reading it (the alerts and [`Store::accept_known`]'s
+    /// default need only that).
     async fn contact_exists(&self, id: &str) -> StoreResult<bool>;
     /// Erases addresses, consents and pending notifications; the consent history keeps only an
     /// anonymised tombstone. Returns whether the contact existed.

@@ -877,54 +877,44 @@ pub(super) async fn accept_known_stores_nothing_for_a_missing_contact_even_among
     };
     let mut created = 0u64;
     for round in 0..10 {
-        // (id, what is sent, the answer expected)
-        let mut cases: Vec<(String, NewNotification, bool, AcceptOutcome)> = Vec::new();
-        let mut case = |name: &str, new: NewNotification, known: bool, want: AcceptOutcome| {
-            let id = new.notification.id.clone();
-            assert!(id.ends_with(name));
-            cases.push((id, new, known, want));
-        };
-        let r = format!("r{round}");
-        case(
-            "known",
-            plain(to(&format!("{r}known"), "ana")),
-            true,
-            AcceptOutcome::Created,
-        );
-        case(
-            "ghost",
-            plain(to(&format!("{r}ghost"), "ghost")),
-            true,
-            AcceptOutcome::UnknownContact,
-        );
-        case(
-            "ghostkeyed",
-            keyed(to(&format!("{r}ghostkeyed"), "ghost"), &format!("{r}k1")),
-            true,
-            AcceptOutcome::UnknownContact,
-        );
-        case(
-            "knownkeyed",
-            keyed(to(&format!("{r}knownkeyed"), "ana"), &format!("{r}k2")),
-            true,
-            AcceptOutcome::Created,
-        );
-        let mut patched = plain(to(&format!("{r}patched"), &format!("new{round}")));
-        patched.contact_patch = Some(patch_whatsapp("+14155550199"));
-        case("patched", patched, true, AcceptOutcome::Created);
-        case(
-            "unchecked",
-            plain(to(&format!("{r}unchecked"), "ghost")),
-            false,
-            AcceptOutcome::Created,
-        );
-        // Only unknown ones in a group of their own too (every row left out).
-        case(
-            "ghost2",
-            plain(to(&format!("{r}ghost2"), "ghost2")),
-            true,
-            AcceptOutcome::UnknownContact,
-        );
+        use AcceptOutcome::{Created, UnknownContact};
+        // (name, contact, idempotency key, patched, through accept_known, the answer expected);
+        // the last one alone would be a group of unknown ones only (every row left out).
+        let table = [
+            ("known", "ana", None, false, true, Created),
+            ("ghost", "ghost", None, false, true, UnknownContact),
+            (
+                "ghostkeyed",
+                "ghost",
+                Some("k1"),
+                false,
+                true,
+                UnknownContact,
+            ),
+            ("knownkeyed", "ana", Some("k2"), false, true, Created),
+            ("patched", "new", None, true, true, Created),
+            ("unchecked", "ghost", None, false, false, Created),
+            ("ghost2", "ghost2", None, false, true, UnknownContact),
+        ];
+        let cases: Vec<(String, NewNotification, bool, AcceptOutcome)> = table
+            .into_iter()
+            .map(|(name, contact, key, patched, known, want)| {
+                let id = format!("r{round}{name}");
+                let contact = match patched {
+                    true => format!("{contact}{round}"),
+                    false => contact.to_string(),
+                };
+                let n = to(&id, &contact);
+                let mut new = match key {
+                    Some(key) => keyed(n, &format!("r{round}{key}")),
+                    None => plain(n),
+                };
+                if patched {
+                    new.contact_patch = Some(patch_whatsapp("+14155550199"));
+                }
+                (id, new, known, want)
+            })
+            .collect();
 
         let barrier = Arc::new(tokio::sync::Barrier::new(cases.len()));
         let callers: Vec<_> = cases
@@ -953,7 +943,7 @@ pub(super) async fn accept_known_stores_nothing_for_a_missing_contact_even_among
         assert!(!store.contact_exists("ghost").await.unwrap());
 
         // The unknown contact's key was not taken: it creates once the contact is right.
-        let retry = keyed(to(&format!("{r}retry"), "ana"), &format!("{r}k1"));
+        let retry = keyed(to(&format!("r{round}retry"), "ana"), &format!("r{round}k1"));
         assert_eq!(
             store.accept_known(retry, now).await.unwrap(),
             AcceptOutcome::Created

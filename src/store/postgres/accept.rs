@@ -89,9 +89,10 @@ async fn apply(
     items: &[(&NewNotification, Timestamp)],
     checks: &[bool],
 ) -> Result<Vec<AcceptOutcome>> {
-    let plain = items.iter().all(|(new, _)| {
-        new.idempotency.is_none() && new.contact_patch.as_ref().is_none_or(|p| p.is_empty())
-    });
+    // No key and no patch that changes anything.
+    let plain = items
+        .iter()
+        .all(|(new, _)| new.idempotency.is_none() && new.needs_known_contact());
     if plain {
         return insert_plain(pool, tally, items, checks).await;
     }
@@ -101,13 +102,8 @@ async fn apply(
     let mut outcomes: Vec<Option<AcceptOutcome>> = vec![None; n];
 
     // Contacts that must exist, before any key is taken: an unknown one stores nothing.
-    let mut to_check: Vec<&str> = (0..n)
-        .filter(|&i| checks[i])
-        .map(|i| items[i].0.notification.contact_id.as_str())
-        .collect();
+    let to_check = contacts_to_check(items, checks);
     if !to_check.is_empty() {
-        to_check.sort_unstable();
-        to_check.dedup();
         let st = tx.prepare_cached(KNOWN_CONTACTS).await?;
         let mut known = std::collections::HashSet::with_capacity(to_check.len());
         for row in tx.query(&st, &[&to_check]).await? {
@@ -345,12 +341,7 @@ async fn insert_plain(
         client.execute(&st, &rows.both_params()).await?;
         return Ok(vec![AcceptOutcome::Created; items.len()]);
     }
-    let mut to_check: Vec<&str> = (0..items.len())
-        .filter(|&i| checks[i])
-        .map(|i| rows.contacts[i])
-        .collect();
-    to_check.sort_unstable();
-    to_check.dedup();
+    let to_check = contacts_to_check(items, checks);
     let st = client.prepare_cached(INSERT_BOTH_KNOWN).await?;
     let [a, b, c, d, e, f, g] = rows.both_params();
     let inserted = client
@@ -436,6 +427,20 @@ impl<'a> Rows<'a> {
             &self.lanes,
         ]
     }
+}
+
+/// The contacts that must exist (`checks[i]`), once each.
+fn contacts_to_check<'a>(
+    items: &[(&'a NewNotification, Timestamp)],
+    checks: &[bool],
+) -> Vec<&'a str> {
+    let mut ids: Vec<&str> = (items.iter().zip(checks))
+        .filter(|(_, &check)| check)
+        .map(|((new, _), _)| new.notification.contact_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn answer(mine: &str, theirs: &str, id: &str) -> AcceptOutcome {

@@ -1,6 +1,6 @@
-//! Contact reads of concurrent callers, grouped: the accept path (does the contact exist?) and
-//! the dispatcher's workers (the contact, read fresh before each send) ask for one contact
-//! each, many at once. A couple of reader tasks each take every read waiting and answer them
+//! Contact reads of concurrent callers, grouped: the dispatcher's workers (the contact, read
+//! fresh before each send) and the alerts (does the contact exist?; the API's accept checks
+//! that inside its own statement, `accept.rs`) ask for one contact each, many at once. A couple of reader tasks each take every read waiting and answer them
 //! with one `SELECT ... WHERE id = ANY($1)`: one round trip for the group instead of one per
 //! caller (under load, a group is tens of reads). Every read still starts after its caller
 //! asked, so it sees everything committed before the call.
